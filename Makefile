@@ -1,0 +1,49 @@
+# lastmile — `make run` and `make test` set up everything they need on a fresh
+# machine: Go modules (go build fetches them), libchdb.so (from npm into
+# ~/.cache/lastmile, outside the repo) and Debian packages for the tests.
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/lastmile
+export CGO_ENABLED ?= 0
+
+.PHONY: all build run test test-short bench deps libchdb system-deps fuzz clean help
+
+all: build
+
+help:
+	@echo "make run    start lastmile (collector, processor, query) on embedded Kafka + chDB under ./data"
+	@echo "make test   install what the tests need, then run vet and every test"
+	@echo "make bench  throughput and latency benchmarks (collector, processor, whole path, baseline)"
+	@echo "make build  build $(BIN)"
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/lastmile
+
+libchdb:
+	@bash scripts/fetch-libchdb.sh
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+deps: libchdb system-deps
+
+run: libchdb build
+	./$(BIN) run $(ARGS)
+
+test: deps build
+	$(GO) vet ./...
+	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m ./...
+
+test-short: libchdb build
+	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -short -count=1 ./...
+
+bench: libchdb build
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/flatjson ./schemas ./internal/store
+	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchPipeline$$' -count=1 -timeout 60m -v ./e2e -bench-pipeline
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseObject -fuzztime 60s ./internal/flatjson
+
+clean:
+	rm -rf bin

@@ -1,0 +1,156 @@
+// Command lastmile is the one binary of lastmile: every role, one subcommand
+// each, and `run` for all of them in one process on embedded defaults.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+
+	"github.com/lastmile-qoe/lastmile/internal/app"
+)
+
+// version is set by the Makefile (-ldflags "-X main.version=...").
+var version = "dev"
+
+const usage = `lastmile — QoE analytics for live and on-demand video streaming
+
+Usage:
+  lastmile <command> [flags]
+
+Commands:
+  run         every role in one process on embedded defaults (Kafka + chDB under ./data)
+  collector   the HTTP ingest service: POST /v1/events → Kafka
+  processor   Kafka → clean, dedup, batch → ClickHouse
+  version     print the version
+
+Run 'lastmile <command> -h' for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "lastmile", versionString())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "run", "collector", "processor":
+		return serve(cmd, rest, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v += " " + bi.GoVersion
+	}
+	return v
+}
+
+func serve(cmd string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("lastmile "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o app.Options
+	var logLevel string
+	fs.StringVar(&o.DataDir, "data", "data", "folder for all state: embedded Kafka log, chDB database, query token")
+	fs.StringVar(&o.Kafka, "kafka", "embedded", "`embedded`, or a Kafka cluster's bootstrap list host:9092,host2:9092")
+	fs.StringVar(&o.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker (port 0: pick one and remember it)")
+	fs.StringVar(&o.Store, "store", "embedded", "`embedded` (chDB under --data), or a ClickHouse server: clickhouse://user:pass@host:9000/db")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HTTP address: /v1/events, /v1/config, /api/v1/sql, /metrics, /healthz")
+	fs.StringVar(&o.KeysFile, "keys", "", "app keys file (YAML `keys: {KEY: APP_ID}`); without it only the development key is accepted")
+	fs.StringVar(&o.SamplingFile, "sampling", "", "sampling config file (YAML: seed, default_rate, rates per log_type); default keeps everything")
+	fs.IntVar(&o.RetentionDays, "retention-days", 30, "how long events are kept in Kafka and ClickHouse")
+	fs.IntVar(&o.Partitions, "partitions", 4, "partitions of each topic lastmile creates")
+	fs.StringVar(&o.QueryToken, "query-token", os.Getenv("LASTMILE_QUERY_TOKEN"), "bearer token of the read API (default: $LASTMILE_QUERY_TOKEN, else a random one in DATA/query-token)")
+	fs.IntVar(&o.BatchRows, "batch-rows", 0, "processor: most rows per insert (default 100000)")
+	fs.DurationVar(&o.FlushInterval, "flush-interval", 0, "processor: longest a row waits for its batch (default 500ms)")
+	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 0, "collector: largest request body, compressed or inflated (default 8 MiB)")
+	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "lastmile %s: unexpected arguments %q\n", cmd, fs.Args())
+		return 2
+	}
+	switch cmd {
+	case "run":
+		o.Collector, o.Processor, o.Query = true, true, true
+	case "collector":
+		o.Collector = true
+	case "processor":
+		o.Processor = true
+	}
+
+	logger := log.NewLogfmtLogger(log.NewSyncWriter(stderr))
+	lvl, err := parseLevel(logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "lastmile:", err)
+		return 2
+	}
+	logger = level.NewFilter(logger, lvl)
+	logger = log.With(logger, "ts", log.TimestampFormat(time.Now, "2006-01-02T15:04:05.000Z07:00"), "role", cmd)
+
+	o.Ready = func(a app.Addrs) {
+		fmt.Fprintf(stdout, "lastmile %s is up\n", cmd)
+		fmt.Fprintf(stdout, "  http:  http://%s   (POST /v1/events, GET /metrics, GET /healthz)\n", a.HTTP)
+		fmt.Fprintf(stdout, "  kafka: %s\n", a.Kafka)
+		if a.Store != "" {
+			fmt.Fprintf(stdout, "  store: %s\n", a.Store)
+		}
+		if o.Collector && o.KeysFile == "" {
+			fmt.Fprintf(stdout, "  try:   curl -H 'X-Lastmile-Key: %s' -d '{\"log_type\":\"heartbeat\",\"ts\":%d,\"device_id\":\"d1\",\"session_id\":\"s1\"}' http://%s/v1/events\n",
+				app.DevKey, time.Now().UnixMilli(), a.HTTP)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.Run(ctx, o, logger); err != nil {
+		level.Error(logger).Log("msg", "exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func parseLevel(s string) (level.Option, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return level.AllowDebug(), nil
+	case "info":
+		return level.AllowInfo(), nil
+	case "warn":
+		return level.AllowWarn(), nil
+	case "error":
+		return level.AllowError(), nil
+	}
+	return nil, fmt.Errorf("unknown --log-level %q (debug, info, warn, error)", s)
+}

@@ -1,0 +1,70 @@
+package collector
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+// Metrics of the collector, registered on the caller's registry.
+type Metrics struct {
+	Received        *prometheus.CounterVec
+	Rejected        *prometheus.CounterVec
+	SampledOut      *prometheus.CounterVec
+	Produced        *prometheus.CounterVec
+	ProduceErrors   prometheus.Counter
+	ProduceDuration prometheus.Histogram
+	Requests        *prometheus.CounterVec
+	RequestDuration prometheus.Histogram
+
+	// Children resolved once: WithLabelValues on every event is measurable.
+	receivedBy, sampledBy, producedBy map[string]prometheus.Counter
+}
+
+// NewMetrics creates and registers the collector's metrics.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_collector_events_received_total", Help: "Valid events received, by log_type.",
+		}, []string{"log_type"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_collector_events_rejected_total", Help: "Events refused, by reason code.",
+		}, []string{"reason"}),
+		SampledOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_collector_events_sampled_out_total", Help: "Valid events dropped by sampling, by log_type.",
+		}, []string{"log_type"}),
+		Produced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_collector_events_produced_total", Help: "Records acknowledged by Kafka, by topic.",
+		}, []string{"topic"}),
+		ProduceErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_collector_produce_errors_total", Help: "Requests answered 503 because Kafka did not acknowledge.",
+		}),
+		ProduceDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lastmile_collector_produce_duration_seconds", Help: "Time from handing a request's records to Kafka to their acknowledgement.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_collector_requests_total", Help: "HTTP requests to the collector, by status code.",
+		}, []string{"code"}),
+		RequestDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lastmile_collector_request_duration_seconds", Help: "Duration of successful POST /v1/events requests.",
+			Buckets: prometheus.DefBuckets,
+		}),
+		receivedBy: map[string]prometheus.Counter{},
+		sampledBy:  map[string]prometheus.Counter{},
+		producedBy: map[string]prometheus.Counter{},
+	}
+	reg.MustRegister(m.Received, m.Rejected, m.SampledOut, m.Produced, m.ProduceErrors, m.ProduceDuration, m.Requests, m.RequestDuration)
+	for _, lt := range schemas.Catalog {
+		m.receivedBy[lt.Name] = m.Received.WithLabelValues(lt.Name)
+		m.sampledBy[lt.Name] = m.SampledOut.WithLabelValues(lt.Name)
+		t := schemas.TopicOf(lt.Name)
+		m.producedBy[t] = m.Produced.WithLabelValues(t)
+	}
+	m.producedBy[schemas.RejectedTopic] = m.Produced.WithLabelValues(schemas.RejectedTopic)
+	return m
+}
+
+func (m *Metrics) received(lt string)   { m.receivedBy[lt].Inc() }
+func (m *Metrics) sampledOut(lt string) { m.sampledBy[lt].Inc() }
+func (m *Metrics) produced(t string)    { m.producedBy[t].Inc() }

@@ -1,0 +1,375 @@
+// Package e2e starts the real lastmile binary and talks to it over real
+// sockets: HTTP to the collector and the read API, Kafka to the embedded
+// broker, and the embedded ClickHouse engine through the read API.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	testKey    = "e2e-key"
+	testAppID  = "e2e-app"
+	queryToken = "e2e-token"
+)
+
+var binOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// lastmileBin returns the binary under test: $LASTMILE_BIN (make test builds
+// it), else one built now.
+func lastmileBin(t testing.TB) string {
+	binOnce.Do(func() {
+		if p := os.Getenv("LASTMILE_BIN"); p != "" {
+			binOnce.path = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "lastmile-e2e-bin")
+		if err != nil {
+			binOnce.err = err
+			return
+		}
+		binOnce.path = filepath.Join(dir, "lastmile")
+		cmd := exec.Command("go", "build", "-o", binOnce.path, "../cmd/lastmile")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binOnce.err != nil {
+		t.Fatal(binOnce.err)
+	}
+	return binOnce.path
+}
+
+// freePort returns a loopback address with a currently free port.
+func freePort(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a running lastmile process.
+type proc struct {
+	t       testing.TB
+	cmd     *exec.Cmd
+	HTTP    string
+	Kafka   string
+	dataDir string
+	args    []string
+	stderr  *lockedBuffer
+	exited  chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var readyHTTP = regexp.MustCompile(`http:\s+http://(\S+)`)
+var readyKafka = regexp.MustCompile(`kafka:\s+(\S+)`)
+
+// writeKeys writes an app keys file for the test app.
+func writeKeys(t testing.TB, dir string) string {
+	p := filepath.Join(dir, "keys.yaml")
+	if err := os.WriteFile(p, []byte("keys:\n  "+testKey+": "+testAppID+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// start runs `lastmile <role>` with a data dir and waits until it serves.
+func start(t testing.TB, role, dataDir string, extra ...string) *proc {
+	t.Helper()
+	args := []string{role, "--data", dataDir, "--query-token", queryToken,
+		"--keys", writeKeys(t, filepath.Dir(dataDir)), "--log-level", "warn"}
+	hasListen := false
+	for _, a := range extra {
+		if a == "--listen" {
+			hasListen = true
+		}
+	}
+	if !hasListen {
+		args = append(args, "--listen", freePort(t))
+	}
+	args = append(args, extra...)
+	return startArgs(t, dataDir, args)
+}
+
+func startArgs(t testing.TB, dataDir string, args []string) *proc {
+	t.Helper()
+	cmd := exec.Command(lastmileBin(t), args...)
+	p := &proc{t: t, cmd: cmd, dataDir: dataDir, args: args, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(p.exited) }()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		close(lines)
+	}()
+	deadline := time.After(120 * time.Second)
+	for p.HTTP == "" || p.Kafka == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				<-p.exited
+				t.Fatalf("lastmile %v exited before serving: %s", args, p.stderr.String())
+			}
+			if m := readyHTTP.FindStringSubmatch(l); m != nil {
+				p.HTTP = m[1]
+			}
+			if m := readyKafka.FindStringSubmatch(l); m != nil {
+				p.Kafka = m[1]
+			}
+		case <-deadline:
+			p.kill()
+			t.Fatalf("lastmile %v did not serve within 120s: %s", args, p.stderr.String())
+		}
+	}
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	if !p.running() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(60 * time.Second):
+		p.kill()
+		p.t.Fatalf("lastmile did not stop within 60s of SIGTERM: %s", p.stderr.String())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		p.t.Errorf("lastmile exited with %d after SIGTERM: %s", code, p.stderr.String())
+	}
+}
+
+// kill sends SIGKILL: no flush, no commit, no goodbye.
+func (p *proc) kill() {
+	if p.running() {
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// pid returns the OS process id.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+var client = &http.Client{Timeout: 60 * time.Second}
+
+// postResult is a decoded collector answer.
+type postResult struct {
+	Status     int
+	Accepted   int `json:"accepted"`
+	SampledOut int `json:"sampled_out"`
+	Rejected   []struct {
+		Index int    `json:"index"`
+		Code  string `json:"code"`
+		Field string `json:"field"`
+		Msg   string `json:"reason"`
+	} `json:"rejected"`
+	RequestID string `json:"request_id"`
+	Error     string `json:"error"`
+	Limit     string `json:"limit"`
+}
+
+// post sends a body to /v1/events.
+func (p *proc) post(body []byte, gz bool, key string) (*postResult, error) {
+	var rd io.Reader = bytes.NewReader(body)
+	if gz {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		w.Write(body)
+		w.Close()
+		rd = &b
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.HTTP+"/v1/events", rd)
+	if key != "" {
+		req.Header.Set("X-Lastmile-Key", key)
+	}
+	if gz {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	r := &postResult{Status: resp.StatusCode}
+	if err := json.Unmarshal(out, r); err != nil {
+		return r, fmt.Errorf("status %d, undecodable body %q: %w", resp.StatusCode, out, err)
+	}
+	return r, nil
+}
+
+// sql runs a read-only statement through the read API and decodes the rows.
+func (p *proc) sql(q string) ([]map[string]any, error) {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+p.HTTP+"/api/v1/sql?q="+url.QueryEscape(q), nil)
+	req.Header.Set("Authorization", "Bearer "+queryToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("sql %q: %d %s", q, resp.StatusCode, body)
+	}
+	var rows []map[string]any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	for dec.More() {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			return nil, err
+		}
+		rows = append(rows, m)
+	}
+	return rows, nil
+}
+
+// sqlInt runs a query returning one number.
+func (p *proc) sqlInt(t testing.TB, q string) int64 {
+	t.Helper()
+	rows, err := p.sql(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 {
+		t.Fatalf("%s: want one value, got %v", q, rows)
+	}
+	for _, v := range rows[0] {
+		return toInt(t, v)
+	}
+	return 0
+}
+
+func toInt(t testing.TB, v any) int64 {
+	switch x := v.(type) {
+	case json.Number:
+		n, err := x.Int64()
+		if err != nil {
+			f, _ := x.Float64()
+			return int64(f)
+		}
+		return n
+	case string:
+		n, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			t.Fatalf("not a number: %q", x)
+		}
+		return n
+	}
+	t.Fatalf("not a number: %v (%T)", v, v)
+	return 0
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, s := cond()
+		if ok {
+			return
+		}
+		last = s
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
+}
+
+// metric scrapes one sample's value from /metrics (sum over label sets that
+// contain every given label fragment).
+func (p *proc) metric(t testing.TB, name string, fragments ...string) float64 {
+	t.Helper()
+	resp, err := client.Get("http://" + p.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		ok := true
+		for _, f := range fragments {
+			if !strings.Contains(line, f) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		sum += v
+	}
+	return sum
+}

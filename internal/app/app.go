@@ -1,0 +1,363 @@
+// Package app wires lastmile's roles (collector, processor, query) to their
+// dependencies — Kafka (embedded or a cluster) and the store (embedded chDB or
+// a ClickHouse server) — and runs them until a signal, then shuts down in
+// order: stop taking requests, flush, commit, close.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gopkg.in/yaml.v3"
+
+	"github.com/lastmile-qoe/lastmile/collector"
+	"github.com/lastmile-qoe/lastmile/internal/broker"
+	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
+	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/processor"
+	"github.com/lastmile-qoe/lastmile/sampling"
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+// Options configure a process. Which roles run is chosen by the subcommand.
+type Options struct {
+	DataDir string
+	// Kafka is "embedded" or a comma-separated bootstrap list.
+	Kafka string
+	// KafkaListen is the embedded broker's address.
+	KafkaListen string
+	// Store is "embedded" or a clickhouse:// DSN.
+	Store         string
+	Listen        string
+	KeysFile      string
+	SamplingFile  string
+	RetentionDays int
+	Partitions    int
+	QueryToken    string
+	BatchRows     int
+	FlushInterval time.Duration
+	MaxBodyBytes  int64
+	MaxEvents     int
+
+	Collector, Processor, Query bool
+	// Ready, when set, is called with the listen addresses once serving.
+	Ready func(Addrs)
+}
+
+// Addrs are where a running process listens.
+type Addrs struct {
+	HTTP  string
+	Kafka string
+	Store string
+}
+
+// KeysConfig is the app keys file:
+//
+//	keys:
+//	  3f9c...: my-app
+type KeysConfig struct {
+	Keys map[string]string `yaml:"keys"`
+}
+
+// DevKey is the key `lastmile run` accepts when no keys file is given, so a
+// newcomer can post an event at once. It is printed at start.
+const (
+	DevKey   = "dev-key"
+	DevAppID = "demo"
+)
+
+func loadKeys(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("app keys: %w", err)
+	}
+	var kc KeysConfig
+	if err := yaml.Unmarshal(b, &kc); err != nil {
+		return nil, fmt.Errorf("app keys %s: %w", path, err)
+	}
+	if len(kc.Keys) == 0 {
+		return nil, fmt.Errorf("app keys %s: no keys under `keys:`", path)
+	}
+	return kc.Keys, nil
+}
+
+// Run starts the chosen roles and blocks until ctx is cancelled, then shuts
+// down cleanly.
+func Run(ctx context.Context, o Options, logger log.Logger) error {
+	if o.DataDir == "" {
+		o.DataDir = "data"
+	}
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if o.RetentionDays <= 0 {
+		o.RetentionDays = 30
+	}
+	if o.Partitions <= 0 {
+		o.Partitions = 4
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var closers closeStack
+	defer closers.closeAll(logger)
+	var addrs Addrs
+
+	// Kafka.
+	var bootstrap []string
+	if o.Kafka == "" || o.Kafka == "embedded" {
+		b, err := broker.StartEmbedded(broker.EmbeddedConfig{
+			DataDir:    filepath.Join(o.DataDir, "kafka"),
+			Addr:       o.KafkaListen,
+			Retention:  time.Duration(o.RetentionDays) * 24 * time.Hour,
+			Partitions: o.Partitions,
+		}, logger)
+		if err != nil {
+			return fmt.Errorf("embedded kafka: %w", err)
+		}
+		closers.push("broker", b.Close)
+		bootstrap = []string{b.Addr()}
+	} else {
+		for _, s := range strings.Split(o.Kafka, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				bootstrap = append(bootstrap, s)
+			}
+		}
+	}
+	addrs.Kafka = strings.Join(bootstrap, ",")
+	var specs []broker.TopicSpec
+	for _, n := range schemas.Names() {
+		specs = append(specs, broker.TopicSpec{Name: schemas.TopicOf(n), Partitions: o.Partitions})
+	}
+	specs = append(specs, broker.TopicSpec{Name: schemas.RejectedTopic, Partitions: o.Partitions})
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := broker.EnsureTopics(tctx, bootstrap, specs)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("kafka at %s: %w", addrs.Kafka, err)
+	}
+	producer, err := kafkaio.NewProducer(bootstrap, kafkaio.ProducerConfig{})
+	if err != nil {
+		return err
+	}
+
+	// Store (needed by the processor and the query role).
+	var st store.Store
+	if o.Processor || o.Query {
+		st, addrs.Store, err = openStore(ctx, o)
+		if err != nil {
+			return err
+		}
+		closers.push("store", st.Close)
+		applied, err := schemas.Migrate(ctx, st, o.RetentionDays)
+		if err != nil {
+			return err
+		}
+		if len(applied) > 0 {
+			level.Info(logger).Log("msg", "schema migrated", "applied", strings.Join(applied, ","))
+		}
+	}
+	closers.push("producer", producer.Close)
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	var draining sync.Map
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := draining.Load("x"); ok {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+
+	var coll *collector.Collector
+	if o.Collector {
+		keys := map[string]string{DevKey: DevAppID}
+		if o.KeysFile != "" {
+			if keys, err = loadKeys(o.KeysFile); err != nil {
+				return err
+			}
+		} else {
+			level.Warn(logger).Log("msg", "no --keys file: accepting the development key only", "key", DevKey, "app_id", DevAppID)
+		}
+		sc := sampling.DefaultConfig()
+		if o.SamplingFile != "" {
+			if sc, err = sampling.Load(o.SamplingFile); err != nil {
+				return err
+			}
+		}
+		coll = collector.New(collector.Config{AppKeys: keys, MaxBodyBytes: o.MaxBodyBytes, MaxEvents: o.MaxEvents},
+			sampling.New(sc), producer, collector.NewMetrics(reg), log.With(logger, "component", "collector"))
+		h := coll.Handler()
+		mux.Handle("/v1/", h)
+	}
+	if o.Query {
+		token := o.QueryToken
+		if token == "" {
+			token, err = loadOrCreateToken(filepath.Join(o.DataDir, "query-token"))
+			if err != nil {
+				return err
+			}
+		}
+		mux.Handle("/api/v1/sql", sqlHandler(st, token))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			fmt.Fprintln(w, "lastmile: POST /v1/events, GET /v1/config, GET /api/v1/sql, GET /metrics, GET /healthz")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprintf(w, "{\"error\":%q}\n", fmt.Sprintf("no route %s %s; routes: POST /v1/events, GET /v1/config, GET /api/v1/sql, GET /metrics, GET /healthz", r.Method, r.URL.Path))
+	})
+
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", o.Listen, err)
+	}
+	addrs.HTTP = ln.Addr().String()
+	srv := &http.Server{
+		Handler:           recoverer(mux, logger),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+
+	// Processor.
+	pctx, pcancel := context.WithCancel(context.Background())
+	var pdone chan error // nil (never ready) without a processor
+	if o.Processor {
+		pdone = make(chan error, 1)
+		pm := processor.NewMetrics(reg)
+		proc := processor.New(processor.Config{
+			Brokers: bootstrap, BatchRows: o.BatchRows, FlushInterval: o.FlushInterval,
+			Retention: time.Duration(o.RetentionDays) * 24 * time.Hour,
+		}, st, producer, pm, log.With(logger, "component", "processor"))
+		go func() { pdone <- proc.Run(pctx) }()
+		go watchLag(pctx, bootstrap, proc, pm, logger)
+	}
+
+	level.Info(logger).Log("msg", "lastmile is serving", "http", "http://"+addrs.HTTP, "kafka", addrs.Kafka, "store", addrs.Store)
+	if o.Ready != nil {
+		o.Ready(addrs)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-srvErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-pdone:
+		if err != nil {
+			runErr = fmt.Errorf("processor: %w", err)
+		}
+		pdone <- err
+	}
+
+	level.Info(logger).Log("msg", "shutting down: no new requests, flushing, committing")
+	draining.Store("x", true)
+	if coll != nil {
+		coll.Drain()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_ = srv.Shutdown(sctx)
+	scancel()
+	pcancel()
+	if pdone != nil {
+		if err := <-pdone; err != nil && runErr == nil {
+			runErr = fmt.Errorf("processor: %w", err)
+		}
+	}
+	level.Info(logger).Log("msg", "stopped cleanly")
+	return runErr
+}
+
+func openStore(ctx context.Context, o Options) (store.Store, string, error) {
+	if o.Store == "" || o.Store == "embedded" {
+		dir, err := filepath.Abs(filepath.Join(o.DataDir, "chdb"))
+		if err != nil {
+			return nil, "", err
+		}
+		st, err := store.OpenEmbedded("", dir)
+		if err != nil {
+			return nil, "", fmt.Errorf("embedded store: %w", err)
+		}
+		return st, "chdb:" + dir, nil
+	}
+	st, err := store.OpenClickHouse(ctx, o.Store)
+	if err != nil {
+		return nil, "", fmt.Errorf("clickhouse store: %w", err)
+	}
+	return st, o.Store, nil
+}
+
+func watchLag(ctx context.Context, bootstrap []string, p *processor.Processor, m *processor.Metrics, logger log.Logger) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, topic := range p.Topics() {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			lag, err := broker.Lag(lctx, bootstrap, p.GroupOf(topic), []string{topic})
+			cancel()
+			if err != nil {
+				level.Debug(logger).Log("msg", "lag check failed", "topic", topic, "err", err)
+				continue
+			}
+			m.Lag.WithLabelValues(topic).Set(float64(lag[topic]))
+		}
+	}
+}
+
+// recoverer turns a panic in a handler into a 500 and a log line: a malformed
+// request never takes the process down.
+func recoverer(h http.Handler, logger log.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				level.Error(logger).Log("msg", "handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+type closeStack struct {
+	names []string
+	fns   []func() error
+}
+
+func (c *closeStack) push(name string, fn func() error) {
+	c.names = append(c.names, name)
+	c.fns = append(c.fns, fn)
+}
+
+func (c *closeStack) closeAll(logger log.Logger) {
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		if err := c.fns[i](); err != nil && !errors.Is(err, net.ErrClosed) {
+			level.Warn(logger).Log("msg", "close failed", "part", c.names[i], "err", err)
+		}
+	}
+}

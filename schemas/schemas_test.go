@@ -1,0 +1,158 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+)
+
+var now = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func clean(t *testing.T, js string) (*Event, *Reject) {
+	t.Helper()
+	fs, err := flatjson.ParseObject(nil, []byte(js))
+	if err != nil {
+		t.Fatalf("parse %s: %v", js, err)
+	}
+	c := Cleaner{Now: func() time.Time { return now }}
+	ev := &Event{}
+	return ev, c.Clean(fs, ev)
+}
+
+const nowMs = "1795262400000"
+
+func TestCleanAccepts(t *testing.T) {
+	ev, rej := clean(t, `{"log_type":"first_frame","ts":`+nowMs+`,"device_id":"d1","session_id":"s1","total_ms":"812.6","dns_ms":12,"edge_cached":1,"extra":{"x":1},"region":"north"}`)
+	if rej != nil {
+		t.Fatal(rej)
+	}
+	total, _ := ev.Get("total_ms")
+	if total.I != 813 {
+		t.Errorf("total_ms coerced to %d, want 813", total.I)
+	}
+	cached, _ := ev.Get("edge_cached")
+	if !cached.Set || !cached.B {
+		t.Errorf("edge_cached = %+v", cached)
+	}
+	if ev.Str(ColSource) != "client" {
+		t.Errorf("source defaulted to %q", ev.Str(ColSource))
+	}
+	if len(ev.Unknown) != 1 || string(ev.Unknown[0]) != "extra" {
+		t.Errorf("unknown = %q", ev.Unknown)
+	}
+	if v, _ := ev.Get("tcp_connect_ms"); v.Set {
+		t.Error("absent field must stay unset")
+	}
+	// ts in seconds and as RFC 3339 text.
+	for _, ts := range []string{"1795262400", `"2026-11-21T12:00:00Z"`, "1795262400.5"} {
+		ev, rej := clean(t, `{"log_type":"heartbeat","ts":`+ts+`,"device_id":"d","session_id":"s"}`)
+		if rej != nil {
+			t.Fatalf("ts %s: %v", ts, rej)
+		}
+		if got := ev.Vals[ColTs].I; got/1000 != 1795262400 {
+			t.Errorf("ts %s → %d", ts, got)
+		}
+	}
+}
+
+func TestCleanRejects(t *testing.T) {
+	base := `"ts":` + nowMs + `,"device_id":"d1","session_id":"s1"`
+	cases := []struct {
+		js, code, field string
+	}{
+		{`{"ts":1}`, ReasonMissingField, "log_type"},
+		{`{"log_type":"nope",` + base + `}`, ReasonUnknownLogType, "log_type"},
+		{`{"log_type":7,` + base + `}`, ReasonWrongType, "log_type"},
+		{`{"log_type":"first_frame",` + base + `}`, ReasonMissingField, "total_ms"},
+		{`{"log_type":"first_frame",` + base + `,"total_ms":"abc"}`, ReasonWrongType, "total_ms"},
+		{`{"log_type":"first_frame",` + base + `,"total_ms":[1]}`, ReasonWrongType, "total_ms"},
+		{`{"log_type":"first_frame",` + base + `,"total_ms":-5}`, ReasonOutOfRange, "total_ms"},
+		{`{"log_type":"first_frame",` + base + `,"total_ms":99999999999}`, ReasonOutOfRange, "total_ms"},
+		{`{"log_type":"first_frame",` + base + `,"total_ms":5,"edge_cached":"maybe"}`, ReasonWrongType, "edge_cached"},
+		{`{"log_type":"first_frame","ts":` + nowMs + `,"session_id":"s1","total_ms":5}`, ReasonMissingField, "device_id"},
+		{`{"log_type":"first_frame","ts":` + nowMs + `,"device_id":"","session_id":"s1","total_ms":5}`, ReasonMissingField, "device_id"},
+		{`{"log_type":"play_stop",` + base + `}`, ReasonMissingField, "code"},
+		{`{"log_type":"play_stop",` + base + `,"code":1,"first_frame_blocked":"teleport"}`, ReasonNotAllowed, "first_frame_blocked"},
+		{`{"log_type":"heartbeat","ts":` + nowMs + `,"device_id":"` + strings.Repeat("x", 200) + `","session_id":"s"}`, ReasonTooLong, "device_id"},
+		{`{"log_type":"heartbeat","ts":1895262400000,"device_id":"d","session_id":"s"}`, ReasonTsOutOfWindow, "ts"},
+		{`{"log_type":"heartbeat","ts":1695262400000,"device_id":"d","session_id":"s"}`, ReasonTsOutOfWindow, "ts"},
+		{`{"log_type":"transcode","ts":` + nowMs + `,"status":"ok"}`, ReasonMissingField, "stream_id"},
+		{`{"log_type":"edge_access","ts":` + nowMs + `,"session_id":"s","node_id":"n","status":999}`, ReasonOutOfRange, "status"},
+	}
+	for _, c := range cases {
+		_, rej := clean(t, c.js)
+		if rej == nil {
+			t.Errorf("%s: accepted, want %s", c.js, c.code)
+			continue
+		}
+		if rej.Code != c.code || rej.Field != c.field || rej.Msg == "" {
+			t.Errorf("%s: got %s/%s (%s), want %s/%s", c.js, rej.Code, rej.Field, rej.Msg, c.code, c.field)
+		}
+	}
+}
+
+func TestJSONSchemaUpToDate(t *testing.T) {
+	got, err := os.ReadFile("events.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, JSONSchema()) {
+		t.Fatal("schemas/events.schema.json is stale: run `go generate ./schemas` and commit it")
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(got, &doc); err != nil {
+		t.Fatalf("schema is not JSON: %v", err)
+	}
+	defs := doc["$defs"].(map[string]any)
+	for _, lt := range Catalog {
+		if _, ok := defs[lt.Name]; !ok {
+			t.Errorf("schema lacks %s", lt.Name)
+		}
+	}
+}
+
+func TestCatalogCoversIssueTypes(t *testing.T) {
+	for _, n := range []string{"play_start", "first_frame", "stall", "render_stall", "play_stop", "heartbeat",
+		"push_start", "push_stats", "push_stop", "ingest_session", "relay", "origin_stream", "transcode", "edge_access"} {
+		if Lookup(n) == nil {
+			t.Errorf("catalog lacks %s", n)
+		}
+	}
+}
+
+func TestInitialMigrationUpToDate(t *testing.T) {
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 || ms[0].Version != 1 {
+		t.Fatalf("migrations: %+v", ms)
+	}
+	got, _ := os.ReadFile("migrations/0001_init.sql")
+	if string(got) != InitialMigration() {
+		t.Fatal("migrations/0001_init.sql differs from the catalog: a released migration must not change; " +
+			"add a new migration file for the change, or run `go generate ./schemas` if 0001 is unreleased")
+	}
+	if n := len(ms[0].Statements); n != len(Catalog)+1 {
+		t.Errorf("0001 has %d statements, want %d", n, len(Catalog)+1)
+	}
+}
+
+func BenchmarkClean(b *testing.B) {
+	js := []byte(`{"event_id":"e-123456789","log_type":"first_frame","ts":` + nowMs + `,"device_id":"dev-0001","user_id":"u-1","session_id":"s-0001-1","room_id":"room-9","stream_id":"live/room-9","region":"north","isp":"isp-a","cdn":"cdn-a","node_id":"edge-a-north-1","protocol":"http-flv","rendition":"720p","codec":"h264","app_version":"5.2.1","os":"android","network":"wifi","total_ms":820,"dns_ms":20,"tcp_connect_ms":30,"tcp_first_packet_ms":120,"video_first_packet_ms":300,"first_decode_ms":200,"first_render_ms":150,"server_ip":"10.0.0.1","edge_cached":true}`)
+	c := Cleaner{Now: func() time.Time { return now }}
+	var fs []flatjson.Field
+	var ev Event
+	b.ReportAllocs()
+	for b.Loop() {
+		fs, _ = flatjson.ParseObject(fs, js)
+		if r := c.Clean(fs, &ev); r != nil {
+			b.Fatal(r)
+		}
+	}
+}

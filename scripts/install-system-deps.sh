@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests use, when missing: kcat (the e2e tests
+# list the embedded broker's topics with it, as a user would).
+set -euo pipefail
+need=()
+command -v kcat >/dev/null || need+=(kcat)
+if ((${#need[@]} == 0)); then
+	exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+	SUDO=sudo
+else
+	SUDO=
+fi
+echo "install-system-deps: installing ${need[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
