@@ -457,24 +457,8 @@ func (c *Collector) addReject(b *batch, appID, reqID string, index int, raw []by
 		EventID: string(deriveID(b, appID+"\x00"+rej.Code, raw)),
 	}
 	// Best effort: the ids of a malformed event still say whose it was.
-	if b.ev.Type != nil || len(b.fields) > 0 {
-		for i := range b.fields {
-			f := &b.fields[i]
-			if f.Kind != flatjson.String {
-				continue
-			}
-			switch {
-			case f.KeyIs("device_id"):
-				rec.DeviceID = f.Str()
-			case f.KeyIs("user_id"):
-				rec.UserID = f.Str()
-			case f.KeyIs("session_id"):
-				rec.SessionID = f.Str()
-			case f.KeyIs("log_type"):
-				rec.LogType = f.Str()
-			}
-		}
-	}
+	rec.FillIDs(b.fields)
+	rec.AppID = appID
 	rec.Raw = truncRaw(raw, c.cfg.MaxRawRejected)
 	v, _ := json.Marshal(rec)
 	start := len(b.out)

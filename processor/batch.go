@@ -24,66 +24,84 @@ func arrowType(f *schemas.Field) arrow.DataType {
 	}
 }
 
-// SchemaOf returns the Arrow schema of a log_type's rows: the catalog
-// columns, then where each row came from in Kafka.
-func SchemaOf(lt *schemas.LogType) *arrow.Schema {
-	cols := lt.Columns()
-	fields := make([]arrow.Field, 0, len(cols)+2)
+// EventsSchema is the Arrow schema of the events table's rows: the catalog
+// columns, the trace key, then where each row came from in Kafka.
+var EventsSchema = func() *arrow.Schema {
+	cols := schemas.EventColumns
+	fields := make([]arrow.Field, 0, len(cols)+3)
 	for i := range cols {
 		fields = append(fields, arrow.Field{Name: cols[i].Name, Type: arrowType(&cols[i]), Nullable: cols[i].Nullable()})
 	}
 	fields = append(fields,
+		arrow.Field{Name: schemas.ColTraceKey, Type: arrow.BinaryTypes.String},
 		arrow.Field{Name: schemas.ColKafkaPartition, Type: arrow.PrimitiveTypes.Uint32},
 		arrow.Field{Name: schemas.ColKafkaOffset, Type: arrow.PrimitiveTypes.Int64})
 	return arrow.NewSchema(fields, nil)
-}
+}()
 
-// rowBuilder accumulates cleaned events of one log_type into Arrow columns.
+// rowBuilder accumulates cleaned events of any log_type into the columns of
+// the events table.
 type rowBuilder struct {
-	lt   *schemas.LogType
-	cols []schemas.Field
-	b    *array.RecordBuilder
+	cols    []schemas.Field
+	b       *array.RecordBuilder
+	builder []array.Builder
+	filled  []bool
 }
 
-func newRowBuilder(lt *schemas.LogType) *rowBuilder {
-	return &rowBuilder{lt: lt, cols: lt.Columns(), b: array.NewRecordBuilder(memory.DefaultAllocator, SchemaOf(lt))}
+func newRowBuilder() *rowBuilder {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, EventsSchema)
+	return &rowBuilder{cols: schemas.EventColumns, b: b, builder: b.Fields(), filled: make([]bool, len(schemas.EventColumns))}
 }
 
-// Append adds one event. Unset values are null in nullable columns and the
-// zero value (empty string, 0) elsewhere; sample_rate defaults to 1.
+// Append adds one event. Columns its log_type lacks, and its unset values,
+// are null in nullable columns and the zero value (empty string, 0)
+// elsewhere; sample_rate defaults to 1.
 func (rb *rowBuilder) Append(ev *schemas.Event, partition int32, offset int64) {
-	for i := range rb.cols {
-		f := &rb.cols[i]
-		v := &ev.Vals[i]
-		fb := rb.b.Field(i)
-		if !v.Set && f.Nullable() {
-			fb.AppendNull()
-			continue
-		}
-		switch f.Kind {
-		case schemas.KindString, schemas.KindDim:
-			fb.(*array.StringBuilder).BinaryBuilder.Append(v.S)
-		case schemas.KindInt:
-			fb.(*array.Int64Builder).Append(v.I)
-		case schemas.KindFloat:
-			x := v.F
-			if !v.Set && i == schemas.ColSampleRate {
-				x = 1
-			}
-			fb.(*array.Float64Builder).Append(x)
-		case schemas.KindBool:
-			fb.(*array.BooleanBuilder).Append(v.B)
-		case schemas.KindTime:
-			fb.(*array.TimestampBuilder).Append(arrow.Timestamp(v.I))
+	clear(rb.filled)
+	wide := ev.Type.WideIndex()
+	for j := range ev.Vals {
+		i := wide[j]
+		rb.filled[i] = true
+		rb.appendValue(i, &ev.Vals[j])
+	}
+	for i, done := range rb.filled {
+		if !done {
+			rb.appendValue(i, &schemas.Value{})
 		}
 	}
 	n := len(rb.cols)
-	rb.b.Field(n).(*array.Uint32Builder).Append(uint32(partition))
-	rb.b.Field(n + 1).(*array.Int64Builder).Append(offset)
+	rb.builder[n].(*array.StringBuilder).BinaryBuilder.Append(ev.Vals[ev.Type.TraceKeyCol()].S)
+	rb.builder[n+1].(*array.Uint32Builder).Append(uint32(partition))
+	rb.builder[n+2].(*array.Int64Builder).Append(offset)
+}
+
+func (rb *rowBuilder) appendValue(i int, v *schemas.Value) {
+	f := &rb.cols[i]
+	fb := rb.builder[i]
+	if !v.Set && f.Nullable() {
+		fb.AppendNull()
+		return
+	}
+	switch f.Kind {
+	case schemas.KindString, schemas.KindDim:
+		fb.(*array.StringBuilder).BinaryBuilder.Append(v.S)
+	case schemas.KindInt:
+		fb.(*array.Int64Builder).Append(v.I)
+	case schemas.KindFloat:
+		x := v.F
+		if !v.Set && i == schemas.ColSampleRate {
+			x = 1
+		}
+		fb.(*array.Float64Builder).Append(x)
+	case schemas.KindBool:
+		fb.(*array.BooleanBuilder).Append(v.B)
+	case schemas.KindTime:
+		fb.(*array.TimestampBuilder).Append(arrow.Timestamp(v.I))
+	}
 }
 
 // Rows returns the number of rows appended since the last Build.
-func (rb *rowBuilder) Rows() int { return rb.b.Field(0).Len() }
+func (rb *rowBuilder) Rows() int { return rb.builder[0].Len() }
 
 // Build returns the accumulated rows as one record and resets the builder.
 func (rb *rowBuilder) Build() arrow.RecordBatch { return rb.b.NewRecordBatch() }

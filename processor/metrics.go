@@ -20,16 +20,18 @@ type Metrics struct {
 	Duplicates     *prometheus.CounterVec
 	Replayed       *prometheus.CounterVec
 	UnknownFields  *prometheus.CounterVec
-	InsertErrors   *prometheus.CounterVec
-	InsertDuration *prometheus.HistogramVec
-	FlushDuration  *prometheus.HistogramVec
-	BatchRows      *prometheus.HistogramVec
+	InsertErrors   prometheus.Counter
+	InsertDuration prometheus.Histogram
+	FlushDuration  prometheus.Histogram
+	BatchRows      prometheus.Histogram
+	IngestDelay    prometheus.Histogram
 	LastFlush      *prometheus.GaugeVec
 	Lag            *prometheus.GaugeVec
 	StoreUp        prometheus.Gauge
 
 	mu       sync.Mutex
 	unknowns map[string]prometheus.Counter
+	topics   map[string]*topicMetrics
 }
 
 // NewMetrics creates and registers the processor's metrics.
@@ -37,20 +39,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_processor_" + name, Help: help}, labels)
 	}
-	hv := func(name, help string, buckets []float64) *prometheus.HistogramVec {
-		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lastmile_processor_" + name, Help: help, Buckets: buckets}, []string{"topic"})
+	hv := func(name, help string, buckets []float64) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lastmile_processor_" + name, Help: help, Buckets: buckets})
 	}
 	m := &Metrics{
-		Consumed:       cv("messages_consumed_total", "Messages fetched from Kafka.", "topic"),
-		Inserted:       cv("rows_inserted_total", "Rows the store accepted.", "topic"),
-		Rejected:       cv("events_rejected_total", "Events sent to the dead-letter topic, by reason.", "topic", "reason"),
-		Duplicates:     cv("duplicates_dropped_total", "Events dropped because their event_id was seen recently.", "topic"),
-		Replayed:       cv("replayed_skipped_total", "Messages skipped after a restart because the store already held them.", "topic"),
-		UnknownFields:  cv("unknown_fields_dropped_total", "Fields not in the catalog, dropped, by log_type and field name.", "log_type", "field"),
-		InsertErrors:   cv("insert_errors_total", "Failed store inserts (each is retried).", "topic"),
+		Consumed:      cv("messages_consumed_total", "Messages fetched from Kafka.", "topic"),
+		Inserted:      cv("rows_inserted_total", "Rows the store accepted.", "topic"),
+		Rejected:      cv("events_rejected_total", "Events sent to the dead-letter topic, by reason.", "topic", "reason"),
+		Duplicates:    cv("duplicates_dropped_total", "Events dropped because their event_id was seen recently.", "topic"),
+		Replayed:      cv("replayed_skipped_total", "Messages skipped after a restart because the store already held them.", "topic"),
+		UnknownFields: cv("unknown_fields_dropped_total", "Fields not in the catalog, dropped, by log_type and field name.", "log_type", "field"),
+		InsertErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_processor_insert_errors_total",
+			Help: "Failed store inserts (each is retried)."}),
 		InsertDuration: hv("insert_duration_seconds", "Time of one successful store insert.", prometheus.ExponentialBuckets(0.005, 2, 12)),
 		FlushDuration:  hv("flush_duration_seconds", "Time of one flush: insert, dead-letter, commit.", prometheus.ExponentialBuckets(0.005, 2, 12)),
 		BatchRows:      hv("batch_rows", "Rows per flushed batch.", prometheus.ExponentialBuckets(1, 4, 10)),
+		IngestDelay: hv("batch_delay_seconds", "From a batch's first message to its commit: how long the processor adds to ingest-to-queryable.",
+			prometheus.ExponentialBuckets(0.05, 2, 10)),
 		LastFlush: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lastmile_processor_last_flush_timestamp_seconds",
 			Help: "When the topic last flushed successfully."}, []string{"topic"}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lastmile_processor_consumer_lag",
@@ -58,10 +63,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StoreUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lastmile_processor_store_up",
 			Help: "1 when the last store insert succeeded, 0 while inserts fail."}),
 		unknowns: map[string]prometheus.Counter{},
+		topics:   map[string]*topicMetrics{},
 	}
 	m.StoreUp.Set(1)
 	reg.MustRegister(m.Consumed, m.Inserted, m.Rejected, m.Duplicates, m.Replayed, m.UnknownFields,
-		m.InsertErrors, m.InsertDuration, m.FlushDuration, m.BatchRows, m.LastFlush, m.Lag, m.StoreUp)
+		m.InsertErrors, m.InsertDuration, m.FlushDuration, m.BatchRows, m.IngestDelay, m.LastFlush, m.Lag, m.StoreUp)
 	return m
 }
 
@@ -73,30 +79,29 @@ type topicMetrics struct {
 	inserted       prometheus.Counter
 	duplicates     prometheus.Counter
 	replayed       prometheus.Counter
-	insertErrors   prometheus.Counter
-	insertDuration prometheus.Observer
-	flushDuration  prometheus.Observer
-	batchRows      prometheus.Observer
 	lastFlush      prometheus.Gauge
 }
 
 func (m *Metrics) forTopic(topic string) *topicMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t, ok := m.topics[topic]; ok {
+		return t
+	}
 	lt := topic
 	if len(topic) > len(schemas.TopicPrefix) {
 		lt = topic[len(schemas.TopicPrefix):]
 	}
-	return &topicMetrics{
+	t := &topicMetrics{
 		m: m, topic: topic, logType: lt,
-		consumed:       m.Consumed.WithLabelValues(topic),
-		inserted:       m.Inserted.WithLabelValues(topic),
-		duplicates:     m.Duplicates.WithLabelValues(topic),
-		replayed:       m.Replayed.WithLabelValues(topic),
-		insertErrors:   m.InsertErrors.WithLabelValues(topic),
-		insertDuration: m.InsertDuration.WithLabelValues(topic),
-		flushDuration:  m.FlushDuration.WithLabelValues(topic),
-		batchRows:      m.BatchRows.WithLabelValues(topic),
-		lastFlush:      m.LastFlush.WithLabelValues(topic),
+		consumed:   m.Consumed.WithLabelValues(topic),
+		inserted:   m.Inserted.WithLabelValues(topic),
+		duplicates: m.Duplicates.WithLabelValues(topic),
+		replayed:   m.Replayed.WithLabelValues(topic),
+		lastFlush:  m.LastFlush.WithLabelValues(topic),
 	}
+	m.topics[topic] = t
+	return t
 }
 
 func (t *topicMetrics) rejected(reason string) prometheus.Counter {

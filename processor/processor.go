@@ -7,12 +7,14 @@ package processor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -39,36 +41,36 @@ type Producer interface {
 // Config of the processor.
 type Config struct {
 	Brokers []string
-	// GroupPrefix names the consumer groups: one group per topic,
-	// "<prefix>.<log_type>", so topics rebalance independently.
-	GroupPrefix string
+	// Group is the consumer group, one for all topics.
+	Group string
 	// LogTypes to consume; empty means all, plus the rejected topic.
 	LogTypes []string
 	// BatchRows bounds the rows of one insert.
 	BatchRows int
 	// FlushInterval bounds how long a row waits for its batch to fill.
 	FlushInterval time.Duration
-	// DedupWindow is how many recent event ids per topic are remembered to
-	// drop client retries that reached Kafka twice.
+	// DedupWindow is how many recent event ids are remembered to drop
+	// client retries that reached Kafka twice.
 	DedupWindow int
 	// Retention bounds how old an event may be and still be stored (the
 	// table TTL would drop it anyway).
 	Retention time.Duration
 	// MaxRetryBackoff caps the wait between store retries.
 	MaxRetryBackoff time.Duration
-	// ReaderConfig, when set, adjusts each topic's kafka-go reader config.
+	// ReaderConfig, when set, adjusts the kafka-go reader config.
 	ReaderConfig func(*kafka.ReaderConfig)
 }
 
 // Defaults for Config.
 const (
-	DefaultGroupPrefix   = "lastmile-processor"
+	DefaultGroup         = "lastmile-processor"
 	DefaultBatchRows     = 100_000
 	DefaultFlushInterval = 500 * time.Millisecond
-	DefaultDedupWindow   = 200_000
+	DefaultDedupWindow   = 500_000
 )
 
-// Processor runs one consumer per topic.
+// Processor consumes every event topic with one consumer group and writes
+// one insert per flush into the events table.
 type Processor struct {
 	cfg     Config
 	store   Store
@@ -79,8 +81,8 @@ type Processor struct {
 
 // New returns a Processor.
 func New(cfg Config, st Store, dlq Producer, m *Metrics, logger log.Logger) *Processor {
-	if cfg.GroupPrefix == "" {
-		cfg.GroupPrefix = DefaultGroupPrefix
+	if cfg.Group == "" {
+		cfg.Group = DefaultGroup
 	}
 	if cfg.BatchRows <= 0 {
 		cfg.BatchRows = DefaultBatchRows
@@ -112,142 +114,161 @@ func (p *Processor) Topics() []string {
 	return append(ts, schemas.RejectedTopic)
 }
 
-// GroupOf returns the consumer group of a topic.
-func (p *Processor) GroupOf(topic string) string {
-	return p.cfg.GroupPrefix + "." + strings.TrimPrefix(topic, schemas.TopicPrefix)
+// Group returns the consumer group.
+func (p *Processor) Group() string { return p.cfg.Group }
+
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+// batch is one flush: what to insert, what to dead-letter, what to commit.
+type batch struct {
+	events   arrow.RecordBatch // nil when empty
+	rejected arrow.RecordBatch // rows for the rejected table; nil when empty
+	dlq      []kafka.Message
+	commits  []kafka.Message
+	token    string
+	rows     map[string]int // rows per topic, for metrics
+	opened   time.Time
 }
 
 // Run consumes until ctx is cancelled, then flushes and commits what it holds
 // and returns. It returns early only on a setup error.
 func (p *Processor) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, len(p.cfg.LogTypes)+1)
-	for _, topic := range p.Topics() {
-		w, err := p.newWorker(topic)
-		if err != nil {
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.run(ctx); err != nil {
-				errs <- err
-			}
-		}()
+	w := &fetcher{
+		p:        p,
+		logger:   p.logger,
+		cleaner:  schemas.Cleaner{MaxPast: p.cfg.Retention, MaxFuture: 24 * time.Hour},
+		rows:     newRowBuilder(),
+		rej:      newRejectedBuilder(),
+		last:     map[topicPartition]kafka.Message{},
+		ranges:   map[topicPartition][2]int64{},
+		perTopic: map[string]int{},
+		seen:     newDedup(p.cfg.DedupWindow),
+		topics:   map[string]*topicMetrics{},
 	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	for _, t := range p.Topics() {
+		w.topics[t] = p.metrics.forTopic(t)
+	}
+	if err := w.loadStored(ctx); err != nil {
+		return err
+	}
+	rc := kafka.ReaderConfig{
+		Brokers:     p.cfg.Brokers,
+		GroupID:     p.cfg.Group,
+		GroupTopics: p.Topics(),
+		MinBytes:    1,
+		MaxBytes:    10 << 20,
+		// MaxWait bounds how long the broker holds a fetch for new data; it
+		// adds to ingest-to-queryable latency only when idle.
+		MaxWait:        250 * time.Millisecond,
+		QueueCapacity:  1000,
+		CommitInterval: 0, // commits are explicit and synchronous, after the insert
+		StartOffset:    kafka.FirstOffset,
+		// Rebalances after a restart must not wait out the 30 s defaults.
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  10 * time.Second,
+		HeartbeatInterval: time.Second,
+		JoinGroupBackoff:  500 * time.Millisecond,
+	}
+	if p.cfg.ReaderConfig != nil {
+		p.cfg.ReaderConfig(&rc)
+	}
+	w.reader = kafka.NewReader(rc)
+	defer w.reader.Close()
+
+	// The inserter stores and commits batches in order while the fetcher
+	// builds the next one: parsing and inserting overlap on two cores.
+	batches := make(chan *batch, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range batches {
+			sctx := ctx
+			if ctx.Err() != nil {
+				var cancel context.CancelFunc
+				sctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+			}
+			if err := w.store(sctx, b); err != nil {
+				level.Warn(w.logger).Log("msg", "batch not stored; it stays uncommitted and is consumed again at next start", "err", err)
+				// Later batches must not commit past this one.
+				for range batches {
+				}
+				return
+			}
+		}
+	}()
+	w.fetchLoop(ctx, batches)
+	close(batches)
+	<-done
+	return nil
 }
 
-// worker consumes one topic.
-type worker struct {
+// fetcher reads messages and builds batches; it runs on one goroutine.
+type fetcher struct {
 	p       *Processor
-	topic   string
-	table   string
-	lt      *schemas.LogType // nil for the rejected topic
 	reader  *kafka.Reader
 	logger  log.Logger
 	cleaner schemas.Cleaner
 	fields  []flatjson.Field
 	ev      schemas.Event
 
-	rows   *rowBuilder
-	rej    *rejectedBuilder
-	dlq    []kafka.Message
-	nrows  int
-	first  time.Time
-	last   map[int]kafka.Message // last message per partition, for the commit
-	ranges map[int][2]int64      // first and last offset per partition, for the token
-	stored map[int]int64         // highest offset per partition already in the store
-	seen   *dedup
-	m      *topicMetrics
+	rows     *rowBuilder
+	rej      *rejectedBuilder
+	nrows    int
+	nrej     int
+	dlq      []kafka.Message
+	opened   time.Time
+	last     map[topicPartition]kafka.Message // last message per partition, for the commit
+	ranges   map[topicPartition][2]int64      // first and last offset, for the token
+	perTopic map[string]int
+	stored   map[topicPartition]int64 // highest offset per partition already stored
+	seen     *dedup
+	topics   map[string]*topicMetrics
 }
 
-func (p *Processor) newWorker(topic string) (*worker, error) {
-	rc := kafka.ReaderConfig{
-		Brokers:        p.cfg.Brokers,
-		GroupID:        p.GroupOf(topic),
-		Topic:          topic,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        100 * time.Millisecond,
-		QueueCapacity:  10_000,
-		CommitInterval: 0, // commits are explicit and synchronous, after the insert
-		StartOffset:    kafka.FirstOffset,
-		// Rebalances after a restart must not wait out the default 30 s.
-		SessionTimeout:    10 * time.Second,
-		RebalanceTimeout:  10 * time.Second,
-		HeartbeatInterval: time.Second,
-		ReadBatchTimeout:  time.Second,
-	}
-	if p.cfg.ReaderConfig != nil {
-		p.cfg.ReaderConfig(&rc)
-	}
-	w := &worker{
-		p: p, topic: topic, reader: kafka.NewReader(rc),
-		logger:  log.With(p.logger, "topic", topic),
-		cleaner: schemas.Cleaner{MaxPast: p.cfg.Retention, MaxFuture: 24 * time.Hour},
-		last:    map[int]kafka.Message{}, ranges: map[int][2]int64{},
-		seen: newDedup(p.cfg.DedupWindow),
-		m:    p.metrics.forTopic(topic),
-	}
-	if topic == schemas.RejectedTopic {
-		w.table = schemas.RejectedTable
-		w.rej = newRejectedBuilder()
-	} else {
-		name := strings.TrimPrefix(topic, schemas.TopicPrefix)
-		w.lt = schemas.Lookup(name)
-		if w.lt == nil {
-			return nil, fmt.Errorf("processor: topic %s names unknown log_type %q", topic, name)
-		}
-		w.table = schemas.TableOf(name)
-		w.rows = newRowBuilder(w.lt)
-	}
-	return w, nil
-}
-
-func (w *worker) run(ctx context.Context) error {
-	defer w.reader.Close()
-	if err := w.loadStored(ctx); err != nil {
-		return err
-	}
+func (w *fetcher) fetchLoop(ctx context.Context, out chan<- *batch) {
 	backoff := newBackoff(w.p.cfg.MaxRetryBackoff)
+	var fctx context.Context
+	cancel := context.CancelFunc(func() {})
 	for {
-		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if w.nrows > 0 || len(w.dlq) > 0 {
-			fctx, cancel = context.WithDeadline(ctx, w.first.Add(w.p.cfg.FlushInterval))
+		// One deadline per batch, not per message: flush when it passes.
+		if len(w.last) == 0 {
+			cancel()
+			fctx, cancel = ctx, func() {}
+		} else if fctx == ctx {
+			fctx, cancel = context.WithDeadline(ctx, w.opened.Add(w.p.cfg.FlushInterval))
 		}
 		msg, err := w.reader.FetchMessage(fctx)
-		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				// Shutting down: store and commit what we hold, then stop.
-				sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
-				ferr := w.flush(sctx)
-				scancel()
-				if ferr != nil {
-					level.Warn(w.logger).Log("msg", "final flush failed; the batch stays uncommitted and is consumed again at next start", "err", ferr)
+				cancel()
+				if b := w.cut(); b != nil {
+					out <- b
 				}
-				return nil
+				return
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
-				if err := w.flush(ctx); err != nil && ctx.Err() == nil {
-					level.Error(w.logger).Log("msg", "flush failed", "err", err)
+				cancel()
+				fctx = ctx
+				if b := w.cut(); b != nil {
+					out <- b
 				}
 				continue
 			}
 			level.Warn(w.logger).Log("msg", "fetch failed", "err", err)
-			if !backoff.wait(ctx) {
-				continue
-			}
+			backoff.wait(ctx)
 			continue
 		}
 		backoff.reset()
-		w.add(ctx, msg)
-		if w.nrows >= w.p.cfg.BatchRows {
-			if err := w.flush(ctx); err != nil && ctx.Err() == nil {
-				level.Error(w.logger).Log("msg", "flush failed", "err", err)
+		w.add(msg)
+		if w.nrows+w.nrej >= w.p.cfg.BatchRows {
+			cancel()
+			fctx = ctx
+			if b := w.cut(); b != nil {
+				out <- b
 			}
 		}
 	}
@@ -255,67 +276,78 @@ func (w *worker) run(ctx context.Context) error {
 
 // loadStored reads the highest Kafka offset per partition already stored, so
 // that messages inserted before a crash but never committed are skipped.
-func (w *worker) loadStored(ctx context.Context) error {
-	w.stored = map[int]int64{}
-	q := fmt.Sprintf("SELECT %s AS p, max(%s) AS o FROM %s GROUP BY p",
-		schemas.ColKafkaPartition, schemas.ColKafkaOffset, w.table)
+func (w *fetcher) loadStored(ctx context.Context) error {
+	w.stored = map[topicPartition]int64{}
+	queries := []struct {
+		sql   string
+		topic func(string) string
+	}{
+		{fmt.Sprintf("SELECT toString(log_type) AS t, %s AS p, max(%s) AS o FROM %s GROUP BY t, p",
+			schemas.ColKafkaPartition, schemas.ColKafkaOffset, schemas.EventsTable), schemas.TopicOf},
+		{fmt.Sprintf("SELECT '' AS t, %s AS p, max(%s) AS o FROM %s GROUP BY p",
+			schemas.ColKafkaPartition, schemas.ColKafkaOffset, schemas.RejectedTable), func(string) string { return schemas.RejectedTopic }},
+	}
 	backoff := newBackoff(w.p.cfg.MaxRetryBackoff)
-	for {
-		out, err := w.p.store.QueryJSON(ctx, q)
-		if err == nil {
-			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-				if line == "" {
-					continue
-				}
-				var r struct {
-					P int   `json:"p"`
-					O int64 `json:"o,string"`
-				}
-				if err := json.Unmarshal([]byte(line), &r); err != nil {
-					var r2 struct {
-						P int   `json:"p"`
-						O int64 `json:"o"`
+	for _, q := range queries {
+		for {
+			out, err := w.p.store.QueryJSON(ctx, q.sql)
+			if err == nil {
+				for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					if line == "" {
+						continue
 					}
-					if err2 := json.Unmarshal([]byte(line), &r2); err2 != nil {
-						return fmt.Errorf("processor %s: read stored offsets: %w", w.topic, err)
+					var r struct {
+						T string      `json:"t"`
+						P int         `json:"p"`
+						O json.Number `json:"o"`
 					}
-					r.P, r.O = r2.P, r2.O
+					if err := json.Unmarshal([]byte(line), &r); err != nil {
+						return fmt.Errorf("processor: read stored offsets: %w", err)
+					}
+					o, _ := strconv.ParseInt(r.O.String(), 10, 64)
+					w.stored[topicPartition{q.topic(r.T), r.P}] = o
 				}
-				w.stored[r.P] = r.O
+				break
 			}
-			return nil
-		}
-		level.Warn(w.logger).Log("msg", "store not ready; retrying", "err", err)
-		if !backoff.wait(ctx) {
-			return ctx.Err()
+			level.Warn(w.logger).Log("msg", "store not ready; retrying", "err", err)
+			if !backoff.wait(ctx) {
+				return ctx.Err()
+			}
 		}
 	}
+	return nil
 }
 
 // add cleans one message into the current batch.
-func (w *worker) add(ctx context.Context, msg kafka.Message) {
-	w.m.consumed.Inc()
-	if w.nrows == 0 && len(w.dlq) == 0 {
-		w.first = time.Now()
+func (w *fetcher) add(msg kafka.Message) {
+	tm := w.topics[msg.Topic]
+	if tm == nil {
+		tm = w.p.metrics.forTopic(msg.Topic)
+		w.topics[msg.Topic] = tm
 	}
-	w.last[msg.Partition] = msg
-	r, ok := w.ranges[msg.Partition]
+	tm.consumed.Inc()
+	if len(w.last) == 0 {
+		w.opened = time.Now()
+	}
+	tp := topicPartition{msg.Topic, msg.Partition}
+	w.last[tp] = msg
+	r, ok := w.ranges[tp]
 	if !ok {
 		r[0] = msg.Offset
 	}
 	r[1] = msg.Offset
-	w.ranges[msg.Partition] = r
+	w.ranges[tp] = r
 
-	if max, ok := w.stored[msg.Partition]; ok && msg.Offset <= max {
-		w.m.replayed.Inc()
+	if max, ok := w.stored[tp]; ok && msg.Offset <= max {
+		tm.replayed.Inc()
 		return
 	}
-	if w.rej != nil {
-		if w.rej.Append(msg.Value, msg.Partition, msg.Offset) {
-			w.nrows++
-		} else {
-			w.m.rejected(schemas.ReasonInvalidJSON).Inc()
+	if msg.Topic == schemas.RejectedTopic {
+		if !w.rej.Append(msg.Value, msg.Partition, msg.Offset) {
+			tm.rejected(schemas.ReasonInvalidJSON).Inc()
 		}
+		w.nrej++
+		w.perTopic[msg.Topic]++
 		return
 	}
 	var err error
@@ -325,27 +357,27 @@ func (w *worker) add(ctx context.Context, msg kafka.Message) {
 		if errors.Is(err, flatjson.ErrNotObject) {
 			code = schemas.ReasonNotObject
 		}
-		w.reject(msg, &schemas.Reject{Code: code, Msg: err.Error()})
+		w.reject(tm, msg, &schemas.Reject{Code: code, Msg: err.Error()})
 		return
 	}
 	if rej := w.cleaner.Clean(w.fields, &w.ev); rej != nil {
-		w.reject(msg, rej)
+		w.reject(tm, msg, rej)
 		return
 	}
-	if w.ev.Type != w.lt {
-		w.reject(msg, &schemas.Reject{Code: schemas.ReasonNotAllowed, Field: "log_type",
-			Msg: fmt.Sprintf("log_type %s does not belong on topic %s", w.ev.Type.Name, w.topic)})
+	if schemas.TopicOf(w.ev.Type.Name) != msg.Topic {
+		w.reject(tm, msg, &schemas.Reject{Code: schemas.ReasonNotAllowed, Field: "log_type",
+			Msg: fmt.Sprintf("log_type %s does not belong on topic %s", w.ev.Type.Name, msg.Topic)})
 		return
 	}
 	for _, u := range w.ev.Unknown {
-		w.m.unknownField(string(u))
+		tm.unknownField(string(u))
 	}
 	id := w.ev.Vals[schemas.ColEventID].S
 	if len(id) == 0 {
 		id = msg.Value
 	}
 	if w.seen.seen(xxhash.Sum64(id)) {
-		w.m.duplicates.Inc()
+		tm.duplicates.Inc()
 		return
 	}
 	if !w.ev.Vals[schemas.ColReceivedAt].Set {
@@ -353,31 +385,17 @@ func (w *worker) add(ctx context.Context, msg kafka.Message) {
 	}
 	w.rows.Append(&w.ev, int32(msg.Partition), msg.Offset)
 	w.nrows++
+	w.perTopic[msg.Topic]++
 }
 
-func (w *worker) reject(msg kafka.Message, rej *schemas.Reject) {
-	w.m.rejected(rej.Code).Inc()
+func (w *fetcher) reject(tm *topicMetrics, msg kafka.Message, rej *schemas.Reject) {
+	tm.rejected(rej.Code).Inc()
 	rec := schemas.RejectedRecord{
 		ReceivedAt: time.Now().UnixMilli(), Stage: "processor", Code: rej.Code, Field: rej.Field,
-		Reason: rej.Msg, EventIndex: -1, LogType: strings.TrimPrefix(w.topic, schemas.TopicPrefix),
-		EventID: w.topic + ":" + strconv.Itoa(msg.Partition) + ":" + strconv.FormatInt(msg.Offset, 10),
+		Reason: rej.Msg, EventIndex: -1, LogType: strings.TrimPrefix(msg.Topic, schemas.TopicPrefix),
+		EventID: msg.Topic + ":" + strconv.Itoa(msg.Partition) + ":" + strconv.FormatInt(msg.Offset, 10),
 	}
-	for i := range w.fields {
-		f := &w.fields[i]
-		if f.Kind != flatjson.String {
-			continue
-		}
-		switch {
-		case f.KeyIs("app_id"):
-			rec.AppID = f.Str()
-		case f.KeyIs("device_id"):
-			rec.DeviceID = f.Str()
-		case f.KeyIs("user_id"):
-			rec.UserID = f.Str()
-		case f.KeyIs("session_id"):
-			rec.SessionID = f.Str()
-		}
-	}
+	rec.FillIDs(w.fields)
 	raw := msg.Value
 	if len(raw) > 16<<10 {
 		raw = raw[:16<<10]
@@ -387,87 +405,115 @@ func (w *worker) reject(msg kafka.Message, rej *schemas.Reject) {
 	w.dlq = append(w.dlq, kafka.Message{Topic: schemas.RejectedTopic, Key: []byte(rec.DeviceID), Value: v})
 }
 
-// flush stores the batch, sends its rejects to the dead-letter topic, and
-// commits; on a store error it retries with backoff until ctx ends, never
-// committing what was not stored.
-func (w *worker) flush(ctx context.Context) error {
+// cut closes the current batch and starts a new one; nil when empty.
+func (w *fetcher) cut() *batch {
 	if len(w.last) == 0 {
 		return nil
 	}
+	b := &batch{dlq: w.dlq, rows: w.perTopic, opened: w.opened}
+	if w.nrows > 0 {
+		b.events = w.rows.Build()
+	}
+	if w.nrej > 0 {
+		b.rejected = w.rej.Build()
+	}
+	keys := make([]topicPartition, 0, len(w.last))
+	for tp := range w.last {
+		keys = append(keys, tp)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].topic != keys[j].topic {
+			return keys[i].topic < keys[j].topic
+		}
+		return keys[i].partition < keys[j].partition
+	})
+	h := sha256.New()
+	for _, tp := range keys {
+		b.commits = append(b.commits, w.last[tp])
+		r := w.ranges[tp]
+		fmt.Fprintf(h, "%s:%d@%d-%d,", tp.topic, tp.partition, r[0], r[1])
+	}
+	b.token = "kafka:" + hex.EncodeToString(h.Sum(nil)[:16])
+	w.nrows, w.nrej = 0, 0
+	w.dlq = nil
+	w.perTopic = map[string]int{}
+	clear(w.last)
+	clear(w.ranges)
+	return b
+}
+
+// store inserts a batch, sends its rejects to the dead-letter topic, and
+// commits; on an error it retries with backoff until ctx ends, never
+// committing what was not stored.
+func (w *fetcher) store(ctx context.Context, b *batch) error {
 	start := time.Now()
 	backoff := newBackoff(w.p.cfg.MaxRetryBackoff)
-	if w.nrows > 0 {
-		var rec arrow.RecordBatch
-		if w.rej != nil {
-			rec = w.rej.Build()
-		} else {
-			rec = w.rows.Build()
+	m := w.p.metrics
+	insert := func(table string, rec arrow.RecordBatch, token string) error {
+		if rec == nil {
+			return nil
 		}
 		defer rec.Release()
-		token := w.token()
 		for {
 			t0 := time.Now()
-			err := w.p.store.InsertArrow(ctx, w.table, rec, token)
+			err := w.p.store.InsertArrow(ctx, table, rec, token)
 			if err == nil {
-				w.m.insertDuration.Observe(time.Since(t0).Seconds())
-				w.m.inserted.Add(float64(rec.NumRows()))
-				w.p.metrics.StoreUp.Set(1)
-				break
+				m.InsertDuration.Observe(time.Since(t0).Seconds())
+				m.StoreUp.Set(1)
+				return nil
 			}
-			w.m.insertErrors.Inc()
-			w.p.metrics.StoreUp.Set(0)
-			level.Warn(w.logger).Log("msg", "insert failed; retrying, nothing committed", "rows", rec.NumRows(), "token", token, "err", err)
+			m.InsertErrors.Inc()
+			m.StoreUp.Set(0)
+			level.Warn(w.logger).Log("msg", "insert failed; retrying, nothing committed", "table", table, "rows", rec.NumRows(), "err", err)
 			if !backoff.wait(ctx) {
-				return fmt.Errorf("insert into %s: %w", w.table, err)
+				return fmt.Errorf("insert into %s: %w", table, err)
 			}
 		}
 	}
-	if len(w.dlq) > 0 && w.p.dlq != nil {
+	if err := insert(schemas.EventsTable, b.events, b.token); err != nil {
+		if b.rejected != nil {
+			b.rejected.Release()
+		}
+		return err
+	}
+	if err := insert(schemas.RejectedTable, b.rejected, b.token); err != nil {
+		return err
+	}
+	if len(b.dlq) > 0 && w.p.dlq != nil {
 		for {
-			err := w.p.dlq.Produce(ctx, w.dlq)
+			err := w.p.dlq.Produce(ctx, b.dlq)
 			if err == nil {
 				break
 			}
-			level.Warn(w.logger).Log("msg", "dead-letter produce failed; retrying", "records", len(w.dlq), "err", err)
+			level.Warn(w.logger).Log("msg", "dead-letter produce failed; retrying", "records", len(b.dlq), "err", err)
 			if !backoff.wait(ctx) {
 				return fmt.Errorf("produce %s: %w", schemas.RejectedTopic, err)
 			}
 		}
 	}
-	commits := make([]kafka.Message, 0, len(w.last))
-	for _, m := range w.last {
-		commits = append(commits, m)
-	}
 	for {
-		err := w.reader.CommitMessages(ctx, commits...)
+		err := w.reader.CommitMessages(ctx, b.commits...)
 		if err == nil {
 			break
 		}
+		// kafka-go fails the first commit after a broker restart; retry.
 		level.Warn(w.logger).Log("msg", "commit failed; retrying", "err", err)
 		if !backoff.wait(ctx) {
 			// The rows are stored; a restart skips them by offset.
-			return fmt.Errorf("commit %s: %w", w.topic, err)
+			return fmt.Errorf("commit: %w", err)
 		}
 	}
-	w.m.batchRows.Observe(float64(w.nrows))
-	w.m.flushDuration.Observe(time.Since(start).Seconds())
-	w.m.lastFlush.SetToCurrentTime()
-	w.nrows = 0
-	w.dlq = w.dlq[:0]
-	clear(w.last)
-	clear(w.ranges)
-	return nil
-}
-
-// token names the batch by its Kafka offsets: a retried insert of the same
-// batch carries the same token and the store keeps one copy.
-func (w *worker) token() string {
-	var b strings.Builder
-	b.WriteString(w.topic)
-	for p, r := range w.ranges {
-		fmt.Fprintf(&b, ":%d@%d-%d", p, r[0], r[1])
+	total := 0
+	for topic, n := range b.rows {
+		tm := w.p.metrics.forTopic(topic)
+		tm.inserted.Add(float64(n))
+		tm.lastFlush.SetToCurrentTime()
+		total += n
 	}
-	return b.String()
+	m.BatchRows.Observe(float64(total))
+	m.FlushDuration.Observe(time.Since(start).Seconds())
+	m.IngestDelay.Observe(time.Since(b.opened).Seconds())
+	return nil
 }
 
 // dedup remembers recent event ids in two generations: when the current one

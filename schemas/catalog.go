@@ -73,15 +73,22 @@ type LogType struct {
 	Key    Key
 	// Fields are the type-specific fields; the common fields apply to all.
 	Fields []Field
-	// SortKey is the ClickHouse ORDER BY of the log_type's table, chosen so that
-	// the lookups the query service makes read a few granules.
-	SortKey []string
+	// TraceKey is the id that leads the ORDER BY for this log_type's rows in
+	// the events table (the trace_key column): the device for client events,
+	// the stream for stream-level events, the session for edge access. Fetching
+	// one device's, stream's or session's events then reads a few granules.
+	TraceKey string
 
 	columns         []Field
 	index           map[string]int
 	requiredIDs     []int
 	requiredIDNames string
+	traceKey        int
+	wide            []int
 }
+
+// TraceKeyCol is the position of the trace key among the log_type's columns.
+func (lt *LogType) TraceKeyCol() int { return lt.traceKey }
 
 // DefaultMaxLen bounds string fields without their own MaxLen.
 const DefaultMaxLen = 1024
@@ -136,13 +143,11 @@ var ServerFields = []Field{
 	{Name: "sample_rate", Kind: KindFloat, Min: 0, Max: 1, Doc: "probability this event was kept; weight rows by 1/sample_rate"},
 }
 
-var clientSortKey = []string{"app_id", "device_id", "ts", "event_id"}
-var streamSortKey = []string{"app_id", "stream_id", "ts", "event_id"}
 
 // Catalog lists every log_type, in a stable order.
 var Catalog = []LogType{
 	{
-		Name: "play_start", Source: "client", Key: KeySession, SortKey: clientSortKey,
+		Name: "play_start", Source: "client", Key: KeySession, TraceKey: "device_id",
 		Doc: "a player starts a play attempt (after scheduling, before connecting)",
 		Fields: []Field{
 			{Name: "url", Kind: KindString, MaxLen: 2048, Doc: "the play URL"},
@@ -152,7 +157,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "first_frame", Source: "client", Key: KeySession, SortKey: clientSortKey,
+		Name: "first_frame", Source: "client", Key: KeySession, TraceKey: "device_id",
 		Doc: "the first video frame was rendered; total and per-phase times",
 		Fields: []Field{
 			req(ms("total_ms", "from play start to first rendered frame", hourMs)),
@@ -167,7 +172,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "stall", Source: "client", Key: KeySession, SortKey: clientSortKey,
+		Name: "stall", Source: "client", Key: KeySession, TraceKey: "device_id",
 		Doc: "playback stopped because the buffer ran dry (rebuffering; excludes startup and seeking)",
 		Fields: []Field{
 			req(ms("duration_ms", "how long playback was stalled", dayMs)),
@@ -176,7 +181,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "render_stall", Source: "client", Key: KeySession, SortKey: clientSortKey,
+		Name: "render_stall", Source: "client", Key: KeySession, TraceKey: "device_id",
 		Doc: "frames were available but not rendered in time (decoder or renderer)",
 		Fields: []Field{
 			req(ms("duration_ms", "how long rendering was stalled", dayMs)),
@@ -186,7 +191,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "play_stop", Source: "client", Key: KeySession, SortKey: clientSortKey,
+		Name: "play_stop", Source: "client", Key: KeySession, TraceKey: "device_id",
 		Doc: "a play session ended; code 0 is a normal stop",
 		Fields: []Field{
 			{Name: "code", Kind: KindInt, Required: true, Min: -1e9, Max: 1e9, Doc: "0 normal stop, otherwise the error code"},
@@ -200,7 +205,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "heartbeat", Source: "client", Key: KeySession, SortKey: clientSortKey,
+		Name: "heartbeat", Source: "client", Key: KeySession, TraceKey: "device_id",
 		Doc: "periodic playback state while playing",
 		Fields: []Field{
 			ms("interval_ms", "time since the previous heartbeat", hourMs),
@@ -215,7 +220,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "push_start", Source: "client", Key: KeySession, SortKey: streamSortKey,
+		Name: "push_start", Source: "client", Key: KeySession, TraceKey: "stream_id",
 		Doc: "a broadcaster started pushing a stream",
 		Fields: []Field{
 			{Name: "url", Kind: KindString, MaxLen: 2048},
@@ -228,7 +233,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "push_stats", Source: "client", Key: KeySession, SortKey: streamSortKey,
+		Name: "push_stats", Source: "client", Key: KeySession, TraceKey: "stream_id",
 		Doc: "periodic uplink statistics of a broadcaster",
 		Fields: []Field{
 			ms("interval_ms", "time since the previous stats", hourMs),
@@ -241,7 +246,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "push_stop", Source: "client", Key: KeySession, SortKey: streamSortKey,
+		Name: "push_stop", Source: "client", Key: KeySession, TraceKey: "stream_id",
 		Doc: "a broadcaster stopped pushing",
 		Fields: []Field{
 			{Name: "code", Kind: KindInt, Required: true, Min: -1e9, Max: 1e9, Doc: "0 normal stop"},
@@ -251,7 +256,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "ingest_session", Source: "server", Key: KeyStream, SortKey: streamSortKey,
+		Name: "ingest_session", Source: "server", Key: KeyStream, TraceKey: "stream_id",
 		Doc: "the ingest server's view of one publish session (start, periodic stats, stop)",
 		Fields: []Field{
 			{Name: "state", Kind: KindDim, Required: true, Enum: []string{"start", "stats", "stop"}},
@@ -265,7 +270,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "relay", Source: "server", Key: KeyStream, SortKey: streamSortKey,
+		Name: "relay", Source: "server", Key: KeyStream, TraceKey: "stream_id",
 		Doc: "ingest relaying a stream to the origin",
 		Fields: []Field{
 			{Name: "state", Kind: KindDim, Required: true, Enum: []string{"start", "stats", "stop", "error"}},
@@ -277,7 +282,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "origin_stream", Source: "server", Key: KeyStream, SortKey: streamSortKey,
+		Name: "origin_stream", Source: "server", Key: KeyStream, TraceKey: "stream_id",
 		Doc: "the origin's view of a live stream",
 		Fields: []Field{
 			{Name: "state", Kind: KindDim, Required: true, Enum: []string{"start", "stats", "stop", "lost"}},
@@ -289,7 +294,7 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "transcode", Source: "server", Key: KeyStream, SortKey: streamSortKey,
+		Name: "transcode", Source: "server", Key: KeyStream, TraceKey: "stream_id",
 		Doc: "one rendition worker of the transcode ladder",
 		Fields: []Field{
 			{Name: "status", Kind: KindDim, Required: true, Enum: []string{"ok", "lagging", "error", "stopped"}},
@@ -300,10 +305,10 @@ var Catalog = []LogType{
 		},
 	},
 	{
-		Name: "edge_access", Source: "server", Key: KeySession, SortKey: []string{"app_id", "session_id", "ts", "event_id"},
+		Name: "edge_access", Source: "server", Key: KeySession, TraceKey: "session_id",
 		Doc: "one play request served by a CDN edge node",
 		Fields: []Field{
-			{Name: "status", Kind: KindInt, Required: true, Min: 100, Max: 599, Doc: "HTTP status"},
+			{Name: "http_status", Kind: KindInt, Required: true, Min: 100, Max: 599, Doc: "HTTP status of the response"},
 			{Name: "cache_hit", Kind: KindBool, Doc: "the edge had the stream; false means back-to-source"},
 			ms("back_to_source_ms", "time to get the stream from the origin or parent", hourMs),
 			ms("first_byte_ms", "request to first response byte", hourMs),
@@ -392,10 +397,8 @@ func init() {
 				panic(fmt.Sprintf("schemas: %s.%s has an empty range", lt.Name, f.Name))
 			}
 		}
-		for _, k := range lt.SortKey {
-			if !seen[k] {
-				panic(fmt.Sprintf("schemas: %s sort key %s is not a column", lt.Name, k))
-			}
+		if !seen[lt.TraceKey] {
+			panic(fmt.Sprintf("schemas: %s trace key %s is not a column", lt.Name, lt.TraceKey))
 		}
 		lt.columns = lt.Columns()
 		lt.index = make(map[string]int, len(lt.columns))
@@ -407,8 +410,52 @@ func init() {
 			lt.requiredIDs = append(lt.requiredIDs, lt.index[id])
 		}
 		lt.requiredIDNames = strings.Join(ids, " and ")
+		lt.traceKey = lt.index[lt.TraceKey]
+		lt.wide = make([]int, len(lt.columns))
+		for j, f := range lt.columns {
+			lt.wide[j] = EventColumnIndex[f.Name]
+		}
 	}
 }
+
+// EventColumns is the column list of the events table: the common fields,
+// the server fields, then every type-specific field once, in catalog order.
+// A field name means the same thing in every log_type that has it (init
+// checks the kinds agree), so the types share columns.
+var EventColumns = func() []Field {
+	out := append(append([]Field{}, Common...), ServerFields...)
+	seen := map[string]int{}
+	for i, f := range out {
+		seen[f.Name] = i
+	}
+	for _, lt := range Catalog {
+		for _, f := range lt.Fields {
+			if j, ok := seen[f.Name]; ok {
+				if out[j].Kind != f.Kind {
+					panic(fmt.Sprintf("schemas: field %s is %s in %s but %s elsewhere", f.Name, f.Kind, lt.Name, out[j].Kind))
+				}
+				continue
+			}
+			seen[f.Name] = len(out)
+			f.Required = false // required for its own log_type only
+			out = append(out, f)
+		}
+	}
+	return out
+}()
+
+// EventColumnIndex maps a column name to its position in EventColumns.
+var EventColumnIndex = func() map[string]int {
+	m := make(map[string]int, len(EventColumns))
+	for i, f := range EventColumns {
+		m[f.Name] = i
+	}
+	return m
+}()
+
+// WideIndex maps each of a log_type's columns (LogType.Columns order) to its
+// position in EventColumns.
+func (lt *LogType) WideIndex() []int { return lt.wide }
 
 // Nullable reports whether a column is stored as Nullable: optional numbers
 // and booleans, where "not reported" must stay distinct from zero. Strings

@@ -1,5 +1,7 @@
 package schemas
 
+import "github.com/lastmile-qoe/lastmile/internal/flatjson"
+
 // RejectedRecord is one row of the rejected table, as produced to the
 // rejected (dead-letter) topic by the collector or the processor.
 type RejectedRecord struct {
@@ -21,4 +23,27 @@ type RejectedRecord struct {
 	EventIndex int    `json:"event_index"`
 	RequestID  string `json:"request_id,omitempty"`
 	EventID    string `json:"event_id"`
+}
+
+// FillIDs copies the ids of a refused event, as far as they parse, so that
+// its sender can find it by device, user or session.
+func (r *RejectedRecord) FillIDs(fields []flatjson.Field) {
+	for i := range fields {
+		f := &fields[i]
+		if f.Kind != flatjson.String {
+			continue
+		}
+		switch {
+		case f.KeyIs("app_id") && r.AppID == "":
+			r.AppID = f.Str()
+		case f.KeyIs("device_id"):
+			r.DeviceID = f.Str()
+		case f.KeyIs("user_id"):
+			r.UserID = f.Str()
+		case f.KeyIs("session_id"):
+			r.SessionID = f.Str()
+		case f.KeyIs("log_type") && r.LogType == "":
+			r.LogType = f.Str()
+		}
+	}
 }

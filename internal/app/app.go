@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,6 +174,11 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// Profiling, as Prometheus and Loki expose it: the first thing to ask for
+	// when a role is slow.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	var draining sync.Map
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := draining.Load("x"); ok {
@@ -314,15 +320,15 @@ func watchLag(ctx context.Context, bootstrap []string, p *processor.Processor, m
 			return
 		case <-t.C:
 		}
-		for _, topic := range p.Topics() {
-			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			lag, err := broker.Lag(lctx, bootstrap, p.GroupOf(topic), []string{topic})
-			cancel()
-			if err != nil {
-				level.Debug(logger).Log("msg", "lag check failed", "topic", topic, "err", err)
-				continue
-			}
-			m.Lag.WithLabelValues(topic).Set(float64(lag[topic]))
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		lag, err := broker.Lag(lctx, bootstrap, p.Group(), p.Topics())
+		cancel()
+		if err != nil {
+			level.Debug(logger).Log("msg", "lag check failed", "err", err)
+			continue
+		}
+		for topic, n := range lag {
+			m.Lag.WithLabelValues(topic).Set(float64(n))
 		}
 	}
 }

@@ -1,6 +1,3 @@
-// Package broker wires the embedded Kafka-protocol broker (kfake with on-disk
-// persistence) and holds the topic admin helpers that work against any Kafka:
-// the embedded one on a single machine or a real cluster at scale.
 package broker
 
 import (
@@ -9,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,6 +163,10 @@ func StartEmbedded(cfg EmbeddedConfig, logger log.Logger) (*Embedded, error) {
 		unlock()
 		return nil, fmt.Errorf("embedded broker: start: %w", err)
 	}
+	// Loading reads every segment file whole (after a crash it holds a
+	// partition's entire log at once); that memory is garbage now, so hand
+	// it back instead of leaving the process's RSS at the size of the log.
+	debug.FreeOSMemory()
 	e := &Embedded{
 		cluster: c,
 		addr:    adv.addr.String(),

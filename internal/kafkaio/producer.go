@@ -5,7 +5,9 @@ package kafkaio
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -23,21 +25,26 @@ type ProducerConfig struct {
 	BatchTimeout time.Duration
 	BatchSize    int
 	BatchBytes   int64
-	// Compression: "none" (default), "snappy", "lz4", "zstd", "gzip".
+	// Compression: "lz4" (default), "none", "snappy", "zstd", "gzip".
 	Compression string
 }
 
 // NewProducer returns a producer to the given brokers. Topics must exist
 // (broker.EnsureTopics): auto-creation would hide a misconfigured cluster.
 func NewProducer(brokers []string, cfg ProducerConfig) (*Producer, error) {
+	// Measured on 2 cores at 100k events/s (internal/broker/doc.go): 10 ms
+	// batches halve the CPU of 2 ms ones and add under 10 ms of latency.
 	if cfg.BatchTimeout <= 0 {
-		cfg.BatchTimeout = 2 * time.Millisecond
+		cfg.BatchTimeout = 10 * time.Millisecond
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 10_000
+		// kafka-go allocates BatchSize slots for every partition batch it
+		// opens, so a large value costs more than it saves.
+		cfg.BatchSize = 2000
 	}
 	if cfg.BatchBytes <= 0 {
-		cfg.BatchBytes = 4 << 20
+		// Stay under Kafka's default message.max.bytes (1 MiB + 12).
+		cfg.BatchBytes = 1_000_000
 	}
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
@@ -51,11 +58,12 @@ func NewProducer(brokers []string, cfg ProducerConfig) (*Producer, error) {
 		ReadTimeout:  5 * time.Second,
 	}
 	switch cfg.Compression {
-	case "", "none":
+	case "", "lz4":
+		// As cheap as none here, and a quarter of the disk and network.
+		w.Compression = kafka.Lz4
+	case "none":
 	case "snappy":
 		w.Compression = kafka.Snappy
-	case "lz4":
-		w.Compression = kafka.Lz4
 	case "zstd":
 		w.Compression = kafka.Zstd
 	case "gzip":
@@ -69,9 +77,39 @@ func NewProducer(brokers []string, cfg ProducerConfig) (*Producer, error) {
 // Produce returns once every record is acknowledged, or with the first error.
 func (p *Producer) Produce(ctx context.Context, msgs []kafka.Message) error {
 	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("produce %d records: %w", len(msgs), err)
+		return summarize(len(msgs), err)
 	}
 	return nil
+}
+
+// summarize turns kafka-go's per-record errors into one readable error: how
+// many failed and each distinct cause once, not a thousand copies.
+func summarize(n int, err error) error {
+	var we kafka.WriteErrors
+	if !errors.As(err, &we) {
+		return fmt.Errorf("produce %d records: %w", n, err)
+	}
+	failed := 0
+	var first error
+	seen := map[string]bool{}
+	var causes []string
+	for _, e := range we {
+		if e == nil {
+			continue
+		}
+		failed++
+		if first == nil {
+			first = e
+		}
+		if s := e.Error(); !seen[s] && len(causes) < 3 {
+			seen[s] = true
+			causes = append(causes, s)
+		}
+	}
+	if first == nil {
+		return fmt.Errorf("produce %d records: %w", n, err)
+	}
+	return fmt.Errorf("produce: %d of %d records failed: %s: %w", failed, n, strings.Join(causes, "; "), first)
 }
 
 // Stats exposes the writer's counters for metrics.
