@@ -50,7 +50,8 @@ type Config struct {
 	// FlushInterval bounds how long a row waits for its batch to fill.
 	FlushInterval time.Duration
 	// DedupWindow is how many recent event ids are remembered to drop
-	// client retries that reached Kafka twice.
+	// client retries that reached Kafka twice: between DedupWindow and twice
+	// that (two generations of 8-byte hashes, about 40 MB at the default).
 	DedupWindow int
 	// Retention bounds how old an event may be and still be stored (the
 	// table TTL would drop it anyway).
@@ -66,7 +67,7 @@ const (
 	DefaultGroup         = "lastmile-processor"
 	DefaultBatchRows     = 100_000
 	DefaultFlushInterval = 500 * time.Millisecond
-	DefaultDedupWindow   = 500_000
+	DefaultDedupWindow   = 1_000_000
 )
 
 // Processor consumes every event topic with one consumer group and writes

@@ -53,9 +53,11 @@ const TTLPlaceholder = "{ttl_days}"
 // almost nothing. The sort key (app_id, trace_key, ts, event_id) puts one
 // device's (stream's, session's) events together in time order, so a trace
 // lookup reads a few granules; bloom-filter skip indexes on the other ids do
-// the same for lookups by user, session, stream or room. ReplacingMergeTree
-// with event_id last collapses a duplicate that slipped through on merge and
-// under FINAL. Partitions are days; retention is a TTL.
+// the same for lookups by user, session, stream or room. Plain MergeTree:
+// ReplacingMergeTree cost 2.3 times the insert CPU here (170 vs 73 ms for
+// 45k rows), and duplicates are stopped before the store instead (insert
+// tokens, stored Kafka offsets, the processor's event_id window; see
+// docs/storage.md). Partitions are days; retention is a TTL.
 func EventsDDL() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", EventsTable)
@@ -68,7 +70,7 @@ func EventsDDL() string {
 		idx = append(idx, fmt.Sprintf("    INDEX idx_%s %s TYPE bloom_filter(0.01) GRANULARITY 1", id, id))
 	}
 	b.WriteString(strings.Join(idx, ",\n"))
-	b.WriteString("\n)\nENGINE = ReplacingMergeTree\n")
+	b.WriteString("\n)\nENGINE = MergeTree\n")
 	b.WriteString("PARTITION BY toYYYYMMDD(ts)\n")
 	fmt.Fprintf(&b, "ORDER BY (app_id, %s, ts, event_id)\n", ColTraceKey)
 	fmt.Fprintf(&b, "TTL toDateTime(ts) + INTERVAL %s DAY\n", TTLPlaceholder)

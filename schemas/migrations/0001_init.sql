@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS events
     INDEX idx_stream_id stream_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_room_id room_id TYPE bloom_filter(0.01) GRANULARITY 1
 )
-ENGINE = ReplacingMergeTree
+ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (app_id, trace_key, ts, event_id)
 TTL toDateTime(ts) + INTERVAL {ttl_days} DAY

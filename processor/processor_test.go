@@ -1,0 +1,260 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/lastmile-qoe/lastmile/internal/broker"
+	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
+	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+type rig struct {
+	addr  string
+	st    *store.Embedded
+	prod  *kafkaio.Producer
+	proc  *Processor
+	m     *Metrics
+	stop  context.CancelFunc
+	done  chan error
+	count int
+}
+
+// newRig runs a processor against a real embedded broker and a real chDB.
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	b, err := broker.StartEmbedded(broker.EmbeddedConfig{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Partitions: 2}, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	var specs []broker.TopicSpec
+	for _, n := range schemas.Names() {
+		specs = append(specs, broker.TopicSpec{Name: schemas.TopicOf(n), Partitions: 2})
+	}
+	specs = append(specs, broker.TopicSpec{Name: schemas.RejectedTopic, Partitions: 2})
+	ctx := context.Background()
+	if err := broker.EnsureTopics(ctx, []string{b.Addr()}, specs); err != nil {
+		t.Fatal(err)
+	}
+	st := sharedStore(t)
+	prod, err := kafkaio.NewProducer([]string{b.Addr()}, kafkaio.ProducerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prod.Close() })
+	m := NewMetrics(prometheus.NewRegistry())
+	p := New(Config{Brokers: []string{b.Addr()}, Group: "g-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		FlushInterval: 200 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond}, st, prod, m, log.NewNopLogger())
+	pctx, cancel := context.WithCancel(ctx)
+	r := &rig{addr: b.Addr(), st: st, prod: prod, proc: p, m: m, stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- p.Run(pctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+var rigStore *store.Embedded
+
+// sharedStore opens one chDB for the test binary (one data dir per process)
+// and empties the tables between tests.
+func sharedStore(t *testing.T) *store.Embedded {
+	ctx := context.Background()
+	if rigStore == nil {
+		// Not t.TempDir(): the engine outlives the first test that opens it.
+		dir, err := os.MkdirTemp("", "lastmile-processor-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := store.OpenEmbedded("", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := schemas.Migrate(ctx, st, 30); err != nil {
+			t.Fatal(err)
+		}
+		rigStore = st
+	}
+	for _, tb := range []string{schemas.EventsTable, schemas.RejectedTable} {
+		if err := rigStore.Exec(ctx, "TRUNCATE TABLE "+tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rigStore
+}
+
+// produce sends n heartbeats as the collector would forward them.
+func (r *rig) produce(t *testing.T, n int) {
+	t.Helper()
+	now := time.Now().UnixMilli()
+	var msgs []kafka.Message
+	for i := 0; i < n; i++ {
+		id := r.count
+		r.count++
+		v := fmt.Sprintf(`{"event_id":"e-%d","app_id":"a","received_at":%d,"sample_rate":1,"log_type":"heartbeat","ts":%d,"device_id":"d%d","session_id":"s%d","buffer_ms":%d}`,
+			id, now, now, id%37, id%91, id%1000)
+		msgs = append(msgs, kafka.Message{Topic: schemas.TopicOf("heartbeat"), Key: []byte(strconv.Itoa(id % 91)), Value: []byte(v)})
+	}
+	if err := r.prod.Produce(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rig) rows(t *testing.T, q string) int64 {
+	t.Helper()
+	out, err := r.st.QueryJSON(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.Number
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("%s → %s: %v", q, out, err)
+	}
+	for _, v := range m {
+		n, _ := v.Int64()
+		return n
+	}
+	return 0
+}
+
+func (r *rig) waitRows(t *testing.T, q string, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var got int64
+	for time.Now().Before(deadline) {
+		if got = r.rows(t, q); got >= want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: %d, want %d", q, got, want)
+}
+
+// Store down: inserts fail and are retried, nothing is committed, lag grows
+// and is visible; when the store is back everything arrives exactly once.
+func TestStoreDownLosesNothing(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.produce(t, 3000)
+	r.waitRows(t, "SELECT count() AS n FROM events", 3000)
+
+	if err := r.st.Exec(ctx, "DETACH TABLE events"); err != nil {
+		t.Fatal(err)
+	}
+	r.produce(t, 2000)
+	deadline := time.Now().Add(30 * time.Second)
+	for testutil.ToFloat64(r.m.InsertErrors) < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if testutil.ToFloat64(r.m.StoreUp) != 0 || testutil.ToFloat64(r.m.InsertErrors) < 2 {
+		t.Fatalf("store down not visible: up=%v errors=%v", testutil.ToFloat64(r.m.StoreUp), testutil.ToFloat64(r.m.InsertErrors))
+	}
+	lag, err := broker.Lag(ctx, []string{r.addr}, r.proc.Group(), []string{schemas.TopicOf("heartbeat")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lag[schemas.TopicOf("heartbeat")] != 2000 {
+		t.Fatalf("lag while the store is down = %v, want 2000 (nothing committed)", lag)
+	}
+
+	if err := r.st.Exec(ctx, "ATTACH TABLE events"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRows(t, "SELECT count() AS n FROM events", 5000)
+	if n := r.rows(t, "SELECT uniqExact(event_id) AS n FROM events"); n != 5000 {
+		t.Fatalf("%d distinct events, want 5000", n)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		lag, _ = broker.Lag(ctx, []string{r.addr}, r.proc.Group(), []string{schemas.TopicOf("heartbeat")})
+		if lag[schemas.TopicOf("heartbeat")] == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if lag[schemas.TopicOf("heartbeat")] != 0 {
+		t.Fatalf("lag after recovery = %v", lag)
+	}
+	if testutil.ToFloat64(r.m.StoreUp) != 1 {
+		t.Error("store_up did not return to 1")
+	}
+}
+
+// What the processor itself refuses goes to the dead-letter topic and the
+// rejected table; unknown fields are dropped and counted; duplicates of an
+// event_id are dropped.
+func TestCleaningRejectsAndDedup(t *testing.T) {
+	r := newRig(t)
+	now := time.Now().UnixMilli()
+	vals := []string{
+		fmt.Sprintf(`{"event_id":"ok-1","app_id":"a","log_type":"heartbeat","ts":%d,"device_id":"d1","session_id":"s1","buffer_ms":"250","colour":"blue"}`, now),
+		fmt.Sprintf(`{"event_id":"ok-1","app_id":"a","log_type":"heartbeat","ts":%d,"device_id":"d1","session_id":"s1"}`, now),
+		`{"log_type":"heartbeat","ts":`,
+		fmt.Sprintf(`{"event_id":"bad-2","app_id":"a","log_type":"heartbeat","ts":%d,"device_id":"d2","session_id":"s2","buffer_ms":-4}`, now),
+		fmt.Sprintf(`{"event_id":"wrong-topic","app_id":"a","log_type":"stall","ts":%d,"device_id":"d3","session_id":"s3","duration_ms":5}`, now),
+	}
+	var msgs []kafka.Message
+	for _, v := range vals {
+		msgs = append(msgs, kafka.Message{Topic: schemas.TopicOf("heartbeat"), Key: []byte("s1"), Value: []byte(v)}) // one partition: in order
+	}
+	if err := r.prod.Produce(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRows(t, "SELECT count() AS n FROM rejected WHERE stage = 'processor'", 3)
+	r.waitRows(t, "SELECT count() AS n FROM heartbeat", 1)
+	time.Sleep(500 * time.Millisecond)
+	if n := r.rows(t, "SELECT count() AS n FROM heartbeat"); n != 1 {
+		t.Errorf("heartbeat rows = %d, want 1 (the duplicate dropped)", n)
+	}
+	if n := r.rows(t, "SELECT toInt64(buffer_ms) AS n FROM heartbeat"); n != 250 {
+		t.Errorf("buffer_ms coerced to %d, want 250", n)
+	}
+	out, _ := r.st.QueryJSON(context.Background(), "SELECT code, device_id FROM rejected WHERE stage = 'processor' ORDER BY code")
+	for _, want := range []string{`"code":"invalid_json"`, `"code":"out_of_range","device_id":"d2"`, `"code":"not_allowed","device_id":"d3"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rejected rows %s lack %s", out, want)
+		}
+	}
+	if v := testutil.ToFloat64(r.m.UnknownFields.WithLabelValues("heartbeat", "colour")); v != 1 {
+		t.Errorf("unknown field colour counted %v times", v)
+	}
+	if v := testutil.ToFloat64(r.m.Duplicates.WithLabelValues(schemas.TopicOf("heartbeat"))); v != 1 {
+		t.Errorf("duplicates = %v", v)
+	}
+}
+
+func BenchmarkRowBuilder(b *testing.B) {
+	now := time.Now().UnixMilli()
+	js := []byte(fmt.Sprintf(`{"event_id":"e-1","app_id":"a","received_at":%d,"sample_rate":1,"log_type":"first_frame","ts":%d,"device_id":"d1","session_id":"s1","region":"north","cdn":"a","total_ms":800,"dns_ms":20,"tcp_connect_ms":30}`, now, now))
+	w := &fetcher{rows: newRowBuilder()}
+	var c schemas.Cleaner
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		var err error
+		w.fields, err = flatjsonParse(w.fields, js)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r := c.Clean(w.fields, &w.ev); r != nil {
+			b.Fatal(r)
+		}
+		w.rows.Append(&w.ev, 0, int64(i))
+		if i%100_000 == 99_999 {
+			w.rows.Build().Release()
+		}
+	}
+}
+
+var flatjsonParse = flatjson.ParseObject
