@@ -460,7 +460,13 @@ func (c *Collector) addReject(b *batch, appID, reqID string, index int, raw []by
 	rec.FillIDs(b.fields)
 	rec.AppID = appID
 	rec.Raw = truncRaw(raw, c.cfg.MaxRawRejected)
-	v, _ := json.Marshal(rec)
+	b.addRejected(&rec)
+}
+
+// addRejected queues a rejected record for the dead-letter topic, keyed by
+// device so one device's rejects stay in order.
+func (b *batch) addRejected(rec *schemas.RejectedRecord) {
+	v, _ := json.Marshal(rec) // plain strings and numbers: cannot fail
 	start := len(b.out)
 	b.out = append(b.out, v...)
 	b.spans = append(b.spans, [2]int{start, len(b.out)})
@@ -483,23 +489,14 @@ func truncRaw(raw []byte, max int) string {
 func (c *Collector) produceRequestReject(ctx context.Context, appID, reqID, code, msg string, raw []byte) {
 	c.metrics.Rejected.WithLabelValues(code).Inc()
 	b := &batch{}
-	c.addRejectRaw(b, appID, reqID, code, msg, raw)
-	if err := c.produce(ctx, b); err != nil {
-		level.Warn(c.logger).Log("msg", "could not record rejected request", "request_id", reqID, "err", err)
-	}
-}
-
-func (c *Collector) addRejectRaw(b *batch, appID, reqID, code, msg string, raw []byte) {
-	rec := schemas.RejectedRecord{
+	b.addRejected(&schemas.RejectedRecord{
 		ReceivedAt: time.Now().UnixMilli(), AppID: appID, Stage: "collector", Code: code, Reason: msg,
 		EventIndex: -1, RequestID: reqID, Raw: truncRaw(raw, c.cfg.MaxRawRejected),
 		EventID: string(deriveID(b, appID+"\x00"+code, raw)),
+	})
+	if err := c.produce(ctx, b); err != nil {
+		level.Warn(c.logger).Log("msg", "could not record rejected request", "request_id", reqID, "err", err)
 	}
-	v, _ := json.Marshal(rec)
-	b.out = append(b.out, v...)
-	b.spans = append(b.spans, [2]int{0, len(b.out)})
-	b.kspans = append(b.kspans, [2]int{0, 0})
-	b.topics = append(b.topics, schemas.RejectedTopic)
 }
 
 func (c *Collector) produce(ctx context.Context, b *batch) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/lastmile-qoe/lastmile/internal/broker"
+	"github.com/lastmile-qoe/lastmile/internal/broker/brokertest"
 	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
 	"github.com/lastmile-qoe/lastmile/sampling"
 	"github.com/lastmile-qoe/lastmile/schemas"
@@ -23,22 +24,8 @@ import (
 // newCollector runs a collector against a real embedded broker.
 func newCollector(t *testing.T, sc sampling.Config) (*httptest.Server, string) {
 	t.Helper()
-	b, err := broker.StartEmbedded(broker.EmbeddedConfig{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Partitions: 2}, log.NewNopLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	var specs []broker.TopicSpec
-	for _, n := range schemas.Names() {
-		specs = append(specs, broker.TopicSpec{Name: schemas.TopicOf(n), Partitions: 2})
-	}
-	specs = append(specs, broker.TopicSpec{Name: schemas.RejectedTopic, Partitions: 2})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := broker.EnsureTopics(ctx, []string{b.Addr()}, specs); err != nil {
-		t.Fatal(err)
-	}
-	p, err := kafkaio.NewProducer([]string{b.Addr()}, kafkaio.ProducerConfig{})
+	addr := brokertest.Start(t, 2, schemas.Topics()...)
+	p, err := kafkaio.NewProducer([]string{addr}, kafkaio.ProducerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +33,7 @@ func newCollector(t *testing.T, sc sampling.Config) (*httptest.Server, string) {
 	c := New(Config{AppKeys: map[string]string{"k1": "app1"}}, sampling.New(sc), p, NewMetrics(prometheus.NewRegistry()), log.NewNopLogger())
 	srv := httptest.NewServer(c.Handler())
 	t.Cleanup(srv.Close)
-	return srv, b.Addr()
+	return srv, addr
 }
 
 func readTopic(t *testing.T, addr, topic string, n int) []kafka.Message {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -188,7 +189,7 @@ type benchReport struct {
 	runRSS, runHWM         int64
 	runLog                 string
 	baseRate, baseSecs     float64
-	baseTables             int
+	baseTables             []string
 }
 
 func (r *benchReport) print(t *testing.T) {
@@ -231,7 +232,8 @@ func (r *benchReport) print(t *testing.T) {
 		fmt.Sprintf("< %d MiB  %s", benchTargetRSS, met(max(r.runRSS, r.runHWM) < benchTargetRSS)),
 		fmt.Sprintf("max sampled VmRSS %d MiB, VmHWM %d MiB%s", r.runRSS, r.runHWM, r.runLog))
 	row("4 baseline (chDB JSONEachRow file)", thousands(int(r.baseRate)), "",
-		fmt.Sprintf("%.2f s; same events as forwarded by the collector, %d tables inserted one after another, in the test process", r.baseSecs, r.baseTables))
+		fmt.Sprintf("%.2f s; the same events as the collector forwards them, store.InsertJSONEachRowFile into %s (one file per table, one after another), in the test process",
+			r.baseSecs, strings.Join(r.baseTables, ", ")))
 	ratio := 0.0
 	if r.baseRate > 0 {
 		ratio = r.wholeRate / r.baseRate
@@ -542,34 +544,6 @@ func benchBaseline(t *testing.T, r *benchReport, dir string, ts int64, perTable 
 	if err := os.MkdirAll(bdir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]*os.File{}
-	writers := map[string]*bufio.Writer{}
-	for _, lt := range schemas.Catalog {
-		f, err := os.Create(filepath.Join(bdir, lt.Name+".ndjson"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[lt.Name] = f
-		writers[lt.Name] = bufio.NewWriterSize(f, 1<<20)
-	}
-	prefix := []byte(`{"app_id":"` + testAppID + `","received_at":` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `,"sample_rate":1,`)
-	var ev []byte
-	for i := 0; i < n; i++ {
-		ev = benchEvent(ev[:0], i, ts)
-		w := writers[schemas.Catalog[i%len(schemas.Catalog)].Name]
-		w.Write(prefix)
-		w.Write(ev[1:])
-		w.WriteByte('\n')
-	}
-	for name, w := range writers {
-		if err := w.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		if err := files[name].Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-
 	ctx := context.Background()
 	st, err := store.OpenEmbedded("", filepath.Join(bdir, "chdb"))
 	if err != nil {
@@ -579,17 +553,76 @@ func benchBaseline(t *testing.T, r *benchReport, dir string, ts int64, perTable 
 	if _, err := schemas.Migrate(ctx, st, 30); err != nil {
 		t.Fatal(err)
 	}
-	var took time.Duration
+	// Where each log_type's rows are stored: its own table, or, when its
+	// name is a view, the wide events table behind it.
+	out, err := st.QueryJSON(ctx, "SELECT name, engine FROM system.tables WHERE database = currentDatabase()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engines := map[string]string{}
+	for _, l := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		var row struct{ Name, Engine string }
+		if err := json.Unmarshal(l, &row); err != nil {
+			t.Fatalf("system.tables: %s: %v", l, err)
+		}
+		engines[row.Name] = row.Engine
+	}
+	target := map[string]string{} // log_type → table
+	var targets []string
 	for _, lt := range schemas.Catalog {
+		tb := schemas.TableOf(lt.Name)
+		if engines[tb] == "View" {
+			tb = schemas.EventsTable
+		}
+		if !strings.Contains(engines[tb], "MergeTree") {
+			t.Fatalf("baseline: log_type %s: table %s has engine %q, want a MergeTree", lt.Name, tb, engines[tb])
+		}
+		if !slices.Contains(targets, tb) {
+			targets = append(targets, tb)
+		}
+		target[lt.Name] = tb
+	}
+
+	// The events as the collector forwards them: app_id, received_at and
+	// sample_rate added, nothing dropped; one NDJSON file per table.
+	fs := map[string]*os.File{}
+	ws := map[string]*bufio.Writer{}
+	for _, tb := range targets {
+		f, err := os.Create(filepath.Join(bdir, tb+".ndjson"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs[tb], ws[tb] = f, bufio.NewWriterSize(f, 1<<20)
+	}
+	prefix := []byte(`{"app_id":"` + testAppID + `","received_at":` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `,"sample_rate":1,`)
+	var ev []byte
+	for i := 0; i < n; i++ {
+		ev = benchEvent(ev[:0], i, ts)
+		w := ws[target[schemas.Catalog[i%len(schemas.Catalog)].Name]]
+		w.Write(prefix)
+		w.Write(ev[1:])
+		w.WriteByte('\n')
+	}
+	for tb, w := range ws {
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := fs[tb].Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var took time.Duration
+	for _, tb := range targets {
 		t0 := time.Now()
-		if err := store.InsertJSONEachRowFile(ctx, st, lt.Name, filepath.Join(bdir, lt.Name+".ndjson")); err != nil {
+		if err := store.InsertJSONEachRowFile(ctx, st, tb, filepath.Join(bdir, tb+".ndjson")); err != nil {
 			t.Fatal(err)
 		}
 		took += time.Since(t0)
-		r.baseTables++
 	}
+	r.baseTables = targets
 	for _, lt := range schemas.Catalog {
-		out, err := st.QueryJSON(ctx, "SELECT count() AS n, countIf(toYear(ts) < 2020 OR toYear(received_at) < 2020) AS bad FROM "+lt.Name)
+		out, err := st.QueryJSON(ctx, "SELECT count() AS n, countIf(toYear(ts) < 2020 OR toYear(received_at) < 2020) AS bad FROM "+schemas.TableOf(lt.Name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -606,7 +639,7 @@ func benchBaseline(t *testing.T, r *benchReport, dir string, ts int64, perTable 
 	}
 	r.baseSecs = took.Seconds()
 	r.baseRate = float64(n) / took.Seconds()
-	t.Logf("baseline: %d rows in %.2f s = %.0f events/s", n, took.Seconds(), r.baseRate)
+	t.Logf("baseline: %d rows into %v in %.2f s = %.0f events/s", n, targets, took.Seconds(), r.baseRate)
 }
 
 // --- posting ---
@@ -782,6 +815,9 @@ func benchPost(c *http.Client, addr string, body []byte) (int, error) {
 
 // --- waiting and observing ---
 
+// benchStall is how long rows may stop arriving before the benchmark gives up.
+const benchStall = 2 * time.Minute
+
 // benchTimeout is how long rows may take to arrive before the benchmark
 // calls it a failure: generous, a stall rather than slowness.
 func benchTimeout(events int) time.Duration {
@@ -793,14 +829,19 @@ func benchTimeout(events int) time.Duration {
 func benchPoll(t *testing.T, p *proc, timeout time.Duration, what string, cond func() (bool, string)) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	lastLog := time.Now()
+	lastLog, lastChange := time.Now(), time.Now()
 	var last string
 	for {
 		ok, s := cond()
 		if ok {
 			return time.Now()
 		}
-		last = s
+		if s != last {
+			last, lastChange = s, time.Now()
+		}
+		if time.Since(lastChange) > benchStall {
+			t.Fatalf("%s: no progress for %s: %s; %s\n%s", what, benchStall, last, procStatus(t, p), logTail(p))
+		}
 		if !p.running() {
 			t.Fatalf("%s: lastmile exited (%s): %s", what, last, logTail(p))
 		}
@@ -820,10 +861,13 @@ var benchTableList = func() string {
 	for _, lt := range schemas.Catalog {
 		q = append(q, "'"+schemas.TableOf(lt.Name)+"'")
 	}
+	// Per-log_type names may be views over the wide table (views have no parts).
+	q = append(q, "'"+schemas.EventsTable+"'")
 	return strings.Join(q, ", ")
 }()
 
-// storedRows counts the rows of every event table from the parts' metadata.
+// storedRows counts the stored events from the parts' metadata (cheap: no
+// data is read).
 func storedRows(p *proc) (int64, error) {
 	rows, err := p.sql("SELECT sum(rows) AS n FROM system.parts WHERE active AND database = currentDatabase() AND table IN (" + benchTableList + ")")
 	if err != nil {
@@ -859,8 +903,12 @@ func insertSummary(t *testing.T, p *proc) string {
 	ins := p.metric(t, "lastmile_processor_insert_duration_seconds_sum")
 	rows := p.metric(t, "lastmile_processor_batch_rows_sum")
 	flush := p.metric(t, "lastmile_processor_flush_duration_seconds_sum")
-	return fmt.Sprintf("%.0f inserts of %.0f rows avg, %.0f ms avg insert (%.1f s in inserts, %.1f s in flushes, summed over topics)",
+	s := fmt.Sprintf("%.0f inserts of %.0f rows avg, %.0f ms avg insert (%.1f s in inserts, %.1f s in flushes)",
 		n, rows/n, 1000*ins/n, ins, flush)
+	if dn := p.metric(t, "lastmile_processor_batch_delay_seconds_count"); dn > 0 {
+		s += fmt.Sprintf(", batch delay avg %.0f ms", 1000*p.metric(t, "lastmile_processor_batch_delay_seconds_sum")/dn)
+	}
+	return s
 }
 
 // logSummary logs p's warnings and errors and returns a short note for the table.

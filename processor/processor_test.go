@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/lastmile-qoe/lastmile/internal/broker"
+	"github.com/lastmile-qoe/lastmile/internal/broker/brokertest"
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
 	"github.com/lastmile-qoe/lastmile/internal/store"
@@ -36,31 +37,19 @@ type rig struct {
 // newRig runs a processor against a real embedded broker and a real chDB.
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	b, err := broker.StartEmbedded(broker.EmbeddedConfig{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Partitions: 2}, log.NewNopLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	var specs []broker.TopicSpec
-	for _, n := range schemas.Names() {
-		specs = append(specs, broker.TopicSpec{Name: schemas.TopicOf(n), Partitions: 2})
-	}
-	specs = append(specs, broker.TopicSpec{Name: schemas.RejectedTopic, Partitions: 2})
+	addr := brokertest.Start(t, 2, schemas.Topics()...)
 	ctx := context.Background()
-	if err := broker.EnsureTopics(ctx, []string{b.Addr()}, specs); err != nil {
-		t.Fatal(err)
-	}
 	st := sharedStore(t)
-	prod, err := kafkaio.NewProducer([]string{b.Addr()}, kafkaio.ProducerConfig{})
+	prod, err := kafkaio.NewProducer([]string{addr}, kafkaio.ProducerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { prod.Close() })
 	m := NewMetrics(prometheus.NewRegistry())
-	p := New(Config{Brokers: []string{b.Addr()}, Group: "g-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+	p := New(Config{Brokers: []string{addr}, Group: "g-" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		FlushInterval: 200 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond}, st, prod, m, log.NewNopLogger())
 	pctx, cancel := context.WithCancel(ctx)
-	r := &rig{addr: b.Addr(), st: st, prod: prod, proc: p, m: m, stop: cancel, done: make(chan error, 1)}
+	r := &rig{addr: addr, st: st, prod: prod, proc: p, m: m, stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- p.Run(pctx) }()
 	t.Cleanup(func() { cancel(); <-r.done })
 	return r

@@ -329,6 +329,16 @@ const (
 	RejectedTable = "rejected"
 )
 
+// Topics returns every topic lastmile uses: one per log_type, then the
+// rejected (dead-letter) topic.
+func Topics() []string {
+	var ts []string
+	for _, n := range Names() {
+		ts = append(ts, TopicOf(n))
+	}
+	return append(ts, RejectedTopic)
+}
+
 // TopicOf returns the Kafka topic of a log_type.
 func TopicOf(logType string) string { return TopicPrefix + logType }
 

@@ -139,10 +139,9 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	}
 	addrs.Kafka = strings.Join(bootstrap, ",")
 	var specs []broker.TopicSpec
-	for _, n := range schemas.Names() {
-		specs = append(specs, broker.TopicSpec{Name: schemas.TopicOf(n), Partitions: o.Partitions})
+	for _, t := range schemas.Topics() {
+		specs = append(specs, broker.TopicSpec{Name: t, Partitions: o.Partitions})
 	}
-	specs = append(specs, broker.TopicSpec{Name: schemas.RejectedTopic, Partitions: o.Partitions})
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := broker.EnsureTopics(tctx, bootstrap, specs)
 	cancel()
