@@ -34,6 +34,9 @@ run: libchdb build
 test: deps build
 	$(GO) vet ./...
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m ./...
+	@if [ -z "$$LASTMILE_CLICKHOUSE_ADDR" ]; then \
+		echo "SKIPPED: ClickHouse-server integration test (internal/store TestClickHouse*): no server; set LASTMILE_CLICKHOUSE_ADDR=clickhouse://user:pass@host:9000/db to run it"; \
+	fi
 
 test-short: libchdb build
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -short -count=1 ./...

@@ -121,6 +121,10 @@ func benchMakeBatches(n, size int, ts int64) ([]*benchBatch, map[string]int64, f
 // latency and RSS), and the raw store's JSONEachRow insert as the baseline.
 // It prints a table; it asserts correctness only, never speed.
 //
+// Environment: LASTMILE_BENCH_EVENTS (N, default 1,000,000),
+// LASTMILE_BENCH_RATE and LASTMILE_BENCH_SECONDS (sustained phase, default
+// 100,000 events/s for 30 s), LASTMILE_BENCH_POSTERS (concurrent posters, 8).
+//
 //	make bench
 //	LASTMILE_BENCH_EVENTS=200000 LASTMILE_BIN=$PWD/bin/lastmile go test -run '^TestBenchPipeline$' -count=1 -timeout 60m -v ./e2e -bench-pipeline
 func TestBenchPipeline(t *testing.T) {
@@ -132,7 +136,7 @@ func TestBenchPipeline(t *testing.T) {
 		rate:    benchEnvInt(t, "LASTMILE_BENCH_RATE", 100_000),
 		seconds: benchEnvInt(t, "LASTMILE_BENCH_SECONDS", 30),
 		batch:   2000,
-		posters: 8,
+		posters: benchEnvInt(t, "LASTMILE_BENCH_POSTERS", 8),
 	}
 	if cfg.events > benchMaxEvents {
 		t.Fatalf("LASTMILE_BENCH_EVENTS=%d: at most %d", cfg.events, benchMaxEvents)
@@ -163,14 +167,14 @@ type benchReport struct {
 
 	collRate, collSecs     float64
 	collP50, collP99       time.Duration
-	collCPU, collPosterCPU float64
+	collCPU                string
 	collRSS                int64
 	collLog                string
 	collNote, wholeNote    string
 	susNote                string
 	procRate, procSecs     float64
 	procStartup, procFirst time.Duration
-	procCPU                float64
+	procCPU                string
 	procRSS                int64
 	procInserts            string
 	procLog                string
@@ -178,7 +182,7 @@ type benchReport struct {
 	wholePostRate          float64
 	wholePostSecs          float64
 	wholeP50, wholeP99     time.Duration
-	wholeCPU               float64
+	wholeCPU, susCPU       string
 	wholeInserts           string
 	susTarget, susAchieved float64
 	susDispatched, susWant int
@@ -209,14 +213,14 @@ func (r *benchReport) print(t *testing.T) {
 	row("stage", "events/s", "target", "details")
 	row(strings.Repeat("-", 38), strings.Repeat("-", 12), strings.Repeat("-", 22), strings.Repeat("-", 40))
 	row("1 collector alone (HTTP → Kafka ack)", thousands(int(r.collRate)), "",
-		fmt.Sprintf("%.2f s; request p50 %s p99 %s; collector %.2f cores, poster %.2f cores; RSS max %d MiB%s%s",
-			r.collSecs, ms(r.collP50), ms(r.collP99), r.collCPU, r.collPosterCPU, r.collRSS, r.collNote, r.collLog))
+		fmt.Sprintf("%.2f s; request p50 %s p99 %s; %s; RSS max %d MiB%s%s",
+			r.collSecs, ms(r.collP50), ms(r.collP99), r.collCPU, r.collRSS, r.collNote, r.collLog))
 	row("2 processor alone (Kafka → store)", thousands(int(r.procRate)), "",
-		fmt.Sprintf("%.2f s from ready (start-up %s, first rows after %s); %.2f cores; RSS max %d MiB; %s%s",
+		fmt.Sprintf("%.2f s from ready (start-up %s, first rows after %s); %s; RSS max %d MiB; %s%s",
 			r.procSecs, secs(r.procStartup), secs(r.procFirst), r.procCPU, r.procRSS, r.procInserts, r.procLog))
 	row("3 whole path (first POST → queryable)", thousands(int(r.wholeRate)),
 		fmt.Sprintf("≥ %s  %s", thousands(benchTargetRate), met(r.wholeRate >= benchTargetRate)),
-		fmt.Sprintf("%.2f s; %.2f cores; %s", r.wholeSecs, r.wholeCPU, r.wholeInserts))
+		fmt.Sprintf("%.2f s; %s; %s", r.wholeSecs, r.wholeCPU, r.wholeInserts))
 	row("  posting only (all POSTs answered 200)", thousands(int(r.wholePostRate)), "",
 		fmt.Sprintf("%.2f s; request p50 %s p99 %s%s", r.wholePostSecs, ms(r.wholeP50), ms(r.wholeP99), r.wholeNote))
 	keep := "posting kept up"
@@ -224,7 +228,7 @@ func (r *benchReport) print(t *testing.T) {
 		keep = fmt.Sprintf("posting could NOT keep up: sent %s of %s", thousands(r.susDispatched), thousands(r.susWant))
 	}
 	row(fmt.Sprintf("  sustained %d s at %s/s", c.seconds, thousands(c.rate)), thousands(int(r.susAchieved)), "",
-		fmt.Sprintf("%s; request p50 %s p99 %s; backlog queryable %s after the last POST%s", keep, ms(r.susAckP50), ms(r.susAckP99), secs(r.susDrain), r.susNote))
+		fmt.Sprintf("%s; request p50 %s p99 %s; backlog queryable %s after the last POST; %s%s", keep, ms(r.susAckP50), ms(r.susAckP99), secs(r.susDrain), r.susCPU, r.susNote))
 	row(fmt.Sprintf("  ingest → queryable (%d probes)", r.probes), "",
 		fmt.Sprintf("p99 ≤ %s  %s", secs(benchTargetP99), met(r.latP99 <= benchTargetP99)),
 		fmt.Sprintf("p50 %s  p99 %s  max %s", secs(r.latP50), secs(r.latP99), secs(r.latMax)))
@@ -249,7 +253,7 @@ func benchCollectorAndProcessor(t *testing.T, r *benchReport, dir string, batche
 	n := r.cfg.events
 	coll := start(t, "collector", filepath.Join(dir, "collector"), "--kafka-listen", "127.0.0.1:0")
 	collRSS := sampleProc(coll.pid())
-	cpu0, self0 := procCPU(coll.pid()), selfCPU()
+	cpu := markCPU([]string{"collector"}, coll.pid())
 
 	st := postAll(coll.HTTP, r.cfg.posters, batches)
 	if err := st.err(); err != nil {
@@ -263,8 +267,7 @@ func benchCollectorAndProcessor(t *testing.T, r *benchReport, dir string, batche
 	r.collRate = float64(n) / wall.Seconds()
 	r.collP50, r.collP99 = percentile(st.lat, 0.50), percentile(st.lat, 0.99)
 	r.collNote = st.note()
-	r.collCPU = (procCPU(coll.pid()) - cpu0).Seconds() / wall.Seconds()
-	r.collPosterCPU = (selfCPU() - self0).Seconds() / wall.Seconds()
+	r.collCPU = cpu.report()
 	if got := coll.metric(t, "lastmile_collector_events_produced_total"); int(got) < n {
 		t.Errorf("collector produced %v events to Kafka, want %d", got, n)
 	}
@@ -276,7 +279,7 @@ func benchCollectorAndProcessor(t *testing.T, r *benchReport, dir string, batche
 	ready := time.Now()
 	r.procStartup = ready.Sub(t1)
 	procRSS := sampleProc(proc.pid())
-	pcpu0 := procCPU(proc.pid())
+	pcpu := markCPU([]string{"processor", "collector (broker)"}, proc.pid(), coll.pid())
 	var first time.Time
 	end := benchPoll(t, proc, benchTimeout(n), "processor: all rows inserted", func() (bool, string) {
 		v := int64(proc.metric(t, "lastmile_processor_rows_inserted_total"))
@@ -292,7 +295,7 @@ func benchCollectorAndProcessor(t *testing.T, r *benchReport, dir string, batche
 	r.procSecs = pwall.Seconds()
 	r.procRate = float64(n) / pwall.Seconds()
 	r.procFirst = first.Sub(ready)
-	r.procCPU = (procCPU(proc.pid()) - pcpu0).Seconds() / pwall.Seconds()
+	r.procCPU = pcpu.report()
 	r.procInserts = insertSummary(t, proc)
 	for _, m := range []string{"lastmile_processor_duplicates_dropped_total", "lastmile_processor_events_rejected_total", "lastmile_processor_insert_errors_total"} {
 		if v := proc.metric(t, m); v != 0 {
@@ -315,7 +318,7 @@ func benchWholePath(t *testing.T, r *benchReport, dir string, batches []*benchBa
 	n := r.cfg.events
 	p := start(t, "run", filepath.Join(dir, "run"), "--kafka-listen", "127.0.0.1:0")
 	rss := sampleProc(p.pid())
-	cpu0 := procCPU(p.pid())
+	cpu := markCPU([]string{"lastmile run"}, p.pid())
 
 	st := postAll(p.HTTP, r.cfg.posters, batches)
 	if err := st.err(); err != nil {
@@ -341,7 +344,7 @@ func benchWholePath(t *testing.T, r *benchReport, dir string, batches []*benchBa
 	r.wholePostRate = float64(n) / r.wholePostSecs
 	r.wholeP50, r.wholeP99 = percentile(st.lat, 0.50), percentile(st.lat, 0.99)
 	r.wholeNote = st.note()
-	r.wholeCPU = (procCPU(p.pid()) - cpu0).Seconds() / wall.Seconds()
+	r.wholeCPU = cpu.report()
 	r.wholeInserts = insertSummary(t, p)
 	t.Logf("whole path: %d events queryable %.2f s after the first POST = %.0f events/s (posting alone %.0f events/s)", n, wall.Seconds(), r.wholeRate, r.wholePostRate)
 
@@ -453,6 +456,7 @@ func benchSustained(t *testing.T, r *benchReport, p *proc, batches []*benchBatch
 	// Paced posting: by the end of tick k, rate*(k+1)/10 events dispatched.
 	jobs := make(chan benchJob, cfg.posters)
 	ps := startPosters(p.HTTP, cfg.posters, jobs)
+	cpu := markCPU([]string{"lastmile run"}, p.pid())
 	start := time.Now()
 	gen, idx, dispatched := benchGen0+1, 0, 0
 	for {
@@ -476,6 +480,7 @@ func benchSustained(t *testing.T, r *benchReport, p *proc, batches []*benchBatch
 	}
 	close(jobs)
 	st := ps.wait()
+	r.susCPU = cpu.report()
 	close(stopProbes)
 	probeWG.Wait()
 	if err := st.err(); err != nil {
@@ -1021,6 +1026,62 @@ func procCPU(pid int) time.Duration {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	s, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+s) * (time.Second / 100) // USER_HZ is 100 on Linux
+}
+
+// cpuMark remembers CPU counters, to report the cores used since.
+type cpuMark struct {
+	at      time.Time
+	names   []string
+	pids    []int
+	procs   []time.Duration
+	self    time.Duration
+	machine time.Duration
+}
+
+func markCPU(names []string, pids ...int) cpuMark {
+	m := cpuMark{at: time.Now(), names: names, pids: pids, self: selfCPU(), machine: machineCPU()}
+	for _, pid := range pids {
+		m.procs = append(m.procs, procCPU(pid))
+	}
+	return m
+}
+
+// report: cores used since the mark by each process, by this test process
+// (the load generator) and by everything else on the machine.
+func (m cpuMark) report() string {
+	el := time.Since(m.at).Seconds()
+	var parts []string
+	var sum float64
+	for i, pid := range m.pids {
+		c := (procCPU(pid) - m.procs[i]).Seconds() / el
+		sum += c
+		parts = append(parts, fmt.Sprintf("%s %.2f", m.names[i], c))
+	}
+	self := (selfCPU() - m.self).Seconds() / el
+	others := max(0, (machineCPU()-m.machine).Seconds()/el-sum-self)
+	return fmt.Sprintf("CPU cores: %s, test process %.2f, other processes %.2f", strings.Join(parts, ", "), self, others)
+}
+
+// machineCPU is the busy CPU time of the whole machine, from /proc/stat.
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * (time.Second / 100)
 }
 
 // selfCPU is the CPU time of this test process (the load generator).

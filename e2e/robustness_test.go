@@ -145,10 +145,10 @@ func TestKill9LosesNothing(t *testing.T) {
 		go poster(func() *proc { return cur.Load() })
 	}
 	time.Sleep(4 * time.Second)
-	before := nacked.Load()
+	ackedBefore := nacked.Load()
 	p.kill()
-	t.Logf("killed with -9 after %d acknowledged events", before)
-	if before == 0 {
+	t.Logf("killed with -9 after %d acknowledged events", ackedBefore)
+	if ackedBefore == 0 {
 		t.Fatal("nothing was acknowledged before the kill")
 	}
 	p2 := start(t, "run", data, args...)
@@ -199,7 +199,18 @@ func TestKill9LosesNothing(t *testing.T) {
 	if missing > 0 {
 		t.Fatalf("%d acknowledged events are missing after kill -9 and restart", missing)
 	}
+	// A clean stop (SIGTERM: flush, commit) and another start change nothing.
+	before := p2.sqlInt(t, "SELECT count() FROM events")
 	p2.stop()
+	p3 := start(t, "run", data, args...)
+	time.Sleep(2 * time.Second)
+	if after := p3.sqlInt(t, "SELECT count() FROM events"); after != before {
+		t.Errorf("events after a clean restart: %d, before: %d", after, before)
+	}
+	if d := p3.sqlInt(t, "SELECT count() - uniqExact(event_id) FROM events"); d != 0 {
+		t.Errorf("%d duplicate rows after a clean restart", d)
+	}
+	p3.stop()
 }
 
 // TestSampling10Percent: at a configured 10%, the kept fraction of devices is

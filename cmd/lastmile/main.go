@@ -76,13 +76,13 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o app.Options
 	var logLevel string
-	fs.StringVar(&o.DataDir, "data", "data", "folder for all state: embedded Kafka log, chDB database, query token")
-	fs.StringVar(&o.Kafka, "kafka", "embedded", "`embedded`, or a Kafka cluster's bootstrap list host:9092,host2:9092")
+	fs.StringVar(&o.DataDir, "data", "data", "`DIR` for all state: embedded Kafka log, chDB database, query token")
+	fs.StringVar(&o.Kafka, "kafka", "embedded", "`ADDRS`: embedded, or a Kafka cluster's bootstrap list host:9092,host2:9092")
 	fs.StringVar(&o.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker (port 0: pick one and remember it)")
-	fs.StringVar(&o.Store, "store", "embedded", "`embedded` (chDB under --data), or a ClickHouse server: clickhouse://user:pass@host:9000/db")
+	fs.StringVar(&o.Store, "store", "embedded", "`STORE`: embedded (chDB under --data), or a ClickHouse server clickhouse://user:pass@host:9000/db")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HTTP address: /v1/events, /v1/config, /api/v1/sql, /metrics, /healthz")
-	fs.StringVar(&o.KeysFile, "keys", "", "app keys file (YAML `keys: {KEY: APP_ID}`); without it only the development key is accepted")
-	fs.StringVar(&o.SamplingFile, "sampling", "", "sampling config file (YAML: seed, default_rate, rates per log_type); default keeps everything")
+	fs.StringVar(&o.KeysFile, "keys", "", "app keys `FILE` (YAML: keys: {KEY: APP_ID}); without it only the development key dev-key is accepted")
+	fs.StringVar(&o.SamplingFile, "sampling", "", "sampling config `FILE` (YAML: seed, default_rate, rates per log_type); default keeps everything")
 	fs.IntVar(&o.RetentionDays, "retention-days", 30, "how long events are kept in Kafka and ClickHouse")
 	fs.IntVar(&o.Partitions, "partitions", 4, "partitions of each topic lastmile creates")
 	fs.StringVar(&o.QueryToken, "query-token", os.Getenv("LASTMILE_QUERY_TOKEN"), "bearer token of the read API (default: $LASTMILE_QUERY_TOKEN, else a random one in DATA/query-token)")
