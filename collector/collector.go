@@ -87,7 +87,7 @@ func New(cfg Config, s *sampling.Sampler, p Producer, m *Metrics, logger log.Log
 		cfg.MaxRawRejected = DefaultMaxRawRejected
 	}
 	c := &Collector{cfg: cfg, sampler: s, producer: p, logger: logger, metrics: m}
-	c.pool.New = func() any { return &batch{} }
+	c.pool.New = func() any { return &batch{cleaner: cfg.Cleaner} }
 	return c
 }
 
@@ -133,6 +133,7 @@ type batch struct {
 	body    bytes.Buffer
 	gz      *gzip.Reader
 	idbuf   []byte
+	cleaner schemas.Cleaner // per batch: a Cleaner learns and is not shared
 }
 
 func (b *batch) reset() {
@@ -232,6 +233,7 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	body := b.body.Bytes()
 	receivedAt := start.UnixMilli()
+	b.cleaner.At = start
 
 	i := 0
 	for i < len(body) && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t') {
@@ -373,7 +375,7 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 		return
 	}
 	ev := &b.ev
-	if rej := c.cfg.Cleaner.Clean(b.fields, ev); rej != nil {
+	if rej := b.cleaner.Clean(b.fields, ev); rej != nil {
 		c.addReject(b, appID, reqID, index, raw, rej, receivedAt)
 		return
 	}
@@ -406,7 +408,7 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 	b.out = strconv.AppendFloat(b.out, rate, 'g', -1, 64)
 	for i := range b.fields {
 		f := &b.fields[i]
-		if f.KeyIs("event_id") || f.KeyIs("app_id") || f.KeyIs("received_at") || f.KeyIs("sample_rate") {
+		if isServerSet(f) {
 			continue
 		}
 		b.out = append(b.out, ',', '"')
@@ -428,6 +430,15 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 	}
 	b.kspans = append(b.kspans, [2]int{kstart, len(b.keys)})
 	b.topics = append(b.topics, topicOf[lt.Name])
+}
+
+// isServerSet reports whether a field is one the collector sets itself.
+func isServerSet(f *flatjson.Field) bool {
+	switch len(f.Key) {
+	case 6, 8, 11: // app_id, event_id, received_at / sample_rate
+		return f.KeyIs("event_id") || f.KeyIs("app_id") || f.KeyIs("received_at") || f.KeyIs("sample_rate")
+	}
+	return f.KeyEscaped && (f.KeyIs("event_id") || f.KeyIs("app_id") || f.KeyIs("received_at") || f.KeyIs("sample_rate"))
 }
 
 var topicOf = func() map[string]string {

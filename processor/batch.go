@@ -40,39 +40,52 @@ var EventsSchema = func() *arrow.Schema {
 }()
 
 // rowBuilder accumulates cleaned events of any log_type into the columns of
-// the events table.
+// the events table. A row has values in ~30 of ~110 columns; the columns it
+// lacks are padded lazily, in bulk, when they next get a value or at Build,
+// so a row costs its own columns, not all of them.
 type rowBuilder struct {
 	cols    []schemas.Field
 	b       *array.RecordBuilder
 	builder []array.Builder
-	filled  []bool
+	filled  []int // rows present in each catalog column
+	rows    int
 }
 
 func newRowBuilder() *rowBuilder {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, EventsSchema)
-	return &rowBuilder{cols: schemas.EventColumns, b: b, builder: b.Fields(), filled: make([]bool, len(schemas.EventColumns))}
+	return &rowBuilder{cols: schemas.EventColumns, b: b, builder: b.Fields(), filled: make([]int, len(schemas.EventColumns))}
 }
 
 // Append adds one event. Columns its log_type lacks, and its unset values,
 // are null in nullable columns and the zero value (empty string, 0)
 // elsewhere; sample_rate defaults to 1.
 func (rb *rowBuilder) Append(ev *schemas.Event, partition int32, offset int64) {
-	clear(rb.filled)
 	wide := ev.Type.WideIndex()
 	for j := range ev.Vals {
 		i := wide[j]
-		rb.filled[i] = true
+		rb.pad(i, rb.rows)
 		rb.appendValue(i, &ev.Vals[j])
-	}
-	for i, done := range rb.filled {
-		if !done {
-			rb.appendValue(i, &schemas.Value{})
-		}
+		rb.filled[i] = rb.rows + 1
 	}
 	n := len(rb.cols)
 	rb.builder[n].(*array.StringBuilder).BinaryBuilder.Append(ev.Vals[ev.Type.TraceKeyCol()].S)
 	rb.builder[n+1].(*array.Uint32Builder).Append(uint32(partition))
 	rb.builder[n+2].(*array.Int64Builder).Append(offset)
+	rb.rows++
+}
+
+// pad fills column i with "absent" up to row count rows.
+func (rb *rowBuilder) pad(i, rows int) {
+	gap := rows - rb.filled[i]
+	if gap <= 0 {
+		return
+	}
+	if rb.cols[i].Nullable() {
+		rb.builder[i].AppendNulls(gap)
+	} else {
+		rb.builder[i].AppendEmptyValues(gap)
+	}
+	rb.filled[i] = rows
 }
 
 func (rb *rowBuilder) appendValue(i int, v *schemas.Value) {
@@ -101,7 +114,14 @@ func (rb *rowBuilder) appendValue(i int, v *schemas.Value) {
 }
 
 // Rows returns the number of rows appended since the last Build.
-func (rb *rowBuilder) Rows() int { return rb.builder[0].Len() }
+func (rb *rowBuilder) Rows() int { return rb.rows }
 
 // Build returns the accumulated rows as one record and resets the builder.
-func (rb *rowBuilder) Build() arrow.RecordBatch { return rb.b.NewRecordBatch() }
+func (rb *rowBuilder) Build() arrow.RecordBatch {
+	for i := range rb.cols {
+		rb.pad(i, rb.rows)
+	}
+	clear(rb.filled)
+	rb.rows = 0
+	return rb.b.NewRecordBatch()
+}

@@ -143,8 +143,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		cleaner:  schemas.Cleaner{MaxPast: p.cfg.Retention, MaxFuture: 24 * time.Hour},
 		rows:     newRowBuilder(),
 		rej:      newRejectedBuilder(),
-		last:     map[topicPartition]kafka.Message{},
-		ranges:   map[topicPartition][2]int64{},
+		parts:    map[topicPartition]*partState{},
 		perTopic: map[string]int{},
 		seen:     newDedup(p.cfg.DedupWindow),
 		topics:   map[string]*topicMetrics{},
@@ -180,28 +179,35 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer w.reader.Close()
 
 	// The inserter stores and commits batches in order while the fetcher
-	// builds the next one: parsing and inserting overlap on two cores.
-	batches := make(chan *batch, 1)
+	// builds the next one: parsing and inserting overlap on two cores. A
+	// batch is cut only when the inserter is free, so no batch waits in a
+	// queue: while an insert runs, the next batch keeps growing, and batch
+	// size follows what the store can take.
+	batches := make(chan *batch)
+	idle := make(chan struct{}, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for b := range batches {
-			sctx := ctx
-			if ctx.Err() != nil {
-				var cancel context.CancelFunc
-				sctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-			}
-			if err := w.store(sctx, b); err != nil {
-				level.Warn(w.logger).Log("msg", "batch not stored; it stays uncommitted and is consumed again at next start", "err", err)
-				// Later batches must not commit past this one.
-				for range batches {
-				}
+		for {
+			idle <- struct{}{}
+			b, ok := <-batches
+			if !ok {
 				return
+			}
+			sctx := ctx
+			var cancel context.CancelFunc = func() {}
+			if ctx.Err() != nil {
+				sctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+			}
+			err := w.store(sctx, b)
+			cancel()
+			if err != nil {
+				level.Warn(w.logger).Log("msg", "batch not stored; it stays uncommitted and is consumed again at next start", "err", err)
+				return // later batches must not commit past this one
 			}
 		}
 	}()
-	w.fetchLoop(ctx, batches)
+	w.fetchLoop(ctx, batches, idle, done)
 	close(batches)
 	<-done
 	return nil
@@ -222,41 +228,73 @@ type fetcher struct {
 	nrej     int
 	dlq      []kafka.Message
 	opened   time.Time
-	last     map[topicPartition]kafka.Message // last message per partition, for the commit
-	ranges   map[topicPartition][2]int64      // first and last offset, for the token
+	parts    map[topicPartition]*partState
+	cur      *partState   // the partition of the previous message: they come in runs
+	inBatch  []*partState // partitions with messages in the current batch
 	perTopic map[string]int
-	stored   map[topicPartition]int64 // highest offset per partition already stored
+	stored   map[topicPartition]int64 // highest offset per partition already stored, at start
 	seen     *dedup
 	topics   map[string]*topicMetrics
 }
 
-func (w *fetcher) fetchLoop(ctx context.Context, out chan<- *batch) {
+// partState is what the fetcher tracks per partition: one map lookup per
+// message at most.
+type partState struct {
+	tp      topicPartition
+	tm      *topicMetrics
+	stored  int64 // skip offsets at or below; -1 when nothing is stored
+	inBatch bool
+	first   int64         // first offset in the current batch
+	last    kafka.Message // last message in the current batch, for the commit
+}
+
+func (w *fetcher) fetchLoop(ctx context.Context, out chan<- *batch, idle <-chan struct{}, inserterDone <-chan struct{}) {
 	backoff := newBackoff(w.p.cfg.MaxRetryBackoff)
-	var fctx context.Context
+	var fctx context.Context = ctx
 	cancel := context.CancelFunc(func() {})
+	defer func() { cancel() }()
+	// send hands the current batch to the inserter; wait says whether to
+	// block until it is free (at shutdown and when the batch is full).
+	send := func(wait bool) bool {
+		if len(w.inBatch) == 0 {
+			return true
+		}
+		if wait {
+			select {
+			case <-idle:
+			case <-inserterDone:
+				return false
+			}
+		} else {
+			select {
+			case <-idle:
+			default:
+				return false
+			}
+		}
+		out <- w.cut()
+		return true
+	}
 	for {
-		// One deadline per batch, not per message: flush when it passes.
-		if len(w.last) == 0 {
-			cancel()
-			fctx, cancel = ctx, func() {}
-		} else if fctx == ctx {
-			fctx, cancel = context.WithDeadline(ctx, w.opened.Add(w.p.cfg.FlushInterval))
+		// One deadline per batch, not per message: check for a flush when it
+		// passes.
+		if len(w.inBatch) > 0 && fctx == ctx {
+			d := w.opened.Add(w.p.cfg.FlushInterval)
+			if time.Until(d) < 10*time.Millisecond {
+				d = time.Now().Add(10 * time.Millisecond) // inserter was busy: look again soon
+			}
+			fctx, cancel = context.WithDeadline(ctx, d)
 		}
 		msg, err := w.reader.FetchMessage(fctx)
 		if err != nil {
+			cancel()
+			fctx = ctx
 			if ctx.Err() != nil {
-				cancel()
-				if b := w.cut(); b != nil {
-					out <- b
-				}
+				send(true)
 				return
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
-				cancel()
-				fctx = ctx
-				if b := w.cut(); b != nil {
-					out <- b
-				}
+				send(false)
 				continue
 			}
 			level.Warn(w.logger).Log("msg", "fetch failed", "err", err)
@@ -268,8 +306,8 @@ func (w *fetcher) fetchLoop(ctx context.Context, out chan<- *batch) {
 		if w.nrows+w.nrej >= w.p.cfg.BatchRows {
 			cancel()
 			fctx = ctx
-			if b := w.cut(); b != nil {
-				out <- b
+			if !send(true) {
+				return
 			}
 		}
 	}
@@ -319,27 +357,45 @@ func (w *fetcher) loadStored(ctx context.Context) error {
 	return nil
 }
 
-// add cleans one message into the current batch.
-func (w *fetcher) add(msg kafka.Message) {
-	tm := w.topics[msg.Topic]
-	if tm == nil {
-		tm = w.p.metrics.forTopic(msg.Topic)
-		w.topics[msg.Topic] = tm
-	}
-	tm.consumed.Inc()
-	if len(w.last) == 0 {
-		w.opened = time.Now()
+// partition returns the state of a message's partition.
+func (w *fetcher) partition(msg *kafka.Message) *partState {
+	if p := w.cur; p != nil && p.tp.partition == msg.Partition && p.tp.topic == msg.Topic {
+		return p
 	}
 	tp := topicPartition{msg.Topic, msg.Partition}
-	w.last[tp] = msg
-	r, ok := w.ranges[tp]
+	p, ok := w.parts[tp]
 	if !ok {
-		r[0] = msg.Offset
+		tm := w.topics[msg.Topic]
+		if tm == nil {
+			tm = w.p.metrics.forTopic(msg.Topic)
+			w.topics[msg.Topic] = tm
+		}
+		p = &partState{tp: tp, tm: tm, stored: -1}
+		if o, ok := w.stored[tp]; ok {
+			p.stored = o
+		}
+		w.parts[tp] = p
 	}
-	r[1] = msg.Offset
-	w.ranges[tp] = r
+	w.cur = p
+	return p
+}
 
-	if max, ok := w.stored[tp]; ok && msg.Offset <= max {
+// add cleans one message into the current batch.
+func (w *fetcher) add(msg kafka.Message) {
+	p := w.partition(&msg)
+	tm := p.tm
+	tm.consumed.Inc()
+	if len(w.inBatch) == 0 {
+		w.opened = time.Now()
+		w.cleaner.At = w.opened
+	}
+	if !p.inBatch {
+		p.inBatch, p.first = true, msg.Offset
+		w.inBatch = append(w.inBatch, p)
+	}
+	p.last = msg
+
+	if msg.Offset <= p.stored {
 		tm.replayed.Inc()
 		return
 	}
@@ -408,7 +464,7 @@ func (w *fetcher) reject(tm *topicMetrics, msg kafka.Message, rej *schemas.Rejec
 
 // cut closes the current batch and starts a new one; nil when empty.
 func (w *fetcher) cut() *batch {
-	if len(w.last) == 0 {
+	if len(w.inBatch) == 0 {
 		return nil
 	}
 	b := &batch{dlq: w.dlq, rows: w.perTopic, opened: w.opened}
@@ -418,28 +474,24 @@ func (w *fetcher) cut() *batch {
 	if w.nrej > 0 {
 		b.rejected = w.rej.Build()
 	}
-	keys := make([]topicPartition, 0, len(w.last))
-	for tp := range w.last {
-		keys = append(keys, tp)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].topic != keys[j].topic {
-			return keys[i].topic < keys[j].topic
+	sort.Slice(w.inBatch, func(i, j int) bool {
+		a, c := w.inBatch[i].tp, w.inBatch[j].tp
+		if a.topic != c.topic {
+			return a.topic < c.topic
 		}
-		return keys[i].partition < keys[j].partition
+		return a.partition < c.partition
 	})
 	h := sha256.New()
-	for _, tp := range keys {
-		b.commits = append(b.commits, w.last[tp])
-		r := w.ranges[tp]
-		fmt.Fprintf(h, "%s:%d@%d-%d,", tp.topic, tp.partition, r[0], r[1])
+	for _, p := range w.inBatch {
+		b.commits = append(b.commits, p.last)
+		fmt.Fprintf(h, "%s:%d@%d-%d,", p.tp.topic, p.tp.partition, p.first, p.last.Offset)
+		p.inBatch, p.last = false, kafka.Message{}
 	}
 	b.token = "kafka:" + hex.EncodeToString(h.Sum(nil)[:16])
 	w.nrows, w.nrej = 0, 0
 	w.dlq = nil
 	w.perTopic = map[string]int{}
-	clear(w.last)
-	clear(w.ranges)
+	w.inBatch = w.inBatch[:0]
 	return b
 }
 

@@ -85,6 +85,7 @@ type LogType struct {
 	requiredIDNames string
 	traceKey        int
 	wide            []int
+	pos             int // index in Catalog
 }
 
 // TraceKeyCol is the position of the trace key among the log_type's columns.
@@ -421,6 +422,7 @@ func init() {
 		}
 		lt.requiredIDNames = strings.Join(ids, " and ")
 		lt.traceKey = lt.index[lt.TraceKey]
+		lt.pos = i
 		lt.wide = make([]int, len(lt.columns))
 		for j, f := range lt.columns {
 			lt.wide[j] = EventColumnIndex[f.Name]

@@ -94,13 +94,21 @@ func (e *Event) Get(name string) (*Value, bool) {
 func (e *Event) Str(col int) string { return string(e.Vals[col].S) }
 
 // Cleaner validates and coerces events against the catalog. The zero value
-// uses the default time window; a Cleaner is not safe for concurrent use
-// (it reuses buffers), so use one per goroutine.
+// uses the default time window. A Cleaner is not safe for concurrent use (it
+// learns field orders): copy the configured value, one per goroutine.
 type Cleaner struct {
 	// MaxPast and MaxFuture bound ts relative to Now. Defaults: 7 days, 1 hour.
 	MaxPast, MaxFuture time.Duration
 	// Now returns the current time; defaults to time.Now.
 	Now func() time.Time
+	// At, when not zero, is the current time for the ts window instead of
+	// Now(): a caller cleaning a batch reads the clock once.
+	At time.Time
+
+	// order remembers, per log_type, which column the k-th field of the last
+	// event was: senders keep their field order, so a guess confirmed by one
+	// string comparison replaces a map lookup for most fields.
+	order [][]int
 }
 
 // Defaults of Cleaner's window.
@@ -147,15 +155,31 @@ func (c *Cleaner) Clean(fields []flatjson.Field, ev *Event) *Reject {
 		}
 	}
 	ev.Unknown = ev.Unknown[:0]
+	if c.order == nil {
+		c.order = make([][]int, len(Catalog))
+	}
+	guess := c.order[lt.pos]
 	for i := range fields {
 		f := &fields[i]
 		var idx int
 		var ok bool
-		if f.KeyEscaped {
-			k, _ := flatjson.Unescape(nil, f.Key)
-			idx, ok = lt.index[string(k)]
+		if i < len(guess) && guess[i] >= 0 && !f.KeyEscaped && string(f.Key) == cols[guess[i]].Name {
+			idx, ok = guess[i], true
 		} else {
-			idx, ok = lt.index[string(f.Key)]
+			if f.KeyEscaped {
+				k, _ := flatjson.Unescape(nil, f.Key)
+				idx, ok = lt.index[string(k)]
+			} else {
+				idx, ok = lt.index[string(f.Key)]
+			}
+			for len(guess) <= i {
+				guess = append(guess, -1)
+			}
+			if ok {
+				guess[i] = idx
+			} else {
+				guess[i] = -1
+			}
 		}
 		if !ok {
 			ev.Unknown = append(ev.Unknown, f.Key)
@@ -165,6 +189,7 @@ func (c *Cleaner) Clean(fields []flatjson.Field, ev *Event) *Reject {
 			return r
 		}
 	}
+	c.order[lt.pos] = guess
 	for i := range cols {
 		if cols[i].Required && !ev.Vals[i].Set {
 			return reject(ReasonMissingField, cols[i].Name, "missing required field %s", cols[i].Name)
@@ -175,9 +200,13 @@ func (c *Cleaner) Clean(fields []flatjson.Field, ev *Event) *Reject {
 			return reject(ReasonMissingField, cols[id].Name, "missing id %s: a %s event needs %s", cols[id].Name, lt.Name, lt.requiredIDNames)
 		}
 	}
-	now := time.Now
-	if c.Now != nil {
-		now = c.Now
+	t := c.At
+	if t.IsZero() {
+		if c.Now != nil {
+			t = c.Now()
+		} else {
+			t = time.Now()
+		}
 	}
 	past, future := c.MaxPast, c.MaxFuture
 	if past == 0 {
@@ -186,7 +215,6 @@ func (c *Cleaner) Clean(fields []flatjson.Field, ev *Event) *Reject {
 	if future == 0 {
 		future = DefaultMaxFuture
 	}
-	t := now()
 	ts := ev.Vals[ColTs].I
 	if ts > t.Add(future).UnixMilli() {
 		return reject(ReasonTsOutOfWindow, "ts", "ts %d is %s in the future (at most %s allowed)", ts,

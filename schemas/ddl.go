@@ -74,7 +74,10 @@ func EventsDDL() string {
 	b.WriteString("PARTITION BY toYYYYMMDD(ts)\n")
 	fmt.Fprintf(&b, "ORDER BY (app_id, %s, ts, event_id)\n", ColTraceKey)
 	fmt.Fprintf(&b, "TTL toDateTime(ts) + INTERVAL %s DAY\n", TTLPlaceholder)
-	b.WriteString("SETTINGS non_replicated_deduplication_window = 10000")
+	// Inserts (at most a few 100k rows) write compact parts — one file, not
+	// two per column — which cost ~30% less CPU here; merged parts past 1M
+	// rows become wide parts, better for reading.
+	b.WriteString("SETTINGS non_replicated_deduplication_window = 10000, min_rows_for_wide_part = 1000000, min_bytes_for_wide_part = 134217728")
 	return b.String()
 }
 

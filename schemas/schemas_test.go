@@ -156,3 +156,27 @@ func BenchmarkClean(b *testing.B) {
 		}
 	}
 }
+
+// The position guess in Clean must not confuse fields when a sender changes
+// its field order between events.
+func TestCleanFieldOrderChanges(t *testing.T) {
+	c := Cleaner{Now: func() time.Time { return now }}
+	var ev Event
+	for _, js := range []string{
+		`{"log_type":"first_frame","ts":` + nowMs + `,"device_id":"d1","session_id":"s1","total_ms":100,"dns_ms":7}`,
+		`{"dns_ms":9,"total_ms":200,"session_id":"s2","device_id":"d2","ts":` + nowMs + `,"log_type":"first_frame"}`,
+		`{"log_type":"first_frame","ts":` + nowMs + `,"device_id":"d3","session_id":"s3","dns_ms":11,"total_ms":300}`,
+	} {
+		fs, _ := flatjson.ParseObject(nil, []byte(js))
+		if r := c.Clean(fs, &ev); r != nil {
+			t.Fatal(r)
+		}
+		var want map[string]any
+		json.Unmarshal([]byte(js), &want)
+		total, _ := ev.Get("total_ms")
+		dns, _ := ev.Get("dns_ms")
+		if float64(total.I) != want["total_ms"].(float64) || float64(dns.I) != want["dns_ms"].(float64) || ev.Str(ColDeviceID) != want["device_id"] {
+			t.Errorf("%s: got total %d dns %d device %s", js, total.I, dns.I, ev.Str(ColDeviceID))
+		}
+	}
+}

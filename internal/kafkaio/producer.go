@@ -38,9 +38,10 @@ func NewProducer(brokers []string, cfg ProducerConfig) (*Producer, error) {
 		cfg.BatchTimeout = 10 * time.Millisecond
 	}
 	if cfg.BatchSize <= 0 {
-		// kafka-go allocates BatchSize slots for every partition batch it
-		// opens, so a large value costs more than it saves.
-		cfg.BatchSize = 2000
+		// kafka-go allocates (and zeroes) BatchSize message slots for every
+		// partition batch it opens; at 100k events/s over ~60 partitions a
+		// 10 ms batch holds ~20 records, so a large value only burns CPU.
+		cfg.BatchSize = 256
 	}
 	if cfg.BatchBytes <= 0 {
 		// Stay under Kafka's default message.max.bytes (1 MiB + 12).
