@@ -144,7 +144,6 @@ var ServerFields = []Field{
 	{Name: "sample_rate", Kind: KindFloat, Min: 0, Max: 1, Doc: "probability this event was kept; weight rows by 1/sample_rate"},
 }
 
-
 // Catalog lists every log_type, in a stable order.
 var Catalog = []LogType{
 	{
