@@ -42,7 +42,7 @@ test-short: libchdb build
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -short -count=1 ./...
 
 bench: libchdb build
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/flatjson ./schemas ./internal/store
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/flatjson ./schemas ./processor ./internal/store
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchPipeline$$' -count=1 -timeout 60m -v ./e2e -bench-pipeline
 
 fuzz:
