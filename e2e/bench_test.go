@@ -940,18 +940,6 @@ func logSummary(t *testing.T, role string, p *proc) string {
 	return fmt.Sprintf("; log: %d errors, %d warnings", errs, warns)
 }
 
-func logTail(p *proc) string {
-	state := "still running"
-	if !p.running() {
-		state = p.cmd.ProcessState.String()
-	}
-	s := p.stderr.String()
-	if len(s) > 4000 {
-		s = "…" + s[len(s)-4000:]
-	}
-	return "lastmile (" + state + ") stderr:\n" + s
-}
-
 // procSampler samples a process's VmRSS every second.
 type procSampler struct {
 	pid  int

@@ -175,8 +175,26 @@ func startArgs(t testing.TB, dataDir string, args []string) *proc {
 			t.Fatalf("lastmile %v did not serve within 120s: %s", args, p.stderr.String())
 		}
 	}
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Log(logTail(p))
+		}
+	})
 	return p
+}
+
+// logTail returns the end of a process's stderr, where a crash shows.
+func logTail(p *proc) string {
+	state := "still running"
+	if !p.running() {
+		state = p.cmd.ProcessState.String()
+	}
+	s := p.stderr.String()
+	if len(s) > 4000 {
+		s = "…" + s[len(s)-4000:]
+	}
+	return "lastmile (" + state + ") stderr:\n" + s
 }
 
 func (p *proc) running() bool {
