@@ -33,6 +33,9 @@ Commands:
   run         every role in one process on embedded defaults (Kafka + chDB under ./data)
   collector   the HTTP ingest service: POST /v1/events → Kafka
   processor   Kafka → clean, dedup, batch → ClickHouse
+  query       the read API only: trace search, QoE metrics, SQL (no Kafka needed)
+  trace       print one device's, user's or session's timeline from the query API
+  metrics     print a QoE metric as a table from the query API
   version     print the version
 
 Run 'lastmile <command> -h' for the flags of a command.
@@ -55,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "run", "collector", "processor":
+	case "run", "collector", "processor", "query":
 		return serve(cmd, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
@@ -108,6 +111,8 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 		o.Collector = true
 	case "processor":
 		o.Processor = true
+	case "query":
+		o.Query = true
 	}
 
 	logger := log.NewLogfmtLogger(log.NewSyncWriter(stderr))
@@ -121,8 +126,10 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 
 	o.Ready = func(a app.Addrs) {
 		fmt.Fprintf(stdout, "lastmile %s is up\n", cmd)
-		fmt.Fprintf(stdout, "  http:  http://%s   (POST /v1/events, GET /metrics, GET /healthz)\n", a.HTTP)
-		fmt.Fprintf(stdout, "  kafka: %s\n", a.Kafka)
+		fmt.Fprintf(stdout, "  http:  http://%s   (POST /v1/events, GET /api/v1/trace, GET /api/v1/metrics, GET /metrics, GET /healthz)\n", a.HTTP)
+		if a.Kafka != "" {
+			fmt.Fprintf(stdout, "  kafka: %s\n", a.Kafka)
+		}
 		if a.Store != "" {
 			fmt.Fprintf(stdout, "  store: %s\n", a.Store)
 		}

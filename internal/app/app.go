@@ -29,6 +29,7 @@ import (
 	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/processor"
+	"github.com/lastmile-qoe/lastmile/query"
 	"github.com/lastmile-qoe/lastmile/sampling"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
@@ -116,9 +117,12 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	defer closers.closeAll(logger)
 	var addrs Addrs
 
-	// Kafka.
+	// Kafka, for the roles that use it.
 	var bootstrap []string
-	if o.Kafka == "" || o.Kafka == "embedded" {
+	needKafka := o.Collector || o.Processor
+	if !needKafka {
+		// the query role reads the store only
+	} else if o.Kafka == "" || o.Kafka == "embedded" {
 		b, err := broker.StartEmbedded(broker.EmbeddedConfig{
 			DataDir:    filepath.Join(o.DataDir, "kafka"),
 			Addr:       o.KafkaListen,
@@ -138,19 +142,22 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 		}
 	}
 	addrs.Kafka = strings.Join(bootstrap, ",")
-	var specs []broker.TopicSpec
-	for _, t := range schemas.Topics() {
-		specs = append(specs, broker.TopicSpec{Name: t, Partitions: o.Partitions})
-	}
-	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := broker.EnsureTopics(tctx, bootstrap, specs)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("kafka at %s: %w", addrs.Kafka, err)
-	}
-	producer, err := kafkaio.NewProducer(bootstrap, kafkaio.ProducerConfig{})
-	if err != nil {
-		return err
+	var producer *kafkaio.Producer
+	var err error
+	if needKafka {
+		var specs []broker.TopicSpec
+		for _, t := range schemas.Topics() {
+			specs = append(specs, broker.TopicSpec{Name: t, Partitions: o.Partitions})
+		}
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := broker.EnsureTopics(tctx, bootstrap, specs)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("kafka at %s: %w", addrs.Kafka, err)
+		}
+		if producer, err = kafkaio.NewProducer(bootstrap, kafkaio.ProducerConfig{}); err != nil {
+			return err
+		}
 	}
 
 	// Store (needed by the processor and the query role).
@@ -169,7 +176,9 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 			level.Info(logger).Log("msg", "schema migrated", "applied", strings.Join(applied, ","))
 		}
 	}
-	closers.push("producer", producer.Close)
+	if producer != nil {
+		closers.push("producer", producer.Close)
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -211,21 +220,21 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	if o.Query {
 		token := o.QueryToken
 		if token == "" {
-			token, err = loadOrCreateToken(filepath.Join(o.DataDir, "query-token"))
+			token, err = query.LoadOrCreateToken(filepath.Join(o.DataDir, "query-token"))
 			if err != nil {
 				return err
 			}
 		}
-		mux.Handle("/api/v1/sql", sqlHandler(st, token))
+		mux.Handle("/api/v1/", query.New(st, token, log.With(logger, "component", "query")).Handler())
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" {
-			fmt.Fprintln(w, "lastmile: POST /v1/events, GET /v1/config, GET /api/v1/sql, GET /metrics, GET /healthz")
+			fmt.Fprintln(w, "lastmile: POST /v1/events, GET /v1/config, GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql, GET /metrics, GET /healthz")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, "{\"error\":%q}\n", fmt.Sprintf("no route %s %s; routes: POST /v1/events, GET /v1/config, GET /api/v1/sql, GET /metrics, GET /healthz", r.Method, r.URL.Path))
+		fmt.Fprintf(w, "{\"error\":%q}\n", fmt.Sprintf("no route %s %s; routes: POST /v1/events, GET /v1/config, GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql, GET /metrics, GET /healthz", r.Method, r.URL.Path))
 	})
 
 	ln, err := net.Listen("tcp", o.Listen)

@@ -1,34 +1,21 @@
-package app
+package query
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strings"
-
-	"github.com/lastmile-qoe/lastmile/internal/store"
 )
 
 // sqlHandler serves GET/POST /api/v1/sql: one read-only statement against the
 // store, answered as JSONEachRow. It is the operator's window into the data
-// (and what the end-to-end tests check) until the query API covers a need.
-func sqlHandler(st store.Store, token string) http.Handler {
+// for what trace and metrics do not cover. Auth is the server's.
+func sqlHandler(st Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(code int, format string, args ...any) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(code)
-			json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)})
-		}
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			fail(http.StatusUnauthorized, "missing or wrong bearer token (see data/query-token or --query-token)")
-			return
-		}
+		fail := func(code int, format string, args ...any) { writeError(w, code, format, args...) }
 		q := r.URL.Query().Get("q")
 		if r.Method == http.MethodPost {
 			b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -67,9 +54,9 @@ func sqlHandler(st store.Store, token string) http.Handler {
 	})
 }
 
-// loadOrCreateToken returns the token in path, creating a random one the
+// LoadOrCreateToken returns the token in path, creating a random one the
 // first time so the read API is never open by accident.
-func loadOrCreateToken(path string) (string, error) {
+func LoadOrCreateToken(path string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		if t := strings.TrimSpace(string(b)); t != "" {
 			return t, nil

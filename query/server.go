@@ -1,0 +1,72 @@
+// Package query is the read side of lastmile: trace search, QoE metrics and a
+// read-only SQL window, served over HTTP under /api/v1/ with a bearer token.
+package query
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/go-kit/log"
+)
+
+// Store is what the query service needs from the analytics store.
+type Store interface {
+	// QueryJSON runs a SELECT and returns its rows as JSONEachRow.
+	QueryJSON(ctx context.Context, sql string) ([]byte, error)
+}
+
+// Server answers the read API.
+type Server struct {
+	store  Store
+	token  string
+	logger log.Logger
+}
+
+// New returns a Server; token is the bearer token every /api/v1 call needs.
+func New(st Store, token string, logger log.Logger) *Server {
+	return &Server{store: st, token: token, logger: logger}
+}
+
+// Handler returns the /api/v1/ routes, all behind the bearer token.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/v1/trace", s.serveTrace)
+	mux.HandleFunc("/api/v1/metrics", s.serveMetrics)
+	mux.Handle("/api/v1/sql", sqlHandler(s.store))
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no route %s %s; routes: GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql", r.Method, r.URL.Path)
+	})
+	return s.auth(mux)
+}
+
+func (s *Server) auth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token: send Authorization: Bearer TOKEN (see --query-token, or DATA/query-token)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ErrorBody is the body of every non-2xx answer of the read API.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, ErrorBody{Error: fmt.Sprintf(format, args...)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
