@@ -157,7 +157,9 @@ func startArgs(t testing.TB, dataDir string, args []string) *proc {
 		close(lines)
 	}()
 	deadline := time.After(120 * time.Second)
-	for p.HTTP == "" || p.Kafka == "" {
+	// The query role reads the store only and has no Kafka address.
+	needKafka := args[0] != "query"
+	for p.HTTP == "" || (needKafka && p.Kafka == "") {
 		select {
 		case l, ok := <-lines:
 			if !ok {

@@ -39,11 +39,11 @@ var EventsSchema = func() *arrow.Schema {
 	return arrow.NewSchema(fields, nil)
 }()
 
-// rowBuilder accumulates cleaned events of any log_type into the columns of
+// RowBuilder accumulates cleaned events of any log_type into the columns of
 // the events table. A row has values in ~30 of ~110 columns; the columns it
 // lacks are padded lazily, in bulk, when they next get a value or at Build,
 // so a row costs its own columns, not all of them.
-type rowBuilder struct {
+type RowBuilder struct {
 	cols    []schemas.Field
 	b       *array.RecordBuilder
 	builder []array.Builder
@@ -51,15 +51,16 @@ type rowBuilder struct {
 	rows    int
 }
 
-func newRowBuilder() *rowBuilder {
+// NewRowBuilder returns an empty builder for rows of the events table.
+func NewRowBuilder() *RowBuilder {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, EventsSchema)
-	return &rowBuilder{cols: schemas.EventColumns, b: b, builder: b.Fields(), filled: make([]int, len(schemas.EventColumns))}
+	return &RowBuilder{cols: schemas.EventColumns, b: b, builder: b.Fields(), filled: make([]int, len(schemas.EventColumns))}
 }
 
 // Append adds one event. Columns its log_type lacks, and its unset values,
 // are null in nullable columns and the zero value (empty string, 0)
 // elsewhere; sample_rate defaults to 1.
-func (rb *rowBuilder) Append(ev *schemas.Event, partition int32, offset int64) {
+func (rb *RowBuilder) Append(ev *schemas.Event, partition int32, offset int64) {
 	wide := ev.Type.WideIndex()
 	for j := range ev.Vals {
 		i := wide[j]
@@ -75,7 +76,7 @@ func (rb *rowBuilder) Append(ev *schemas.Event, partition int32, offset int64) {
 }
 
 // pad fills column i with "absent" up to row count rows.
-func (rb *rowBuilder) pad(i, rows int) {
+func (rb *RowBuilder) pad(i, rows int) {
 	gap := rows - rb.filled[i]
 	if gap <= 0 {
 		return
@@ -88,7 +89,7 @@ func (rb *rowBuilder) pad(i, rows int) {
 	rb.filled[i] = rows
 }
 
-func (rb *rowBuilder) appendValue(i int, v *schemas.Value) {
+func (rb *RowBuilder) appendValue(i int, v *schemas.Value) {
 	f := &rb.cols[i]
 	fb := rb.builder[i]
 	if !v.Set && f.Nullable() {
@@ -114,10 +115,10 @@ func (rb *rowBuilder) appendValue(i int, v *schemas.Value) {
 }
 
 // Rows returns the number of rows appended since the last Build.
-func (rb *rowBuilder) Rows() int { return rb.rows }
+func (rb *RowBuilder) Rows() int { return rb.rows }
 
 // Build returns the accumulated rows as one record and resets the builder.
-func (rb *rowBuilder) Build() arrow.RecordBatch {
+func (rb *RowBuilder) Build() arrow.RecordBatch {
 	for i := range rb.cols {
 		rb.pad(i, rb.rows)
 	}

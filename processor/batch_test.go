@@ -22,7 +22,7 @@ func TestRowBuilderMixesLogTypes(t *testing.T) {
 		fmt.Sprintf(`{"log_type":"transcode","ts":%d,"stream_id":"live/x","status":"ok"}`, now),
 		fmt.Sprintf(`{"log_type":"first_frame","ts":%d,"device_id":"d5","session_id":"s5","total_ms":900,"sample_rate":0.5}`, now),
 	}
-	rb := newRowBuilder()
+	rb := NewRowBuilder()
 	var c schemas.Cleaner
 	for i, js := range events {
 		fs, _ := flatjson.ParseObject(nil, []byte(js))

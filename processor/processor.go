@@ -141,7 +141,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		p:        p,
 		logger:   p.logger,
 		cleaner:  schemas.Cleaner{MaxPast: p.cfg.Retention, MaxFuture: 24 * time.Hour},
-		rows:     newRowBuilder(),
+		rows:     NewRowBuilder(),
 		rej:      newRejectedBuilder(),
 		parts:    map[topicPartition]*partState{},
 		perTopic: map[string]int{},
@@ -222,7 +222,7 @@ type fetcher struct {
 	fields  []flatjson.Field
 	ev      schemas.Event
 
-	rows     *rowBuilder
+	rows     *RowBuilder
 	rej      *rejectedBuilder
 	nrows    int
 	nrej     int

@@ -227,7 +227,7 @@ func TestCleaningRejectsAndDedup(t *testing.T) {
 func BenchmarkRowBuilder(b *testing.B) {
 	now := time.Now().UnixMilli()
 	js := []byte(fmt.Sprintf(`{"event_id":"e-1","app_id":"a","received_at":%d,"sample_rate":1,"log_type":"first_frame","ts":%d,"device_id":"d1","session_id":"s1","region":"north","cdn":"a","total_ms":800,"dns_ms":20,"tcp_connect_ms":30}`, now, now))
-	w := &fetcher{rows: newRowBuilder()}
+	w := &fetcher{rows: NewRowBuilder()}
 	var c schemas.Cleaner
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
