@@ -60,6 +60,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "run", "collector", "processor", "query":
 		return serve(cmd, rest, stdout, stderr)
+	case "trace":
+		return traceMain(rest, stdout, stderr)
+	case "metrics":
+		return metricsMain(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2

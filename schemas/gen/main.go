@@ -1,5 +1,6 @@
 // Command gen writes the files derived from the event catalog: the JSON Schema
-// for SDK authors and the first ClickHouse migration. Run `go generate ./schemas`.
+// for SDK authors, the first ClickHouse migration and the QoE rollups'
+// migration. Run `go generate ./schemas`.
 package main
 
 import (
@@ -11,12 +12,14 @@ import (
 
 func main() {
 	// go generate runs in the package directory (schemas/).
-	if err := os.WriteFile("events.schema.json", schemas.JSONSchema(), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, "gen:", err)
-		os.Exit(1)
-	}
-	if err := os.WriteFile("migrations/0001_init.sql", []byte(schemas.InitialMigration()), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, "gen:", err)
-		os.Exit(1)
+	for path, body := range map[string][]byte{
+		"events.schema.json":              schemas.JSONSchema(),
+		"migrations/0001_init.sql":        []byte(schemas.InitialMigration()),
+		"migrations/0002_qoe_rollups.sql": []byte(schemas.RollupMigration()),
+	} {
+		if err := os.WriteFile(path, body, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
 	}
 }

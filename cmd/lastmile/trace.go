@@ -1,0 +1,351 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lastmile-qoe/lastmile/query"
+)
+
+// traceMain is `lastmile trace`: one device's, user's, session's, room's or
+// stream's sessions from the query API, as a terminal timeline.
+func traceMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("lastmile trace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: lastmile trace (--device ID | --user ID | --session ID | --room ID | --stream ID) [flags]
+
+Prints the play sessions of one viewer (or the sessions of one room or
+stream) in a time window: a header with the session's summary, then one
+line per event, the server (edge) and stream-level events interleaved by
+time. Rejected events of the same ids are listed at the end.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	ids := map[string]*string{}
+	for _, id := range []struct{ flag, param, what string }{
+		{"device", "device_id", "a player device"},
+		{"user", "user_id", "a user (all their devices)"},
+		{"session", "session_id", "one play or push session"},
+		{"room", "room_id", "a room (its viewers and broadcaster)"},
+		{"stream", "stream_id", "a stream (its viewers and broadcaster)"},
+	} {
+		ids[id.param] = fs.String(id.flag, "", "`ID` of "+id.what)
+	}
+	app := fs.String("app", "", "only this app_id")
+	since := fs.String("since", "", "window ending now (or at --to): 30m, 2h, 7d (default 24h)")
+	from := fs.String("from", "", "window start: RFC 3339, ms since the epoch, or now-2h")
+	to := fs.String("to", "", "window end (default now)")
+	limit := fs.Int("limit", 0, "sessions per page (default 50, at most 500)")
+	cursor := fs.String("cursor", "", "the next page, as printed at the end of the previous one")
+	addr := fs.String("addr", traceEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default")
+	token := fs.String("token", "", "bearer token (default $LASTMILE_QUERY_TOKEN, else DATA/query-token)")
+	dataDir := fs.String("data", "data", "`DIR` whose query-token file to use when no token is given")
+	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
+	utc := fs.Bool("utc", false, "print times in UTC instead of the local time zone")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "lastmile trace: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	q := url.Values{}
+	for param, v := range ids {
+		if *v != "" {
+			q.Set(param, *v)
+		}
+	}
+	if len(q) != 1 {
+		fmt.Fprintln(stderr, "lastmile trace: give exactly one of --device, --user, --session, --room, --stream")
+		return 2
+	}
+	for param, v := range map[string]string{"app_id": *app, "since": *since, "from": *from, "to": *to, "cursor": *cursor} {
+		if v != "" {
+			q.Set(param, v)
+		}
+	}
+	if *limit > 0 {
+		q.Set("limit", fmt.Sprint(*limit))
+	}
+	tok, err := traceToken(*token, *dataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "lastmile trace:", err)
+		return 2
+	}
+
+	base := strings.TrimRight(*addr, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	body, err := traceGet(base+"/api/v1/trace?"+q.Encode(), tok)
+	if err != nil {
+		fmt.Fprintln(stderr, "lastmile trace:", err)
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(body)
+		return 0
+	}
+	var res query.TraceResponse
+	if err := json.Unmarshal(body, &res); err != nil {
+		fmt.Fprintf(stderr, "lastmile trace: the answer of %s is not a trace: %v\n", base, err)
+		return 1
+	}
+	loc := time.Local
+	if *utc {
+		loc = time.UTC
+	}
+	printTrace(stdout, &res, loc)
+	if res.NextCursor != "" {
+		var again []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "cursor" && f.Name != "token" {
+				again = append(again, "--"+f.Name+"="+f.Value.String())
+			}
+		})
+		fmt.Fprintf(stdout, "\nmore sessions: lastmile trace %s --cursor=%s\n", strings.Join(again, " "), res.NextCursor)
+	}
+	return 0
+}
+
+func traceEnv(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// traceToken finds the bearer token: the flag, $LASTMILE_QUERY_TOKEN, or the
+// file `lastmile run` writes into its data directory.
+func traceToken(flagValue, dataDir string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if t := os.Getenv("LASTMILE_QUERY_TOKEN"); t != "" {
+		return t, nil
+	}
+	path := filepath.Join(dataDir, "query-token")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("no query token: give --token, set $LASTMILE_QUERY_TOKEN, or run where %s exists (--data DIR): %v", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// traceGet fetches an API answer; non-2xx answers become errors carrying the
+// API's own message.
+func traceGet(u, token string) ([]byte, error) {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the query API (is `lastmile run` or `lastmile query` running there? see --addr): %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return body, nil
+	}
+	var e query.ErrorBody
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return nil, fmt.Errorf("the query API refused the token (401): %s", msg)
+	case http.StatusBadRequest:
+		return nil, fmt.Errorf("bad request: %s", msg)
+	}
+	return nil, fmt.Errorf("the query API answered %s: %s", resp.Status, msg)
+}
+
+// printTrace renders the answer as a timeline.
+func printTrace(w io.Writer, res *query.TraceResponse, loc *time.Location) {
+	q := res.Query
+	fmt.Fprintf(w, "%s %s: %d session(s), %s → %s\n", q.By, q.ID, len(res.Sessions),
+		q.From.In(loc).Format("2006-01-02 15:04:05"), q.To.In(loc).Format("2006-01-02 15:04:05 MST"))
+	if res.Truncated {
+		fmt.Fprintln(w, "  (truncated: too many events for one answer; narrow the window or --limit)")
+	}
+	for i := range res.Sessions {
+		printTraceSession(w, &res.Sessions[i], loc)
+	}
+	if len(res.Rejected) > 0 {
+		fmt.Fprintf(w, "\nrejected events (%d%s): refused by the pipeline, not stored\n", len(res.Rejected), map[bool]string{true: ", the latest", false: ""}[res.RejectedTruncated])
+		for _, r := range res.Rejected {
+			field := ""
+			if r.Field != "" {
+				field = " field=" + r.Field
+			}
+			fmt.Fprintf(w, "  %s  %-9s %-16s %s%s: %s\n", r.ReceivedAt.In(loc).Format("2006-01-02 15:04:05.000"), r.Stage, r.Code, traceDash(r.LogType), field, r.Reason)
+			fmt.Fprintf(w, "      raw: %s\n", traceClip(r.Raw, 200))
+		}
+	}
+}
+
+func printTraceSession(w io.Writer, s *query.TraceSession, loc *time.Location) {
+	sum := &s.Summary
+	fmt.Fprintf(w, "\n== %s session %s   %s → %s (%s)\n", s.Kind, s.SessionID,
+		s.Start.In(loc).Format("2006-01-02 15:04:05.000"), s.End.In(loc).Format("15:04:05.000"), s.End.Sub(s.Start).Round(time.Millisecond))
+	var ids []string
+	for _, kv := range [][2]string{{"app", s.AppID}, {"device", s.DeviceID}, {"user", s.UserID}, {"room", s.RoomID}, {"stream", s.StreamID}} {
+		if kv[1] != "" {
+			ids = append(ids, kv[0]+" "+kv[1])
+		}
+	}
+	fmt.Fprintf(w, "   %s\n", strings.Join(ids, "  "))
+	var where []string
+	for _, kv := range [][2]string{{"edge", sum.NodeID}, {"cdn", sum.CDN}, {"region", sum.Region}, {"rendition", sum.Rendition}, {"protocol", sum.Protocol}} {
+		if kv[1] != "" {
+			where = append(where, kv[0]+" "+kv[1])
+		}
+	}
+	if len(where) > 0 {
+		fmt.Fprintf(w, "   %s\n", strings.Join(where, "  "))
+	}
+	if s.Kind == "play" {
+		switch {
+		case sum.ReachedFirstFrame:
+			fmt.Fprintf(w, "   first frame %s%s\n", traceMs(sum.FirstFrameTotalMs), tracePhases(sum))
+		case sum.FirstFrameBlocked != "":
+			fmt.Fprintf(w, "   NO first frame: blocked at %s\n", sum.FirstFrameBlocked)
+		default:
+			fmt.Fprintln(w, "   no first frame")
+		}
+	}
+	var line []string
+	if sum.StopCode != nil {
+		st := fmt.Sprintf("stop code %d", *sum.StopCode)
+		if sum.StopReason != "" {
+			st += " (" + sum.StopReason + ")"
+		}
+		line = append(line, st)
+	} else {
+		line = append(line, "no stop event")
+	}
+	if s.Kind == "play" {
+		st := fmt.Sprintf("stalls %d (%d ms)", sum.StallCount, sum.StallTotalMs)
+		if sum.ReportedStallCount != nil && *sum.ReportedStallCount != sum.StallCount {
+			st += fmt.Sprintf(", play_stop says %d", *sum.ReportedStallCount)
+		}
+		line = append(line, st)
+		if sum.RenderStallCount > 0 {
+			line = append(line, fmt.Sprintf("render stalls %d (%d ms)", sum.RenderStallCount, sum.RenderStallTotalMs))
+		}
+		if sum.BackToSource != nil {
+			if *sum.BackToSource {
+				line = append(line, "back-to-source "+traceMs(sum.BackToSourceMs))
+			} else {
+				line = append(line, "edge cache hit")
+			}
+		}
+	}
+	line = append(line, fmt.Sprintf("played %s", (time.Duration(sum.PlayDurationMs)*time.Millisecond).Round(time.Millisecond)))
+	fmt.Fprintf(w, "   %s\n", strings.Join(line, " · "))
+
+	type row struct {
+		kind string
+		ev   *query.TraceEvent
+	}
+	var rows []row
+	for _, l := range []struct {
+		kind string
+		evs  []query.TraceEvent
+	}{{"client", s.Events}, {"server", s.ServerEvents}, {"stream", s.StreamEvents}} {
+		for i := range l.evs {
+			rows = append(rows, row{l.kind, &l.evs[i]})
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b row) int { return a.ev.TS.Compare(b.ev.TS) })
+	same := map[string]string{"device_id": s.DeviceID, "user_id": s.UserID, "session_id": s.SessionID, "room_id": s.RoomID, "stream_id": s.StreamID}
+	// A client's dimensions are printed on its first event and then only
+	// when they change (a network switch, a new edge): a line shows news.
+	last := map[string]string{}
+	for _, r := range rows {
+		var kv []string
+		for _, f := range r.ev.Fields {
+			v := r.ev.Str(f.Name)
+			if f.Name == "event_id" || (same[f.Name] != "" && same[f.Name] == v) {
+				continue // the session's own ids say nothing new
+			}
+			if r.kind == "client" && traceDims[f.Name] {
+				if last[f.Name] == v {
+					continue
+				}
+				last[f.Name] = v
+			}
+			kv = append(kv, f.Name+"="+v)
+		}
+		mark := "  "
+		if r.kind != "client" {
+			mark = "│ "
+		}
+		fmt.Fprintf(w, "   %s%s  %-6s %-14s %s\n", mark, r.ev.TS.In(loc).Format("15:04:05.000"), r.kind, r.ev.LogType, strings.Join(kv, " "))
+	}
+}
+
+// traceDims are the client fields that usually stay the same through a
+// session.
+var traceDims = map[string]bool{"region": true, "isp": true, "cdn": true, "node_id": true, "protocol": true, "rendition": true,
+	"codec": true, "app_version": true, "os": true, "network": true, "line": true}
+
+func tracePhases(sum *query.TraceSummary) string {
+	var p []string
+	for _, ph := range []struct {
+		name string
+		v    *int64
+	}{{"dns", sum.DNSMs}, {"tcp_connect", sum.TCPConnectMs}, {"tcp_first_packet", sum.TCPFirstPacketMs},
+		{"video_first_packet", sum.VideoFirstPacketMs}, {"first_decode", sum.FirstDecodeMs}, {"first_render", sum.FirstRenderMs}} {
+		if ph.v != nil {
+			p = append(p, fmt.Sprintf("%s %d", ph.name, *ph.v))
+		}
+	}
+	if len(p) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(p, " · ") + ")"
+}
+
+func traceMs(v *int64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d ms", *v)
+}
+
+func traceDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func traceClip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,385 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/processor"
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+var benchQuery = flag.Bool("bench-query", false, "run TestBenchQuery: 50M events in the embedded store, trace and metrics latency")
+
+// queryData describes a generated data set: 24 hours of play sessions of
+// many devices across regions, ISPs and CDNs, with the stream-level server
+// events of their rooms.
+type queryData struct {
+	devices, users []string
+	sessions       []string
+	rows           int
+}
+
+var (
+	regions  = []string{"north", "south", "east", "west", "central", "overseas"}
+	isps     = []string{"isp-a", "isp-b", "isp-c", "isp-d", "isp-e"}
+	cdns     = []string{"cdn-a", "cdn-b", "cdn-c"}
+	rends    = []string{"source", "1080p", "720p", "480p", "360p"}
+	versions = []string{"5.0.0", "5.0.1", "5.1.0", "5.1.1", "5.2.0", "5.2.1", "5.3.0", "5.3.1"}
+	oses     = []string{"android", "ios", "web"}
+	networks = []string{"wifi", "4g", "5g", "ethernet"}
+	phases   = schemas.FirstFramePhases
+)
+
+// eventWriter fills cleaned events straight into the processor's Arrow
+// builder and inserts them in large batches: the real insert path without
+// the cost of JSON, so 50M rows take minutes.
+type eventWriter struct {
+	st       *store.Embedded
+	rb       *processor.RowBuilder
+	ev       schemas.Event
+	rows     int
+	t        testing.TB
+	inserted time.Duration
+}
+
+func (w *eventWriter) begin(logType string, ts time.Time) {
+	lt := schemas.Lookup(logType)
+	w.ev.Type = lt
+	n := len(lt.Columns())
+	if cap(w.ev.Vals) < n {
+		w.ev.Vals = make([]schemas.Value, n)
+	}
+	w.ev.Vals = w.ev.Vals[:n]
+	for i := range w.ev.Vals {
+		w.ev.Vals[i] = schemas.Value{S: w.ev.Vals[i].S[:0]}
+	}
+	w.str("log_type", logType)
+	w.str("app_id", "bench")
+	w.str("source", lt.Source)
+	w.time("ts", ts)
+	w.time("received_at", ts.Add(300*time.Millisecond))
+	w.num("sample_rate", 1)
+	w.str("event_id", "e"+strconv.Itoa(w.rows))
+}
+
+func (w *eventWriter) val(name string) *schemas.Value {
+	v, ok := w.ev.Get(name)
+	if !ok {
+		w.t.Fatalf("%s has no field %s", w.ev.Type.Name, name)
+	}
+	v.Set = true
+	return v
+}
+
+func (w *eventWriter) str(name, s string)         { v := w.val(name); v.S = append(v.S[:0], s...) }
+func (w *eventWriter) int(name string, n int64)   { w.val(name).I = n }
+func (w *eventWriter) num(name string, x float64) { w.val(name).F = x }
+func (w *eventWriter) flag(name string, b bool)   { w.val(name).B = b }
+func (w *eventWriter) time(name string, t time.Time) {
+	w.val(name).I = t.UnixMilli()
+}
+
+func (w *eventWriter) end() {
+	w.rb.Append(&w.ev, 0, int64(w.rows))
+	w.rows++
+	if w.rb.Rows() >= 250_000 {
+		w.flush()
+	}
+}
+
+func (w *eventWriter) flush() {
+	if w.rb.Rows() == 0 {
+		return
+	}
+	rec := w.rb.Build()
+	defer rec.Release()
+	t0 := time.Now()
+	if err := w.st.InsertArrow(context.Background(), schemas.EventsTable, rec, ""); err != nil {
+		w.t.Fatal(err)
+	}
+	w.inserted += time.Since(t0)
+}
+
+// generateQueryData writes about n events covering the 24 h before now into
+// dataDir/chdb, the layout `lastmile query --data dataDir` opens.
+func generateQueryData(t testing.TB, dataDir string, n int, now time.Time) *queryData {
+	st, err := store.OpenEmbedded("", filepath.Join(dataDir, "chdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := schemas.Migrate(context.Background(), st, 30); err != nil {
+		t.Fatal(err)
+	}
+	w := &eventWriter{st: st, rb: processor.NewRowBuilder(), t: t}
+	rng := rand.New(rand.NewPCG(7, 11))
+	ndev := max(1000, n/125)   // ~400k devices for 50M events
+	rooms := max(5, n/100_000) // stream-level events stay ~4% of the rows
+	start := now.Add(-24 * time.Hour)
+	d := &queryData{}
+	t0 := time.Now()
+
+	// Stream-level server events: every room's stream, a minute apart, for
+	// each rendition's transcode worker and the origin.
+	for room := 0; room < rooms; room++ {
+		stream := "live/room-" + strconv.Itoa(room)
+		for ts := start; ts.Before(now); ts = ts.Add(2 * time.Minute) {
+			w.begin("origin_stream", ts)
+			w.str("stream_id", stream)
+			w.str("room_id", "room-"+strconv.Itoa(room))
+			w.str("node_id", "origin-1")
+			w.str("state", "stats")
+			w.num("bitrate_kbps", 4000)
+			w.end()
+			for _, r := range rends[1:] {
+				w.begin("transcode", ts)
+				w.str("stream_id", stream)
+				w.str("rendition", r)
+				w.str("node_id", "transcode-1")
+				w.str("status", "ok")
+				w.int("latency_ms", int64(200+rng.IntN(300)))
+				w.num("fps", 30)
+				w.end()
+			}
+		}
+	}
+
+	// Play sessions.
+	for w.rows < n {
+		dev := rng.IntN(ndev)
+		device := "dev-" + strconv.Itoa(dev)
+		user := "user-" + strconv.Itoa(dev/2)
+		session := "s-" + strconv.Itoa(len(d.sessions))
+		room := rng.IntN(rooms)
+		region := regions[dev%len(regions)]
+		cdn := cdns[rng.IntN(len(cdns))]
+		rend := rends[rng.IntN(len(rends))]
+		node := fmt.Sprintf("edge-%s-%s-%d", cdn, region, rng.IntN(4))
+		ts := start.Add(time.Duration(rng.Int64N(int64(23 * time.Hour))))
+		common := func() {
+			w.str("device_id", device)
+			w.str("user_id", user)
+			w.str("session_id", session)
+			w.str("room_id", "room-"+strconv.Itoa(room))
+			w.str("stream_id", "live/room-"+strconv.Itoa(room))
+			w.str("region", region)
+			w.str("isp", isps[dev%len(isps)])
+			w.str("cdn", cdn)
+			w.str("node_id", node)
+			w.str("protocol", []string{"http-flv", "hls"}[dev%2])
+			w.str("rendition", rend)
+			w.str("app_version", versions[dev%len(versions)])
+			w.str("os", oses[dev%len(oses)])
+			w.str("network", networks[dev%len(networks)])
+		}
+		w.begin("play_start", ts)
+		common()
+		w.str("line", "main")
+		w.end()
+		w.begin("edge_access", ts.Add(60*time.Millisecond))
+		common()
+		w.int("http_status", 200)
+		hit := rng.IntN(10) > 0
+		w.flag("cache_hit", hit)
+		if !hit {
+			w.int("back_to_source_ms", int64(50+rng.IntN(200)))
+		}
+		w.int("first_byte_ms", int64(20+rng.IntN(100)))
+		w.end()
+		failed := rng.IntN(100) < 3
+		var playMs int64
+		stalls := 0
+		if !failed {
+			w.begin("first_frame", ts.Add(800*time.Millisecond))
+			common()
+			w.int("total_ms", int64(400+rng.IntN(1200)))
+			w.int("dns_ms", int64(5+rng.IntN(50)))
+			w.int("tcp_connect_ms", int64(10+rng.IntN(80)))
+			w.int("tcp_first_packet_ms", int64(30+rng.IntN(150)))
+			w.int("video_first_packet_ms", int64(50+rng.IntN(300)))
+			w.int("first_decode_ms", int64(20+rng.IntN(100)))
+			w.int("first_render_ms", int64(10+rng.IntN(50)))
+			w.flag("edge_cached", hit)
+			w.end()
+			beats := 5 + rng.IntN(35)
+			playMs = int64(beats) * 30_000
+			for b := 1; b <= beats; b++ {
+				w.begin("heartbeat", ts.Add(time.Duration(b)*30*time.Second))
+				common()
+				w.int("interval_ms", 30_000)
+				w.int("buffer_ms", int64(500+rng.IntN(3000)))
+				w.num("bitrate_kbps", 2500)
+				w.int("latency_ms", int64(1500+rng.IntN(2500)))
+				w.str("state", "playing")
+				w.end()
+				if rng.IntN(30) == 0 {
+					stalls++
+					w.begin("stall", ts.Add(time.Duration(b)*30*time.Second+5*time.Second))
+					common()
+					w.int("duration_ms", int64(200+rng.IntN(3000)))
+					w.str("cause", "network")
+					w.end()
+				}
+			}
+		}
+		w.begin("play_stop", ts.Add(time.Duration(playMs)*time.Millisecond+time.Second))
+		common()
+		if failed {
+			w.int("code", 2001)
+			w.str("first_frame_blocked", phases[rng.IntN(len(phases))])
+		} else {
+			w.int("code", 0)
+		}
+		w.int("play_duration_ms", playMs)
+		w.int("stall_count", int64(stalls))
+		w.end()
+		d.sessions = append(d.sessions, session)
+		if len(d.devices) < 5000 && rng.IntN(50) == 0 {
+			d.devices = append(d.devices, device)
+			d.users = append(d.users, user)
+		}
+		if len(d.sessions)%200_000 == 0 {
+			t.Logf("generated %d events (%d sessions) in %s", w.rows, len(d.sessions), time.Since(t0).Round(time.Second))
+		}
+	}
+	w.flush()
+	d.rows = w.rows
+	t.Logf("generated %d events (%d sessions) in %s (%s of it in inserts)", w.rows, len(d.sessions), time.Since(t0).Round(time.Second), w.inserted.Round(time.Second))
+	return d
+}
+
+// TestBenchQuery: with 50 million events in the embedded store, the p95 of a
+// trace lookup (target ≤ 50 ms) and of a 24 h metrics query grouped by CDN ×
+// region (target ≤ 300 ms), the data size on disk and the RSS of the query
+// process. LASTMILE_BENCH_QUERY_DIR keeps the generated data between runs.
+func TestBenchQuery(t *testing.T) {
+	if !*benchQuery {
+		t.Skip("query benchmark: run with -bench-query (make bench does)")
+	}
+	n := 50_000_000
+	if s := os.Getenv("LASTMILE_BENCH_QUERY_EVENTS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	dir := os.Getenv("LASTMILE_BENCH_QUERY_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	now := time.Now()
+	meta := filepath.Join(dir, "bench.json")
+	var m benchMeta
+	if b, err := os.ReadFile(meta); err == nil && json.Unmarshal(b, &m) == nil && m.Rows >= n && now.Sub(m.Generated) < 12*time.Hour {
+		t.Logf("reusing %d events in %s", m.Rows, dir)
+	} else {
+		os.RemoveAll(filepath.Join(dir, "chdb"))
+		d := generateQueryData(t, dir, n, now)
+		b, _ := json.Marshal(benchMeta{Devices: d.devices, Users: d.users, Rows: d.rows, Generated: now})
+		if err := os.WriteFile(meta, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p := start(t, "query", dir, "--log-level", "warn")
+	// Let background merges of the fresh data settle, as they would.
+	time.Sleep(5 * time.Second)
+	get := func(path string, q url.Values) (time.Duration, int) {
+		req, _ := http.NewRequest("GET", "http://"+p.HTTP+path+"?"+q.Encode(), nil)
+		req.Header.Set("Authorization", "Bearer "+queryToken)
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t0), resp.StatusCode
+	}
+	report := func(name string, lat []time.Duration, target time.Duration) {
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		p95 := lat[len(lat)*95/100]
+		verdict := "met"
+		if p95 > target {
+			verdict = "MISSED"
+		}
+		line := fmt.Sprintf("%-44s n=%-4d p50 %-9s p95 %-9s max %-9s target p95 ≤ %s %s", name, len(lat),
+			lat[len(lat)/2].Round(100*time.Microsecond), p95.Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond), target, verdict)
+		t.Log(line)
+		fmt.Println(line)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	devices, users := loadBenchIDs(t, meta)
+	for _, c := range []struct {
+		name string
+		key  string
+		ids  []string
+	}{{"trace by device_id (24 h)", "device_id", devices}, {"trace by user_id (24 h)", "user_id", users}} {
+		get("/api/v1/trace", url.Values{c.key: {c.ids[0]}}) // warm
+		var lat []time.Duration
+		for i := 0; i < 200; i++ {
+			d, code := get("/api/v1/trace", url.Values{c.key: {pick(c.ids)}})
+			if code != 200 {
+				t.Fatalf("trace answered %d", code)
+			}
+			lat = append(lat, d)
+		}
+		report(c.name, lat, 50*time.Millisecond)
+	}
+	for _, m := range benchMetrics {
+		q := url.Values{"metric": {m}, "since": {"24h"}, "group_by": {"cdn,region"}, "step": {"1h"}}
+		if _, code := get("/api/v1/metrics", q); code != 200 {
+			t.Fatalf("metrics %s answered %d", m, code)
+		}
+		var lat []time.Duration
+		for i := 0; i < 40; i++ {
+			d, _ := get("/api/v1/metrics", q)
+			lat = append(lat, d)
+		}
+		report("metrics "+m+" 24h by cdn×region", lat, 300*time.Millisecond)
+	}
+	du, _ := exec.Command("du", "-sh", filepath.Join(dir, "chdb")).Output()
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
+	var rss []string
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "VmRSS") || strings.HasPrefix(l, "VmHWM") {
+			rss = append(rss, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	line := fmt.Sprintf("data on disk: %s; lastmile query: %s", strings.Fields(string(du))[0], strings.Join(rss, ", "))
+	t.Log(line)
+	fmt.Println(line)
+	p.stop()
+}
+
+// benchMetrics are the metrics the benchmark times.
+var benchMetrics = []string{"play_success_rate", "video_startup_time"}
+
+// benchMeta is what a generated data set's bench.json remembers.
+type benchMeta struct {
+	Devices, Users []string
+	Rows           int
+	Generated      time.Time
+}
+
+func loadBenchIDs(t testing.TB, meta string) (devices, users []string) {
+	var m benchMeta
+	b, err := os.ReadFile(meta)
+	if err != nil || json.Unmarshal(b, &m) != nil || len(m.Devices) == 0 {
+		t.Fatalf("no device ids in %s", meta)
+	}
+	return m.Devices, m.Users
+}

@@ -1,0 +1,126 @@
+package query
+
+import (
+	"sort"
+
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+// metric is one QoE metric of GET /api/v1/metrics. docs/metrics.md defines
+// each in words; this is the definition the code runs.
+//
+// A count or rate is Scale × ΣNum / ΣDen over the rows of Kind in a bucket
+// (ΣNum alone when Den is empty; ΣNum per ms of the bucket when PerTime),
+// where each term is a weighted sum of schemas.Measures. A quantile metric
+// is the weighted quantile of a schemas.Distribution.
+type metric struct {
+	Name    string
+	Unit    string
+	Kind    string // the log_type it reads
+	Doc     string
+	Num     []term
+	Den     []term
+	Scale   float64
+	PerTime bool
+	// Dists are a quantile metric's distributions; the phase parameter picks
+	// one when there are several (the first is the default).
+	Dists  []schemas.Distribution
+	Phases []string // names of Dists for the phase parameter
+}
+
+// term is ±1 × a measure.
+type term struct {
+	Measure string
+	Sign    float64
+}
+
+func plus(m string) term  { return term{m, 1} }
+func minus(m string) term { return term{m, -1} }
+
+// Units.
+const (
+	unitCount   = "count"
+	unitPercent = "%"
+	unitMs      = "ms"
+	unitPerHour = "per_hour"
+	unitViewers = "viewers"
+)
+
+func rate(name, kind, doc string, num, den []term) metric {
+	return metric{Name: name, Unit: unitPercent, Kind: kind, Doc: doc, Num: num, Den: den, Scale: 100}
+}
+
+var metricList = []metric{
+	{Name: "attempts", Unit: unitCount, Kind: "play_start", Num: []term{plus("w")}, Scale: 1,
+		Doc: "play attempts started (play_start)"},
+	{Name: "plays", Unit: unitCount, Kind: "first_frame", Num: []term{plus("w")}, Scale: 1,
+		Doc: "attempts that reached the first frame (first_frame)"},
+	{Name: "video_startup_time", Unit: unitMs, Kind: "first_frame",
+		Dists: schemas.FirstFrameTimes, Phases: append([]string{"total"}, schemas.FirstFramePhases...),
+		Doc: "quantile of first-frame time, total or one phase (quantile=, phase=)"},
+	rate("video_start_failure_rate", "play_stop", "ended attempts that failed with an error before the first frame, % of ended attempts",
+		[]term{plus("w_start_failed")}, []term{plus("w")}),
+	rate("exits_before_video_start_rate", "play_stop", "ended attempts the viewer left before the first frame without an error, % of ended attempts",
+		[]term{plus("w_ebvs")}, []term{plus("w")}),
+	rate("exits_before_video_start_1s_rate", "play_stop", "exits before video start after waiting ≥ 1 s, % of ended attempts",
+		[]term{plus("w_ebvs_1s")}, []term{plus("w")}),
+	rate("video_playback_failure_rate", "play_stop", "ended plays that stopped with an error after the first frame, % of ended plays",
+		[]term{plus("w_play_failed")}, []term{plus("w_started")}),
+	rate("play_success_rate", "play_stop", "attempts that reached the first frame and ended without error, % of ended attempts that were not exits before video start",
+		[]term{plus("w_started"), minus("w_play_failed")}, []term{plus("w"), minus("w_ebvs")}),
+	rate("rebuffering_ratio", "heartbeat", "rebuffering time, % of playing plus rebuffering time (heartbeats)",
+		[]term{plus("w_stall_ms")}, []term{plus("w_play_ms")}),
+	{Name: "rebuffer_frequency", Unit: unitPerHour, Kind: "heartbeat", Scale: 3_600_000,
+		Num: []term{plus("w_stalls")}, Den: []term{plus("w_play_ms")},
+		Doc: "rebuffering events per hour of playing plus rebuffering time (heartbeats)"},
+	rate("session_rebuffer_rate", "play_stop", "ended plays with at least one stall, % of ended plays",
+		[]term{plus("w_rebuffered")}, []term{plus("w_started")}),
+	{Name: "live_latency", Unit: unitMs, Kind: "heartbeat", Dists: []schemas.Distribution{schemas.Latency},
+		Doc: "quantile of end-to-end live latency reported by heartbeats (quantile=)"},
+	rate("edge_error_rate", "edge_access", "edge responses with HTTP status ≥ 400, % of edge responses",
+		[]term{plus("w_edge_error")}, []term{plus("w")}),
+	rate("back_to_source_rate", "edge_access", "edge responses that went back to source (cache miss), % of edge responses that reported cache_hit",
+		[]term{plus("w_cache_miss")}, []term{plus("w_cache_known")}),
+	{Name: "concurrent_viewers", Unit: unitViewers, Kind: "heartbeat", Num: []term{plus("w_view_ms")}, Scale: 1, PerTime: true,
+		Doc: "average number of viewers playing at once: heartbeat viewing time ÷ the bucket's length"},
+}
+
+var metricsByName = func() map[string]*metric {
+	m := make(map[string]*metric, len(metricList))
+	for i := range metricList {
+		mt := &metricList[i]
+		for _, t := range append(append([]term{}, mt.Num...), mt.Den...) {
+			if schemas.MeasureByName[t.Measure] == nil {
+				panic("query: metric " + mt.Name + " uses unknown measure " + t.Measure)
+			}
+		}
+		m[mt.Name] = mt
+	}
+	return m
+}()
+
+// metricNames lists the metrics, sorted.
+func metricNames() []string {
+	out := make([]string, 0, len(metricList))
+	for _, m := range metricList {
+		out = append(out, m.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// quantile reports whether the metric is a quantile.
+func (m *metric) quantile() bool { return len(m.Dists) > 0 }
+
+// measures are the distinct measures the metric sums, in first-use order.
+func (m *metric) measures() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, t := range append(append([]term{}, m.Num...), m.Den...) {
+		if !seen[t.Measure] {
+			seen[t.Measure] = true
+			out = append(out, t.Measure)
+		}
+	}
+	return out
+}

@@ -1,0 +1,542 @@
+package query
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+// traceDirectRows bounds the rows a device or session lookup fetches before
+// it knows its page. Up to it, one query returns the page's client events
+// and the page is cut in Go; a busier device (a TV left playing for days)
+// has the store find the page first.
+const traceDirectRows = 5000
+
+// tracePage finds the page of sessions, and for a device or a session its
+// client events too: their rows are exactly the rows the lookup condition
+// selects, so one query does for both. For a user, room or stream the
+// lookup goes through a bloom filter and a session's events may lack the
+// id; there the store lists the sessions, and their events are fetched by
+// trace key with the edge and stream events.
+func (s *Server) tracePage(ctx context.Context, req *traceRequest) ([]*tracePageSession, []traceRow, error) {
+	if req.By == "device_id" || req.By == "session_id" {
+		rows, err := s.traceFetch(ctx, traceFetchQuery{fetchClient, directSQL(req)})
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(rows) <= traceDirectRows {
+			return pageFromRows(req, rows), rows, nil
+		}
+	}
+	page, err := s.traceSessions(ctx, req)
+	return page, nil, err
+}
+
+// directSQL fetches the client events the lookup selects, with their trace
+// keys.
+func directSQL(req *traceRequest) string {
+	prewhere, where, types := traceLookup(req)
+	return fmt.Sprintf(`SELECT %s, trace_key
+FROM events
+PREWHERE %s
+WHERE %s AND log_type IN %s AND ts >= %s AND ts < %s%s
+LIMIT %d
+SETTINGS %s`, clientCols(types), prewhere, where, traceIn(types), sqlTime(req.From), sqlTime(req.To), traceAppCond(req), traceDirectRows+1, traceSettings)
+}
+
+// pageFromRows groups client events into sessions, as sessionsSQL does in
+// the store: ordered by first event, after the cursor, limit+1 of them.
+func pageFromRows(req *traceRequest, rows []traceRow) []*tracePageSession {
+	by := map[[2]string]*tracePageSession{}
+	var all []*tracePageSession
+	for i := range rows {
+		r := &rows[i]
+		ms := r.ev.TS.UnixMilli()
+		ps := by[[2]string{r.app, r.session}]
+		if ps == nil {
+			ps = &tracePageSession{AppID: r.app, SessionID: r.session, StartMs: ms, EndMs: ms}
+			by[[2]string{r.app, r.session}] = ps
+			all = append(all, ps)
+		}
+		ps.StartMs, ps.EndMs = min(ps.StartMs, ms), max(ps.EndMs, ms)
+		traceAddUniq(&ps.Keys, r.key)
+		traceAddUniq(&ps.Streams, r.stream)
+		traceAddUniq(&ps.Devices, r.ev.Str("device_id"))
+		switch traceClass[r.ev.LogType] {
+		case "push":
+			ps.Push = 1
+		case "play":
+			traceAddUniq(&ps.Renditions, r.rendition)
+		}
+	}
+	slices.SortFunc(all, func(a, b *tracePageSession) int {
+		return cmp.Or(cmp.Compare(a.StartMs, b.StartMs), cmp.Compare(a.AppID, b.AppID), cmp.Compare(a.SessionID, b.SessionID))
+	})
+	if c := req.After; c != nil {
+		all = slices.DeleteFunc(all, func(ps *tracePageSession) bool {
+			return cmp.Or(cmp.Compare(ps.StartMs, c.Start), cmp.Compare(ps.AppID, c.AppID), cmp.Compare(ps.SessionID, c.SessionID)) <= 0
+		})
+	}
+	return all[:min(len(all), req.Limit+1)]
+}
+
+func traceAddUniq(list *[]string, x string) {
+	if x != "" && !slices.Contains(*list, x) {
+		*list = append(*list, x)
+	}
+}
+
+// traceLookup is the condition that finds the asked-for sessions, and the
+// log types whose session_id makes a session. A device is the trace key of
+// its play events; the other ids go through the bloom-filter indexes.
+// prewhere is the selective part: see tracePrewhere.
+func traceLookup(req *traceRequest) (prewhere, where string, types []string) {
+	id := sqlString(req.ID)
+	switch req.By {
+	case "device_id":
+		return "trace_key = " + id, "device_id = " + id, tracePlayTypes
+	case "user_id":
+		return "user_id = " + id, "1", tracePlayTypes
+	default: // session_id, room_id, stream_id: plays and pushes
+		return req.By + " = " + id, "1", traceClientTypes
+	}
+}
+
+// Every trace query names its selective condition in PREWHERE. The primary
+// key and the bloom filters leave granules that hold none of the rows sought
+// (one per part whose key range spans the id, and the bloom filters' false
+// positives: ~60 of 6,000 granules at 50M events); PREWHERE reads only its
+// own columns there, and the other 25–50 columns only where rows match. This
+// cut a user lookup's first query from 49 to 17 ms at 50M events. Written
+// out rather than left to optimize_move_to_prewhere, whose planning costs
+// more than the lookup (see traceSettings).
+
+func traceIn(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = sqlString(x)
+	}
+	return "(" + strings.Join(q, ", ") + ")"
+}
+
+func traceAppCond(req *traceRequest) string {
+	if req.AppID == "" {
+		return ""
+	}
+	return " AND app_id = " + sqlString(req.AppID)
+}
+
+// sessionsSQL lists one page (plus one, to know there is a next) of sessions.
+func sessionsSQL(req *traceRequest) string {
+	prewhere, where, types := traceLookup(req)
+	var b strings.Builder
+	fmt.Fprintf(&b, `SELECT app_id, session_id,
+  toUnixTimestamp64Milli(min(ts)) AS start_ms, toUnixTimestamp64Milli(max(ts)) AS end_ms,
+  groupUniqArray(trace_key) AS keys,
+  groupUniqArrayIf(stream_id, stream_id != '') AS streams,
+  groupUniqArrayIf(rendition, rendition != '') AS renditions,
+  groupUniqArrayIf(device_id, device_id != '') AS devices,
+  toUInt8(countIf(log_type IN %s) > 0) AS push
+FROM events
+PREWHERE %s
+WHERE %s AND log_type IN %s AND ts >= %s AND ts < %s%s
+GROUP BY app_id, session_id
+`, traceIn(tracePushTypes), prewhere, where, traceIn(types), sqlTime(req.From), sqlTime(req.To), traceAppCond(req))
+	if c := req.After; c != nil {
+		fmt.Fprintf(&b, "HAVING (start_ms, app_id, session_id) > (%d, %s, %s)\n", c.Start, sqlString(c.AppID), sqlString(c.SessionID))
+	}
+	fmt.Fprintf(&b, "ORDER BY start_ms, app_id, session_id\nLIMIT %d\nSETTINGS %s", req.Limit+1, traceSettings)
+	return b.String()
+}
+
+func (s *Server) traceSessions(ctx context.Context, req *traceRequest) ([]*tracePageSession, error) {
+	out, err := s.store.QueryJSON(ctx, sessionsSQL(req))
+	if err != nil {
+		return nil, fmt.Errorf("finding sessions: %w", err)
+	}
+	var page []*tracePageSession
+	err = traceLines(out, func(line []byte) error {
+		var ps tracePageSession
+		if err := json.Unmarshal(line, &ps); err != nil {
+			return fmt.Errorf("finding sessions: row %.200q: %w", line, err)
+		}
+		page = append(page, &ps)
+		return nil
+	})
+	return page, err
+}
+
+func traceLines(out []byte, fn func([]byte) error) error {
+	for len(out) > 0 {
+		i := bytes.IndexByte(out, '\n')
+		line := out
+		if i >= 0 {
+			line, out = out[:i], out[i+1:]
+		} else {
+			out = nil
+		}
+		if len(line) == 0 {
+			continue
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Every column a query reads costs, about 0.2 ms per column and query
+// whatever the rows (chDB 26.5 on 2 cores, 5M–50M events), more than the
+// granules themselves; so each query reads only the columns of the rows it is
+// after, and source and received_at are left out everywhere (the list a row
+// is in says the first; the second is pipeline bookkeeping, in the events
+// table for who needs it).
+
+// clientCols is the SELECT list for client events of the given types: the
+// columns those types have.
+func clientCols(types []string) string {
+	if slices.Equal(types, tracePlayTypes) {
+		return playCols
+	}
+	return playPushCols
+}
+
+var (
+	playCols     = traceCols(nil, tracePlayTypes)
+	playPushCols = traceCols(nil, traceClientTypes)
+	// An edge knows the request, not the player: the common columns it can
+	// fill, and its own.
+	edgeCols = traceCols([]string{"event_id", "log_type", "ts", "app_id", "session_id", "stream_id", "region", "isp", "cdn",
+		"node_id", "protocol", "rendition"}, traceEdgeTypes)
+	// A stream's events are context for a viewer: what the stream did, not
+	// who the broadcaster is or how it is set up (their own session has
+	// that), so only these common columns and not the static ones.
+	streamCols = traceCols([]string{"event_id", "log_type", "ts", "app_id", "session_id", "stream_id", "node_id", "rendition"},
+		traceStreamish, "url", "server_ip", "client_ip", "width", "height", "target_bitrate_kbps", "connect_ms", "interval_ms")
+)
+
+// traceCols lists, in catalog order, the common columns given (all when
+// nil) and the type-specific columns of the log types but those dropped,
+// times as ms since the epoch (DateTime64 text depends on the server's time
+// zone).
+func traceCols(common []string, types []string, drop ...string) string {
+	want := map[string]bool{"app_id": true}
+	for _, n := range types {
+		lt := schemas.Lookup(n)
+		cols := lt.Fields
+		if common == nil {
+			cols = lt.Columns()
+		}
+		for _, f := range cols {
+			want[f.Name] = true
+		}
+	}
+	for _, n := range common {
+		want[n] = true
+	}
+	for _, n := range append(drop, "source", "received_at") {
+		delete(want, n)
+	}
+	var cols []string
+	for _, f := range schemas.EventColumns {
+		switch {
+		case !want[f.Name]:
+		case f.Kind == schemas.KindTime:
+			cols = append(cols, fmt.Sprintf("toUnixTimestamp64Milli(%s) AS %s_ms", f.Name, f.Name))
+		default:
+			cols = append(cols, f.Name)
+		}
+	}
+	return strings.Join(cols, ", ")
+}
+
+// traceSettings go with every trace query. The queries write their PREWHERE
+// themselves; the optimizer that would move conditions there examines every
+// column of the wide events table and its planning costs more (10-15 ms)
+// than a lookup reads. One thread per query: a lookup reads a few granules,
+// and the queries of one lookup run side by side, so more threads add only
+// hand-offs.
+const traceSettings = "optimize_move_to_prewhere = 0, max_threads = 1"
+
+// fetchKind says which list of a session a fetch fills.
+type fetchKind uint8
+
+const (
+	fetchClient fetchKind = iota // the session's own events
+	fetchEdge                    // server events carrying its session_id
+	fetchStream                  // events of its stream while it played
+	fetchKinds
+)
+
+type traceFetchQuery struct {
+	kind fetchKind
+	sql  string
+}
+
+// traceFetches builds the queries for the page's rows, one per kind of row,
+// each by trace_key (the sort key) so it reads only the granules of its keys,
+// and with the same few terms whatever the page size (planning costs grow
+// with every IN list and OR branch). The exact join to each session is done
+// in assembleTrace.
+func traceFetches(req *traceRequest, page []*tracePageSession, withClient bool) []traceFetchQuery {
+	if len(page) == 0 {
+		return nil
+	}
+	var keys, apps, sids, streams, rends []string
+	spans := map[string][][2]int64{} // by stream
+	allRenditions := false
+	margin := traceMargin.Milliseconds()
+	for _, ps := range page {
+		keys = append(keys, ps.Keys...)
+		apps = append(apps, ps.AppID)
+		sids = append(sids, ps.SessionID)
+		for _, st := range ps.Streams {
+			streams = append(streams, st)
+			spans[st] = append(spans[st], [2]int64{ps.StartMs - margin, ps.EndMs + margin})
+		}
+		// A player sees one rendition; the other transcode workers are
+		// noise. A broadcaster's session sees them all.
+		if len(ps.Streams) > 0 && (ps.Push != 0 || len(ps.Renditions) == 0) {
+			allRenditions = true
+		}
+		rends = append(rends, ps.Renditions...)
+	}
+	appIn, sidIn := traceIn(traceUniq(apps)), traceIn(traceUniq(sids))
+	// No ORDER BY or LIMIT BY: sorting and dropping a duplicated event_id
+	// (see docs/storage.md, exactly once) are cheaper in Go than as two
+	// more pipeline stages.
+	tail := fmt.Sprintf("\nLIMIT %d\nSETTINGS %s", traceMaxRows+1, traceSettings)
+	// edge_access is keyed by session
+	out := []traceFetchQuery{{fetchEdge, fmt.Sprintf(`SELECT %s
+FROM events
+PREWHERE trace_key IN %s
+WHERE app_id IN %s AND session_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
+		edgeCols, sidIn, appIn, sidIn, traceIn(traceEdgeTypes), sqlTime(req.From.Add(-traceMargin)), sqlTime(req.To.Add(traceMargin))) + tail}}
+	if withClient {
+		_, _, types := traceLookup(req)
+		out = append(out, traceFetchQuery{fetchClient, fmt.Sprintf(`SELECT %s
+FROM events
+PREWHERE trace_key IN %s
+WHERE app_id IN %s AND session_id IN %s AND log_type IN %s AND ts >= %s AND ts < %s`,
+			clientCols(types), traceIn(traceUniq(keys)), appIn, sidIn, traceIn(types), sqlTime(req.From), sqlTime(req.To)) + tail})
+	}
+	if len(streams) == 0 {
+		return out
+	}
+	// Each stream over its own sessions' spans: a user's plays of different
+	// streams at different times must not fetch every stream at every time.
+	streams = traceUniq(streams)
+	var r []string
+	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, st := range streams {
+		for _, sp := range traceMergeSpans(spans[st]) {
+			r = append(r, fmt.Sprintf("(%s, %d, %d)", sqlString(st), sp[0], sp[1]))
+			lo, hi = min(lo, sp[0]), max(hi, sp[1])
+		}
+	}
+	streamIn := traceIn(streams)
+	q := fmt.Sprintf(`SELECT %s
+FROM events
+PREWHERE trace_key IN %s
+WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s
+  AND arrayExists(r -> stream_id = r.1 AND toUnixTimestamp64Milli(ts) BETWEEN r.2 AND r.3, [%s])`,
+		streamCols, streamIn, appIn, streamIn, traceIn(traceStreamish),
+		sqlTime(time.UnixMilli(lo)), sqlTime(time.UnixMilli(hi)), strings.Join(r, ", "))
+	if !allRenditions {
+		q += " AND (log_type != 'transcode' OR rendition IN " + traceIn(traceUniq(rends)) + ")"
+	}
+	return append(out, traceFetchQuery{fetchStream, q + tail})
+}
+
+// traceMergeSpans sorts time spans and merges those that overlap.
+func traceMergeSpans(spans [][2]int64) [][2]int64 {
+	slices.SortFunc(spans, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	out := spans[:0]
+	for _, sp := range spans {
+		if n := len(out); n > 0 && sp[0] <= out[n-1][1] {
+			out[n-1][1] = max(out[n-1][1], sp[1])
+			continue
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+func traceUniq(xs []string) []string {
+	slices.Sort(xs)
+	return slices.Compact(xs)
+}
+
+// traceRow is one fetched event with the keys it is joined by.
+type traceRow struct {
+	app, session, stream, rendition, key, eventID string
+	ev                                            TraceEvent
+}
+
+func (s *Server) traceFetch(ctx context.Context, f traceFetchQuery) ([]traceRow, error) {
+	what := [...]string{"client events", "edge events", "stream events"}[f.kind]
+	out, err := s.store.QueryJSON(ctx, f.sql)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", what, err)
+	}
+	var rows []traceRow
+	var scratch []flatjson.Field
+	seen := map[[2]string]bool{}
+	err = traceLines(out, func(line []byte) error {
+		var r traceRow
+		var err error
+		if r, scratch, err = parseTraceRow(line, scratch); err != nil {
+			return fmt.Errorf("fetching %s: row %.200q: %w", what, line, err)
+		}
+		if k := [2]string{r.app, r.eventID}; !seen[k] {
+			seen[k] = true
+			rows = append(rows, r)
+		}
+		return nil
+	})
+	return rows, err
+}
+
+// parseTraceRow turns one JSONEachRow line into an event, dropping null and
+// empty values. Values stay slices of the store's answer (no copies); the
+// scanner is the collector's, which is many times faster than encoding/json
+// on these wide, mostly-null rows.
+func parseTraceRow(line []byte, scratch []flatjson.Field) (traceRow, []flatjson.Field, error) {
+	fields, err := flatjson.ParseObject(scratch[:0], line)
+	if err != nil {
+		return traceRow{}, fields, err
+	}
+	var r traceRow
+	r.ev.Fields = make([]TraceField, 0, 16)
+	for i := range fields {
+		f := &fields[i]
+		if f.Kind == flatjson.Null || (f.Kind == flatjson.String && len(f.Raw) == 2) {
+			continue
+		}
+		name := string(f.Key) // column names need no unescaping
+		switch name {
+		case "ts_ms":
+			ms, err := strconv.ParseInt(strings.Trim(string(f.Raw), `"`), 10, 64)
+			if err != nil {
+				return r, fields, fmt.Errorf("ts: %w", err)
+			}
+			r.ev.TS = time.UnixMilli(ms).UTC()
+			continue
+		case "log_type":
+			r.ev.LogType = f.Str()
+			continue
+		case schemas.ColTraceKey:
+			r.key = f.Str()
+			continue
+		case "event_id":
+			r.eventID = f.Str()
+		case "app_id":
+			r.app = f.Str()
+		case "session_id":
+			r.session = f.Str()
+		case "stream_id":
+			r.stream = f.Str()
+		case "rendition":
+			r.rendition = f.Str()
+		}
+		if n, ok := strings.CutSuffix(name, "_ms"); ok && traceTimeColumn(n) {
+			name = n
+		}
+		v := f.Raw
+		if f.Escaped && bytes.Contains(v, []byte(`\/`)) {
+			// The store escapes '/' ("live\/room-1"); valid, but not how
+			// anyone wrote the id.
+			v = flatjson.AppendString(nil, f.Str())
+		}
+		r.ev.Fields = append(r.ev.Fields, TraceField{Name: name, Value: v})
+	}
+	return r, fields, nil
+}
+
+func traceTimeColumn(name string) bool {
+	i, ok := schemas.EventColumnIndex[name]
+	return ok && schemas.EventColumns[i].Kind == schemas.KindTime
+}
+
+// rejectedCond is the WHERE condition for the rejected events of the ids
+// looked up: by device (the rejected table's sort key), else by user or
+// session (its bloom indexes). A room or stream is not in rejected rows, so
+// the page's sessions stand in; for a session, room or stream, a rejected
+// event without a session_id (a malformed event may not have one) is
+// matched by the sessions' devices.
+func rejectedCond(req *traceRequest, page []*tracePageSession) string {
+	id := sqlString(req.ID)
+	var devices, sids []string
+	for _, ps := range page {
+		devices = append(devices, ps.Devices...)
+		sids = append(sids, ps.SessionID)
+	}
+	slices.Sort(devices)
+	devices = slices.Compact(devices)
+	switch req.By {
+	case "device_id":
+		return "device_id = " + id
+	case "user_id":
+		return "user_id = " + id
+	case "session_id":
+		sids = []string{req.ID}
+	}
+	if len(sids) == 0 {
+		return ""
+	}
+	c := "session_id IN " + traceIn(sids)
+	if len(devices) > 0 {
+		c = "(" + c + " OR (device_id IN " + traceIn(devices) + " AND session_id = ''))"
+	}
+	return c
+}
+
+func rejectedSQL(req *traceRequest, cond string) string {
+	return fmt.Sprintf(`SELECT toUnixTimestamp64Milli(received_at) AS received_ms, app_id, log_type, device_id, user_id, session_id,
+  stage, code, field, reason, raw, event_index, request_id, event_id
+FROM rejected
+WHERE %s AND received_at >= %s AND received_at < %s%s
+ORDER BY received_at DESC, event_id
+LIMIT %d
+SETTINGS %s`, cond, sqlTime(req.From), sqlTime(req.To), traceAppCond(req), traceMaxRejected+1, traceSettings)
+}
+
+func (s *Server) traceRejected(ctx context.Context, req *traceRequest, cond string) ([]TraceRejected, bool, error) {
+	out, err := s.store.QueryJSON(ctx, rejectedSQL(req, cond))
+	if err != nil {
+		return nil, false, fmt.Errorf("fetching rejected events: %w", err)
+	}
+	rej := []TraceRejected{}
+	err = traceLines(out, func(line []byte) error {
+		var r struct {
+			TraceRejected
+			ReceivedMs json.Number `json:"received_ms"`
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			return fmt.Errorf("fetching rejected events: row %.200q: %w", line, err)
+		}
+		ms, _ := r.ReceivedMs.Int64()
+		r.TraceRejected.ReceivedAt = time.UnixMilli(ms).UTC()
+		rej = append(rej, r.TraceRejected)
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	truncated := len(rej) > traceMaxRejected
+	if truncated {
+		rej = rej[:traceMaxRejected]
+	}
+	slices.Reverse(rej) // oldest first, like the timelines
+	return rej, truncated, nil
+}

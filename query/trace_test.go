@@ -1,0 +1,836 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/go-kit/log"
+
+	"github.com/lastmile-qoe/lastmile/internal/chdb"
+	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+// The embedded store is shared by every test of this binary: chDB boots one
+// engine per process with one data directory. It is opened on first use, so
+// tests that need no store do not pay for it.
+var testStore struct {
+	once sync.Once
+	dir  string
+	st   *store.Embedded
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if testStore.st != nil {
+		testStore.st.Close()
+	}
+	if testStore.dir != "" {
+		os.RemoveAll(testStore.dir)
+	}
+	os.Exit(code)
+}
+
+// sharedStore returns the test binary's embedded store, migrated. It fails
+// (not skips) when libchdb is missing: `make libchdb` fetches it.
+func sharedStore(tb testing.TB) *store.Embedded {
+	tb.Helper()
+	testStore.once.Do(func() {
+		if _, err := os.Stat(chdb.DefaultLibPath()); err != nil {
+			testStore.err = fmt.Errorf("libchdb missing (run `make libchdb`): %w", err)
+			return
+		}
+		if testStore.dir, testStore.err = os.MkdirTemp("", "lastmile-query-test"); testStore.err != nil {
+			return
+		}
+		if testStore.st, testStore.err = store.OpenEmbedded("", testStore.dir); testStore.err != nil {
+			return
+		}
+		_, testStore.err = schemas.Migrate(context.Background(), testStore.st, 30)
+	})
+	if testStore.err != nil {
+		tb.Fatalf("embedded store: %v", testStore.err)
+	}
+	return testStore.st
+}
+
+func TestParseTraceRequest(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	cur := (&traceCursor{From: now.Add(-time.Hour).UnixMilli(), To: now.UnixMilli(), Start: 1, AppID: "a", SessionID: "s"}).encode()
+	for _, c := range []struct {
+		q       string
+		wantErr string // substring; "" means valid
+		check   func(*traceRequest) string
+	}{
+		{q: "device_id=d1", check: func(r *traceRequest) string {
+			if r.By != "device_id" || r.ID != "d1" || r.Limit != 50 || !r.To.Equal(now) || r.To.Sub(r.From) != 24*time.Hour {
+				return fmt.Sprintf("defaults wrong: %+v", r)
+			}
+			return ""
+		}},
+		{q: "user_id=u&app_id=demo&since=2h&limit=500", check: func(r *traceRequest) string {
+			if r.AppID != "demo" || r.Limit != 500 || r.To.Sub(r.From) != 2*time.Hour {
+				return fmt.Sprintf("got %+v", r)
+			}
+			return ""
+		}},
+		{q: "session_id=s&from=2026-11-21T10:00:00Z&to=2026-11-21T11:00:00Z", check: func(r *traceRequest) string {
+			if r.From.Hour() != 10 || r.To.Hour() != 11 {
+				return fmt.Sprintf("got %v..%v", r.From, r.To)
+			}
+			return ""
+		}},
+		{q: "stream_id=live%2Fx&cursor=" + cur, check: func(r *traceRequest) string {
+			if r.After == nil || r.After.SessionID != "s" || !r.To.Equal(now) || r.To.Sub(r.From) != time.Hour {
+				return fmt.Sprintf("cursor window not used: %+v", r)
+			}
+			return ""
+		}},
+		{q: "room_id=r&since=2h&cursor=" + cur, check: func(r *traceRequest) string {
+			if r.To.Sub(r.From) != time.Hour {
+				return "the cursor's window must win over since"
+			}
+			return ""
+		}},
+		{q: "", wantErr: "give one of device_id, user_id, session_id, room_id, stream_id"},
+		{q: "app_id=x", wantErr: "give one of"},
+		{q: "device_id=a&user_id=b", wantErr: "give exactly one of device_id, user_id, session_id, room_id, stream_id; got device_id and user_id"},
+		{q: "device_id=", wantErr: "device_id is empty"},
+		{q: "device_id=" + strings.Repeat("x", 300), wantErr: "device_id is 300 bytes long"},
+		{q: "device_id=a&devce=b", wantErr: "unknown parameter devce; this endpoint takes: app_id, cursor, device_id, from, limit, room_id, session_id, since, stream_id, to, user_id"},
+		{q: "device_id=a&device_id=b", wantErr: "parameter device_id given more than once"},
+		{q: "device_id=a&from=2026-11-21T11:00:00Z&to=2026-11-21T10:00:00Z", wantErr: "from (2026-11-21T11:00:00Z) must be before to (2026-11-21T10:00:00Z)"},
+		{q: "device_id=a&from=yesterday", wantErr: `from="yesterday": want RFC 3339`},
+		{q: "device_id=a&to=soon&limit=x", wantErr: `to="soon"`},
+		{q: "device_id=a&since=40d", wantErr: "longer than the 744h0m0s allowed"},
+		{q: "device_id=a&since=2h&from=now-1h", wantErr: "give from or since, not both"},
+		{q: "device_id=a&limit=0", wantErr: `limit="0": want a whole number in [1, 500]`},
+		{q: "device_id=a&limit=501", wantErr: "[1, 500]"},
+		{q: "device_id=a&cursor=bogus", wantErr: `cursor="bogus" is not a cursor`},
+	} {
+		v, err := url.ParseQuery(c.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := parseTraceRequest(v, now)
+		switch {
+		case c.wantErr != "" && err == nil:
+			t.Errorf("%q: want error %q, got none", c.q, c.wantErr)
+		case c.wantErr != "" && !strings.Contains(err.Error(), c.wantErr):
+			t.Errorf("%q: error %q does not contain %q", c.q, err, c.wantErr)
+		case c.wantErr == "" && err != nil:
+			t.Errorf("%q: %v", c.q, err)
+		case c.check != nil:
+			if msg := c.check(r); msg != "" {
+				t.Errorf("%q: %s", c.q, msg)
+			}
+		}
+	}
+}
+
+// tev builds a TraceEvent from a log_type, a time and fields given as Go
+// values.
+func tev(logType string, ts time.Time, kv ...any) TraceEvent {
+	e := TraceEvent{TS: ts, LogType: logType}
+	for i := 0; i < len(kv); i += 2 {
+		b, _ := json.Marshal(kv[i+1])
+		e.Fields = append(e.Fields, TraceField{Name: kv[i].(string), Value: b})
+	}
+	return e
+}
+
+func ptrI64(n int64) *int64 { return &n }
+func ptrBool(b bool) *bool  { return &b }
+
+func TestSummarize(t *testing.T) {
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for _, c := range []struct {
+		name   string
+		events []TraceEvent
+		server []TraceEvent
+		want   TraceSummary
+	}{
+		{
+			name: "clean play",
+			events: []TraceEvent{
+				tev("play_start", at(0), "cdn", "cdn-a", "region", "north", "rendition", "720p", "protocol", "http-flv", "node_id", "client-says"),
+				tev("first_frame", at(800), "total_ms", 800, "dns_ms", 10, "tcp_connect_ms", 20, "tcp_first_packet_ms", 30, "video_first_packet_ms", 400, "first_decode_ms", 300, "first_render_ms", 40),
+				tev("play_stop", at(60_000), "code", 0, "play_duration_ms", 59_000, "stall_count", 0, "stall_total_ms", 0),
+			},
+			server: []TraceEvent{tev("edge_access", at(50), "node_id", "edge-7", "http_status", 200, "cache_hit", true)},
+			want: TraceSummary{ReachedFirstFrame: true, FirstFrameTotalMs: ptrI64(800), DNSMs: ptrI64(10), TCPConnectMs: ptrI64(20),
+				TCPFirstPacketMs: ptrI64(30), VideoFirstPacketMs: ptrI64(400), FirstDecodeMs: ptrI64(300), FirstRenderMs: ptrI64(40),
+				StopCode: ptrI64(0), ReportedStallCount: ptrI64(0), ReportedStallTotalMs: ptrI64(0),
+				NodeID: "edge-7", CDN: "cdn-a", Region: "north", Rendition: "720p", Protocol: "http-flv",
+				EdgeHTTPStatus: ptrI64(200), BackToSource: ptrBool(false), PlayDurationMs: 59_000},
+		},
+		{
+			name: "three stalls, play_stop reports four",
+			events: []TraceEvent{
+				tev("play_start", at(0)),
+				tev("first_frame", at(500), "total_ms", 500),
+				tev("stall", at(10_000), "duration_ms", 500),
+				tev("stall", at(20_000), "duration_ms", 700),
+				tev("render_stall", at(25_000), "duration_ms", 90),
+				tev("stall", at(30_000), "duration_ms", 900),
+				tev("first_frame", at(40_000), "total_ms", 9999), // a second one does not count
+				tev("play_stop", at(50_000), "code", 0, "stall_count", 4, "stall_total_ms", 2500),
+			},
+			want: TraceSummary{ReachedFirstFrame: true, FirstFrameTotalMs: ptrI64(500), StopCode: ptrI64(0),
+				StallCount: 3, StallTotalMs: 2100, ReportedStallCount: ptrI64(4), ReportedStallTotalMs: ptrI64(2500),
+				RenderStallCount: 1, RenderStallTotalMs: 90, PlayDurationMs: 50_000},
+		},
+		{
+			name: "blocked at tcp_connect",
+			events: []TraceEvent{
+				tev("play_start", at(0)),
+				tev("play_stop", at(3000), "code", 1002, "first_frame_blocked", "tcp_connect", "reason", "connect timeout", "play_duration_ms", 3000),
+			},
+			want: TraceSummary{StopCode: ptrI64(1002), StopReason: "connect timeout", FirstFrameBlocked: "tcp_connect", PlayDurationMs: 3000},
+		},
+		{
+			name:   "back to source, cdn from the edge, one hit one miss",
+			events: []TraceEvent{tev("play_start", at(0)), tev("first_frame", at(900), "total_ms", 900)},
+			server: []TraceEvent{
+				tev("edge_access", at(50), "node_id", "edge-1", "cdn", "cdn-b", "region", "south", "http_status", 200, "cache_hit", false, "back_to_source_ms", 180),
+				tev("edge_access", at(5000), "node_id", "edge-2", "http_status", 502, "cache_hit", true),
+			},
+			want: TraceSummary{ReachedFirstFrame: true, FirstFrameTotalMs: ptrI64(900), NodeID: "edge-1", CDN: "cdn-b", Region: "south",
+				EdgeHTTPStatus: ptrI64(200), BackToSource: ptrBool(true), BackToSourceMs: ptrI64(180), PlayDurationMs: 900},
+		},
+		{
+			name:   "push session",
+			events: []TraceEvent{tev("push_start", at(0)), tev("push_stop", at(9000), "code", 3, "reason", "network", "duration_ms", 8800)},
+			want:   TraceSummary{StopCode: ptrI64(3), StopReason: "network", PlayDurationMs: 8800},
+		},
+		{name: "nothing", want: TraceSummary{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := summarizeSession(&TraceSession{Events: c.events, ServerEvents: c.server})
+			gb, _ := json.Marshal(got)
+			wb, _ := json.Marshal(c.want)
+			if !bytes.Equal(gb, wb) {
+				t.Errorf("summary\n got %s\nwant %s", gb, wb)
+			}
+		})
+	}
+}
+
+func TestTraceEventJSON(t *testing.T) {
+	e := tev("stall", time.Date(2026, 11, 21, 10, 0, 0, 5e6, time.UTC), "app_id", "demo", "device_id", "d\"1", "duration_ms", 1200,
+		"sample_rate", 1, "received_at", 1, "bitrate_kbps", 12.5, "cache_hit", false)
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"ts":"2026-11-21T10:00:00.005Z","log_type":"stall","device_id":"d\"1","duration_ms":1200,"bitrate_kbps":12.5,"cache_hit":false}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	var back TraceEvent
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !back.TS.Equal(e.TS) || back.LogType != "stall" || back.Str("device_id") != `d"1` {
+		t.Fatalf("round trip: %+v", back)
+	}
+	if n, ok := back.Int("duration_ms"); !ok || n != 1200 {
+		t.Fatalf("duration_ms = %d, %v", n, ok)
+	}
+	if f, ok := back.Float("bitrate_kbps"); !ok || f != 12.5 {
+		t.Fatalf("bitrate = %v", f)
+	}
+	if v, ok := back.Bool("cache_hit"); !ok || v {
+		t.Fatal("cache_hit")
+	}
+	if _, ok := back.Int("missing"); ok {
+		t.Fatal("missing field reads as present")
+	}
+}
+
+// trow is one event to insert: the catalog fields by name, ts as time.
+type trow map[string]any
+
+var traceSeq int
+
+// insertTraceRows inserts events as the processor would store them: trace_key
+// from the catalog, received_at and sample_rate set.
+func insertTraceRows(t testing.TB, st *store.Embedded, rows ...trow) {
+	t.Helper()
+	var b bytes.Buffer
+	for _, r := range rows {
+		lt := schemas.Lookup(r["log_type"].(string))
+		if lt == nil {
+			t.Fatalf("unknown log_type %v", r["log_type"])
+		}
+		m := map[string]any{"source": lt.Source, "sample_rate": 1, schemas.ColTraceKey: r[lt.TraceKey]}
+		for k, v := range r {
+			if tv, ok := v.(time.Time); ok {
+				v = tv.UnixMilli()
+			}
+			m[k] = v
+		}
+		if _, ok := m["event_id"]; !ok {
+			traceSeq++
+			m["event_id"] = "t-" + strconv.Itoa(traceSeq)
+		}
+		m["received_at"] = m["ts"]
+		line, _ := json.Marshal(m)
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	insertTraceNDJSON(t, st, schemas.EventsTable, b.Bytes())
+}
+
+func insertTraceNDJSON(t testing.TB, st *store.Embedded, table string, data []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rows.ndjson")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.InsertJSONEachRowFile(context.Background(), st, table, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// traceScenario is a small, exact data set: one viewer's three plays, a second
+// viewer whose edge went back to source, the broadcaster of their stream,
+// the stream's server events, and a look-alike device in another app.
+type traceScenario struct {
+	base time.Time
+	srv  *httptest.Server
+}
+
+var traceScenarioOnce struct {
+	sync.Once
+	s *traceScenario
+}
+
+func loadTraceScenario(t *testing.T) *traceScenario {
+	st := sharedStore(t)
+	traceScenarioOnce.Do(func() {
+		base := time.Now().Add(-2 * time.Hour).Truncate(time.Second).UTC()
+		at := func(d time.Duration) time.Time { return base.Add(d) }
+		viewer := func(dev, user, sess string) trow {
+			return trow{"app_id": "ua", "device_id": dev, "user_id": user, "session_id": sess, "room_id": "r1",
+				"stream_id": "live/r1", "cdn": "cdn-a", "region": "north", "rendition": "720p"}
+		}
+		with := func(base trow, kv ...any) trow {
+			r := trow{}
+			for k, v := range base {
+				r[k] = v
+			}
+			for i := 0; i < len(kv); i += 2 {
+				r[kv[i].(string)] = kv[i+1]
+			}
+			return r
+		}
+		s1, s2, s3 := viewer("d1", "u1", "s1"), viewer("d1", "u1", "s2"), viewer("d1", "u1", "s3")
+		s4 := viewer("d2", "u1", "s4")
+		push := trow{"app_id": "ua", "device_id": "pub", "session_id": "p1", "room_id": "r1", "stream_id": "live/r1"}
+		server := trow{"app_id": "ua", "stream_id": "live/r1", "room_id": "r1"}
+		insertTraceRows(t, st,
+			// s1: clean
+			with(s1, "log_type", "play_start", "ts", at(0)),
+			trow{"app_id": "ua", "log_type": "edge_access", "ts": at(50 * time.Millisecond), "session_id": "s1", "node_id": "edge-1", "http_status": 200, "cache_hit": true},
+			with(s1, "log_type", "first_frame", "ts", at(800*time.Millisecond), "total_ms", 800, "dns_ms", 10),
+			with(s1, "log_type", "heartbeat", "ts", at(30*time.Second), "buffer_ms", 2000),
+			with(s1, "log_type", "play_stop", "ts", at(60*time.Second), "code", 0),
+			// s2: three stalls
+			with(s2, "log_type", "play_start", "ts", at(10*time.Minute)),
+			with(s2, "log_type", "first_frame", "ts", at(10*time.Minute+time.Second), "total_ms", 1000),
+			with(s2, "log_type", "stall", "ts", at(10*time.Minute+10*time.Second), "duration_ms", 500),
+			with(s2, "log_type", "stall", "ts", at(10*time.Minute+20*time.Second), "duration_ms", 700),
+			with(s2, "log_type", "stall", "ts", at(10*time.Minute+30*time.Second), "duration_ms", 900),
+			with(s2, "log_type", "play_stop", "ts", at(10*time.Minute+40*time.Second), "code", 0, "stall_count", 3),
+			// s3: blocked at tcp_connect
+			with(s3, "log_type", "play_start", "ts", at(20*time.Minute)),
+			with(s3, "log_type", "play_stop", "ts", at(20*time.Minute+5*time.Second), "code", 1002, "first_frame_blocked", "tcp_connect"),
+			// the broadcaster and the stream around s4
+			with(push, "log_type", "push_start", "ts", at(25*time.Minute)),
+			with(push, "log_type", "push_stats", "ts", at(30*time.Minute+time.Second), "bitrate_kbps", 3000.5),
+			with(server, "log_type", "transcode", "ts", at(30*time.Minute+2*time.Second), "rendition", "720p", "status", "ok"),
+			with(server, "log_type", "transcode", "ts", at(30*time.Minute+2*time.Second), "rendition", "480p", "status", "lagging"),
+			with(server, "log_type", "origin_stream", "ts", at(30*time.Minute+3*time.Second), "state", "stats"),
+			with(push, "log_type", "push_stop", "ts", at(31*time.Minute), "code", 0),
+			with(server, "log_type", "transcode", "ts", at(90*time.Minute), "rendition", "720p", "status", "ok"),
+			// s4: back to source
+			with(s4, "log_type", "play_start", "ts", at(30*time.Minute)),
+			trow{"app_id": "ua", "log_type": "edge_access", "ts": at(30*time.Minute + 100*time.Millisecond), "session_id": "s4", "node_id": "edge-2",
+				"http_status": 200, "cache_hit": false, "back_to_source_ms": 180},
+			with(s4, "log_type", "first_frame", "ts", at(30*time.Minute+time.Second), "total_ms", 1000),
+			with(s4, "log_type", "play_stop", "ts", at(30*time.Minute+40*time.Second), "code", 0),
+			// the same device id in another app
+			trow{"app_id": "ub", "log_type": "play_start", "ts": at(5 * time.Minute), "device_id": "d1", "user_id": "ux", "session_id": "sx"},
+		)
+		rej := func(sess string, code string, ts time.Time) string {
+			b, _ := json.Marshal(map[string]any{"received_at": ts.UnixMilli(), "app_id": "ua", "log_type": "stall", "device_id": "d1",
+				"user_id": "u1", "session_id": sess, "stage": "collector", "code": code, "field": "duration_ms",
+				"reason": "duration_ms -5 ms is out of range", "raw": `{"log_type":"stall","duration_ms":-5}`, "event_index": 1, "event_id": "rej-" + code + sess})
+			return string(b) + "\n"
+		}
+		insertTraceNDJSON(t, st, schemas.RejectedTable, []byte(rej("s2", "out_of_range", at(10*time.Minute+15*time.Second))+rej("", "invalid_json", at(11*time.Minute))))
+		srv := New(st, "tok", log.NewNopLogger())
+		traceScenarioOnce.s = &traceScenario{base: base, srv: httptest.NewServer(srv.Handler())}
+	})
+	if traceScenarioOnce.s == nil {
+		t.Fatal("scenario failed to load")
+	}
+	return traceScenarioOnce.s
+}
+
+func (s *traceScenario) get(t *testing.T, query string) *TraceResponse {
+	t.Helper()
+	body, status := s.getRaw(t, query, "")
+	if status != 200 {
+		t.Fatalf("%s: %d %s", query, status, body)
+	}
+	var res TraceResponse
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatalf("%s: %v: %s", query, err, body)
+	}
+	return &res
+}
+
+func (s *traceScenario) getRaw(t *testing.T, query, accept string) ([]byte, int) {
+	req, _ := http.NewRequest("GET", s.srv.URL+"/api/v1/trace?"+query, nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b, resp.StatusCode
+}
+
+// traceTimeline renders a session's lists as "log_type …" for exact comparison.
+func traceTimeline(evs []TraceEvent) string {
+	var parts []string
+	for _, e := range evs {
+		p := e.LogType
+		if r := e.Str("rendition"); e.LogType == "transcode" {
+			p += "/" + r
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, " ")
+}
+
+func traceSessionIDs(res *TraceResponse) string {
+	var ids []string
+	for _, s := range res.Sessions {
+		ids = append(ids, s.Kind+":"+s.SessionID)
+	}
+	return strings.Join(ids, " ")
+}
+
+func TestTraceLookups(t *testing.T) {
+	s := loadTraceScenario(t)
+	for _, c := range []struct {
+		q, want string
+	}{
+		{"device_id=d1&app_id=ua", "play:s1 play:s2 play:s3"},
+		{"device_id=d1", "play:s1 play:sx play:s2 play:s3"},
+		{"user_id=u1", "play:s1 play:s2 play:s3 play:s4"},
+		{"session_id=s4", "play:s4"},
+		{"session_id=p1", "push:p1"},
+		{"stream_id=live/r1", "play:s1 play:s2 play:s3 push:p1 play:s4"},
+		{"room_id=r1&app_id=ua", "play:s1 play:s2 play:s3 push:p1 play:s4"},
+		{"device_id=d1&app_id=nope", ""},
+		{"device_id=d1&since=1h", ""}, // everything is 2 h old
+	} {
+		res := s.get(t, c.q)
+		if got := traceSessionIDs(res); got != c.want {
+			t.Errorf("%s: sessions %q, want %q", c.q, got, c.want)
+		}
+	}
+
+	res := s.get(t, "user_id=u1")
+	want := map[string][3]string{ // events, server events, stream events
+		"s1": {"play_start first_frame heartbeat play_stop", "edge_access", ""},
+		"s2": {"play_start first_frame stall stall stall play_stop", "", ""},
+		"s3": {"play_start play_stop", "", ""},
+		"s4": {"play_start first_frame play_stop", "edge_access", "push_stats transcode/720p origin_stream push_stop"},
+	}
+	for _, ss := range res.Sessions {
+		w := want[ss.SessionID]
+		got := [3]string{traceTimeline(ss.Events), traceTimeline(ss.ServerEvents), traceTimeline(ss.StreamEvents)}
+		if got != w {
+			t.Errorf("%s: timelines\n got %q\nwant %q", ss.SessionID, got, w)
+		}
+		if ss.DeviceID == "" || ss.UserID != "u1" || ss.RoomID != "r1" || ss.StreamID != "live/r1" || ss.AppID != "ua" {
+			t.Errorf("%s: ids %+v", ss.SessionID, ss)
+		}
+	}
+	sum := func(id string) TraceSummary {
+		for _, ss := range res.Sessions {
+			if ss.SessionID == id {
+				return ss.Summary
+			}
+		}
+		t.Fatalf("no session %s", id)
+		return TraceSummary{}
+	}
+	if s2 := sum("s2"); s2.StallCount != 3 || s2.StallTotalMs != 2100 || *s2.ReportedStallCount != 3 || !s2.ReachedFirstFrame {
+		t.Errorf("s2 summary %+v", s2)
+	}
+	if s3 := sum("s3"); s3.ReachedFirstFrame || s3.FirstFrameBlocked != "tcp_connect" || *s3.StopCode != 1002 || s3.FirstFrameTotalMs != nil {
+		t.Errorf("s3 summary %+v", s3)
+	}
+	if s4 := sum("s4"); s4.BackToSource == nil || !*s4.BackToSource || *s4.BackToSourceMs != 180 || s4.NodeID != "edge-2" || s4.Rendition != "720p" {
+		t.Errorf("s4 summary %+v", s4)
+	}
+	if s1 := sum("s1"); s1.BackToSource == nil || *s1.BackToSource || s1.NodeID != "edge-1" || *s1.FirstFrameTotalMs != 800 || *s1.DNSMs != 10 || s1.PlayDurationMs != 60_000 {
+		t.Errorf("s1 summary %+v", s1)
+	}
+
+	// The broadcaster's session sees every rendition, not the push events
+	// (they are its own).
+	res = s.get(t, "session_id=p1")
+	p1 := res.Sessions[0]
+	if got := [3]string{traceTimeline(p1.Events), traceTimeline(p1.ServerEvents), traceTimeline(p1.StreamEvents)}; got != [3]string{
+		"push_start push_stats push_stop", "", "transcode/720p transcode/480p origin_stream"} {
+		t.Errorf("p1 timelines %q", got)
+	}
+	if p1.Summary.StopCode == nil || *p1.Summary.StopCode != 0 {
+		t.Errorf("p1 summary %+v", p1.Summary)
+	}
+
+	// Rejected: the device's, on the first page only.
+	res = s.get(t, "device_id=d1&app_id=ua&limit=1")
+	if len(res.Rejected) != 2 || res.Rejected[0].Code != "out_of_range" || res.Rejected[1].Code != "invalid_json" || res.Rejected[0].Raw == "" {
+		t.Errorf("rejected %+v", res.Rejected)
+	}
+	// A session's: its own and its device's without a session id.
+	if res := s.get(t, "session_id=s2"); len(res.Rejected) != 2 {
+		t.Errorf("session rejected %+v", res.Rejected)
+	}
+	if res := s.get(t, "session_id=s1"); len(res.Rejected) != 1 || res.Rejected[0].Code != "invalid_json" {
+		t.Errorf("s1 rejected %+v", res.Rejected)
+	}
+}
+
+func TestTracePaging(t *testing.T) {
+	s := loadTraceScenario(t)
+	var got []string
+	q := "stream_id=live/r1&limit=2&since=3h"
+	pages := 0
+	for cursor := ""; ; pages++ {
+		qq := q
+		if cursor != "" {
+			qq += "&cursor=" + cursor
+		}
+		res := s.get(t, qq)
+		if cursor != "" && len(res.Rejected) != 0 {
+			t.Errorf("page %d repeats the rejected events", pages)
+		}
+		for _, ss := range res.Sessions {
+			got = append(got, ss.SessionID)
+		}
+		if cursor = res.NextCursor; cursor == "" {
+			break
+		}
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if strings.Join(got, " ") != "s1 s2 s3 p1 s4" || pages != 2 {
+		t.Errorf("paged %v in %d pages", got, pages+1)
+	}
+}
+
+func TestTraceArrow(t *testing.T) {
+	s := loadTraceScenario(t)
+	res := s.get(t, "user_id=u1")
+	want := 0
+	for _, ss := range res.Sessions {
+		want += len(ss.Events) + len(ss.ServerEvents) + len(ss.StreamEvents)
+	}
+	body, status := s.getRaw(t, "user_id=u1", traceArrowMedia)
+	if status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	rd, err := ipc.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Release()
+	if !rd.Schema().Equal(TraceArrowSchema) {
+		t.Fatalf("schema %v", rd.Schema())
+	}
+	rows := 0
+	var kinds []string
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		sess := rec.Column(0)
+		kind := rec.Column(1)
+		lt := rec.Column(2 + schemas.EventColumnIndex["log_type"])
+		for i := 0; i < int(rec.NumRows()); i++ {
+			if sess.ValueStr(i) == "s4" {
+				kinds = append(kinds, kind.ValueStr(i)+":"+lt.ValueStr(i))
+			}
+		}
+		rows += int(rec.NumRows())
+	}
+	if err := rd.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rows != want {
+		t.Errorf("arrow rows %d, want %d", rows, want)
+	}
+	if got := strings.Join(kinds, " "); got != "client:play_start server:edge_access client:first_frame stream:push_stats stream:transcode stream:origin_stream client:play_stop stream:push_stop" {
+		t.Errorf("s4 in arrow: %s", got)
+	}
+}
+
+func TestTraceHTTPErrors(t *testing.T) {
+	s := loadTraceScenario(t)
+	for _, c := range []struct {
+		method, q string
+		auth      bool
+		status    int
+		msg       string
+	}{
+		{"GET", "device_id=d1", false, 401, "bearer token"},
+		{"POST", "device_id=d1", true, 405, "read-only"},
+		{"GET", "device_id=d1&bogus=1", true, 400, "unknown parameter bogus"},
+		{"GET", "device_id=d1&user_id=u", true, 400, "got device_id and user_id"},
+	} {
+		req, _ := http.NewRequest(c.method, s.srv.URL+"/api/v1/trace?"+c.q, nil)
+		if c.auth {
+			req.Header.Set("Authorization", "Bearer tok")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || !strings.Contains(string(b), c.msg) {
+			t.Errorf("%s %s: %d %s, want %d …%s…", c.method, c.q, resp.StatusCode, b, c.status, c.msg)
+		}
+	}
+}
+
+// traceBulk is a generated data set for measuring what the trace queries read:
+// devices in three apps, each with sessions of play events (trace_key =
+// device), one edge_access per session (trace_key = session), and the
+// periodic server events of their streams (trace_key = stream).
+type traceBulk struct {
+	devices, sessions, streams int
+	rows                       int64
+}
+
+var traceBulkOnce struct {
+	sync.Once
+	b   *traceBulk
+	err error
+}
+
+func loadTraceBulk(tb testing.TB) *traceBulk {
+	st := sharedStore(tb)
+	traceBulkOnce.Do(func() {
+		b := &traceBulk{devices: 5000, streams: 200}
+		perDevice := 120 // events: 20 sessions of 6
+		if testing.Short() {
+			perDevice = 60
+		}
+		n := b.devices * perDevice
+		b.sessions = n / 6
+		ctx := context.Background()
+		start := time.Now().Add(-23 * time.Hour).UnixMilli()
+		// k is the device's event number: session k/6, the 6 log types in turn.
+		play := fmt.Sprintf(`INSERT INTO events (event_id, log_type, ts, source, app_id, device_id, user_id, session_id,
+  room_id, stream_id, rendition, cdn, region, received_at, sample_rate, trace_key, total_ms, duration_ms, code, buffer_ms)
+SELECT 'b' || toString(number), ['play_start','first_frame','heartbeat','stall','heartbeat','play_stop'][k %% 6 + 1],
+  fromUnixTimestamp64Milli(toInt64(%d + (d * 7919 %% 3600) * 1000 + k * 400000), 'UTC') AS t, 'client',
+  'bulk-' || toString(d %% 3), 'bd-' || toString(d), 'bu-' || toString(intDiv(d, 2)), 'bs-' || toString(d) || '-' || toString(intDiv(k, 6)),
+  'br-' || toString(d %% %d), 'live/br-' || toString(d %% %d), ['720p','480p'][d %% 2 + 1], 'cdn-a', 'north', t, 1, 'bd-' || toString(d),
+  if(k %% 6 = 1, 900, NULL), if(k %% 6 = 3, 700, NULL), if(k %% 6 = 5, 0, NULL), if(k %% 6 IN (2, 4), 1500, NULL)
+FROM (SELECT number, number %% %d AS d, intDiv(number, %d) AS k FROM numbers(%d))`,
+			start, b.streams, b.streams, b.devices, b.devices, n)
+		edge := fmt.Sprintf(`INSERT INTO events (event_id, log_type, ts, source, app_id, session_id, node_id, received_at, sample_rate, trace_key, http_status, cache_hit)
+SELECT 'be' || toString(number), 'edge_access', fromUnixTimestamp64Milli(toInt64(%d + (d * 7919 %% 3600) * 1000 + s * 6 * 400000 + 50), 'UTC') AS t,
+  'server', 'bulk-' || toString(d %% 3), 'bs-' || toString(d) || '-' || toString(s), 'edge-' || toString(d %% 40), t, 1,
+  'bs-' || toString(d) || '-' || toString(s), 200, d %% 10 != 0
+FROM (SELECT number, number %% %d AS d, intDiv(number, %d) AS s FROM numbers(%d))`,
+			start, b.devices, b.devices, b.sessions)
+		// Every stream, every 2 minutes: origin_stream and two transcode
+		// workers, in each app.
+		ticks := int(23 * time.Hour / (2 * time.Minute))
+		stream := fmt.Sprintf(`INSERT INTO events (event_id, log_type, ts, source, app_id, stream_id, room_id, rendition, state, status, received_at, sample_rate, trace_key)
+SELECT 'bx' || toString(number), ['origin_stream','transcode','transcode'][w + 1],
+  fromUnixTimestamp64Milli(toInt64(%d + tick * 120000), 'UTC') AS t, 'server', 'bulk-' || toString(sid %% 3),
+  'live/br-' || toString(sid), 'br-' || toString(sid), ['', '720p', '480p'][w + 1], if(w = 0, 'stats', ''), if(w = 0, '', 'ok'), t, 1,
+  'live/br-' || toString(sid)
+FROM (SELECT number, number %% 3 AS w, intDiv(number, 3) %% %d AS sid, intDiv(number, %d) AS tick FROM numbers(%d))`,
+			start, b.streams, 3*b.streams, 3*b.streams*ticks)
+		for _, q := range []string{play, edge, stream, "OPTIMIZE TABLE events FINAL"} {
+			if err := st.Exec(ctx, q); err != nil {
+				traceBulkOnce.err = fmt.Errorf("%w\n%s", err, q)
+				return
+			}
+		}
+		out, err := st.QueryJSON(ctx, "SELECT count() AS n FROM events WHERE app_id LIKE 'bulk-%'")
+		if err != nil {
+			traceBulkOnce.err = err
+			return
+		}
+		var r struct{ N int64 }
+		json.Unmarshal(out, &r)
+		b.rows = r.N
+		traceBulkOnce.b = b
+	})
+	if traceBulkOnce.err != nil {
+		tb.Fatal(traceBulkOnce.err)
+	}
+	return traceBulkOnce.b
+}
+
+var explainGranulesRE = regexp.MustCompile(`Granules: (\d+)/(\d+)`)
+
+// explainGranules runs EXPLAIN indexes = 1 and returns, summed over the
+// tables it reads, the granules left after every index and the granules
+// there are.
+func explainGranules(tb testing.TB, st *store.Embedded, q string) (read, total int) {
+	tb.Helper()
+	out, err := st.QueryJSON(context.Background(), "EXPLAIN indexes = 1 "+q)
+	if err != nil {
+		tb.Fatalf("%v\n%s", err, q)
+	}
+	var lines []string
+	traceLines(out, func(l []byte) error {
+		var r struct{ Explain string }
+		json.Unmarshal(l, &r)
+		lines = append(lines, r.Explain)
+		return nil
+	})
+	// Each ReadFromMergeTree lists its indexes in order; the first
+	// Granules line is the whole table, the last what is left to read.
+	last := -1
+	for _, l := range lines {
+		if strings.Contains(l, "ReadFromMergeTree") {
+			if last >= 0 {
+				read += last
+			}
+			last = -1
+			continue
+		}
+		if m := explainGranulesRE.FindStringSubmatch(l); m != nil {
+			a, _ := strconv.Atoi(m[1])
+			b, _ := strconv.Atoi(m[2])
+			if last < 0 {
+				total += b
+			}
+			last = a
+		}
+	}
+	if last >= 0 {
+		read += last
+	}
+	return read, total
+}
+
+// TestTraceReadsFewGranules checks, with EXPLAIN, that each query of a
+// lookup reads a handful of granules of the events table, with and without
+// app_id (app_id leads the sort key), and logs what a lookup costs.
+func TestTraceReadsFewGranules(t *testing.T) {
+	st := sharedStore(t)
+	b := loadTraceBulk(t)
+	srv := New(st, "tok", log.NewNopLogger())
+	ctx := context.Background()
+	for _, c := range []struct{ by, id string }{
+		{"device_id", "bd-1234"},
+		{"user_id", "bu-617"},
+		{"session_id", "bs-1234-3"},
+		{"room_id", "br-34"},
+		{"stream_id", "live/br-34"},
+	} {
+		for _, app := range []string{"bulk-1", ""} {
+			v := url.Values{c.by: {c.id}}
+			if app != "" {
+				v.Set("app_id", app)
+			}
+			if c.by == "room_id" || c.by == "stream_id" {
+				v.Set("limit", "20")
+			}
+			req, err := parseTraceRequest(v, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, client, err := srv.tracePage(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				t.Fatalf("%v: no sessions in the generated data", v)
+			}
+			if len(page) > req.Limit {
+				page = page[:req.Limit]
+			}
+			// The first query: the client events (a device or a session)
+			// or the list of sessions (the others).
+			first := sessionsSQL(req)
+			if client != nil {
+				first = directSQL(req)
+			}
+			sr, total := explainGranules(t, st, first)
+			var fr [fetchKinds]int
+			for _, f := range traceFetches(req, page, client == nil) {
+				fr[f.kind], _ = explainGranules(t, st, f.sql)
+			}
+			rr, _ := explainGranules(t, st, rejectedSQL(req, rejectedCond(req, page)))
+			t0 := time.Now()
+			const reps = 20
+			var res *TraceResponse
+			for range reps {
+				if res, err = srv.trace(ctx, req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			per := time.Since(t0) / reps
+			evs := 0
+			for _, s := range res.Sessions {
+				evs += len(s.Events) + len(s.ServerEvents) + len(s.StreamEvents)
+			}
+			t.Logf("%-10s %-7s granules of %d: first %2d, client %2d, edge %2d, stream %2d, rejected %d; %2d sessions, %4d events, %s per lookup",
+				c.by, app, total, sr, fr[fetchClient], fr[fetchEdge], fr[fetchStream], rr, len(res.Sessions), evs, per.Round(100*time.Microsecond))
+			// A device's, session's or stream's rows sit in one or two
+			// granules; the bloom filters let a few false positives and the
+			// boundaries between apps through. A full scan would be total.
+			limit, firstLimit := 12, 12
+			if c.by == "room_id" || c.by == "stream_id" {
+				// A room's viewers are spread over the table: one or two
+				// granules each (all of them for the list of sessions,
+				// the page's for the events).
+				limit, firstLimit = 2*req.Limit, 2*b.devices/b.streams
+			}
+			if sr > firstLimit || fr[fetchClient] > limit || fr[fetchEdge] > limit || fr[fetchStream] > limit {
+				t.Errorf("%s=%s app=%q reads too much: first query %d (want ≤ %d), fetches %v (want ≤ %d each) granules of %d",
+					c.by, c.id, app, sr, firstLimit, fr, limit, total)
+			}
+		}
+	}
+	t.Logf("generated rows: %d", b.rows)
+}
