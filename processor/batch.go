@@ -8,29 +8,13 @@ import (
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
-// arrowType maps a catalog kind to the Arrow type the store reads it as.
-func arrowType(f *schemas.Field) arrow.DataType {
-	switch f.Kind {
-	case schemas.KindInt:
-		return arrow.PrimitiveTypes.Int64
-	case schemas.KindFloat:
-		return arrow.PrimitiveTypes.Float64
-	case schemas.KindBool:
-		return arrow.FixedWidthTypes.Boolean
-	case schemas.KindTime:
-		return &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
-	default:
-		return arrow.BinaryTypes.String
-	}
-}
-
 // EventsSchema is the Arrow schema of the events table's rows: the catalog
 // columns, the trace key, then where each row came from in Kafka.
 var EventsSchema = func() *arrow.Schema {
 	cols := schemas.EventColumns
 	fields := make([]arrow.Field, 0, len(cols)+3)
 	for i := range cols {
-		fields = append(fields, arrow.Field{Name: cols[i].Name, Type: arrowType(&cols[i]), Nullable: cols[i].Nullable()})
+		fields = append(fields, arrow.Field{Name: cols[i].Name, Type: schemas.ArrowType(cols[i].Kind), Nullable: cols[i].Nullable()})
 	}
 	fields = append(fields,
 		arrow.Field{Name: schemas.ColTraceKey, Type: arrow.BinaryTypes.String},

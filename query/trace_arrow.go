@@ -24,7 +24,7 @@ var TraceArrowSchema = func() *arrow.Schema {
 		{Name: "kind", Type: arrow.BinaryTypes.String},
 	}
 	for _, f := range traceArrowColumns {
-		fields = append(fields, arrow.Field{Name: f.Name, Type: traceArrowType(f.Kind), Nullable: true})
+		fields = append(fields, arrow.Field{Name: f.Name, Type: schemas.ArrowType(f.Kind), Nullable: true})
 	}
 	return arrow.NewSchema(fields, nil)
 }()
@@ -40,20 +40,6 @@ var traceArrowColumns = func() []schemas.Field {
 	}
 	return out
 }()
-
-func traceArrowType(k schemas.Kind) arrow.DataType {
-	switch k {
-	case schemas.KindInt:
-		return arrow.PrimitiveTypes.Int64
-	case schemas.KindFloat:
-		return arrow.PrimitiveTypes.Float64
-	case schemas.KindBool:
-		return arrow.FixedWidthTypes.Boolean
-	case schemas.KindTime:
-		return &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
-	}
-	return arrow.BinaryTypes.String
-}
 
 // traceArrowBatch is how many rows go into one record batch.
 const traceArrowBatch = 8192

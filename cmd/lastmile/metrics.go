@@ -59,7 +59,7 @@ Flags:
 	read := fs.String("read", "", "auto (default), raw or rollup: where the API computes the metric from")
 	limit := fs.Int("limit", 0, "most groups to show (default 100); the ones with the most samples are kept")
 	series := fs.Bool("series", false, "also print the value of every time bucket")
-	addr := fs.String("addr", traceEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default")
+	addr := fs.String("addr", apiEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default")
 	token := fs.String("token", "", "bearer token (default $LASTMILE_QUERY_TOKEN, else DATA/query-token)")
 	dataDir := fs.String("data", "data", "`DIR` whose query-token file to use when no token is given")
 	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
@@ -92,19 +92,10 @@ Flags:
 	if *limit > 0 {
 		q.Set("limit", strconv.Itoa(*limit))
 	}
-	tok, err := traceToken(*token, *dataDir)
+	body, base, code, err := callAPI(*addr, *token, *dataDir, "/api/v1/metrics", q)
 	if err != nil {
 		fmt.Fprintln(stderr, "lastmile metrics:", err)
-		return 2
-	}
-	base := strings.TrimRight(*addr, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	body, err := traceGet(base+"/api/v1/metrics?"+q.Encode(), tok)
-	if err != nil {
-		fmt.Fprintln(stderr, "lastmile metrics:", err)
-		return 1
+		return code
 	}
 	if *asJSON {
 		stdout.Write(body)

@@ -6,10 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -50,7 +47,7 @@ Flags:
 	to := fs.String("to", "", "window end (default now)")
 	limit := fs.Int("limit", 0, "sessions per page (default 50, at most 500)")
 	cursor := fs.String("cursor", "", "the next page, as printed at the end of the previous one")
-	addr := fs.String("addr", traceEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default")
+	addr := fs.String("addr", apiEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default")
 	token := fs.String("token", "", "bearer token (default $LASTMILE_QUERY_TOKEN, else DATA/query-token)")
 	dataDir := fs.String("data", "data", "`DIR` whose query-token file to use when no token is given")
 	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
@@ -83,20 +80,10 @@ Flags:
 	if *limit > 0 {
 		q.Set("limit", fmt.Sprint(*limit))
 	}
-	tok, err := traceToken(*token, *dataDir)
+	body, base, code, err := callAPI(*addr, *token, *dataDir, "/api/v1/trace", q)
 	if err != nil {
 		fmt.Fprintln(stderr, "lastmile trace:", err)
-		return 2
-	}
-
-	base := strings.TrimRight(*addr, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	body, err := traceGet(base+"/api/v1/trace?"+q.Encode(), tok)
-	if err != nil {
-		fmt.Fprintln(stderr, "lastmile trace:", err)
-		return 1
+		return code
 	}
 	if *asJSON {
 		stdout.Write(body)
@@ -124,63 +111,6 @@ Flags:
 	return 0
 }
 
-func traceEnv(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-// traceToken finds the bearer token: the flag, $LASTMILE_QUERY_TOKEN, or the
-// file `lastmile run` writes into its data directory.
-func traceToken(flagValue, dataDir string) (string, error) {
-	if flagValue != "" {
-		return flagValue, nil
-	}
-	if t := os.Getenv("LASTMILE_QUERY_TOKEN"); t != "" {
-		return t, nil
-	}
-	path := filepath.Join(dataDir, "query-token")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("no query token: give --token, set $LASTMILE_QUERY_TOKEN, or run where %s exists (--data DIR): %v", path, err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
-// traceGet fetches an API answer; non-2xx answers become errors carrying the
-// API's own message.
-func traceGet(u, token string) ([]byte, error) {
-	req, err := http.NewRequest(http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the query API (is `lastmile run` or `lastmile query` running there? see --addr): %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("reading the answer: %w", err)
-	}
-	if resp.StatusCode/100 == 2 {
-		return body, nil
-	}
-	var e query.ErrorBody
-	msg := strings.TrimSpace(string(body))
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		msg = e.Error
-	}
-	switch resp.StatusCode {
-	case http.StatusUnauthorized:
-		return nil, fmt.Errorf("the query API refused the token (401): %s", msg)
-	case http.StatusBadRequest:
-		return nil, fmt.Errorf("bad request: %s", msg)
-	}
-	return nil, fmt.Errorf("the query API answered %s: %s", resp.Status, msg)
-}
 
 // printTrace renders the answer as a timeline.
 func printTrace(w io.Writer, res *query.TraceResponse, loc *time.Location) {

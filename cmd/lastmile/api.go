@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lastmile-qoe/lastmile/query"
+)
+
+// callAPI is what `lastmile trace` and `lastmile metrics` share: find the
+// token, resolve the address, GET path?q. It returns the answer, the base
+// URL (for messages) and, on failure, the exit code to use: 2 for a usage
+// problem (no token), 1 when the API could not answer.
+func callAPI(addr, flagToken, dataDir, path string, q url.Values) (body []byte, base string, exit int, err error) {
+	tok, err := apiToken(flagToken, dataDir)
+	if err != nil {
+		return nil, "", 2, err
+	}
+	base = strings.TrimRight(addr, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	body, err = apiGet(base+path+"?"+q.Encode(), tok)
+	if err != nil {
+		return nil, base, 1, err
+	}
+	return body, base, 0, nil
+}
+
+func apiEnv(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// apiToken finds the bearer token: the flag, $LASTMILE_QUERY_TOKEN, or the
+// file `lastmile run` writes into its data directory.
+func apiToken(flagValue, dataDir string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if t := os.Getenv("LASTMILE_QUERY_TOKEN"); t != "" {
+		return t, nil
+	}
+	path := filepath.Join(dataDir, "query-token")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("no query token: give --token, set $LASTMILE_QUERY_TOKEN, or run where %s exists (--data DIR): %v", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// apiGet fetches an API answer; non-2xx answers become errors carrying the
+// API's own message.
+func apiGet(u, token string) ([]byte, error) {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the query API (is `lastmile run` or `lastmile query` running there? see --addr): %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return body, nil
+	}
+	var e query.ErrorBody
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return nil, fmt.Errorf("the query API refused the token (401): %s", msg)
+	case http.StatusBadRequest:
+		return nil, fmt.Errorf("bad request: %s", msg)
+	}
+	return nil, fmt.Errorf("the query API answered %s: %s", resp.Status, msg)
+}
