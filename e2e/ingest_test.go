@@ -65,7 +65,7 @@ func makeBatches(perType, batchSize int) []*sentBatch {
 	var cur *sentBatch
 	var buf []byte
 	for i := 0; i < total; i++ {
-		if cur == nil || len(cur.valid)+len(cur.malformed) >= 0 && countOf(cur) >= batchSize {
+		if cur == nil || countOf(cur) >= batchSize {
 			if cur != nil {
 				cur.body = buf
 			}

@@ -14,7 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -119,10 +119,10 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 
 	// Kafka, for the roles that use it.
 	var bootstrap []string
-	needKafka := o.Collector || o.Processor
-	if !needKafka {
-		// the query role reads the store only
-	} else if o.Kafka == "" || o.Kafka == "embedded" {
+	needKafka := o.Collector || o.Processor // the query role reads the store only
+	switch {
+	case !needKafka:
+	case o.Kafka == "" || o.Kafka == "embedded":
 		b, err := broker.StartEmbedded(broker.EmbeddedConfig{
 			DataDir:    filepath.Join(o.DataDir, "kafka"),
 			Addr:       o.KafkaListen,
@@ -134,7 +134,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 		}
 		closers.push("broker", b.Close)
 		bootstrap = []string{b.Addr()}
-	} else {
+	default:
 		for _, s := range strings.Split(o.Kafka, ",") {
 			if s = strings.TrimSpace(s); s != "" {
 				bootstrap = append(bootstrap, s)
@@ -187,9 +187,9 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	var draining sync.Map
+	var draining atomic.Bool
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := draining.Load("x"); ok {
+		if draining.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
@@ -283,7 +283,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	}
 
 	level.Info(logger).Log("msg", "shutting down: no new requests, flushing, committing")
-	draining.Store("x", true)
+	draining.Store(true)
 	if coll != nil {
 		coll.Drain()
 	}
