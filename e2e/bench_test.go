@@ -425,7 +425,9 @@ func benchSustained(t *testing.T, r *benchReport, p *proc, batches []*benchBatch
 	var lastPollErr atomic.Pointer[error]
 	go func() {
 		defer close(pollDone)
-		q := "SELECT event_id FROM heartbeat WHERE app_id = '" + testAppID + "' AND device_id = 'probe'"
+		// A point lookup on the primary key (app_id, trace_key), as the trace API
+		// reads a device: the probe should measure ingest, not a table scan.
+		q := "SELECT event_id FROM events WHERE app_id = '" + testAppID + "' AND trace_key = 'probe' AND log_type = 'heartbeat'"
 		for {
 			select {
 			case <-stopPoll:
@@ -456,6 +458,7 @@ func benchSustained(t *testing.T, r *benchReport, p *proc, batches []*benchBatch
 	// Paced posting: by the end of tick k, rate*(k+1)/10 events dispatched.
 	jobs := make(chan benchJob, cfg.posters)
 	ps := startPosters(p.HTTP, cfg.posters, jobs)
+	profileDone := benchProfile(t, p, dur)
 	cpu := markCPU([]string{"lastmile run"}, p.pid())
 	start := time.Now()
 	gen, idx, dispatched := benchGen0+1, 0, 0
@@ -481,6 +484,7 @@ func benchSustained(t *testing.T, r *benchReport, p *proc, batches []*benchBatch
 	close(jobs)
 	st := ps.wait()
 	r.susCPU = cpu.report()
+	<-profileDone
 	close(stopProbes)
 	probeWG.Wait()
 	if err := st.err(); err != nil {
@@ -1115,3 +1119,35 @@ func ms(d time.Duration) string {
 }
 
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + " s" }
+
+// benchProfile fetches a CPU profile of `lastmile run` covering the sustained
+// phase into $LASTMILE_BENCH_PPROF, when set, for `go tool pprof`. The
+// returned channel closes when the profile is written (at once when unset).
+func benchProfile(t *testing.T, p *proc, dur time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	path := os.Getenv("LASTMILE_BENCH_PPROF")
+	if path == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		secs := max(1, int(dur.Seconds())-2)
+		resp, err := http.Get("http://" + p.HTTP + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
+		if err != nil {
+			t.Errorf("cpu profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(path, b, 0o644)
+		}
+		if err != nil {
+			t.Errorf("cpu profile: %v", err)
+			return
+		}
+		t.Logf("cpu profile of the sustained phase: %s (go tool pprof %s)", path, path)
+	}()
+	return done
+}

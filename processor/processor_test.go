@@ -247,3 +247,34 @@ func BenchmarkRowBuilder(b *testing.B) {
 }
 
 var flatjsonParse = flatjson.ParseObject
+
+// TestMigrationsApplied: every checked-in migration is applied once, a rerun
+// applies nothing, and 0003's merge policy is on the events table.
+func TestMigrationsApplied(t *testing.T) {
+	st := sharedStore(t)
+	ctx := context.Background()
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.Query(ctx, "SELECT count() FROM schema_migrations", "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != strconv.Itoa(len(ms)) {
+		t.Errorf("schema_migrations has %s rows, want %d", got, len(ms))
+	}
+	applied, err := schemas.Migrate(ctx, st, 30)
+	if err != nil || len(applied) != 0 {
+		t.Errorf("rerun applied %v (err %v), want nothing", applied, err)
+	}
+	out, err = st.Query(ctx, "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'events'", "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"merge_selector_base = 50", "max_parts_to_merge_at_once = 30", "ttl_only_drop_parts = 1"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("events table lacks %q:\n%s", want, out)
+		}
+	}
+}
