@@ -111,7 +111,6 @@ Flags:
 	return 0
 }
 
-
 // printTrace renders the answer as a timeline.
 func printTrace(w io.Writer, res *query.TraceResponse, loc *time.Location) {
 	q := res.Query
