@@ -47,6 +47,12 @@ bench: libchdb build
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseObject -fuzztime 60s ./internal/flatjson
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./media/amf0
+	$(GO) test -run '^$$' -fuzz FuzzServerConn -fuzztime 60s ./media/rtmp
+	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 60s ./media/flv
+	$(GO) test -run '^$$' -fuzz FuzzParsePlaylist -fuzztime 60s ./media/hls
+	$(GO) test -run '^$$' -fuzz FuzzRespond -fuzztime 60s ./media/dns
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./media/cmcd
 
 clean:
 	rm -rf bin

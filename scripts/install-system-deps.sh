@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use, when missing: kcat (the e2e tests
-# list the embedded broker's topics with it, as a user would).
+# list the embedded broker's topics with it, as a user would) and ffmpeg (the
+# outside RTMP publisher and HTTP-FLV/HLS reader the media/ code is tested
+# against: ffmpeg and ffprobe).
 set -euo pipefail
 need=()
 command -v kcat >/dev/null || need+=(kcat)
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
 if ((${#need[@]} == 0)); then
 	exit 0
 fi

@@ -60,3 +60,13 @@ const (
 	CodecHEVC uint8 = 12
 	SoundAAC  uint8 = 10
 )
+
+// Clone returns a copy of t with a Data of its own, for keeping a tag past
+// the call that handed it over.
+func (t *Tag) Clone() Tag {
+	c := *t
+	if t.Data != nil {
+		c.Data = append(make([]byte, 0, len(t.Data)), t.Data...)
+	}
+	return c
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lastmile-qoe/lastmile/media/dns"
+	"github.com/lastmile-qoe/lastmile/media/edge"
+	"github.com/lastmile-qoe/lastmile/media/ingest"
+	"github.com/lastmile-qoe/lastmile/media/origin"
+	"github.com/lastmile-qoe/lastmile/media/publisher"
+	"github.com/lastmile-qoe/lastmile/media/report"
+	"github.com/lastmile-qoe/lastmile/media/scheduler"
+	"github.com/lastmile-qoe/lastmile/media/stack"
+	"github.com/lastmile-qoe/lastmile/media/topology"
+)
+
+const mediaUsage = `lastmile media — the instrumented streaming stack
+
+Usage:
+  lastmile media <role> [flags]
+
+Roles (each reads its part of one topology file, --config; without it the built-in default):
+  up          the whole topology in one process: DNS, scheduler, ingest, origin, edges, publishers
+  scheduler   stream scheduling: GET /v1/schedule, GET /v1/push
+  dns         the stack's DNS server (edge host names)
+  ingest      RTMP publish server, relays to the origin
+  origin      holds streams, runs the transcode ladder, serves HTTP-FLV to edges
+  edge        one CDN edge node (--node), HTTP-FLV and HLS
+  publish     the built-in broadcaster: push one room over RTMP
+
+Every role posts its logs to the collector of the topology (collector.url, collector.app_key)
+and serves /metrics and /healthz.
+`
+
+func mediaMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, mediaUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	role, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("lastmile media "+role, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "topology `FILE` (YAML, see docs/media.md); default: the built-in topology")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	collector := fs.String("collector", "", "collector base `URL` (overrides collector.url)")
+	node := fs.String("node", "", "edge: the node to run (one of the topology's edges)")
+	room := fs.String("room", "", "publish: the room to push (default: the topology's first room)")
+	pushURL := fs.String("url", "", "publish: push to this rtmp:// URL instead of asking the scheduler")
+	schedURL := fs.String("scheduler", "", "publish: scheduler base `URL` (default: from the topology)")
+	duration := fs.Duration("duration", 0, "publish, up: stop after this long (0: until Ctrl-C)")
+	switch role {
+	case "up", "scheduler", "dns", "ingest", "origin", "edge", "publish":
+	default:
+		fmt.Fprintf(stderr, "lastmile media: unknown role %q\n\n%s", role, mediaUsage)
+		return 2
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	top, err := topology.Load(*config)
+	if err != nil {
+		fmt.Fprintln(stderr, "lastmile media:", err)
+		return 2
+	}
+	if *collector != "" {
+		top.Collector.URL = *collector
+	}
+	lvl, err := parseLevel(*logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "lastmile media:", err)
+		return 2
+	}
+	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(stderr)), lvl)
+	logger = log.With(logger, "ts", log.TimestampFormat(time.Now, "2006-01-02T15:04:05.000Z07:00"), "role", "media-"+role)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	reg := prometheus.NewRegistry()
+	rep := report.New(report.Config{URL: top.Collector.URL, AppKey: top.Collector.AppKey, Name: role, Logger: logger})
+	reg.MustRegister(rep.Collectors()...)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rep.Close(cctx); err != nil {
+			level.Warn(logger).Log("msg", "some logs were not delivered", "err", err)
+		}
+		st := rep.Stats()
+		level.Info(logger).Log("msg", "logs delivered", "sent", st.Sent, "dropped", st.Dropped, "rejected", st.Rejected)
+	}()
+
+	if err := runMediaRole(ctx, role, top, rep, reg, logger, stdout, mediaFlags{node: *node, room: *room, pushURL: *pushURL, schedURL: *schedURL}); err != nil {
+		level.Error(logger).Log("msg", "exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+type mediaFlags struct{ node, room, pushURL, schedURL string }
+
+// adminMux serves /metrics and /healthz of a role.
+func adminMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	return mux
+}
+
+// serveAdmin serves mux on addr until ctx ends.
+func serveAdmin(ctx context.Context, addr string, mux *http.ServeMux) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return ln.Addr(), nil
+}
+
+func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *report.Client, reg *prometheus.Registry,
+	logger log.Logger, stdout io.Writer, f mediaFlags) error {
+	switch role {
+	case "up":
+		st, err := stack.Start(ctx, top, rep, logger)
+		if err != nil {
+			return err
+		}
+		defer st.Close(context.Background())
+		st.Reg.MustRegister(rep.Collectors()...)
+		fmt.Fprintf(stdout, "lastmile media is up: %d rooms, %d edges\n  scheduler: %s   (GET /v1/schedule, /v1/push, /metrics, /healthz)\n  ingest:    rtmp://%s/live\n  origin:    http://%s/live/<stream>.flv\n  dns:       %s (udp)\n  logs to:   %s\n",
+			len(top.Rooms), len(st.Edges), st.SchedURL, st.IngestAddr, st.OriginHTTP, st.DNSAddr, top.Collector.URL)
+		<-ctx.Done()
+		return nil
+	case "scheduler":
+		svc, err := scheduler.New(top.Scheduler, logger)
+		if err != nil {
+			return err
+		}
+		reg.MustRegister(svc.Collectors()...)
+		mux := adminMux(reg)
+		mux.Handle("/v1/", svc.Handler())
+		addr, err := serveAdmin(ctx, top.SchedulerListen, mux)
+		if err != nil {
+			return fmt.Errorf("scheduler: %w", err)
+		}
+		fmt.Fprintf(stdout, "lastmile media scheduler is up: http://%s (GET /v1/schedule, /v1/push)\n", addr)
+	case "dns":
+		srv := &dns.Server{Records: map[string][]net.IP{}, Logger: logger}
+		for _, e := range top.Edges() {
+			srv.SetRecord(e.Host, net.ParseIP(top.EdgeIP))
+		}
+		addr, err := srv.Start(top.DNSListen)
+		if err != nil {
+			return fmt.Errorf("dns: %w", err)
+		}
+		defer srv.Close()
+		fmt.Fprintf(stdout, "lastmile media dns is up: %s (udp), %d edge hosts\n", addr, len(top.Edges()))
+	case "ingest":
+		srv := ingest.New(ingest.Config{Listen: top.Ingest.Listen, Node: top.Ingest.Node, Region: top.Ingest.Region,
+			Secret: top.Scheduler.Secret, Origin: "rtmp://" + top.Origin.RTMP}, rep, logger)
+		reg.MustRegister(srv.Collectors()...)
+		addr, err := srv.Start()
+		if err != nil {
+			return err
+		}
+		defer srv.Close(context.Background())
+		admin, err := serveAdmin(ctx, top.Ingest.HTTP, adminMux(reg))
+		if err != nil {
+			return fmt.Errorf("ingest admin: %w", err)
+		}
+		fmt.Fprintf(stdout, "lastmile media ingest is up: rtmp://%s/live, admin http://%s\n", addr, admin)
+	case "origin":
+		srv := origin.New(origin.Config{RTMPListen: top.Origin.RTMP, HTTPListen: top.Origin.HTTP, Node: top.Origin.Node,
+			Region: top.Origin.Region, Renditions: top.Scheduler.Renditions}, rep, logger)
+		reg.MustRegister(srv.Collectors()...)
+		r, h, err := srv.Start(adminMux(reg))
+		if err != nil {
+			return err
+		}
+		defer srv.Close(context.Background())
+		fmt.Fprintf(stdout, "lastmile media origin is up: rtmp://%s, http://%s\n", r, h)
+	case "edge":
+		var node *topology.EdgeNode
+		for _, e := range top.Edges() {
+			if e.Node == f.node {
+				node = &e
+			}
+		}
+		if node == nil {
+			return fmt.Errorf("edge: --node %q is not an edge of the topology", f.node)
+		}
+		cfg := edge.Config{Listen: net.JoinHostPort(top.EdgeIP, fmt.Sprint(node.Port)), Node: node.Node, Region: node.Region, CDN: node.CDN,
+			Secret: top.Scheduler.Secret, Origin: "http://" + top.Origin.HTTP, QuickStart: top.Edge.QuickStart}
+		cfg.Stream.CacheGOPs, cfg.Stream.QueueBytes = top.Edge.CacheGOPs, top.Edge.QueueBytes
+		srv := edge.New(cfg, rep, logger)
+		reg.MustRegister(srv.Collectors()...)
+		addr, err := srv.Start(adminMux(reg))
+		if err != nil {
+			return err
+		}
+		defer srv.Close(context.Background())
+		fmt.Fprintf(stdout, "lastmile media edge %s is up: http://%s/live/<stream>.flv\n", node.Node, addr)
+	case "publish":
+		room := f.room
+		if room == "" && len(top.Rooms) > 0 {
+			room = top.Rooms[0].Name
+		}
+		bitrate := 2000
+		for _, r := range top.Rooms {
+			if r.Name == room {
+				bitrate = r.BitrateKbps
+			}
+		}
+		sched := f.schedURL
+		if sched == "" {
+			sched = "http://" + top.SchedulerListen
+		}
+		p := publisher.New(publisher.Config{SchedulerURL: sched, Room: room, PushURL: f.pushURL, BitrateKbps: bitrate}, rep, logger)
+		if code := p.Run(ctx); code != publisher.CodeOK {
+			return fmt.Errorf("push ended with code %d", code)
+		}
+		return nil
+	}
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,40 @@
+package topology
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	top, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(top.Edges()); n != 4 {
+		t.Errorf("default has %d edges, want 4 (2 regions × 2 CDNs)", n)
+	}
+}
+
+func TestParse(t *testing.T) {
+	top, err := Parse([]byte("players:\n  count: 5\n  watch: 3s\nrooms:\n  - {name: r9, bitrate_kbps: 1000}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if top.Players.Count != 5 || top.Players.Watch != 3*time.Second || top.Rooms[0].Name != "r9" {
+		t.Errorf("parsed %+v", top)
+	}
+	if len(top.Players.Regions) == 0 {
+		t.Error("defaults lost for keys absent from the file")
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"playerz: {}\n", "playerz"},
+		{"rooms: [{name: r, bitrate_kbps: 0}]\n", "bitrate_kbps must be positive"},
+		{"origin: {transcode: gpu}\n", "want synthetic or ffmpeg"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want an error with %q", tc.yaml, err, tc.want)
+		}
+	}
+}
