@@ -238,3 +238,66 @@ func TestMediaFFmpegInterop(t *testing.T) {
 		return e > 0 && i > 0, fmt.Sprintf("edge_access %d, ingest_session start %d", e, i)
 	})
 }
+
+// TestMediaUpAudience is issue 4's acceptance run: `lastmile media up` with
+// one built-in publisher and 50 players across 2 regions and 2 CDNs, logging
+// to a real pipeline. Every log type of the catalog arrives; every player's
+// first-frame phases add up to its total; edge_access rows join the players'
+// sessions by session_id.
+func TestMediaUpAudience(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 60 s streaming run")
+	}
+	pipe := start(t, "run", filepath.Join(t.TempDir(), "data"), "--kafka-listen", "127.0.0.1:0")
+	top := mediaTopology(t, pipe.HTTP, `  count: 50
+  ramp: 10s
+  watch: 35s
+  seed: 7
+  regions: [north, south]
+  app_versions: ["5.1.0", "5.2.0"]
+  weak_share: 0.2
+  weak_kbps: 1200
+  decoder_defect: {app_version: "5.1.0", render_stall_every: 8s, render_stall_for: 400ms}
+`)
+	_, media := startMedia(t, top, "--duration", "55s")
+	select {
+	case <-media.exited:
+	case <-time.After(90 * time.Second):
+		t.Fatal("lastmile media up --duration 55s still running after 90 s")
+	}
+	if code := media.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("lastmile media up exited %d", code)
+	}
+	types := []string{"play_start", "first_frame", "stall", "render_stall", "play_stop", "heartbeat",
+		"push_start", "push_stats", "push_stop", "ingest_session", "relay", "origin_stream", "transcode", "edge_access"}
+	waitFor(t, 30*time.Second, "every log type in ClickHouse", func() (bool, string) {
+		var missing []string
+		for _, lt := range types {
+			if pipe.sqlInt(t, "SELECT count() FROM events WHERE log_type = '"+lt+"'") == 0 {
+				missing = append(missing, lt)
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("missing %v", missing)
+	})
+	players := pipe.sqlInt(t, "SELECT uniqExact(session_id) FROM play_start")
+	ff := pipe.sqlInt(t, "SELECT uniqExact(session_id) FROM first_frame")
+	if players < 50 || ff < 45 {
+		t.Errorf("%d play sessions, %d with a first frame; want 50 and at least 45", players, ff)
+	}
+	if bad := pipe.sqlInt(t, `SELECT count() FROM first_frame WHERE total_ms != dns_ms + tcp_connect_ms + tcp_first_packet_ms
+		+ video_first_packet_ms + first_decode_ms + first_render_ms`); bad != 0 {
+		t.Errorf("%d first_frame events whose phases do not add up to total_ms", bad)
+	}
+	if n := pipe.sqlInt(t, "SELECT uniqExact(region) * 10 + uniqExact(cdn) FROM first_frame"); n != 22 {
+		t.Errorf("first frames came from %d regions×10 + CDNs, want 2 regions and 2 CDNs", n)
+	}
+	// Every session that reached its edge has the edge's access log under
+	// its session_id, from the node the player names.
+	if orphans := pipe.sqlInt(t, `SELECT count() FROM (SELECT DISTINCT session_id, node_id FROM first_frame)
+		WHERE (session_id, node_id) NOT IN (SELECT session_id, node_id FROM edge_access)`); orphans != 0 {
+		t.Errorf("%d first-frame sessions without an edge_access row from their node", orphans)
+	}
+	if j := pipe.sqlInt(t, "SELECT uniqExact(session_id) FROM edge_access WHERE session_id IN (SELECT session_id FROM play_start)"); j < ff {
+		t.Errorf("edge_access joins %d player sessions, want at least the %d with a first frame", j, ff)
+	}
+}

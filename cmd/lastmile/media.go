@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/lastmile-qoe/lastmile/media/edge"
 	"github.com/lastmile-qoe/lastmile/media/ingest"
 	"github.com/lastmile-qoe/lastmile/media/origin"
+	"github.com/lastmile-qoe/lastmile/media/player"
 	"github.com/lastmile-qoe/lastmile/media/publisher"
 	"github.com/lastmile-qoe/lastmile/media/report"
 	"github.com/lastmile-qoe/lastmile/media/scheduler"
@@ -62,12 +64,20 @@ func mediaMain(args []string, stdout, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	collector := fs.String("collector", "", "collector base `URL` (overrides collector.url)")
 	node := fs.String("node", "", "edge: the node to run (one of the topology's edges)")
-	room := fs.String("room", "", "publish: the room to push (default: the topology's first room)")
+	room := fs.String("room", "", "publish, play: the room (default: the topology's first room)")
 	pushURL := fs.String("url", "", "publish: push to this rtmp:// URL instead of asking the scheduler")
-	schedURL := fs.String("scheduler", "", "publish: scheduler base `URL` (default: from the topology)")
+	schedURL := fs.String("scheduler", "", "publish, play: scheduler base `URL` (default: from the topology)")
 	duration := fs.Duration("duration", 0, "publish, up: stop after this long (0: until Ctrl-C)")
+	var mf mediaFlags
+	fs.StringVar(&mf.device, "device", "cli-device", "play: device_id")
+	fs.StringVar(&mf.region, "region", "north", "play: the viewer's region")
+	fs.StringVar(&mf.isp, "isp", "isp-a", "play: the viewer's ISP")
+	fs.StringVar(&mf.appVersion, "app-version", "5.2.0", "play: the viewer's app version")
+	fs.StringVar(&mf.rendition, "rendition", "", "play: rendition (default source)")
+	fs.StringVar(&mf.format, "format", "flv", "play: flv or hls")
+	fs.DurationVar(&mf.watch, "watch", 30*time.Second, "play: how long to watch after the first frame")
 	switch role {
-	case "up", "scheduler", "dns", "ingest", "origin", "edge", "publish":
+	case "up", "scheduler", "dns", "ingest", "origin", "edge", "publish", "play":
 	default:
 		fmt.Fprintf(stderr, "lastmile media: unknown role %q\n\n%s", role, mediaUsage)
 		return 2
@@ -114,14 +124,18 @@ func mediaMain(args []string, stdout, stderr io.Writer) int {
 		level.Info(logger).Log("msg", "logs delivered", "sent", st.Sent, "dropped", st.Dropped, "rejected", st.Rejected)
 	}()
 
-	if err := runMediaRole(ctx, role, top, rep, reg, logger, stdout, mediaFlags{node: *node, room: *room, pushURL: *pushURL, schedURL: *schedURL}); err != nil {
+	if err := runMediaRole(ctx, role, top, rep, reg, logger, stdout, withFlags(mf, *node, *room, *pushURL, *schedURL)); err != nil {
 		level.Error(logger).Log("msg", "exiting", "err", err)
 		return 1
 	}
 	return 0
 }
 
-type mediaFlags struct{ node, room, pushURL, schedURL string }
+type mediaFlags struct {
+	node, room, pushURL, schedURL                      string
+	device, region, isp, appVersion, rendition, format string
+	watch                                              time.Duration
+}
 
 // adminMux serves /metrics and /healthz of a role.
 func adminMux(reg *prometheus.Registry) *http.ServeMux {
@@ -155,7 +169,52 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 		st.Reg.MustRegister(rep.Collectors()...)
 		fmt.Fprintf(stdout, "lastmile media is up: %d rooms, %d edges\n  scheduler: %s   (GET /v1/schedule, /v1/push, /metrics, /healthz)\n  ingest:    rtmp://%s/live\n  origin:    http://%s/live/<stream>.flv\n  dns:       %s (udp)\n  logs to:   %s\n",
 			len(top.Rooms), len(st.Edges), st.SchedURL, st.IngestAddr, st.OriginHTTP, st.DNSAddr, top.Collector.URL)
+		if top.Players.Count > 0 {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := st.WaitLive(wctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "  audience:  %d players arriving over %s, watching %s each\n", top.Players.Count, top.Players.Ramp, top.Players.Watch)
+			var mu sync.Mutex
+			done, failed := 0, 0
+			go st.RunAudience(ctx, func(v stack.Viewer, r player.Result) {
+				mu.Lock()
+				defer mu.Unlock()
+				done++
+				if !r.FirstFrame {
+					failed++
+				}
+				if done == top.Players.Count {
+					fmt.Fprintf(stdout, "  audience done: %d plays, %d without a first frame\n", done, failed)
+				}
+			})
+		}
 		<-ctx.Done()
+		return nil
+	case "play":
+		sched := f.schedURL
+		if sched == "" {
+			sched = "http://" + top.SchedulerListen
+		}
+		room := f.room
+		if room == "" && len(top.Rooms) > 0 {
+			room = top.Rooms[0].Name
+		}
+		res := player.Play(ctx, player.Config{SchedulerURL: sched, Room: room, DeviceID: f.device, Region: f.region,
+			ISP: f.isp, AppVersion: f.appVersion, Rendition: f.rendition, Format: f.format,
+			Resolver: dns.Resolver(top.DNSListen), Reporter: rep, Duration: f.watch, HeartbeatEvery: 10 * time.Second})
+		fmt.Fprintf(stdout, "session %s: first frame %v", res.SessionID, res.FirstFrame)
+		if res.FirstFrame {
+			fmt.Fprintf(stdout, " in %d ms (dns %d, connect %d, first packet %d, video %d, decode %d, render %d)",
+				res.FirstFrameMs["total"], res.FirstFrameMs["dns"], res.FirstFrameMs["tcp_connect"], res.FirstFrameMs["tcp_first_packet"],
+				res.FirstFrameMs["video_first_packet"], res.FirstFrameMs["first_decode"], res.FirstFrameMs["first_render"])
+		}
+		fmt.Fprintf(stdout, "; edge %s (%s); stalls %d (%d ms); stop code %d %s\n", res.Node, res.CDN, res.Stalls, res.StallMs, res.Code, res.Reason)
+		if res.Code != 0 {
+			return fmt.Errorf("play ended with code %d: %s", res.Code, res.Reason)
+		}
 		return nil
 	case "scheduler":
 		svc, err := scheduler.New(top.Scheduler, logger)
@@ -249,4 +308,9 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 	}
 	<-ctx.Done()
 	return nil
+}
+
+func withFlags(mf mediaFlags, node, room, pushURL, schedURL string) mediaFlags {
+	mf.node, mf.room, mf.pushURL, mf.schedURL = node, room, pushURL, schedURL
+	return mf
 }

@@ -96,6 +96,20 @@ type Players struct {
 	OSes        []string      `yaml:"oses"`
 	Networks    []string      `yaml:"networks"`
 	Format      string        `yaml:"format"` // flv or hls; "" mixes both
+	// WeakShare of the players are on a weak network: their downloads are
+	// capped at WeakKbps, below the stream's bitrate, so they stall.
+	WeakShare float64 `yaml:"weak_share"`
+	WeakKbps  int     `yaml:"weak_kbps"`
+	// DecoderDefect gives one app version a decoder that freezes the
+	// picture every RenderStallEvery for RenderStallFor (render stalls).
+	DecoderDefect DecoderDefect `yaml:"decoder_defect"`
+}
+
+// DecoderDefect is an app version with a render-stall defect.
+type DecoderDefect struct {
+	AppVersion       string        `yaml:"app_version"`
+	RenderStallEvery time.Duration `yaml:"render_stall_every"`
+	RenderStallFor   time.Duration `yaml:"render_stall_for"`
 }
 
 // Domain is the DNS zone of edge hosts.
@@ -139,6 +153,7 @@ func Default() Topology {
 			AppVersions: []string{"5.1.0", "5.2.0"},
 			OSes:        []string{"android", "ios", "web"},
 			Networks:    []string{"wifi", "4g", "5g"},
+			WeakShare:   0.1, WeakKbps: 1200,
 		},
 	}
 }
@@ -187,6 +202,9 @@ func (t *Topology) Validate() error {
 		if r.BitrateKbps <= 0 {
 			errs = append(errs, fmt.Errorf("rooms: %s: bitrate_kbps must be positive", r.Name))
 		}
+	}
+	if t.Players.WeakShare < 0 || t.Players.WeakShare > 1 {
+		errs = append(errs, fmt.Errorf("players.weak_share %v: want 0 to 1", t.Players.WeakShare))
 	}
 	if t.Players.Count < 0 {
 		errs = append(errs, errors.New("players.count is negative"))
