@@ -14,7 +14,7 @@ all: build
 help:
 	@echo "make run    start lastmile (collector, processor, query) on embedded Kafka + chDB under ./data"
 	@echo "make test   install what the tests need, then run vet and every test"
-	@echo "make bench  throughput and latency benchmarks (collector, processor, whole path, baseline)"
+	@echo "make bench  throughput and latency benchmarks (collector, processor, whole path, baseline; edge fan-out)"
 	@echo "make build  build $(BIN)"
 
 build:
@@ -44,6 +44,7 @@ test-short: libchdb build
 bench: libchdb build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/flatjson ./schemas ./processor ./internal/store
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchPipeline$$' -count=1 -timeout 60m -v ./e2e -bench-pipeline
+	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchEdge$$' -count=1 -timeout 30m -v ./e2e -bench-edge
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseObject -fuzztime 60s ./internal/flatjson
