@@ -251,7 +251,7 @@ func TestMediaUpAudience(t *testing.T) {
 	pipe := start(t, "run", filepath.Join(t.TempDir(), "data"), "--kafka-listen", "127.0.0.1:0")
 	top := mediaTopology(t, pipe.HTTP, `  count: 50
   ramp: 10s
-  watch: 35s
+  watch: 45s
   seed: 7
   regions: [north, south]
   app_versions: ["5.1.0", "5.2.0"]
@@ -259,11 +259,11 @@ func TestMediaUpAudience(t *testing.T) {
   weak_kbps: 1200
   decoder_defect: {app_version: "5.1.0", render_stall_every: 8s, render_stall_for: 400ms}
 `)
-	_, media := startMedia(t, top, "--duration", "55s")
+	_, media := startMedia(t, top, "--duration", "62s")
 	select {
 	case <-media.exited:
 	case <-time.After(90 * time.Second):
-		t.Fatal("lastmile media up --duration 55s still running after 90 s")
+		t.Fatal("lastmile media up --duration 62s still running after 90 s")
 	}
 	if code := media.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("lastmile media up exited %d", code)

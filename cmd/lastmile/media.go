@@ -76,6 +76,7 @@ func mediaMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&mf.rendition, "rendition", "", "play: rendition (default source)")
 	fs.StringVar(&mf.format, "format", "flv", "play: flv or hls")
 	fs.DurationVar(&mf.watch, "watch", 30*time.Second, "play: how long to watch after the first frame")
+	fs.StringVar(&mf.admin, "admin", "127.0.0.1:0", "publish: `ADDR` of /metrics and /healthz")
 	switch role {
 	case "up", "scheduler", "dns", "ingest", "origin", "edge", "publish", "play":
 	default:
@@ -135,6 +136,7 @@ type mediaFlags struct {
 	node, room, pushURL, schedURL                      string
 	device, region, isp, appVersion, rendition, format string
 	watch                                              time.Duration
+	admin                                              string
 }
 
 // adminMux serves /metrics and /healthz of a role.
@@ -234,12 +236,17 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 		for _, e := range top.Edges() {
 			srv.SetRecord(e.Host, net.ParseIP(top.EdgeIP))
 		}
+		reg.MustRegister(srv.Collectors()...)
 		addr, err := srv.Start(top.DNSListen)
 		if err != nil {
 			return fmt.Errorf("dns: %w", err)
 		}
 		defer srv.Close()
-		fmt.Fprintf(stdout, "lastmile media dns is up: %s (udp), %d edge hosts\n", addr, len(top.Edges()))
+		admin, err := serveAdmin(ctx, top.DNSHTTP, adminMux(reg))
+		if err != nil {
+			return fmt.Errorf("dns admin: %w", err)
+		}
+		fmt.Fprintf(stdout, "lastmile media dns is up: %s (udp), %d edge hosts, admin http://%s\n", addr, len(top.Edges()), admin)
 	case "ingest":
 		srv := ingest.New(ingest.Config{Listen: top.Ingest.Listen, Node: top.Ingest.Node, Region: top.Ingest.Region,
 			Secret: top.Scheduler.Secret, Origin: "rtmp://" + top.Origin.RTMP}, rep, logger)
@@ -256,7 +263,7 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 		fmt.Fprintf(stdout, "lastmile media ingest is up: rtmp://%s/live, admin http://%s\n", addr, admin)
 	case "origin":
 		srv := origin.New(origin.Config{RTMPListen: top.Origin.RTMP, HTTPListen: top.Origin.HTTP, Node: top.Origin.Node,
-			Region: top.Origin.Region, Renditions: top.Scheduler.Renditions}, rep, logger)
+			Region: top.Origin.Region, Renditions: top.Scheduler.Renditions, Transcode: top.Origin.Transcode}, rep, logger)
 		reg.MustRegister(srv.Collectors()...)
 		r, h, err := srv.Start(adminMux(reg))
 		if err != nil {
@@ -300,6 +307,11 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 		if sched == "" {
 			sched = "http://" + top.SchedulerListen
 		}
+		admin, err := serveAdmin(ctx, f.admin, adminMux(reg))
+		if err != nil {
+			return fmt.Errorf("publish admin: %w", err)
+		}
+		fmt.Fprintf(stdout, "lastmile media publish is up: room %s at %d kbit/s, admin http://%s\n", room, bitrate, admin)
 		p := publisher.New(publisher.Config{SchedulerURL: sched, Room: room, PushURL: f.pushURL, BitrateKbps: bitrate}, rep, logger)
 		if code := p.Run(ctx); code != publisher.CodeOK {
 			return fmt.Errorf("push ended with code %d", code)

@@ -99,11 +99,10 @@ func New(cfg Config, rep Reporter, logger log.Logger) *Server {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
-	cl := []string{"node"}
 	return &Server{cfg: cfg, rep: rep, logger: logger, pulls: map[string]*pull{},
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: 10 * time.Second}},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_edge_requests_total",
-			Help: "Play requests by node, protocol and status.", ConstLabels: nil}, append(cl, "protocol", "status")),
+			Help: "Play requests by protocol and status.", ConstLabels: prometheus.Labels{"node": cfg.Node}}, []string{"protocol", "status"}),
 		viewers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lastmile_edge_viewers",
 			Help: "HTTP-FLV viewers being served.", ConstLabels: prometheus.Labels{"node": cfg.Node}}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_edge_bytes_sent_total",
@@ -340,7 +339,7 @@ func (e *Server) log(a *access) {
 		ev["error"] = a.err
 	}
 	e.rep.Log(ev)
-	e.requests.WithLabelValues(e.cfg.Node, a.protocol, fmt.Sprint(a.status)).Inc()
+	e.requests.WithLabelValues(a.protocol, fmt.Sprint(a.status)).Inc()
 }
 
 // splitName turns "room1_720p" into ("room1", "720p") and "room1" into

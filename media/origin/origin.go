@@ -41,6 +41,9 @@ type Config struct {
 	Renditions []scheduler.Rendition
 	StatsEvery time.Duration // default 5s
 	Stream     stream.Options
+	// Transcode is "synthetic" (default) or "ffmpeg" (a real x264 encode
+	// per rendition; see transcode.FFmpeg).
+	Transcode string
 }
 
 // Server is one origin node.
@@ -282,6 +285,20 @@ func (o *Server) startWorker(src *live, r scheduler.Rendition) {
 func (o *Server) transcode(src, w *live, r scheduler.Rendition) error {
 	v := src.hub.Subscribe(0)
 	defer v.Close()
+	if o.cfg.Transcode == "ffmpeg" {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ff := &transcode.FFmpeg{BitrateKbps: r.BitrateKbps, Width: r.Width, Height: r.Height, AudioOnly: r.AudioOnly}
+		return ff.Run(ctx, v.Reader(ctx), func(t *flv.Tag) error {
+			if f := o.fault(w.name); f.Fail {
+				return errors.New("transcode worker failed")
+			} else if f.Lag > 0 && t.IsVideo() {
+				time.Sleep(f.Lag)
+			}
+			w.hub.Write(t)
+			return nil
+		})
+	}
 	rd := flv.NewReader(v.Reader(context.Background()))
 	if _, err := rd.ReadHeader(); err != nil {
 		return err

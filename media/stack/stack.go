@@ -89,7 +89,7 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 
 	// Origin.
 	s.Origin = origin.New(origin.Config{RTMPListen: top.Origin.RTMP, HTTPListen: top.Origin.HTTP, Node: top.Origin.Node,
-		Region: top.Origin.Region, Renditions: top.Scheduler.Renditions}, rep, log.With(logger, "role", "origin"))
+		Region: top.Origin.Region, Renditions: top.Scheduler.Renditions, Transcode: top.Origin.Transcode}, rep, log.With(logger, "role", "origin"))
 	mux := http.NewServeMux()
 	rtmpAddr, httpAddr, err := s.Origin.Start(mux)
 	if err != nil {
@@ -122,6 +122,7 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 		if err != nil {
 			return nil, err
 		}
+		reg(srv.Collectors()...)
 		port := addr.(*net.TCPAddr).Port
 		setEdgePort(&s.Top, node, port)
 		s.DNS.SetRecord(e.Host, edgeIP)

@@ -29,6 +29,8 @@ type Topology struct {
 	// DNSListen is the UDP address of the stack's DNS server, which
 	// resolves every edge host to EdgeIP.
 	DNSListen string `yaml:"dns_listen"`
+	// DNSHTTP serves the DNS role's /metrics and /healthz when it runs alone.
+	DNSHTTP string `yaml:"dns_http"`
 	// EdgeIP is the address the edge hosts resolve to and edges bind.
 	EdgeIP string `yaml:"edge_ip"`
 	Ingest Ingest `yaml:"ingest"`
@@ -141,6 +143,7 @@ func Default() Topology {
 		},
 		SchedulerListen: "127.0.0.1:7000",
 		DNSListen:       "127.0.0.1:7053",
+		DNSHTTP:         "127.0.0.1:7054",
 		EdgeIP:          "127.0.0.1",
 		Ingest:          Ingest{Listen: "127.0.0.1:1935", HTTP: "127.0.0.1:7010", Node: "ingest-1", Region: "north"},
 		Origin:          Origin{RTMP: "127.0.0.1:1936", HTTP: "127.0.0.1:7020", Node: "origin-1", Region: "north", Transcode: "synthetic"},
