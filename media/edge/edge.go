@@ -75,6 +75,7 @@ type Server struct {
 	mu    sync.Mutex
 	pulls map[string]*pull
 	ln    net.Listener
+	addr  string
 	srv   *http.Server
 	fault Fault
 
@@ -140,6 +141,7 @@ func (e *Server) Start(mux *http.ServeMux) (net.Addr, error) {
 	mux.Handle("/live/", e.Handler())
 	e.mu.Lock()
 	e.ln = ln
+	e.addr = ln.Addr().String() // refusing and healing listen again here, even for port 0
 	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	srv := e.srv
 	e.mu.Unlock()
@@ -175,9 +177,9 @@ func (e *Server) SetFault(f Fault) error {
 		e.ln.Close()
 		e.ln = nil
 	case !f.Refuse && was && e.srv != nil:
-		ln, err := net.Listen("tcp", e.cfg.Listen)
+		ln, err := net.Listen("tcp", e.addr)
 		if err != nil {
-			return fmt.Errorf("edge %s: listen again %s: %w", e.cfg.Node, e.cfg.Listen, err)
+			return fmt.Errorf("edge %s: listen again %s: %w", e.cfg.Node, e.addr, err)
 		}
 		e.ln = ln
 		go e.srv.Serve(ln)

@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-qoe/lastmile/media/edge"
 	"github.com/lastmile-qoe/lastmile/media/report"
 	"github.com/lastmile-qoe/lastmile/media/scheduler"
 	"github.com/lastmile-qoe/lastmile/media/topology"
@@ -139,3 +141,94 @@ func portOf(raw string) string {
 	u, _ := url.Parse(raw)
 	return u.Port()
 }
+
+// TestEdgePullsOnce: the first viewer of a stream makes the edge pull it
+// from the origin (a cache miss with back_to_source_ms); viewers after it
+// share that pull (cache hits); a refusing edge refuses connections, and
+// heals.
+func TestEdgePullsOnce(t *testing.T) {
+	rep := &capture{}
+	st, err := Start(context.Background(), testTopology(), rep, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := st.WaitLive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var sd scheduler.StreamData
+	resp, err := http.Get(st.SchedURL + "/v1/schedule?room=room1&region=south&device_id=d7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&sd)
+	resp.Body.Close()
+	line := sd.Renditions[0].Main
+	u, _ := url.Parse(line.URLs["flv"])
+	u.Host = "127.0.0.1:" + u.Port()
+	play := func(sid string) *http.Response {
+		q := u.Query()
+		q.Set("CMCD", `sid="`+sid+`"`)
+		uu := *u
+		uu.RawQuery = q.Encode()
+		resp, err := http.Get(uu.String())
+		if err != nil {
+			t.Fatalf("play %s: %v", sid, err)
+		}
+		buf := make([]byte, 4096)
+		if _, err := resp.Body.Read(buf); err != nil {
+			t.Fatalf("play %s: %v", sid, err)
+		}
+		return resp
+	}
+	first := play("s-first")
+	if got := first.Header.Get("X-Cache"); got != "MISS" {
+		t.Errorf("first viewer X-Cache = %q, want MISS", got)
+	}
+	var later []*http.Response
+	for i := 0; i < 5; i++ {
+		r := play(fmt.Sprintf("s-later-%d", i))
+		if got := r.Header.Get("X-Cache"); got != "HIT" {
+			t.Errorf("viewer %d X-Cache = %q, want HIT", i+2, got)
+		}
+		later = append(later, r)
+	}
+	first.Body.Close()
+	for _, r := range later {
+		r.Body.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+	pulls := 0
+	rep.mu.Lock()
+	for _, ev := range rep.evs {
+		if ev["log_type"] != "edge_access" || ev["node_id"] != line.Node {
+			continue
+		}
+		if ev["cache_hit"] == false {
+			pulls++
+			if _, ok := ev["back_to_source_ms"]; !ok || ev["session_id"] != "s-first" {
+				t.Errorf("the miss is %v, want s-first with back_to_source_ms", ev)
+			}
+		}
+	}
+	rep.mu.Unlock()
+	if pulls != 1 {
+		t.Errorf("%d cache misses at %s, want 1 (only the first viewer pulls)", pulls, line.Node)
+	}
+
+	edge := st.Edges[line.Node]
+	if err := edge.SetFault(edgeFault(true)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(u.String()); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("refusing edge: err = %v, want connection refused", err)
+	}
+	if err := edge.SetFault(edgeFault(false)); err != nil {
+		t.Fatal(err)
+	}
+	play("s-healed").Body.Close()
+}
+
+func edgeFault(refuse bool) edge.Fault { return edge.Fault{Refuse: refuse} }
