@@ -36,7 +36,8 @@ Commands:
   query       the read API only: trace search, QoE metrics, SQL (no Kafka needed)
   trace       print one device's, user's or session's timeline from the query API
   metrics     print a QoE metric as a table from the query API
-  media       the instrumented streaming stack: lastmile media up | ingest | origin | edge | ...
+  media       the instrumented streaming stack: lastmile media up | ingest | origin | edge | scenario | ...
+  demo        the pipeline, a streaming stack and a scenario with real faults, in one command
   version     print the version
 
 Run 'lastmile <command> -h' for the flags of a command.
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return metricsMain(rest, stdout, stderr)
 	case "media":
 		return mediaMain(rest, stdout, stderr)
+	case "demo":
+		return demoMain(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2

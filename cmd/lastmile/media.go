@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,6 +59,9 @@ func mediaMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	role, rest := args[0], args[1:]
+	if role == "scenario" {
+		return mediaScenarioMain(rest, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("lastmile media "+role, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "topology `FILE` (YAML, see docs/media.md); default: the built-in topology")
@@ -325,4 +329,37 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 func withFlags(mf mediaFlags, node, room, pushURL, schedURL string) mediaFlags {
 	mf.node, mf.room, mf.pushURL, mf.schedURL = node, room, pushURL, schedURL
 	return mf
+}
+
+func mediaScenarioMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("lastmile media scenario", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scen := fs.String("scenario", "baseline", "built-in scenario `NAME` or a scenario FILE")
+	collector := fs.String("collector", "http://127.0.0.1:8080", "collector base `URL`")
+	key := fs.String("app-key", "dev-key", "collector app key")
+	labels := fs.String("labels", "labels.json", "labels `FILE` to write (the ground truth, JSON)")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	sc, logger, err := scenarioSetup(*scen, *logLevel, "media-scenario", stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "lastmile media scenario:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "scenario %s: %s (%s)\n", sc.Name, sc.Description, sc.Duration)
+	_, rs, err := runScenario(ctx, sc, strings.TrimRight(*collector, "/"), *key, *labels, stdout, logger, func(st *stack.Stack, _, _ []string) {
+		fmt.Fprintf(stdout, "streaming: scheduler %s\n", st.SchedURL)
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "lastmile media scenario:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "scenario %s done: %d events sent, %d dropped, %d rejected; labels in %s\n", sc.Name, rs.Sent, rs.Dropped, rs.Rejected, *labels)
+	return 0
 }

@@ -54,9 +54,10 @@ type Server struct {
 	rtmp   *rtmp.Server
 	http   *http.Server
 
-	mu      sync.Mutex
-	streams map[string]*live // by stream name: room, room_<rendition>
-	faults  map[string]TranscodeFault
+	mu          sync.Mutex
+	streams     map[string]*live // by stream name: room, room_<rendition>
+	faults      map[string]TranscodeFault
+	unreachable map[string]bool // rooms whose pulls are refused and cut
 
 	pulls   *prometheus.CounterVec
 	streamG prometheus.Gauge
@@ -90,7 +91,7 @@ func New(cfg Config, rep Reporter, logger log.Logger) *Server {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
-	o := &Server{cfg: cfg, rep: rep, logger: logger, streams: map[string]*live{}, faults: map[string]TranscodeFault{},
+	o := &Server{cfg: cfg, rep: rep, logger: logger, streams: map[string]*live{}, faults: map[string]TranscodeFault{}, unreachable: map[string]bool{},
 		pulls:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_origin_pulls_total", Help: "HTTP-FLV pulls by outcome."}, []string{"outcome"}),
 		streamG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lastmile_origin_streams", Help: "Streams held, renditions included."}),
 	}
@@ -152,6 +153,24 @@ func (o *Server) fault(name string) TranscodeFault {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.faults[name]
+}
+
+// SetUnreachable makes the origin unreachable for rooms (every rendition):
+// edges' pulls are cut and new ones answered 503 until it is cleared with
+// SetUnreachable(nil). The streams stay live at the origin.
+func (o *Server) SetUnreachable(rooms []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.unreachable = map[string]bool{}
+	for _, r := range rooms {
+		o.unreachable[r] = true
+	}
+}
+
+func (o *Server) isUnreachable(room string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.unreachable[room]
 }
 
 // LoseStream cuts room's source as if its relay died: viewers and workers
@@ -274,7 +293,21 @@ func (o *Server) startWorker(src *live, r scheduler.Rendition) {
 			w.errText.Store(err.Error())
 			w.hub.Close(err)
 			level.Warn(o.logger).Log("msg", "transcode failed", "stream", name, "err", err)
-			return
+			o.logTranscode(w, nil)
+			// A failed worker is restarted, as a supervisor would, once its
+			// fault is cleared and while the source is still live.
+			for {
+				select {
+				case <-src.done:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				if !o.fault(name).Fail {
+					level.Info(o.logger).Log("msg", "transcode worker restarted", "stream", name)
+					go o.startWorker(src, r)
+					return
+				}
+			}
 		}
 		w.status.Store("stopped")
 		w.hub.Close(io.EOF)
@@ -348,6 +381,11 @@ func (o *Server) servePull(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "stream "+name+" is not live on this origin", http.StatusNotFound)
 		return
 	}
+	if o.isUnreachable(l.room) {
+		o.pulls.WithLabelValues("unreachable").Inc()
+		http.Error(w, "origin unreachable for "+name+" (fault)", http.StatusServiceUnavailable)
+		return
+	}
 	o.pulls.WithLabelValues("ok").Inc()
 	l.pulls.Add(1)
 	defer l.pulls.Add(-1)
@@ -372,6 +410,9 @@ func (o *Server) servePull(w http.ResponseWriter, r *http.Request) {
 		}
 		if fl != nil {
 			fl.Flush()
+		}
+		if o.isUnreachable(l.room) {
+			return // the fault cuts pulls in progress too
 		}
 	}
 }

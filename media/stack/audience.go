@@ -39,9 +39,10 @@ func (s *Stack) Audience() []Viewer {
 			SchedulerURL: s.SchedURL, Room: room, DeviceID: "dev-" + id, UserID: "user-" + id,
 			Region: pick(p.Regions, "north"), ISP: pick(p.ISPs, "isp-a"), AppVersion: pick(p.AppVersions, "5.2.0"),
 			OS: pick(p.OSes, "android"), Network: pick(p.Networks, "wifi"), Format: p.Format,
-			Rendition: s.pickRendition(rng), Resolver: dns.Resolver(s.DNSAddr.String()), Reporter: s.Rep,
+			Rendition: s.pickRendition(rng), Reporter: s.Rep,
 			Duration: p.Watch, HeartbeatEvery: 10 * time.Second,
 		}
+		cfg.Resolver = dns.Resolver(s.ResolverAddr(cfg.ISP))
 		if cfg.Format == "" {
 			cfg.Format = player.FormatFLV
 			if rng.Float64() < 0.3 {
@@ -81,9 +82,16 @@ func (s *Stack) pickRendition(rng *rand.Rand) string {
 // (or ctx ended and they stopped early). progress, when not nil, is called
 // after each play with the result.
 func (s *Stack) RunAudience(ctx context.Context, progress func(Viewer, player.Result)) {
+	s.RunViewers(ctx, s.Audience(), progress)
+}
+
+// RunViewers plays viewers, each at its arrival time, and returns when all
+// stopped. Scenarios plan the audience with Audience, change some viewers'
+// configs (a fault's cohort), then run them here.
+func (s *Stack) RunViewers(ctx context.Context, viewers []Viewer, progress func(Viewer, player.Result)) {
 	start := time.Now()
 	var wg sync.WaitGroup
-	for _, v := range s.Audience() {
+	for _, v := range viewers {
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Until(start.Add(v.At))):

@@ -39,8 +39,12 @@ type Stack struct {
 	logger log.Logger
 	Reg    *prometheus.Registry
 
-	DNS        *dns.Server
-	DNSAddr    net.Addr
+	DNS     *dns.Server
+	DNSAddr net.Addr
+	// ISPDNS are the resolvers of each ISP of the audience (players of an
+	// ISP resolve through its own), so DNS faults can hit one ISP.
+	ISPDNS     map[string]*dns.Server
+	ispDNSAddr map[string]string
 	Scheduler  *scheduler.Service
 	SchedURL   string
 	Ingest     *ingest.Server
@@ -130,6 +134,18 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 	if s.DNSAddr, err = s.DNS.Start(top.DNSListen); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
+	s.ISPDNS, s.ispDNSAddr = map[string]*dns.Server{}, map[string]string{}
+	for _, isp := range top.Players.ISPs {
+		d := &dns.Server{Records: map[string][]net.IP{}, Logger: logger}
+		for _, e := range s.Top.Edges() {
+			d.SetRecord(e.Host, edgeIP)
+		}
+		addr, err := d.Start("127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("dns of %s: %w", isp, err)
+		}
+		s.ISPDNS[isp], s.ispDNSAddr[isp] = d, addr.String()
+	}
 	reg(s.DNS.Collectors()...)
 
 	// Scheduler, with the real ports.
@@ -218,7 +234,18 @@ func (s *Stack) Close(ctx context.Context) error {
 	if s.DNS != nil {
 		s.DNS.Close()
 	}
+	for _, d := range s.ISPDNS {
+		d.Close()
+	}
 	return errors.Join(errs...)
+}
+
+// ResolverAddr is the DNS server players of isp use.
+func (s *Stack) ResolverAddr(isp string) string {
+	if a, ok := s.ispDNSAddr[isp]; ok {
+		return a
+	}
+	return s.DNSAddr.String()
 }
 
 func edgeByNode(t *topology.Topology, node string) topology.EdgeNode {
