@@ -215,6 +215,10 @@ func demoMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lastmile demo:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "scenario %s done: %d events sent, %d dropped, %d rejected; labels in %s\n", sc.Name, rs.Sent, rs.Dropped, rs.Rejected, lp)
+	verb := "done"
+	if ctx.Err() != nil {
+		verb = "stopped (Ctrl-C)"
+	}
+	fmt.Fprintf(stdout, "scenario %s %s: %d events sent, %d dropped, %d rejected; labels in %s\n", sc.Name, verb, rs.Sent, rs.Dropped, rs.Rejected, lp)
 	return 0
 }

@@ -360,6 +360,10 @@ func mediaScenarioMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lastmile media scenario:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "scenario %s done: %d events sent, %d dropped, %d rejected; labels in %s\n", sc.Name, rs.Sent, rs.Dropped, rs.Rejected, *labels)
+	verb := "done"
+	if ctx.Err() != nil {
+		verb = "stopped (Ctrl-C)"
+	}
+	fmt.Fprintf(stdout, "scenario %s %s: %d events sent, %d dropped, %d rejected; labels in %s\n", sc.Name, verb, rs.Sent, rs.Dropped, rs.Rejected, *labels)
 	return 0
 }

@@ -339,7 +339,14 @@ func Run(ctx context.Context, sc *Scenario, st *stack.Stack, labelsPath string, 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		st.RunViewers(ctx, wrapCount(viewers, &mu, &started, &playing), nil)
+		// playing = sessions started − sessions over: a session may log
+		// several play_stops (one per failed attempt), so ends are counted
+		// when the player returns.
+		st.RunViewers(ctx, wrapCount(viewers, &mu, &started, &playing), func(stack.Viewer, player.Result) {
+			mu.Lock()
+			playing--
+			mu.Unlock()
+		})
 	})
 	for i := range sc.Faults {
 		f := sc.Faults[i]
@@ -394,8 +401,7 @@ func Run(ctx context.Context, sc *Scenario, st *stack.Stack, labelsPath string, 
 	return labels, nil
 }
 
-// wrapCount counts started and playing viewers through their reporters'
-// play_start and play_stop.
+// wrapCount counts the sessions that started (their first play_start).
 func wrapCount(vs []stack.Viewer, mu *sync.Mutex, started, playing *int64) []stack.Viewer {
 	out := make([]stack.Viewer, len(vs))
 	for i, v := range vs {
@@ -420,10 +426,6 @@ func (c counting) Log(ev report.Event) {
 			*c.started++
 			*c.playing++
 		}
-		c.mu.Unlock()
-	case "play_stop":
-		c.mu.Lock()
-		*c.playing--
 		c.mu.Unlock()
 	}
 	if c.next != nil {
