@@ -123,7 +123,9 @@ func benchMakeBatches(n, size int, ts int64) ([]*benchBatch, map[string]int64, f
 //
 // Environment: LASTMILE_BENCH_EVENTS (N, default 1,000,000),
 // LASTMILE_BENCH_RATE and LASTMILE_BENCH_SECONDS (sustained phase, default
-// 100,000 events/s for 30 s), LASTMILE_BENCH_POSTERS (concurrent posters, 8).
+// 100,000 events/s for 30 s), LASTMILE_BENCH_POSTERS (concurrent posters, 8),
+// LASTMILE_BENCH_RUN_ARGS (extra flags of the whole-path `lastmile run`),
+// LASTMILE_BENCH_PPROF (a CPU profile of the sustained phase to this file).
 //
 //	make bench
 //	LASTMILE_BENCH_EVENTS=200000 LASTMILE_BIN=$PWD/bin/lastmile go test -run '^TestBenchPipeline$' -count=1 -timeout 60m -v ./e2e -bench-pipeline
@@ -316,7 +318,7 @@ func benchCollectorAndProcessor(t *testing.T, r *benchReport, dir string, batche
 // then the sustained-rate phase with probes.
 func benchWholePath(t *testing.T, r *benchReport, dir string, batches []*benchBatch) {
 	n := r.cfg.events
-	p := start(t, "run", filepath.Join(dir, "run"), "--kafka-listen", "127.0.0.1:0")
+	p := start(t, "run", filepath.Join(dir, "run"), append([]string{"--kafka-listen", "127.0.0.1:0"}, benchRunArgs()...)...)
 	rss := sampleProc(p.pid())
 	cpu := markCPU([]string{"lastmile run"}, p.pid())
 
@@ -1151,3 +1153,8 @@ func benchProfile(t *testing.T, p *proc, dur time.Duration) <-chan struct{} {
 	}()
 	return done
 }
+
+// benchRunArgs are extra flags for the benchmarked `lastmile run`, from
+// LASTMILE_BENCH_RUN_ARGS (space-separated), to try settings such as
+// --partitions 16 without editing the benchmark.
+func benchRunArgs() []string { return strings.Fields(os.Getenv("LASTMILE_BENCH_RUN_ARGS")) }

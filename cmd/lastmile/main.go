@@ -97,7 +97,7 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.KeysFile, "keys", "", "app keys `FILE` (YAML: keys: {KEY: APP_ID}); without it only the development key dev-key is accepted")
 	fs.StringVar(&o.SamplingFile, "sampling", "", "sampling config `FILE` (YAML: seed, default_rate, rates per log_type); default keeps everything")
 	fs.IntVar(&o.RetentionDays, "retention-days", 30, "how long events are kept in Kafka and ClickHouse")
-	fs.IntVar(&o.Partitions, "partitions", 4, "partitions of each topic lastmile creates")
+	fs.IntVar(&o.Partitions, "partitions", 1, "partitions of each topic lastmile creates (raise it to spread topics over several processor replicas)")
 	fs.StringVar(&o.QueryToken, "query-token", os.Getenv("LASTMILE_QUERY_TOKEN"), "bearer token of the read API (default: $LASTMILE_QUERY_TOKEN, else a random one in DATA/query-token)")
 	fs.IntVar(&o.BatchRows, "batch-rows", 0, "processor: most rows per insert (default 100000)")
 	fs.DurationVar(&o.FlushInterval, "flush-interval", 0, "processor: longest a row waits for its batch (default 500ms)")

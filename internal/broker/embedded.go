@@ -22,7 +22,7 @@ const (
 	DefaultAddr                   = "127.0.0.1:9092"
 	DefaultRetention              = 72 * time.Hour
 	DefaultRetentionBytes         = 1 << 30 // per partition
-	DefaultPartitions             = 4
+	DefaultPartitions             = 1
 	DefaultRetentionCheckInterval = 5 * time.Minute
 
 	// portFile remembers the port chosen for Addr ":0", so that clients
