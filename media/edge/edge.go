@@ -282,6 +282,7 @@ func (e *Server) runPull(ctx context.Context, p *pull) {
 		fail(fmt.Errorf("back to source: %w", err))
 		return
 	}
+	ready := false
 	for {
 		t, err := rd.ReadTag()
 		if err != nil {
@@ -294,16 +295,14 @@ func (e *Server) runPull(ctx context.Context, p *pull) {
 			return
 		}
 		p.hub.Write(&t)
-		if t.IsKeyframe() && !t.IsSequenceHeader() || (t.IsAudio() && !t.IsSequenceHeader() && p.audioOnlyHint()) {
+		// Ready once the hub holds a point a viewer can start from: a
+		// keyframe, or audio in a stream without video (the audio-only
+		// rendition). Checked until then only.
+		if !ready && p.hub.Stats().CachedGOPs > 0 {
+			ready = true
 			readyOnce()
 		}
 	}
-}
-
-// audioOnlyHint: streams without video (the audio rendition) are ready at
-// their first audio frame.
-func (p *pull) audioOnlyHint() bool {
-	return strings.HasSuffix(p.name, "_audio")
 }
 
 // access is one request's edge_access record.

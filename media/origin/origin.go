@@ -420,7 +420,7 @@ func (o *Server) servePull(w http.ResponseWriter, r *http.Request) {
 func (o *Server) statsLoop(l *live) {
 	tk := time.NewTicker(o.cfg.StatsEvery)
 	defer tk.Stop()
-	last, lastBytes, lastTags := time.Now(), int64(0), int64(0)
+	last, lastBytes, lastFrames := time.Now(), int64(0), int64(0)
 	for {
 		select {
 		case <-l.done:
@@ -430,24 +430,17 @@ func (o *Server) statsLoop(l *live) {
 			secs := now.Sub(last).Seconds()
 			rate := map[string]any{
 				"bitrate_kbps": float64(st.BytesIn-lastBytes) * 8 / 1000 / secs,
-				"fps":          float64(st.TagsIn-lastTags) / secs / 2, // ≈ video tags: about half the tags are audio
+				"fps":          float64(st.FramesIn-lastFrames) / secs,
 			}
-			last, lastBytes, lastTags = now, st.BytesIn, st.TagsIn
+			last, lastBytes, lastFrames = now, st.BytesIn, st.FramesIn
 			if l.rendition == scheduler.SourceRendition {
-				rate["gop_cache_ms"] = cacheMs(st)
+				rate["gop_cache_ms"] = st.CacheSpan.Milliseconds()
 				o.logStream(l, "stats", rate)
 			} else {
 				o.logTranscode(l, rate)
 			}
 		}
 	}
-}
-
-func cacheMs(st stream.Stats) int64 {
-	if st.CachedGOPs == 0 {
-		return 0
-	}
-	return int64(st.CachedGOPs) * 1000 // the sample's GOP is 1 s; a good-enough estimate for logs
 }
 
 func (o *Server) base(l *live, logType string) report.Event {

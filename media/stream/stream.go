@@ -173,6 +173,7 @@ type Stream struct {
 
 	viewers      atomic.Int64
 	tagsIn       atomic.Int64
+	framesIn     atomic.Int64
 	bytesIn      atomic.Int64
 	rejected     atomic.Int64
 	droppedTags  atomic.Int64
@@ -297,6 +298,9 @@ func (s *Stream) Write(t *flv.Tag) {
 	s.head.Store(seq + 1)
 	s.total.Store(newTotal)
 	s.tagsIn.Add(1)
+	if e.flags&fFrame != 0 {
+		s.framesIn.Add(1)
+	}
 	s.bytesIn.Add(int64(len(e.buf)))
 	if wake {
 		s.lastWake = t.Time
@@ -377,13 +381,17 @@ type Stats struct {
 	Name         string
 	Viewers      int   // open viewers
 	TagsIn       int64 // tags written
+	FramesIn     int64 // video pictures written (frame rate = its rate)
 	BytesIn      int64 // FLV bytes written (tag headers included)
 	Rejected     int64 // tags ignored: unknown type or too large
 	HasKeyframe  bool
 	LastKeyframe time.Duration // stream timestamp of the newest keyframe
 	LastKeyAt    time.Time     // when it was written
 	CachedGOPs   int
-	CacheTags    int   // tags from the oldest cached keyframe on
+	CacheTags    int // tags from the oldest cached keyframe on
+	// CacheSpan is the media time from the oldest cached keyframe to the
+	// newest tag: how much a quick start can hand out.
+	CacheSpan    time.Duration
 	CacheBytes   int64 // their FLV bytes
 	RingBytes    int64 // bytes held for viewers, cache included
 	DroppedTags  int64 // over all viewers, closed ones included
@@ -399,6 +407,7 @@ func (s *Stream) Stats() Stats {
 		Name:         s.name,
 		Viewers:      int(s.viewers.Load()),
 		TagsIn:       s.tagsIn.Load(),
+		FramesIn:     s.framesIn.Load(),
 		BytesIn:      s.bytesIn.Load(),
 		Rejected:     s.rejected.Load(),
 		CachedGOPs:   len(s.keys),
@@ -416,6 +425,9 @@ func (s *Stream) Stats() Stats {
 		if e := r.get(s.keys[0]); e != nil {
 			st.CacheTags = int(head - e.seq)
 			st.CacheBytes = int64(total - e.off)
+			if last := r.get(head - 1); last != nil && last.time >= e.time {
+				st.CacheSpan = time.Duration(last.time-e.time) * time.Millisecond
+			}
 		}
 	}
 	if e := r.get(s.tail); e != nil {

@@ -803,3 +803,25 @@ func benchFanout(b *testing.B, n int) {
 	b.ReportMetric(perFrame, "cpu-ns/frame")
 	b.ReportMetric(perFrame*25/1e9, "cores@25fps")
 }
+
+// TestStatsFramesAndCacheSpan: frames count video pictures only, and the
+// cache span runs from the oldest cached keyframe to the newest tag.
+func TestStatsFramesAndCacheSpan(t *testing.T) {
+	s := New("t", Options{CacheGOPs: 2})
+	for ms := uint32(0); ms <= 3960; ms += 40 {
+		ft := byte(0x27) // inter frame, AVC
+		if ms%1000 == 0 {
+			ft = 0x17 // keyframe
+		}
+		s.Write(&flv.Tag{Type: flv.TagVideo, Time: ms, Data: []byte{ft, 1, 0, 0, 0, 0, 0, 0, 1, 0x65}})
+		s.Write(&flv.Tag{Type: flv.TagAudio, Time: ms, Data: []byte{0xaf, 1, 0x21}})
+	}
+	st := s.Stats()
+	if st.FramesIn != 100 || st.TagsIn != 200 {
+		t.Errorf("FramesIn %d of TagsIn %d, want 100 of 200", st.FramesIn, st.TagsIn)
+	}
+	// Keyframes at 0..3000 ms; two GOPs cached: from 2000 to the newest tag at 3960.
+	if st.CacheSpan != 1960*time.Millisecond {
+		t.Errorf("CacheSpan %s, want 1.96s", st.CacheSpan)
+	}
+}
