@@ -91,3 +91,23 @@ func apiGet(u, token string) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("the query API answered %s: %s", resp.Status, msg)
 }
+
+// getAnswer calls the read API for a CLI command and decodes the JSON
+// answer into out (what names it in errors); with raw, it copies the answer
+// to stdout instead. done says the command is finished, with exit code.
+func getAnswer(cmd, addr, token, dataDir, path string, q url.Values, raw bool, stdout, stderr io.Writer, what string, out any) (done bool, code int) {
+	body, base, code, err := callAPI(addr, token, dataDir, path, q)
+	if err != nil {
+		fmt.Fprintf(stderr, "lastmile %s: %v\n", cmd, err)
+		return true, code
+	}
+	if raw {
+		stdout.Write(body)
+		return true, 0
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		fmt.Fprintf(stderr, "lastmile %s: the answer of %s is not %s: %v\n", cmd, base, what, err)
+		return true, 1
+	}
+	return false, 0
+}

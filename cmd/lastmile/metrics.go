@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -92,19 +91,9 @@ Flags:
 	if *limit > 0 {
 		q.Set("limit", strconv.Itoa(*limit))
 	}
-	body, base, code, err := callAPI(*addr, *token, *dataDir, "/api/v1/metrics", q)
-	if err != nil {
-		fmt.Fprintln(stderr, "lastmile metrics:", err)
-		return code
-	}
-	if *asJSON {
-		stdout.Write(body)
-		return 0
-	}
 	var ans query.MetricsAnswer
-	if err := json.Unmarshal(body, &ans); err != nil {
-		fmt.Fprintf(stderr, "lastmile metrics: the answer of %s is not a metric: %v\n", base, err)
-		return 1
+	if done, code := getAnswer("metrics", *addr, *token, *dataDir, "/api/v1/metrics", q, *asJSON, stdout, stderr, "a metric", &ans); done {
+		return code
 	}
 	loc := time.Local
 	if *utc {

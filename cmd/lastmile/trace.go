@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -80,19 +79,9 @@ Flags:
 	if *limit > 0 {
 		q.Set("limit", fmt.Sprint(*limit))
 	}
-	body, base, code, err := callAPI(*addr, *token, *dataDir, "/api/v1/trace", q)
-	if err != nil {
-		fmt.Fprintln(stderr, "lastmile trace:", err)
-		return code
-	}
-	if *asJSON {
-		stdout.Write(body)
-		return 0
-	}
 	var res query.TraceResponse
-	if err := json.Unmarshal(body, &res); err != nil {
-		fmt.Fprintf(stderr, "lastmile trace: the answer of %s is not a trace: %v\n", base, err)
-		return 1
+	if done, code := getAnswer("trace", *addr, *token, *dataDir, "/api/v1/trace", q, *asJSON, stdout, stderr, "a trace", &res); done {
+		return code
 	}
 	loc := time.Local
 	if *utc {
