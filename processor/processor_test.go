@@ -249,7 +249,8 @@ func BenchmarkRowBuilder(b *testing.B) {
 var flatjsonParse = flatjson.ParseObject
 
 // TestMigrationsApplied: every checked-in migration is applied once, a rerun
-// applies nothing, and 0003's merge policy is on the events table.
+// applies nothing, and 0003's merge policy and 0004's compact parts are on
+// the events table.
 func TestMigrationsApplied(t *testing.T) {
 	st := sharedStore(t)
 	ctx := context.Background()
@@ -272,7 +273,8 @@ func TestMigrationsApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"merge_selector_base = 50", "max_parts_to_merge_at_once = 30", "ttl_only_drop_parts = 1"} {
+	for _, want := range []string{"merge_selector_base = 50", "max_parts_to_merge_at_once = 30", "ttl_only_drop_parts = 1",
+		"min_rows_for_wide_part = 1000000000000"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("events table lacks %q:\n%s", want, out)
 		}

@@ -348,7 +348,8 @@ type tracePageSession struct {
 	Devices    []string `json:"devices"`
 	Push       int      `json:"push"`
 
-	out *TraceSession
+	out  *TraceSession
+	user bool // pageFromRows: an event of it carries the user_id looked up
 }
 
 // trace runs the lookup: the sessions query, then the client, edge and

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -793,7 +794,13 @@ func TestTraceReadsFewGranules(t *testing.T) {
 			// or the list of sessions (the others).
 			first := sessionsSQL(req)
 			if client != nil {
-				first = directSQL(req)
+				var devices []string
+				if c.by == "user_id" {
+					if devices, err = srv.traceUserDevices(ctx, req); err != nil {
+						t.Fatal(err)
+					}
+				}
+				first = directSQL(req, devices)
 			}
 			sr, total := explainGranules(t, st, first)
 			var fr [fetchKinds]int
@@ -817,18 +824,22 @@ func TestTraceReadsFewGranules(t *testing.T) {
 			t.Logf("%-10s %-7s granules of %d: first %2d, client %2d, edge %2d, stream %2d, rejected %d; %2d sessions, %4d events, %s per lookup",
 				c.by, app, total, sr, fr[fetchClient], fr[fetchEdge], fr[fetchStream], rr, len(res.Sessions), evs, per.Round(100*time.Microsecond))
 			// A device's, session's or stream's rows sit in one or two
-			// granules; the bloom filters let a few false positives and the
-			// boundaries between apps through. A full scan would be total.
-			limit, firstLimit := 12, 12
+			// granules; the bloom filters (each over 8 granules) let a few
+			// false positives and the boundaries between apps through. A
+			// full scan would be total. Limits are in rows (granules of
+			// schemas.EventsGranularity rows).
+			const g = 8192
+			limit, firstLimit := 12*g, 12*g
 			if c.by == "room_id" || c.by == "stream_id" {
 				// A room's viewers are spread over the table: one or two
 				// granules each (all of them for the list of sessions,
 				// the page's for the events).
-				limit, firstLimit = 2*req.Limit, 2*b.devices/b.streams
+				limit, firstLimit = 2*req.Limit*g, 2*b.devices/b.streams*g
 			}
-			if sr > firstLimit || fr[fetchClient] > limit || fr[fetchEdge] > limit || fr[fetchStream] > limit {
-				t.Errorf("%s=%s app=%q reads too much: first query %d (want ≤ %d), fetches %v (want ≤ %d each) granules of %d",
-					c.by, c.id, app, sr, firstLimit, fr, limit, total)
+			rows := func(granules int) int { return granules * schemas.EventsGranularity }
+			if rows(sr) > firstLimit || rows(slices.Max(fr[:])) > limit {
+				t.Errorf("%s=%s app=%q reads too much: first query %d rows (want ≤ %d), fetches %v granules of %d rows (want ≤ %d rows each); the table has %d granules",
+					c.by, c.id, app, rows(sr), firstLimit, fr, schemas.EventsGranularity, limit, total)
 			}
 		}
 	}

@@ -79,17 +79,17 @@ CREATE TABLE IF NOT EXISTS events
     trace_key String,
     kafka_partition UInt32,
     kafka_offset Int64,
-    INDEX idx_device_id device_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_user_id user_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_session_id session_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_stream_id stream_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_room_id room_id TYPE bloom_filter(0.01) GRANULARITY 1
+    INDEX idx_device_id device_id TYPE bloom_filter(0.01) GRANULARITY 8,
+    INDEX idx_user_id user_id TYPE bloom_filter(0.01) GRANULARITY 8,
+    INDEX idx_session_id session_id TYPE bloom_filter(0.01) GRANULARITY 8,
+    INDEX idx_stream_id stream_id TYPE bloom_filter(0.01) GRANULARITY 8,
+    INDEX idx_room_id room_id TYPE bloom_filter(0.01) GRANULARITY 8
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (app_id, trace_key, ts, event_id)
 TTL toDateTime(ts) + INTERVAL {ttl_days} DAY
-SETTINGS non_replicated_deduplication_window = 10000, min_rows_for_wide_part = 1000000, min_bytes_for_wide_part = 134217728;
+SETTINGS index_granularity = 1024, non_replicated_deduplication_window = 10000, min_rows_for_wide_part = 1000000, min_bytes_for_wide_part = 134217728;
 
 CREATE VIEW IF NOT EXISTS play_start AS
 SELECT event_id, log_type, ts, source, app_id, device_id, user_id, session_id, room_id, stream_id, region, isp, cdn, node_id, protocol, rendition, codec, app_version, os, network, received_at, sample_rate, url, line, attempt, schedule_ms, kafka_partition, kafka_offset
