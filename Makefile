@@ -14,7 +14,7 @@ all: build
 help:
 	@echo "make run    start lastmile (collector, processor, query) on embedded Kafka + chDB under ./data"
 	@echo "make test   install what the tests need, then run vet and every test"
-	@echo "make bench  throughput and latency benchmarks (collector, processor, whole path, baseline; edge fan-out)"
+	@echo "make bench  throughput and latency benchmarks (collector, processor, whole path, baseline; edge fan-out; trace and metrics queries at 50M events, ~20 min, ~4 GB in a temp dir or \$$LASTMILE_BENCH_QUERY_DIR)"
 	@echo "make build  build $(BIN)"
 
 build:
@@ -45,6 +45,7 @@ bench: libchdb build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/flatjson ./schemas ./processor ./internal/store
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchPipeline$$' -count=1 -timeout 60m -v ./e2e -bench-pipeline
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchEdge$$' -count=1 -timeout 30m -v ./e2e -bench-edge
+	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchQuery$$' -count=1 -timeout 60m -v ./e2e -bench-query
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseObject -fuzztime 60s ./internal/flatjson

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"flag"
@@ -44,6 +45,32 @@ var (
 	networks = []string{"wifi", "4g", "5g", "ethernet"}
 	phases   = schemas.FirstFramePhases
 )
+
+// benchPending is an event waiting for the generator's clock to pass it.
+type benchPending struct {
+	ts    time.Time
+	seq   int
+	write func()
+}
+
+// benchQueue orders pending events by time, then by when they were made.
+type benchQueue []benchPending
+
+func (q benchQueue) Len() int { return len(q) }
+func (q benchQueue) Less(i, j int) bool {
+	if !q[i].ts.Equal(q[j].ts) {
+		return q[i].ts.Before(q[j].ts)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q benchQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *benchQueue) Push(x any)   { *q = append(*q, x.(benchPending)) }
+func (q *benchQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
 
 // eventWriter fills cleaned events straight into the processor's Arrow
 // builder and inserts them in large batches: the real insert path without
@@ -134,33 +161,67 @@ func generateQueryData(t testing.TB, dataDir string, n int, now time.Time) *quer
 	d := &queryData{}
 	t0 := time.Now()
 
-	// Stream-level server events: every room's stream, a minute apart, for
-	// each rendition's transcode worker and the origin.
-	for room := 0; room < rooms; room++ {
-		stream := "live/room-" + strconv.Itoa(room)
-		for ts := start; ts.Before(now); ts = ts.Add(2 * time.Minute) {
-			w.begin("origin_stream", ts)
-			w.str("stream_id", stream)
-			w.str("room_id", "room-"+strconv.Itoa(room))
-			w.str("node_id", "origin-1")
-			w.str("state", "stats")
-			w.num("bitrate_kbps", 4000)
-			w.end()
-			for _, r := range rends[1:] {
-				w.begin("transcode", ts)
+	// Events are written in the order they happen, as the pipeline writes
+	// them (each insert holds the events that arrived in the last moments),
+	// so parts cover spans of time, not the whole day: sessions start one
+	// after another over 23 hours, and each event waits in a queue ordered
+	// by time until the clock passes it.
+	q := &benchQueue{}
+	generated := 0
+	later := func(ts time.Time, write func()) {
+		heap.Push(q, benchPending{ts: ts, seq: generated, write: write})
+		generated++
+	}
+	drain := func(until time.Time) {
+		for q.Len() > 0 && (*q)[0].ts.Before(until) {
+			heap.Pop(q).(benchPending).write()
+		}
+	}
+	// Stream-level server events: every room's stream, two minutes apart,
+	// for each rendition's transcode worker and the origin.
+	nextTick := start
+	tick := func(ts time.Time) {
+		for room := 0; room < rooms; room++ {
+			stream := "live/room-" + strconv.Itoa(room)
+			later(ts, func() {
+				w.begin("origin_stream", ts)
 				w.str("stream_id", stream)
-				w.str("rendition", r)
-				w.str("node_id", "transcode-1")
-				w.str("status", "ok")
-				w.int("latency_ms", int64(200+rng.IntN(300)))
-				w.num("fps", 30)
+				w.str("room_id", "room-"+strconv.Itoa(room))
+				w.str("node_id", "origin-1")
+				w.str("state", "stats")
+				w.num("bitrate_kbps", 4000)
 				w.end()
+			})
+			for _, r := range rends[1:] {
+				later(ts, func() {
+					w.begin("transcode", ts)
+					w.str("stream_id", stream)
+					w.str("rendition", r)
+					w.str("node_id", "transcode-1")
+					w.str("status", "ok")
+					w.int("latency_ms", int64(200+rng.IntN(300)))
+					w.num("fps", 30)
+					w.end()
+				})
 			}
 		}
 	}
 
-	// Play sessions.
-	for w.rows < n {
+	// Play sessions: about 26 events each (a start, an edge access, a first
+	// frame, 5–39 heartbeats, a stall now and then, a stop), 27 with their
+	// share of the stream-level events: so many sessions fill 23 hours.
+	const perSession = 27
+	estSessions := max(1, n/perSession)
+	for generated < n {
+		ts := start.Add(time.Duration(float64(23*time.Hour) * float64(len(d.sessions)) / float64(estSessions)))
+		ts = ts.Add(time.Duration(rng.Int64N(int64(time.Second))))
+		if end := now.Add(-25 * time.Minute); ts.After(end) {
+			ts = end
+		}
+		for ; !nextTick.After(ts); nextTick = nextTick.Add(2 * time.Minute) {
+			tick(nextTick)
+		}
+		drain(ts)
 		dev := rng.IntN(ndev)
 		device := "dev-" + strconv.Itoa(dev)
 		user := "user-" + strconv.Itoa(dev/2)
@@ -170,7 +231,6 @@ func generateQueryData(t testing.TB, dataDir string, n int, now time.Time) *quer
 		cdn := cdns[rng.IntN(len(cdns))]
 		rend := rends[rng.IntN(len(rends))]
 		node := fmt.Sprintf("edge-%s-%s-%d", cdn, region, rng.IntN(4))
-		ts := start.Add(time.Duration(rng.Int64N(int64(23 * time.Hour))))
 		common := func() {
 			w.str("device_id", device)
 			w.str("user_id", user)
@@ -187,76 +247,95 @@ func generateQueryData(t testing.TB, dataDir string, n int, now time.Time) *quer
 			w.str("os", oses[dev%len(oses)])
 			w.str("network", networks[dev%len(networks)])
 		}
-		w.begin("play_start", ts)
-		common()
-		w.str("line", "main")
-		w.end()
-		w.begin("edge_access", ts.Add(60*time.Millisecond))
-		common()
-		w.int("http_status", 200)
+		later(ts, func() {
+			w.begin("play_start", ts)
+			common()
+			w.str("line", "main")
+			w.end()
+		})
 		hit := rng.IntN(10) > 0
-		w.flag("cache_hit", hit)
-		if !hit {
-			w.int("back_to_source_ms", int64(50+rng.IntN(200)))
-		}
-		w.int("first_byte_ms", int64(20+rng.IntN(100)))
-		w.end()
+		later(ts.Add(60*time.Millisecond), func() {
+			w.begin("edge_access", ts.Add(60*time.Millisecond))
+			common()
+			w.int("http_status", 200)
+			w.flag("cache_hit", hit)
+			if !hit {
+				w.int("back_to_source_ms", int64(50+rng.IntN(200)))
+			}
+			w.int("first_byte_ms", int64(20+rng.IntN(100)))
+			w.end()
+		})
 		failed := rng.IntN(100) < 3
 		var playMs int64
 		stalls := 0
 		if !failed {
-			w.begin("first_frame", ts.Add(800*time.Millisecond))
-			common()
-			w.int("total_ms", int64(400+rng.IntN(1200)))
-			w.int("dns_ms", int64(5+rng.IntN(50)))
-			w.int("tcp_connect_ms", int64(10+rng.IntN(80)))
-			w.int("tcp_first_packet_ms", int64(30+rng.IntN(150)))
-			w.int("video_first_packet_ms", int64(50+rng.IntN(300)))
-			w.int("first_decode_ms", int64(20+rng.IntN(100)))
-			w.int("first_render_ms", int64(10+rng.IntN(50)))
-			w.flag("edge_cached", hit)
-			w.end()
+			later(ts.Add(800*time.Millisecond), func() {
+				w.begin("first_frame", ts.Add(800*time.Millisecond))
+				common()
+				w.int("total_ms", int64(400+rng.IntN(1200)))
+				w.int("dns_ms", int64(5+rng.IntN(50)))
+				w.int("tcp_connect_ms", int64(10+rng.IntN(80)))
+				w.int("tcp_first_packet_ms", int64(30+rng.IntN(150)))
+				w.int("video_first_packet_ms", int64(50+rng.IntN(300)))
+				w.int("first_decode_ms", int64(20+rng.IntN(100)))
+				w.int("first_render_ms", int64(10+rng.IntN(50)))
+				w.flag("edge_cached", hit)
+				w.end()
+			})
 			beats := 5 + rng.IntN(35)
 			playMs = int64(beats) * 30_000
 			for b := 1; b <= beats; b++ {
-				w.begin("heartbeat", ts.Add(time.Duration(b)*30*time.Second))
-				common()
-				w.int("interval_ms", 30_000)
-				w.int("buffer_ms", int64(500+rng.IntN(3000)))
-				w.num("bitrate_kbps", 2500)
-				w.int("latency_ms", int64(1500+rng.IntN(2500)))
-				w.str("state", "playing")
-				w.end()
+				bt := ts.Add(time.Duration(b) * 30 * time.Second)
+				later(bt, func() {
+					w.begin("heartbeat", bt)
+					common()
+					w.int("interval_ms", 30_000)
+					w.int("buffer_ms", int64(500+rng.IntN(3000)))
+					w.num("bitrate_kbps", 2500)
+					w.int("latency_ms", int64(1500+rng.IntN(2500)))
+					w.str("state", "playing")
+					w.end()
+				})
 				if rng.IntN(30) == 0 {
 					stalls++
-					w.begin("stall", ts.Add(time.Duration(b)*30*time.Second+5*time.Second))
-					common()
-					w.int("duration_ms", int64(200+rng.IntN(3000)))
-					w.str("cause", "network")
-					w.end()
+					st := bt.Add(5 * time.Second)
+					later(st, func() {
+						w.begin("stall", st)
+						common()
+						w.int("duration_ms", int64(200+rng.IntN(3000)))
+						w.str("cause", "network")
+						w.end()
+					})
 				}
 			}
 		}
-		w.begin("play_stop", ts.Add(time.Duration(playMs)*time.Millisecond+time.Second))
-		common()
-		if failed {
-			w.int("code", 2001)
-			w.str("first_frame_blocked", phases[rng.IntN(len(phases))])
-		} else {
-			w.int("code", 0)
-		}
-		w.int("play_duration_ms", playMs)
-		w.int("stall_count", int64(stalls))
-		w.end()
+		stop, phase, nStalls := ts.Add(time.Duration(playMs)*time.Millisecond+time.Second), phases[rng.IntN(len(phases))], stalls
+		later(stop, func() {
+			w.begin("play_stop", stop)
+			common()
+			if failed {
+				w.int("code", 2001)
+				w.str("first_frame_blocked", phase)
+			} else {
+				w.int("code", 0)
+			}
+			w.int("play_duration_ms", playMs)
+			w.int("stall_count", int64(nStalls))
+			w.end()
+		})
 		d.sessions = append(d.sessions, session)
 		if len(d.devices) < 5000 && rng.IntN(50) == 0 {
 			d.devices = append(d.devices, device)
 			d.users = append(d.users, user)
 		}
 		if len(d.sessions)%200_000 == 0 {
-			t.Logf("generated %d events (%d sessions) in %s", w.rows, len(d.sessions), time.Since(t0).Round(time.Second))
+			t.Logf("generated %d events (%d sessions) in %s", generated, len(d.sessions), time.Since(t0).Round(time.Second))
 		}
 	}
+	for ; nextTick.Before(now); nextTick = nextTick.Add(2 * time.Minute) {
+		tick(nextTick)
+	}
+	drain(now.Add(time.Hour))
 	w.flush()
 	d.rows = w.rows
 	t.Logf("generated %d events (%d sessions) in %s (%s of it in inserts)", w.rows, len(d.sessions), time.Since(t0).Round(time.Second), w.inserted.Round(time.Second))
@@ -294,8 +373,35 @@ func TestBenchQuery(t *testing.T) {
 	}
 
 	p := start(t, "query", dir, "--log-level", "warn")
-	// Let background merges of the fresh data settle, as they would.
-	time.Sleep(5 * time.Second)
+	sql := func(q string, v any) {
+		req, _ := http.NewRequest("GET", "http://"+p.HTTP+"/api/v1/sql?"+url.Values{"q": {q}}.Encode(), nil)
+		req.Header.Set("Authorization", "Bearer "+queryToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// Let the background merges of the fresh data finish (up to 10
+	// minutes): the benchmark measures a store at rest, not one rewriting
+	// its parts at the same time.
+	t0 := time.Now()
+	for time.Since(t0) < 10*time.Minute {
+		time.Sleep(5 * time.Second)
+		var m struct{ N int }
+		if sql("SELECT count() AS N FROM system.merges", &m); m.N == 0 {
+			break
+		}
+	}
+	var parts struct {
+		N    int
+		Size string
+	}
+	sql("SELECT count() AS N, formatReadableSize(sum(bytes_on_disk)) AS Size FROM system.parts WHERE active AND table = 'events'", &parts)
+	t.Logf("merges settled after %s: events table %s in %d parts", time.Since(t0).Round(time.Second), parts.Size, parts.N)
 	get := func(path string, q url.Values) (time.Duration, int) {
 		req, _ := http.NewRequest("GET", "http://"+p.HTTP+path+"?"+q.Encode(), nil)
 		req.Header.Set("Authorization", "Bearer "+queryToken)
@@ -351,6 +457,9 @@ func TestBenchQuery(t *testing.T) {
 		}
 		report("metrics "+m+" 24h by cdn×region", lat, 300*time.Millisecond)
 	}
+	// Active parts only: du also counts merged-away parts that wait a few
+	// minutes to be deleted.
+	disk := fmt.Sprintf("events table %s in %d parts, ", parts.Size, parts.N)
 	du, _ := exec.Command("du", "-sh", filepath.Join(dir, "chdb")).Output()
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
 	var rss []string
@@ -359,7 +468,7 @@ func TestBenchQuery(t *testing.T) {
 			rss = append(rss, strings.Join(strings.Fields(l), " "))
 		}
 	}
-	line := fmt.Sprintf("data on disk: %s; lastmile query: %s", strings.Fields(string(du))[0], strings.Join(rss, ", "))
+	line := fmt.Sprintf("data on disk: %sstore directory %s; lastmile query: %s", disk, strings.Fields(string(du))[0], strings.Join(rss, ", "))
 	t.Log(line)
 	fmt.Println(line)
 	p.stop()
