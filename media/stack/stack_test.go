@@ -54,6 +54,23 @@ func testTopology() topology.Topology {
 	return top
 }
 
+// startLive starts the test topology reporting to rep, waits until its
+// stream is live, and closes it when the test ends.
+func startLive(t *testing.T, rep Reporter) *Stack {
+	t.Helper()
+	st, err := Start(context.Background(), testTopology(), rep, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := st.WaitLive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func needTool(t *testing.T, name string) string {
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -71,16 +88,7 @@ func needTool(t *testing.T, name string) string {
 func TestStackStreams(t *testing.T) {
 	ffprobe := needTool(t, "ffprobe")
 	rep := &capture{}
-	st, err := Start(context.Background(), testTopology(), rep, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := st.WaitLive(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := startLive(t, rep)
 	resp, err := http.Get(st.SchedURL + "/v1/schedule?room=room1&region=north&device_id=d1&isp=isp-a&app_version=5.2.0")
 	if err != nil {
 		t.Fatal(err)
@@ -148,16 +156,7 @@ func portOf(raw string) string {
 // heals.
 func TestEdgePullsOnce(t *testing.T) {
 	rep := &capture{}
-	st, err := Start(context.Background(), testTopology(), rep, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := st.WaitLive(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := startLive(t, rep)
 	var sd scheduler.StreamData
 	resp, err := http.Get(st.SchedURL + "/v1/schedule?room=room1&region=south&device_id=d7")
 	if err != nil {
