@@ -64,7 +64,9 @@ func (s *Server) tracePage(ctx context.Context, req *traceRequest) ([]*tracePage
 
 // userDevicesSQL lists the devices a user played on in the window: the
 // per-day rows of trace_user_devices whose span meets it. Up to
-// traceMaxUserDevices+1, to know when there are too many.
+// traceMaxUserDevices+1, to know when there are too many. The day bounds
+// are a day wider than the window because the view's days are in the
+// server's time zone; the first_ts/last_ts terms are the exact test.
 func userDevicesSQL(req *traceRequest) string {
 	return fmt.Sprintf(`SELECT DISTINCT device_id
 FROM trace_user_devices
@@ -410,25 +412,36 @@ WHERE app_id IN %s AND session_id IN %s AND log_type IN %s AND ts >= %s AND ts <
 	// terms cost more to plan than they save, and the streams' keys and one
 	// span over all of them narrow the read, the spans the rows.
 	streams = traceUniq(streams)
-	var r, terms []string
-	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	type span struct {
+		stream string
+		lo, hi int64
+	}
+	var all []span
 	for _, st := range streams {
 		for _, sp := range traceMergeSpans(spans[st]) {
-			r = append(r, fmt.Sprintf("(%s, %d, %d)", sqlString(st), sp[0], sp[1]))
-			terms = append(terms, fmt.Sprintf("(trace_key = %s AND ts >= %s AND ts <= %s)",
-				sqlString(st), sqlTime(time.UnixMilli(sp[0])), sqlTime(time.UnixMilli(sp[1]))))
-			lo, hi = min(lo, sp[0]), max(hi, sp[1])
+			all = append(all, span{st, sp[0], sp[1]})
 		}
 	}
 	streamIn := traceIn(streams)
 	var q string
-	if len(terms) <= traceMaxSpanTerms {
+	if len(all) <= traceMaxSpanTerms {
+		terms := make([]string, len(all))
+		for i, sp := range all {
+			terms[i] = fmt.Sprintf("(trace_key = %s AND ts >= %s AND ts <= %s)",
+				sqlString(sp.stream), sqlTime(time.UnixMilli(sp.lo)), sqlTime(time.UnixMilli(sp.hi)))
+		}
 		q = fmt.Sprintf(`SELECT %s
 FROM events
 PREWHERE %s
 WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s`,
 			streamCols, strings.Join(terms, " OR "), appIn, streamIn, traceIn(traceStreamish))
 	} else {
+		r := make([]string, len(all))
+		lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+		for i, sp := range all {
+			r[i] = fmt.Sprintf("(%s, %d, %d)", sqlString(sp.stream), sp.lo, sp.hi)
+			lo, hi = min(lo, sp.lo), max(hi, sp.hi)
+		}
 		q = fmt.Sprintf(`SELECT %s
 FROM events
 PREWHERE trace_key IN %s

@@ -845,3 +845,42 @@ func TestTraceReadsFewGranules(t *testing.T) {
 	}
 	t.Logf("generated rows: %d", b.rows)
 }
+
+// TestTraceStreamSpans: the stream query names each stream's spans as
+// ranges of the sort key up to traceMaxSpanTerms of them, and past that the
+// streams' keys with the spans as a filter; either way every span is there.
+func TestTraceStreamSpans(t *testing.T) {
+	now := time.Now()
+	req := &traceRequest{By: "device_id", ID: "d", From: now.Add(-24 * time.Hour), To: now, Limit: 50}
+	page := func(n int) []*tracePageSession {
+		var out []*tracePageSession
+		for i := range n {
+			start := now.Add(-time.Duration(i+1) * time.Hour).UnixMilli()
+			out = append(out, &tracePageSession{AppID: "a", SessionID: fmt.Sprintf("s%d", i), StartMs: start, EndMs: start + 60_000,
+				Keys: []string{"d"}, Streams: []string{fmt.Sprintf("live/r%d", i)}, Renditions: []string{"720p"}})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		sessions int
+		ranges   bool
+	}{{1, true}, {traceMaxSpanTerms, true}, {traceMaxSpanTerms + 1, false}} {
+		var q string
+		for _, f := range traceFetches(req, page(c.sessions), false) {
+			if f.kind == fetchStream {
+				q = f.sql
+			}
+		}
+		if got := strings.Count(q, "(trace_key = '"); c.ranges && got != c.sessions {
+			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, q)
+		}
+		if got := strings.Contains(q, "arrayExists"); got == c.ranges {
+			t.Errorf("%d sessions: arrayExists %v, want %v:\n%s", c.sessions, got, !c.ranges, q)
+		}
+		for i := range c.sessions {
+			if !strings.Contains(q, fmt.Sprintf("'live/r%d'", i)) {
+				t.Errorf("%d sessions: stream live/r%d missing", c.sessions, i)
+			}
+		}
+	}
+}

@@ -82,8 +82,8 @@ func EventsDDL() string {
 	fmt.Fprintf(&b, "TTL toDateTime(ts) + INTERVAL %s DAY\n", TTLPlaceholder)
 	// Granules of 1,024 rows: a trace lookup reads a few rows of ~50
 	// columns, and each column is read (decompressed, deserialized) a whole
-	// granule at a time; 8,192-row granules made a device's client events
-	// cost 8× the rows they hold. Fixed at creation (a store created before
+	// granule at a time: with 8,192-row granules the query for a device's
+	// ~100 client events decompressed 12.7 MB (50M events). Fixed at creation (a store created before
 	// keeps 8,192; see docs/storage.md). Migration 0004 makes every part
 	// compact and its compressed blocks granule-sized.
 	fmt.Fprintf(&b, "SETTINGS index_granularity = %d, non_replicated_deduplication_window = 10000, min_rows_for_wide_part = 1000000, min_bytes_for_wide_part = 134217728", EventsGranularity)
