@@ -793,11 +793,14 @@ func TestTraceReadsFewGranules(t *testing.T) {
 			// The first query: the client events (a device or a session)
 			// or the list of sessions (the others).
 			first := sessionsSQL(req)
-			switch {
-			case c.by == "device_id" || c.by == "user_id":
-				first = indexSQL(req, traceIndexRows) // trace_sessions' granules
-			case client != nil:
-				first = directSQL(req)
+			if client != nil {
+				var devices []string
+				if c.by == "user_id" {
+					if devices, err = srv.traceUserDevices(ctx, req); err != nil {
+						t.Fatal(err)
+					}
+				}
+				first = directSQL(req, devices)
 			}
 			sr, total := explainGranules(t, st, first)
 			var fr [fetchKinds]int
@@ -843,11 +846,10 @@ func TestTraceReadsFewGranules(t *testing.T) {
 	t.Logf("generated rows: %d", b.rows)
 }
 
-// TestTraceSpans: the client and the stream query name each session's span as
-// a range of the sort key up to traceMaxSpanTerms of them, and past that the
-// keys with the spans (or the window) as a filter; either way every span is
-// there.
-func TestTraceSpans(t *testing.T) {
+// TestTraceStreamSpans: the stream query names each stream's spans as
+// ranges of the sort key up to traceMaxSpanTerms of them, and past that the
+// streams' keys with the spans as a filter; either way every span is there.
+func TestTraceStreamSpans(t *testing.T) {
 	now := time.Now()
 	req := &traceRequest{By: "device_id", ID: "d", From: now.Add(-24 * time.Hour), To: now, Limit: 50}
 	page := func(n int) []*tracePageSession {
@@ -863,145 +865,22 @@ func TestTraceSpans(t *testing.T) {
 		sessions int
 		ranges   bool
 	}{{1, true}, {traceMaxSpanTerms, true}, {traceMaxSpanTerms + 1, false}} {
-		var client, stream string
-		for _, f := range traceFetches(req, page(c.sessions), true) {
-			switch f.kind {
-			case fetchClient:
-				client = f.sql
-			case fetchStream:
-				stream = f.sql
+		var q string
+		for _, f := range traceFetches(req, page(c.sessions), false) {
+			if f.kind == fetchStream {
+				q = f.sql
 			}
 		}
-		if got := strings.Count(client, "(trace_key = 'd' AND ts >= "); c.ranges && got != c.sessions {
-			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, client)
+		if got := strings.Count(q, "(trace_key = '"); c.ranges && got != c.sessions {
+			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, q)
 		}
-		if got := strings.Contains(client, "trace_key IN ('d')"); got == c.ranges {
-			t.Errorf("%d sessions: client by key and window %v, want %v:\n%s", c.sessions, got, !c.ranges, client)
-		}
-		if got := strings.Count(stream, "(trace_key = '"); c.ranges && got != c.sessions {
-			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, stream)
-		}
-		if got := strings.Contains(stream, "arrayExists"); got == c.ranges {
-			t.Errorf("%d sessions: arrayExists %v, want %v:\n%s", c.sessions, got, !c.ranges, stream)
+		if got := strings.Contains(q, "arrayExists"); got == c.ranges {
+			t.Errorf("%d sessions: arrayExists %v, want %v:\n%s", c.sessions, got, !c.ranges, q)
 		}
 		for i := range c.sessions {
-			if !strings.Contains(stream, fmt.Sprintf("'live/r%d'", i)) || !strings.Contains(client, fmt.Sprintf("'s%d'", i)) {
-				t.Errorf("%d sessions: session s%d or stream live/r%d missing", c.sessions, i, i)
+			if !strings.Contains(q, fmt.Sprintf("'live/r%d'", i)) {
+				t.Errorf("%d sessions: stream live/r%d missing", c.sessions, i)
 			}
 		}
-	}
-}
-
-// TestTraceIndexPage: a device's or user's page is the same whether trace_sessions' rows
-// are grouped in Go or, for a busier id, in the store, page after page; and each session
-// is the one the events hold: its span in the window and its keys, streams and renditions.
-func TestTraceIndexPage(t *testing.T) {
-	st := sharedStore(t)
-	loadTraceBulk(t)
-	srv := New(st, "tok", log.NewNopLogger())
-	ctx := context.Background()
-	for _, v := range []url.Values{
-		{"device_id": {"bd-1234"}, "limit": {"7"}},
-		{"user_id": {"bu-617"}, "limit": {"7"}},
-		{"user_id": {"bu-617"}, "app_id": {"bulk-1"}, "limit": {"7"}, "since": {"12h"}},
-	} {
-		req, err := parseTraceRequest(v, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		var sessions []string
-		for page := 0; ; page++ {
-			inGo, err := srv.traceIndex(ctx, req, traceIndexRows)
-			if err != nil {
-				t.Fatal(err)
-			}
-			inStore, err := srv.traceIndex(ctx, req, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range [][]*tracePageSession{inGo, inStore} {
-				for _, ps := range p {
-					slices.Sort(ps.Keys)
-					slices.Sort(ps.Streams)
-					slices.Sort(ps.Renditions)
-					slices.Sort(ps.Devices)
-				}
-			}
-			g, _ := json.Marshal(inGo)
-			s, _ := json.Marshal(inStore)
-			if string(g) != string(s) {
-				t.Fatalf("%v page %d: grouped in Go\n%s\nin the store\n%s", v, page, g, s)
-			}
-			if len(inGo) == 0 || page > 10 {
-				t.Fatalf("%v page %d: %d sessions", v, page, len(inGo))
-			}
-			for _, ps := range inGo[:min(len(inGo), req.Limit)] {
-				sessions = append(sessions, ps.SessionID)
-				// The session as the events hold it.
-				out, err := st.QueryJSON(ctx, fmt.Sprintf(`SELECT greatest(toUnixTimestamp64Milli(min(ts)), %d) AS start_ms,
-  least(toUnixTimestamp64Milli(max(ts)), %d) AS end_ms, groupUniqArray(trace_key) AS keys, groupUniqArray(stream_id) AS streams
-FROM events WHERE session_id = %s AND app_id = %s AND log_type IN %s`, req.From.UnixMilli(), req.To.UnixMilli()-1,
-					sqlString(ps.SessionID), sqlString(ps.AppID), traceIn(tracePlayTypes)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				var want tracePageSession
-				json.Unmarshal(out, &want)
-				if want.StartMs != ps.StartMs || want.EndMs != ps.EndMs || !slices.Equal(want.Keys, ps.Keys) || !slices.Equal(want.Streams, ps.Streams) || len(ps.Renditions) != 1 {
-					t.Errorf("%v: session %+v, the events say %s", v, ps, out)
-				}
-			}
-			if len(inGo) <= req.Limit {
-				break
-			}
-			last := inGo[req.Limit-1]
-			req.After = &traceCursor{Start: last.StartMs, AppID: last.AppID, SessionID: last.SessionID}
-		}
-		// Every session of the id in the window, once, in order of start.
-		where := fmt.Sprintf("%s = %s AND log_type IN %s AND ts >= %s AND ts < %s%s", req.By, sqlString(req.ID), traceIn(tracePlayTypes),
-			sqlTime(req.From), sqlTime(req.To), traceAppCond(req))
-		// A session that began before the window starts at its start.
-		out, err := st.QueryJSON(ctx, fmt.Sprintf(`SELECT session_id FROM events
-WHERE session_id IN (SELECT session_id FROM events WHERE %s) AND log_type IN %s
-GROUP BY app_id, session_id ORDER BY greatest(toUnixTimestamp64Milli(min(ts)), %d), app_id, session_id`, where, traceIn(tracePlayTypes), req.From.UnixMilli()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var want []string
-		traceLines(out, func(l []byte) error {
-			var r struct {
-				SessionID string `json:"session_id"`
-			}
-			json.Unmarshal(l, &r)
-			want = append(want, r.SessionID)
-			return nil
-		})
-		if !slices.Equal(sessions, want) {
-			t.Errorf("%v: paged sessions\n%v\nwant\n%v", v, sessions, want)
-		}
-	}
-}
-
-// TestTraceSessionsView: trace_sessions is filled from the play log types, as
-// traceClass counts them; a new play log_type needs a migration of its view.
-func TestTraceSessionsView(t *testing.T) {
-	ms, err := schemas.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "log_type IN " + traceIn(tracePlayTypes)
-	views := 0
-	for _, m := range ms {
-		for _, st := range m.Statements {
-			if strings.Contains(st, "trace_sessions_mv TO") || strings.HasPrefix(st, "INSERT INTO trace_sessions") {
-				views++
-				if !strings.Contains(st, want) {
-					t.Errorf("%s: %q not in\n%s", m.Name, want, st)
-				}
-			}
-		}
-	}
-	if views != 2 {
-		t.Errorf("found the view and its backfill %d times, want 2", views)
 	}
 }
