@@ -331,14 +331,16 @@ func traceCols(common []string, types []string, drop ...string) string {
 // column of the wide events table and its planning costs more (10-15 ms)
 // than a lookup reads. One thread per query: a lookup reads a few granules,
 // and the queries of one lookup run side by side, so more threads add only
-// hand-offs.
-const traceSettings = "optimize_move_to_prewhere = 0, max_threads = 1"
+// hand-offs. No query condition cache: a lookup's conditions (its ids and
+// spans) seldom come again, so filling the cache is work for nothing (0–3 ms
+// a lookup at 50M events, in two A/B runs).
+const traceSettings = "optimize_move_to_prewhere = 0, max_threads = 1, use_query_condition_cache = 0"
 
 // traceSettings2 go with the two queries that read the most parts and run
 // beside at most one other: the page's client events (beside the rejected
 // events) and the streams' events (beside the edge events). Two threads read
 // two parts at once: 10–20% faster alone, measured at 50M events.
-const traceSettings2 = "optimize_move_to_prewhere = 0, max_threads = 2"
+const traceSettings2 = "optimize_move_to_prewhere = 0, max_threads = 2, use_query_condition_cache = 0"
 
 // fetchKind says which list of a session a fetch fills.
 type fetchKind uint8
@@ -457,8 +459,10 @@ WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s AND ts >= %s AND ts <=
 }
 
 // traceMaxSpanTerms bounds the per-span terms of the stream query (see
-// traceFetches): each costs ~0.6 ms to plan (chDB 26.5, 2 cores).
-const traceMaxSpanTerms = 16
+// traceFetches). Each costs ~1–2 ms (chDB 26.5, 2 cores, 50M events), the
+// read of the streams' keys over all the spans several times more: for 8
+// spans 21 against 57 ms.
+const traceMaxSpanTerms = 32
 
 // traceMergeSpans sorts time spans and merges those that overlap.
 func traceMergeSpans(spans [][2]int64) [][2]int64 {
