@@ -78,6 +78,7 @@ func (q *benchQueue) Pop() any {
 type eventWriter struct {
 	st       *store.Embedded
 	rb       *processor.RowBuilder
+	sessions *processor.SessionIndex // trace_sessions, as the processor writes it
 	ev       schemas.Event
 	rows     int
 	t        testing.TB
@@ -123,6 +124,7 @@ func (w *eventWriter) time(name string, t time.Time) {
 
 func (w *eventWriter) end() {
 	w.rb.Append(&w.ev, 0, int64(w.rows))
+	w.sessions.Observe(&w.ev)
 	w.rows++
 	if w.rb.Rows() >= 250_000 {
 		w.flush()
@@ -136,6 +138,12 @@ func (w *eventWriter) flush() {
 	rec := w.rb.Build()
 	defer rec.Release()
 	t0 := time.Now()
+	if idx := w.sessions.Build(); idx != nil {
+		defer idx.Release()
+		if err := w.st.InsertArrow(context.Background(), schemas.TraceSessionsTable, idx, ""); err != nil {
+			w.t.Fatal(err)
+		}
+	}
 	if err := w.st.InsertArrow(context.Background(), schemas.EventsTable, rec, ""); err != nil {
 		w.t.Fatal(err)
 	}
@@ -153,7 +161,7 @@ func generateQueryData(t testing.TB, dataDir string, n int, now time.Time) *quer
 	if _, err := schemas.Migrate(context.Background(), st, 30); err != nil {
 		t.Fatal(err)
 	}
-	w := &eventWriter{st: st, rb: processor.NewRowBuilder(), t: t}
+	w := &eventWriter{st: st, rb: processor.NewRowBuilder(), sessions: processor.NewSessionIndex(processor.DefaultSessionCache), t: t}
 	rng := rand.New(rand.NewPCG(7, 11))
 	ndev := max(1000, n/125)   // ~400k devices for 50M events
 	rooms := max(5, n/100_000) // stream-level events stay ~4% of the rows

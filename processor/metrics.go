@@ -21,6 +21,7 @@ type Metrics struct {
 	Replayed       *prometheus.CounterVec
 	UnknownFields  *prometheus.CounterVec
 	InsertErrors   prometheus.Counter
+	SessionRows    prometheus.Counter
 	InsertDuration prometheus.Histogram
 	FlushDuration  prometheus.Histogram
 	BatchRows      prometheus.Histogram
@@ -51,6 +52,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		UnknownFields: cv("unknown_fields_dropped_total", "Fields not in the catalog, dropped, by log_type and field name.", "log_type", "field"),
 		InsertErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_processor_insert_errors_total",
 			Help: "Failed store inserts (each is retried)."}),
+		SessionRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_processor_trace_session_rows_total",
+			Help: "Rows written to trace_sessions, the index of play sessions for trace lookups (a few per session)."}),
 		InsertDuration: hv("insert_duration_seconds", "Time of one successful store insert.", prometheus.ExponentialBuckets(0.005, 2, 12)),
 		FlushDuration:  hv("flush_duration_seconds", "Time of one flush: insert, dead-letter, commit.", prometheus.ExponentialBuckets(0.005, 2, 12)),
 		BatchRows:      hv("batch_rows", "Rows per flushed batch.", prometheus.ExponentialBuckets(1, 4, 10)),
@@ -67,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.StoreUp.Set(1)
 	reg.MustRegister(m.Consumed, m.Inserted, m.Rejected, m.Duplicates, m.Replayed, m.UnknownFields,
-		m.InsertErrors, m.InsertDuration, m.FlushDuration, m.BatchRows, m.IngestDelay, m.LastFlush, m.Lag, m.StoreUp)
+		m.InsertErrors, m.SessionRows, m.InsertDuration, m.FlushDuration, m.BatchRows, m.IngestDelay, m.LastFlush, m.Lag, m.StoreUp)
 	return m
 }
 

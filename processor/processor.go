@@ -68,6 +68,9 @@ const (
 	DefaultBatchRows     = 100_000
 	DefaultFlushInterval = 500 * time.Millisecond
 	DefaultDedupWindow   = 1_000_000
+	// DefaultSessionCache is how many play sessions a processor remembers
+	// the index spans of (SessionIndex): ~50 bytes each.
+	DefaultSessionCache = 200_000
 )
 
 // Processor consumes every event topic with one consumer group and writes
@@ -126,6 +129,7 @@ type topicPartition struct {
 // batch is one flush: what to insert, what to dead-letter, what to commit.
 type batch struct {
 	events   arrow.RecordBatch // nil when empty
+	sessions arrow.RecordBatch // rows for trace_sessions; nil when none
 	rejected arrow.RecordBatch // rows for the rejected table; nil when empty
 	dlq      []kafka.Message
 	commits  []kafka.Message
@@ -142,6 +146,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		logger:   p.logger,
 		cleaner:  schemas.Cleaner{MaxPast: p.cfg.Retention, MaxFuture: 24 * time.Hour},
 		rows:     NewRowBuilder(),
+		sessions: NewSessionIndex(DefaultSessionCache),
 		rej:      newRejectedBuilder(),
 		parts:    map[topicPartition]*partState{},
 		perTopic: map[string]int{},
@@ -223,6 +228,7 @@ type fetcher struct {
 	ev      schemas.Event
 
 	rows     *RowBuilder
+	sessions *SessionIndex
 	rej      *rejectedBuilder
 	nrows    int
 	nrej     int
@@ -441,6 +447,7 @@ func (w *fetcher) add(msg kafka.Message) {
 		w.ev.Vals[schemas.ColReceivedAt] = schemas.Value{Set: true, I: time.Now().UnixMilli()}
 	}
 	w.rows.Append(&w.ev, int32(msg.Partition), msg.Offset)
+	w.sessions.Observe(&w.ev)
 	w.nrows++
 	w.perTopic[msg.Topic]++
 }
@@ -470,6 +477,7 @@ func (w *fetcher) cut() *batch {
 	b := &batch{dlq: w.dlq, rows: w.perTopic, opened: w.opened}
 	if w.nrows > 0 {
 		b.events = w.rows.Build()
+		b.sessions = w.sessions.Build()
 	}
 	if w.nrej > 0 {
 		b.rejected = w.rej.Build()
@@ -523,6 +531,21 @@ func (w *fetcher) store(ctx context.Context, b *batch) error {
 			}
 		}
 	}
+	// The sessions' index rows go first: a session whose events can be
+	// read is always in the index (a retry writes them again, which the
+	// table's min/max fold away).
+	nsessions := 0
+	if b.sessions != nil {
+		nsessions = int(b.sessions.NumRows())
+	}
+	if err := insert(schemas.TraceSessionsTable, b.sessions, b.token); err != nil {
+		for _, r := range []arrow.RecordBatch{b.events, b.rejected} {
+			if r != nil {
+				r.Release()
+			}
+		}
+		return err
+	}
 	if err := insert(schemas.EventsTable, b.events, b.token); err != nil {
 		if b.rejected != nil {
 			b.rejected.Release()
@@ -564,6 +587,7 @@ func (w *fetcher) store(ctx context.Context, b *batch) error {
 		total += n
 	}
 	m.BatchRows.Observe(float64(total))
+	m.SessionRows.Add(float64(nsessions))
 	m.FlushDuration.Observe(time.Since(start).Seconds())
 	m.IngestDelay.Observe(time.Since(b.opened).Seconds())
 	return nil

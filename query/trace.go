@@ -26,13 +26,13 @@ import (
 // Two rounds of queries, each query reading only the granules of the keys it
 // looks for (the events table is ordered by app_id, trace_key, ts):
 //
-//  1. the page: for a device, a user (through its devices, after a look at
-//     trace_user_devices) or a session, its client events, and the page is
-//     cut in Go; for a room or stream, the list of sessions through the
-//     bloom-filter skip indexes (trace_query.go);
-//  2. in parallel, by trace key: the page's client events (room, stream),
-//     its edge events, its streams' events, and the rejected events (for a
-//     device or user these start with round 1).
+//  1. the page: for a device or a user, its sessions from trace_sessions
+//     (with the rejected events beside it); for a session, its client
+//     events, and the page is cut in Go; for a room or stream, the list of
+//     sessions through the bloom-filter skip indexes (trace_query.go);
+//  2. in parallel, by trace key: the page's client events (but a session's),
+//     each session's span a range of the sort key; its edge events; its
+//     streams' events; and the rejected events (but a device's or user's).
 //
 // assembleTrace (trace_join.go) joins the rows to the sessions and sums
 // them up.
@@ -349,8 +349,7 @@ type tracePageSession struct {
 	Devices    []string `json:"devices"`
 	Push       int      `json:"push"`
 
-	out  *TraceSession
-	user bool // pageFromRows: an event of it carries the user_id looked up
+	out *TraceSession
 }
 
 // trace runs the lookup: the sessions query, then the client, edge and

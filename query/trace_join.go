@@ -3,7 +3,6 @@ package query
 import (
 	"slices"
 	"sort"
-	"time"
 
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
@@ -28,15 +27,27 @@ func assembleTrace(page []*tracePageSession, fetched [][]traceRow) []TraceSessio
 			byStream[k] = append(byStream[k], ps)
 		}
 	}
+	for _, r := range fetched[fetchClient] {
+		if own := bySession[[2]string{r.app, r.session}]; own != nil {
+			own.out.Events = append(own.out.Events, r.ev)
+		}
+	}
+	// A session's span is its events' (the index's spans are wider, see
+	// pageFromIndex); one without events in the window is not in it.
+	for _, ps := range page {
+		if evs := ps.out.Events; len(evs) > 0 {
+			ps.StartMs, ps.EndMs = evs[0].TS.UnixMilli(), evs[0].TS.UnixMilli()
+			for _, e := range evs[1:] {
+				ps.StartMs, ps.EndMs = min(ps.StartMs, e.TS.UnixMilli()), max(ps.EndMs, e.TS.UnixMilli())
+			}
+		}
+	}
 	margin := traceMargin.Milliseconds()
 	for kind, rows := range fetched {
 		for i := range rows {
 			r := &rows[i]
 			switch fetchKind(kind) {
 			case fetchClient:
-				if own := bySession[[2]string{r.app, r.session}]; own != nil {
-					own.out.Events = append(own.out.Events, r.ev)
-				}
 			case fetchEdge:
 				if own := bySession[[2]string{r.app, r.session}]; own != nil {
 					own.out.ServerEvents = append(own.out.ServerEvents, r.ev)
@@ -56,15 +67,20 @@ func assembleTrace(page []*tracePageSession, fetched [][]traceRow) []TraceSessio
 			}
 		}
 	}
+	out := sessions[:0]
 	for i := range sessions {
 		s := &sessions[i]
+		if len(s.Events) == 0 {
+			continue
+		}
 		for _, l := range [][]TraceEvent{s.Events, s.ServerEvents, s.StreamEvents} {
 			sortTraceEvents(l)
 		}
 		fillSessionIDs(s, page[i])
 		s.Summary = summarizeSession(s)
+		out = append(out, *s)
 	}
-	return sessions
+	return out
 }
 
 // traceCatalogPos orders events of the same millisecond by their place in the
@@ -109,11 +125,7 @@ func fillSessionIDs(s *TraceSession, ps *tracePageSession) {
 	if s.StreamID == "" && len(ps.Streams) > 0 {
 		s.StreamID = ps.Streams[0]
 	}
-	if n := len(s.Events); n > 0 {
-		s.Start, s.End = s.Events[0].TS, s.Events[n-1].TS
-	} else {
-		s.Start, s.End = time.UnixMilli(ps.StartMs).UTC(), time.UnixMilli(ps.EndMs).UTC()
-	}
+	s.Start, s.End = s.Events[0].TS, s.Events[len(s.Events)-1].TS // assembleTrace keeps sessions with events
 }
 
 // summarizeSession condenses a session's events; see TraceSummary for what each

@@ -23,7 +23,9 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/lastmile-qoe/lastmile/internal/chdb"
+	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/processor"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
@@ -297,7 +299,52 @@ func insertTraceRows(t testing.TB, st *store.Embedded, rows ...trow) {
 		b.Write(line)
 		b.WriteByte('\n')
 	}
+	indexTraceRows(t, st, b.Bytes())
 	insertTraceNDJSON(t, st, schemas.EventsTable, b.Bytes())
+}
+
+// indexTraceRows writes the trace_sessions rows of NDJSON events as the
+// processor does: each event cleaned by the catalog's Cleaner, then through
+// its SessionIndex (the quantum included).
+func indexTraceRows(t testing.TB, st *store.Embedded, ndjson []byte) {
+	t.Helper()
+	x := processor.NewSessionIndex(1 << 16)
+	var c schemas.Cleaner
+	var ev schemas.Event
+	var fields []flatjson.Field
+	for line := range bytes.Lines(ndjson) {
+		var err error
+		if fields, err = flatjson.ParseObject(fields, bytes.TrimSpace(line)); err != nil {
+			t.Fatal(err)
+		}
+		if rej := c.Clean(fields, &ev); rej != nil {
+			t.Fatalf("event %s rejected: %v", line, rej)
+		}
+		x.Observe(&ev)
+	}
+	if rec := x.Build(); rec != nil {
+		defer rec.Release()
+		if err := st.InsertArrow(context.Background(), schemas.TraceSessionsTable, rec, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// indexTraceSQL writes the trace_sessions rows of the events that cond
+// selects with the backfill of migration 0005 (exact spans).
+func indexTraceSQL(st *store.Embedded, cond string) error {
+	ms, err := schemas.Migrations()
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		for _, q := range m.Statements {
+			if strings.HasPrefix(q, "INSERT INTO trace_sessions") {
+				return st.Exec(context.Background(), strings.Replace(q, "(SELECT count() FROM trace_sessions) = 0", cond, 1))
+			}
+		}
+	}
+	return fmt.Errorf("no backfill of trace_sessions in the migrations")
 }
 
 func insertTraceNDJSON(t testing.TB, st *store.Embedded, table string, data []byte) {
@@ -448,6 +495,7 @@ func traceSessionIDs(res *TraceResponse) string {
 
 func TestTraceLookups(t *testing.T) {
 	s := loadTraceScenario(t)
+	ms := func(d time.Duration) string { return strconv.FormatInt(s.base.Add(d).UnixMilli(), 10) }
 	for _, c := range []struct {
 		q, want string
 	}{
@@ -460,6 +508,12 @@ func TestTraceLookups(t *testing.T) {
 		{"room_id=r1&app_id=ua", "play:s1 play:s2 play:s3 push:p1 play:s4"},
 		{"device_id=d1&app_id=nope", ""},
 		{"device_id=d1&since=1h", ""}, // everything is 2 h old
+		// trace_sessions' spans end 5 minutes after their last_ts: a session
+		// that ended just before the window is not in the answer, one
+		// whose last events are in it is.
+		{"device_id=d1&app_id=ua&from=" + ms(61*time.Second), "play:s2 play:s3"},
+		{"user_id=u1&from=" + ms(10*time.Minute+25*time.Second), "play:s2 play:s3 play:s4"},
+		{"device_id=d1&app_id=ua&from=" + ms(30*time.Second) + "&to=" + ms(10*time.Minute), "play:s1"},
 	} {
 		res := s.get(t, c.q)
 		if got := traceSessionIDs(res); got != c.want {
@@ -693,6 +747,10 @@ FROM (SELECT number, number %% 3 AS w, intDiv(number, 3) %% %d AS sid, intDiv(nu
 				return
 			}
 		}
+		if err := indexTraceSQL(st, "app_id LIKE 'bulk-%'"); err != nil {
+			traceBulkOnce.err = err
+			return
+		}
 		out, err := st.QueryJSON(ctx, "SELECT count() AS n FROM events WHERE app_id LIKE 'bulk-%'")
 		if err != nil {
 			traceBulkOnce.err = err
@@ -793,14 +851,11 @@ func TestTraceReadsFewGranules(t *testing.T) {
 			// The first query: the client events (a device or a session)
 			// or the list of sessions (the others).
 			first := sessionsSQL(req)
-			if client != nil {
-				var devices []string
-				if c.by == "user_id" {
-					if devices, err = srv.traceUserDevices(ctx, req); err != nil {
-						t.Fatal(err)
-					}
-				}
-				first = directSQL(req, devices)
+			switch {
+			case c.by == "device_id" || c.by == "user_id":
+				first = indexSQL(req, traceIndexRows) // trace_sessions' granules
+			case client != nil:
+				first = directSQL(req)
 			}
 			sr, total := explainGranules(t, st, first)
 			var fr [fetchKinds]int
@@ -846,10 +901,11 @@ func TestTraceReadsFewGranules(t *testing.T) {
 	t.Logf("generated rows: %d", b.rows)
 }
 
-// TestTraceStreamSpans: the stream query names each stream's spans as
-// ranges of the sort key up to traceMaxSpanTerms of them, and past that the
-// streams' keys with the spans as a filter; either way every span is there.
-func TestTraceStreamSpans(t *testing.T) {
+// TestTraceSpans: the client and the stream query name each session's span as
+// a range of the sort key up to traceMaxSpanTerms of them, and past that the
+// keys with the spans (or the window) as a filter; either way every span is
+// there.
+func TestTraceSpans(t *testing.T) {
 	now := time.Now()
 	req := &traceRequest{By: "device_id", ID: "d", From: now.Add(-24 * time.Hour), To: now, Limit: 50}
 	page := func(n int) []*tracePageSession {
@@ -865,22 +921,191 @@ func TestTraceStreamSpans(t *testing.T) {
 		sessions int
 		ranges   bool
 	}{{1, true}, {traceMaxSpanTerms, true}, {traceMaxSpanTerms + 1, false}} {
-		var q string
-		for _, f := range traceFetches(req, page(c.sessions), false) {
-			if f.kind == fetchStream {
-				q = f.sql
+		var client, stream string
+		for _, f := range traceFetches(req, page(c.sessions), true) {
+			switch f.kind {
+			case fetchClient:
+				client = f.sql
+			case fetchStream:
+				stream = f.sql
 			}
 		}
-		if got := strings.Count(q, "(trace_key = '"); c.ranges && got != c.sessions {
-			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, q)
+		if got := strings.Count(client, "(trace_key = 'd' AND ts >= "); c.ranges && got != c.sessions {
+			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, client)
 		}
-		if got := strings.Contains(q, "arrayExists"); got == c.ranges {
-			t.Errorf("%d sessions: arrayExists %v, want %v:\n%s", c.sessions, got, !c.ranges, q)
+		if got := strings.Contains(client, "trace_key IN ('d')"); got == c.ranges {
+			t.Errorf("%d sessions: client by key and window %v, want %v:\n%s", c.sessions, got, !c.ranges, client)
+		}
+		if got := strings.Count(stream, "(trace_key = '"); c.ranges && got != c.sessions {
+			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, stream)
+		}
+		if got := strings.Contains(stream, "arrayExists"); got == c.ranges {
+			t.Errorf("%d sessions: arrayExists %v, want %v:\n%s", c.sessions, got, !c.ranges, stream)
 		}
 		for i := range c.sessions {
-			if !strings.Contains(q, fmt.Sprintf("'live/r%d'", i)) {
-				t.Errorf("%d sessions: stream live/r%d missing", c.sessions, i)
+			if !strings.Contains(stream, fmt.Sprintf("'live/r%d'", i)) || !strings.Contains(client, fmt.Sprintf("'s%d'", i)) {
+				t.Errorf("%d sessions: session s%d or stream live/r%d missing", c.sessions, i, i)
 			}
+		}
+	}
+}
+
+// TestTraceIndexPage: a device's or user's page is the same whether trace_sessions' rows
+// are grouped in Go or, for a busier id, in the store, page after page; and each session
+// is the one the events hold: its span in the window and its keys, streams and renditions.
+func TestTraceIndexPage(t *testing.T) {
+	st := sharedStore(t)
+	loadTraceBulk(t)
+	srv := New(st, "tok", log.NewNopLogger())
+	ctx := context.Background()
+	for _, v := range []url.Values{
+		{"device_id": {"bd-1234"}, "limit": {"7"}},
+		{"user_id": {"bu-617"}, "limit": {"7"}},
+		{"user_id": {"bu-617"}, "app_id": {"bulk-1"}, "limit": {"7"}, "since": {"12h"}},
+	} {
+		req, err := parseTraceRequest(v, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sessions []string
+		for page := 0; ; page++ {
+			inGo, err := srv.traceIndex(ctx, req, traceIndexRows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inStore, err := srv.traceIndex(ctx, req, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range [][]*tracePageSession{inGo, inStore} {
+				for _, ps := range p {
+					slices.Sort(ps.Keys)
+					slices.Sort(ps.Streams)
+					slices.Sort(ps.Renditions)
+					slices.Sort(ps.Devices)
+				}
+			}
+			g, _ := json.Marshal(inGo)
+			s, _ := json.Marshal(inStore)
+			if string(g) != string(s) {
+				t.Fatalf("%v page %d: grouped in Go\n%s\nin the store\n%s", v, page, g, s)
+			}
+			if len(inGo) == 0 || page > 10 {
+				t.Fatalf("%v page %d: %d sessions", v, page, len(inGo))
+			}
+			for _, ps := range inGo[:min(len(inGo), req.Limit)] {
+				sessions = append(sessions, ps.SessionID)
+				// The session as the events hold it.
+				// (Its end as far as the index knows: the last_ts plus
+				// the quantum the events may run past it.)
+				out, err := st.QueryJSON(ctx, fmt.Sprintf(`SELECT greatest(toUnixTimestamp64Milli(min(ts)), %d) AS start_ms,
+  least(toUnixTimestamp64Milli(max(ts)) + %d, %d) AS end_ms, groupUniqArray(trace_key) AS keys, groupUniqArray(stream_id) AS streams
+FROM events WHERE session_id = %s AND app_id = %s AND log_type IN %s`, req.From.UnixMilli(), schemas.TraceSessionQuantum.Milliseconds(), req.To.UnixMilli()-1,
+					sqlString(ps.SessionID), sqlString(ps.AppID), traceIn(tracePlayTypes)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want tracePageSession
+				json.Unmarshal(out, &want)
+				if want.StartMs != ps.StartMs || want.EndMs != ps.EndMs || !slices.Equal(want.Keys, ps.Keys) || !slices.Equal(want.Streams, ps.Streams) || len(ps.Renditions) != 1 {
+					t.Errorf("%v: session %+v, the events say %s", v, ps, out)
+				}
+			}
+			if len(inGo) <= req.Limit {
+				break
+			}
+			last := inGo[req.Limit-1]
+			req.After = &traceCursor{Start: last.StartMs, AppID: last.AppID, SessionID: last.SessionID}
+		}
+		// Every session of the id that may be in the window (it is when it
+		// has events there; the others, which ended less than the quantum
+		// before the window, the answer leaves out), once, in order of
+		// start. A session that began before the window starts at its start.
+		where := fmt.Sprintf("%s = %s AND log_type IN %s%s", req.By, sqlString(req.ID), traceIn(tracePlayTypes), traceAppCond(req))
+		out, err := st.QueryJSON(ctx, fmt.Sprintf(`SELECT session_id FROM events
+WHERE session_id IN (SELECT session_id FROM events WHERE %s) AND log_type IN %s
+GROUP BY app_id, session_id
+HAVING min(ts) < %s AND toUnixTimestamp64Milli(max(ts)) + %d >= %d
+ORDER BY greatest(toUnixTimestamp64Milli(min(ts)), %d), app_id, session_id`, where, traceIn(tracePlayTypes),
+			sqlTime(req.To), schemas.TraceSessionQuantum.Milliseconds(), req.From.UnixMilli(), req.From.UnixMilli()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		traceLines(out, func(l []byte) error {
+			var r struct {
+				SessionID string `json:"session_id"`
+			}
+			json.Unmarshal(l, &r)
+			want = append(want, r.SessionID)
+			return nil
+		})
+		if !slices.Equal(sessions, want) {
+			t.Errorf("%v: paged sessions\n%v\nwant\n%v", v, sessions, want)
+		}
+	}
+}
+
+// TestTraceSessionsIndex: trace_sessions holds the play sessions as traceClass
+// counts them: the processor's SessionIndex writes rows for exactly the play
+// log types, and migration 0005's backfill reads the same ones.
+func TestTraceSessionsIndex(t *testing.T) {
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "log_type IN " + traceIn(tracePlayTypes)
+	backfills := 0
+	for _, m := range ms {
+		for _, st := range m.Statements {
+			if strings.HasPrefix(st, "INSERT INTO trace_sessions") {
+				backfills++
+				if !strings.Contains(st, want) {
+					t.Errorf("%s: %q not in\n%s", m.Name, want, st)
+				}
+			}
+		}
+	}
+	if backfills != 1 {
+		t.Errorf("found the backfill %d times, want 1", backfills)
+	}
+	var c schemas.Cleaner
+	var ev schemas.Event
+	for _, lt := range schemas.Catalog {
+		x := processor.NewSessionIndex(16)
+		js := fmt.Sprintf(`{"log_type":%q,"ts":%d,"app_id":"a","device_id":"d","user_id":"u","session_id":"s","stream_id":"live/x","event_id":"e"`,
+			lt.Name, time.Now().UnixMilli())
+		for _, f := range lt.Fields {
+			switch {
+			case !f.Required:
+			case len(f.Enum) > 0:
+				js += fmt.Sprintf(",%q:%q", f.Name, f.Enum[0])
+			case f.Kind == schemas.KindInt || f.Kind == schemas.KindFloat:
+				js += fmt.Sprintf(",%q:%v", f.Name, f.Min)
+			case f.Kind == schemas.KindBool:
+				js += fmt.Sprintf(",%q:false", f.Name)
+			default:
+				js += fmt.Sprintf(",%q:\"x\"", f.Name)
+			}
+		}
+		fields, err := flatjson.ParseObject(nil, []byte(js+"}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rej := c.Clean(fields, &ev); rej != nil {
+			// a type with more required fields is not a play type
+			if slices.Contains(tracePlayTypes, lt.Name) {
+				t.Errorf("%s: %v", lt.Name, rej)
+			}
+			continue
+		}
+		x.Observe(&ev)
+		if got, want := x.Rows(), 0; slices.Contains(tracePlayTypes, lt.Name) {
+			if got != 2 {
+				t.Errorf("%s: %d index rows, want one by device and one by user", lt.Name, got)
+			}
+		} else if got != want {
+			t.Errorf("%s is not a play type but got %d index rows", lt.Name, got)
 		}
 	}
 }

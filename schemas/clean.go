@@ -68,6 +68,7 @@ var (
 	ColSessionID  = commonIndex("session_id")
 	ColStreamID   = commonIndex("stream_id")
 	ColNodeID     = commonIndex("node_id")
+	ColRendition  = commonIndex("rendition")
 	ColReceivedAt = len(Common)
 	ColSampleRate = len(Common) + 1
 )

@@ -3,6 +3,7 @@ package schemas
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // ColumnType returns the ClickHouse type of a field.
@@ -40,6 +41,19 @@ const (
 
 // EventsTable holds every event of every log_type.
 const EventsTable = "events"
+
+// TraceSessionsTable indexes play sessions by device and by user, for trace
+// lookups (migration 0005). The processor writes its rows, a few per
+// session: see TraceSessionQuantum.
+const TraceSessionsTable = "trace_sessions"
+
+// TraceSessionQuantum is how far a session's events may run past the
+// last_ts of its trace_sessions rows. The processor writes a session's row
+// when it first sees it, when an event comes before its first_ts, and when
+// an event comes more than this after the last_ts it wrote: so a session
+// costs a row (per device and per user) every 5 minutes, not one per event,
+// and a lookup widens each span's end by this much.
+const TraceSessionQuantum = 5 * time.Minute
 
 // TTLPlaceholder in migration SQL is replaced by the retention in days.
 const TTLPlaceholder = "{ttl_days}"

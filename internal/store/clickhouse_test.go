@@ -11,6 +11,9 @@ import (
 
 	"github.com/ClickHouse/ch-go/proto"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
@@ -146,5 +149,32 @@ func TestAppendJSONValueFloats(t *testing.T) {
 		if got := string(store.AppendJSONValue(nil, "Float64", reflect.ValueOf(c.v))); got != c.want {
 			t.Errorf("%g: got %s, want %s (ClickHouse's text)", c.v, got, c.want)
 		}
+	}
+}
+
+// TestClickHouseSimpleAggregateColumns: trace_sessions' min/max columns are
+// SimpleAggregateFunction(f, DateTime64(3)); the server takes them as the
+// inner type, and so does the conversion of an Arrow batch.
+func TestClickHouseSimpleAggregateColumns(t *testing.T) {
+	for _, typ := range []string{"SimpleAggregateFunction(min, DateTime64(3))", "SimpleAggregateFunction(max, DateTime64(3))"} {
+		b := array.NewTimestampBuilder(memory.DefaultAllocator, &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"})
+		b.Append(arrow.Timestamp(1795300000123))
+		arr := b.NewArray()
+		v, err := store.ArrowToColumn(arr, typ)
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		col, err := column.Type(typ).Column("first_ts", &column.ServerContext{Timezone: time.UTC})
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		if _, err := col.Append(v); err != nil {
+			t.Fatalf("%s: driver refused %T: %v", typ, v, err)
+		}
+		var got time.Time
+		if err := col.ScanRow(&got, 0); err != nil || got.UnixMilli() != 1795300000123 {
+			t.Errorf("%s: %v, %v", typ, got, err)
+		}
+		arr.Release()
 	}
 }
