@@ -27,10 +27,14 @@ var SessionsSchema = arrow.NewSchema([]arrow.Field{
 
 // SessionIndex turns play events into the rows of trace_sessions: a
 // session's rows (one by device, one by user) when it is first seen, when an
-// event comes before the first_ts written, and when one comes more than
-// schemas.TraceSessionQuantum after the last_ts written. So the index costs
-// a few rows per session, not one per event, and still bounds every event:
-// first_ts is exact, and no event is more than the quantum past last_ts.
+// event comes before the first_ts written, when one comes more than
+// schemas.TraceSessionQuantum after the last_ts written, and when an event
+// brings a user_id the session did not have. So the index costs a few rows
+// per session, not one per event, and still bounds every event: first_ts is
+// exact, and no event is more than the quantum past last_ts. A session's
+// user row spans all of it, also the events before the user_id came (a
+// player that logs in while playing): a lookup by user shows the session
+// from its start.
 //
 // It remembers the spans it wrote in two generations of at most capacity/2
 // sessions each; a session it has forgotten gets a row again, which the
@@ -46,7 +50,10 @@ type SessionIndex struct {
 	rows      int
 }
 
-type sessionSpan struct{ first, last int64 }
+type sessionSpan struct {
+	first, last int64
+	user        string // the user_id the rows were written for, "" for none
+}
 
 // NewSessionIndex returns an index builder remembering up to capacity
 // sessions.
@@ -76,8 +83,9 @@ func (x *SessionIndex) Observe(ev *schemas.Event) {
 	ts := v[schemas.ColTs].I
 	day := ts / int64(24*time.Hour/time.Millisecond)
 	key := v[ev.Type.TraceKeyCol()].S
+	user := v[schemas.ColUserID].S
 	x.h.Reset()
-	for _, s := range [...][]byte{v[schemas.ColAppID].S, session, key, v[schemas.ColDeviceID].S, v[schemas.ColUserID].S,
+	for _, s := range [...][]byte{v[schemas.ColAppID].S, session, key, v[schemas.ColDeviceID].S,
 		v[schemas.ColStreamID].S, v[schemas.ColRendition].S} {
 		x.h.Write(s)
 		x.h.Write([]byte{0})
@@ -95,33 +103,38 @@ func (x *SessionIndex) Observe(ev *schemas.Event) {
 			x.remember(k, sp)
 		}
 	}
-	if ok && ts >= sp.first && ts <= sp.last+x.quantum {
+	newUser := len(user) > 0 && string(user) != sp.user
+	if ok && ts >= sp.first && ts <= sp.last+x.quantum && !newUser {
 		return
 	}
 	if !ok {
-		sp = sessionSpan{ts, ts}
+		sp = sessionSpan{first: ts, last: ts}
 	}
 	sp.first, sp.last = min(sp.first, ts), max(sp.last, ts)
-	x.remember(k, sp)
-	for _, lk := range [...]struct {
-		name string
-		col  int
-	}{{"device_id", schemas.ColDeviceID}, {"user_id", schemas.ColUserID}} {
-		id := v[lk.col].S
-		if len(id) == 0 {
-			continue
-		}
-		x.str[0].Append(lk.name)
-		x.str[1].BinaryBuilder.Append(id)
-		x.str[2].BinaryBuilder.Append(v[schemas.ColAppID].S)
-		x.str[3].BinaryBuilder.Append(session)
-		x.str[4].BinaryBuilder.Append(key)
-		x.str[5].BinaryBuilder.Append(v[schemas.ColStreamID].S)
-		x.str[6].BinaryBuilder.Append(v[schemas.ColRendition].S)
-		x.ts[0].Append(arrow.Timestamp(sp.first))
-		x.ts[1].Append(arrow.Timestamp(sp.last))
-		x.rows++
+	if newUser {
+		sp.user = string(user)
 	}
+	x.remember(k, sp)
+	x.appendRow("device_id", v[schemas.ColDeviceID].S, v, key, &sp)
+	if sp.user != "" {
+		x.appendRow("user_id", []byte(sp.user), v, key, &sp)
+	}
+}
+
+func (x *SessionIndex) appendRow(lookup string, id []byte, v []schemas.Value, key []byte, sp *sessionSpan) {
+	if len(id) == 0 {
+		return
+	}
+	x.str[0].Append(lookup)
+	x.str[1].BinaryBuilder.Append(id)
+	x.str[2].BinaryBuilder.Append(v[schemas.ColAppID].S)
+	x.str[3].BinaryBuilder.Append(v[schemas.ColSessionID].S)
+	x.str[4].BinaryBuilder.Append(key)
+	x.str[5].BinaryBuilder.Append(v[schemas.ColStreamID].S)
+	x.str[6].BinaryBuilder.Append(v[schemas.ColRendition].S)
+	x.ts[0].Append(arrow.Timestamp(sp.first))
+	x.ts[1].Append(arrow.Timestamp(sp.last))
+	x.rows++
 }
 
 func (x *SessionIndex) remember(k uint64, sp sessionSpan) {

@@ -37,6 +37,12 @@ func TestSessionIndex(t *testing.T) {
 			{time.Minute, "s1", "u1", 2}, {30 * time.Second, "s1", "u1", 2}, {45 * time.Second, "s1", "u1", 0},
 		}},
 		{"no user: rows by device only", 100, []ev{{0, "s1", "", 1}, {time.Second, "s1", "", 0}}},
+		// A player that logs in while playing: the user's row covers the
+		// session from its start, and goes on after events without user_id.
+		{"the user_id comes later", 100, []ev{
+			{0, "s1", "", 1}, {10 * time.Second, "s1", "u1", 2}, {20 * time.Second, "s1", "", 0}, {q + 11*time.Second, "s1", "", 2},
+			{q + 12*time.Second, "s1", "u1", 0},
+		}},
 		{"two sessions", 100, []ev{{0, "s1", "u1", 2}, {0, "s2", "u1", 2}, {time.Second, "s1", "u1", 0}, {time.Second, "s2", "u1", 0}}},
 		{"a new day is a new row", 100, []ev{{0, "s1", "u1", 2}, {14 * time.Hour, "s1", "u1", 2}, {14*time.Hour + time.Second, "s1", "u1", 0}}},
 		// capacity 2: one session per generation; s1 is remembered while
@@ -51,7 +57,8 @@ func TestSessionIndex(t *testing.T) {
 			var cl schemas.Cleaner
 			cl.At = base.Add(15 * time.Hour)
 			var e schemas.Event
-			lo, hi := map[string]int64{}, map[string]int64{} // per session: the rows' span
+			lo, hi := map[string]int64{}, map[string]int64{} // per session and lookup: the rows' span
+			users := map[string]string{}                     // per session: its user_id, once known
 			var all []ev
 			for i, v := range c.events {
 				js := fmt.Sprintf(`{"log_type":"heartbeat","ts":%d,"app_id":"a","device_id":"d1","session_id":%q,"user_id":%q,"stream_id":"live/1","rendition":"720p"}`,
@@ -77,15 +84,20 @@ func TestSessionIndex(t *testing.T) {
 						if str("session_id", r) != v.session || str("trace_key", r) != "d1" || str("stream_id", r) != "live/1" || str("rendition", r) != "720p" {
 							t.Errorf("row %d: %s %s %s %s", r, str("session_id", r), str("trace_key", r), str("stream_id", r), str("rendition", r))
 						}
-						if want := []string{"device_id", "user_id"}[r]; str("lookup", r) != want || str("lookup_id", r) != map[string]string{"device_id": "d1", "user_id": v.user}[want] {
+						if v.user != "" {
+							users[v.session] = v.user
+						}
+						lk := []string{"device_id", "user_id"}[r]
+						if str("lookup", r) != lk || str("lookup_id", r) != map[string]string{"device_id": "d1", "user_id": users[v.session]}[lk] {
 							t.Errorf("row %d: lookup %s=%s", r, str("lookup", r), str("lookup_id", r))
 						}
 						first := int64(rec.Column(cols["first_ts"]).(*array.Timestamp).Value(r))
 						last := int64(rec.Column(cols["last_ts"]).(*array.Timestamp).Value(r))
-						if l, ok := lo[v.session]; !ok || first < l {
-							lo[v.session] = first
+						sk := v.session + "/" + lk
+						if l, ok := lo[sk]; !ok || first < l {
+							lo[sk] = first
 						}
-						hi[v.session] = max(hi[v.session], last)
+						hi[sk] = max(hi[sk], last)
 					}
 					rec.Release()
 				}
@@ -93,10 +105,18 @@ func TestSessionIndex(t *testing.T) {
 					all = append(all, v)
 				}
 			}
+			// Every event is inside its session's span by device, and by
+			// user when the session has a user.
 			for _, v := range all {
 				ts := base.Add(v.at).UnixMilli()
-				if ts < lo[v.session] || ts > hi[v.session]+q.Milliseconds() {
-					t.Errorf("event at %v of %s outside the index's span [%d, %d+quantum]", v.at, v.session, lo[v.session], hi[v.session])
+				for _, lk := range []string{"device_id", "user_id"} {
+					sk := v.session + "/" + lk
+					if lk == "user_id" && users[v.session] == "" {
+						continue
+					}
+					if ts < lo[sk] || ts > hi[sk]+q.Milliseconds() {
+						t.Errorf("event at %v of %s outside the index's span by %s [%d, %d+quantum]", v.at, v.session, lk, lo[sk], hi[sk])
+					}
 				}
 			}
 		})

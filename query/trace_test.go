@@ -425,6 +425,11 @@ func loadTraceScenario(t *testing.T) *traceScenario {
 				"http_status": 200, "cache_hit": false, "back_to_source_ms": 180},
 			with(s4, "log_type", "first_frame", "ts", at(30*time.Minute+time.Second), "total_ms", 1000),
 			with(s4, "log_type", "play_stop", "ts", at(30*time.Minute+40*time.Second), "code", 0),
+			// s9: the player logs in while playing (no user_id before)
+			trow{"app_id": "ua", "log_type": "play_start", "ts": at(40 * time.Minute), "device_id": "d9", "session_id": "s9", "stream_id": "live/r9"},
+			trow{"app_id": "ua", "log_type": "first_frame", "ts": at(40*time.Minute + time.Second), "device_id": "d9", "session_id": "s9", "stream_id": "live/r9", "total_ms": 1000},
+			trow{"app_id": "ua", "log_type": "heartbeat", "ts": at(41 * time.Minute), "device_id": "d9", "user_id": "u9", "session_id": "s9", "stream_id": "live/r9"},
+			trow{"app_id": "ua", "log_type": "play_stop", "ts": at(52 * time.Minute), "device_id": "d9", "session_id": "s9", "stream_id": "live/r9", "code": 0},
 			// the same device id in another app
 			trow{"app_id": "ub", "log_type": "play_start", "ts": at(5 * time.Minute), "device_id": "d1", "user_id": "ux", "session_id": "sx"},
 		)
@@ -507,6 +512,7 @@ func TestTraceLookups(t *testing.T) {
 		{"stream_id=live/r1", "play:s1 play:s2 play:s3 push:p1 play:s4"},
 		{"room_id=r1&app_id=ua", "play:s1 play:s2 play:s3 push:p1 play:s4"},
 		{"device_id=d1&app_id=nope", ""},
+		{"user_id=u9", "play:s9"},     // logged in while playing
 		{"device_id=d1&since=1h", ""}, // everything is 2 h old
 		// trace_sessions' spans end 5 minutes after their last_ts: a session
 		// that ended just before the window is not in the answer, one
@@ -519,6 +525,10 @@ func TestTraceLookups(t *testing.T) {
 		if got := traceSessionIDs(res); got != c.want {
 			t.Errorf("%s: sessions %q, want %q", c.q, got, c.want)
 		}
+	}
+
+	if res := s.get(t, "user_id=u9"); len(res.Sessions) != 1 || traceTimeline(res.Sessions[0].Events) != "play_start first_frame heartbeat play_stop" {
+		t.Errorf("user_id=u9: a session logged into while playing shows from its start: %+v", res.Sessions)
 	}
 
 	res := s.get(t, "user_id=u1")

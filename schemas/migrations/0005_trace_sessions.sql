@@ -36,13 +36,19 @@ TTL day + INTERVAL {ttl_days} DAY
 SETTINGS index_granularity = 256, min_rows_for_wide_part = 1000000000000, min_bytes_for_wide_part = 1000000000000000,
     min_compress_block_size = 4096, max_compress_block_size = 65536, non_replicated_deduplication_window = 10000;
 
--- The sessions of the events stored before this migration (exact spans).
+-- The sessions of the events stored before this migration (exact spans). As the processor does,
+-- a session's user row spans all of it, also its events from before the user_id came.
 INSERT INTO trace_sessions (lookup, lookup_id, day, app_id, session_id, trace_key, stream_id, rendition, first_ts, last_ts)
-SELECT lk.1 AS lookup, lk.2 AS lookup_id, toDate(ts) AS day, app_id, session_id, trace_key, stream_id, rendition,
-    min(ts) AS first_ts, max(ts) AS last_ts
-FROM events
-ARRAY JOIN [('device_id', device_id), ('user_id', user_id)] AS lk
-WHERE log_type IN ('play_start', 'first_frame', 'stall', 'render_stall', 'play_stop', 'heartbeat')
-    AND session_id != '' AND lk.2 != '' AND (SELECT count() FROM trace_sessions) = 0
-GROUP BY lookup, lookup_id, day, app_id, session_id, trace_key, stream_id, rendition
+SELECT lk.1 AS lookup, lk.2 AS lookup_id, day, app_id, session_id, trace_key, stream_id, rendition, first_ts, last_ts
+FROM
+(
+    SELECT toDate(ts) AS day, app_id, session_id, trace_key, device_id, stream_id, rendition,
+        min(ts) AS first_ts, max(ts) AS last_ts, groupUniqArrayIf(user_id, user_id != '') AS users
+    FROM events
+    WHERE log_type IN ('play_start', 'first_frame', 'stall', 'render_stall', 'play_stop', 'heartbeat')
+        AND session_id != '' AND (SELECT count() FROM trace_sessions) = 0
+    GROUP BY day, app_id, session_id, trace_key, device_id, stream_id, rendition
+)
+ARRAY JOIN arrayConcat([('device_id', device_id)], arrayMap(u -> ('user_id', u), users)) AS lk
+WHERE lk.2 != ''
 SETTINGS max_bytes_before_external_group_by = 1000000000
