@@ -741,8 +741,10 @@ func (s *session) endRenderStall(now time.Time, force bool) {
 		}
 		end = now
 	}
-	if !end.After(s.rs.start) {
-		s.rs = renderStall{} // cut to nothing by the end of the play
+	if end.Sub(s.rs.start) < time.Millisecond {
+		// Cut to nothing by the end of the play: a stall under 1 ms would
+		// report duration_ms 0.
+		s.rs = renderStall{}
 		return
 	}
 	s.emit("render_stall", s.rs.start, report.Event{
