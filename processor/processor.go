@@ -69,7 +69,8 @@ const (
 	DefaultFlushInterval = 500 * time.Millisecond
 	DefaultDedupWindow   = 1_000_000
 	// DefaultSessionCache is how many play sessions a processor remembers
-	// the index spans of (SessionIndex): ~50 bytes each.
+	// the index spans of (SessionIndex): ~70–80 bytes each, ~15 MB in all
+	// (71 bytes measured with runtime.MemStats over 198,000 sessions).
 	DefaultSessionCache = 200_000
 )
 

@@ -148,14 +148,11 @@ func (c *ClickHouse) InsertArrow(ctx context.Context, table string, rec arrow.Re
 	return nil
 }
 
-// unwrapType strips LowCardinality(...), Nullable(...) and
-// SimpleAggregateFunction(f, ...) from a ClickHouse type name and reports
-// whether it was nullable.
+// unwrapType strips LowCardinality(...) and Nullable(...) from a ClickHouse
+// type name and reports whether it was nullable.
 func unwrapType(t string) (base string, nullable bool) {
 	for {
 		switch {
-		case strings.HasPrefix(t, "SimpleAggregateFunction(") && strings.HasSuffix(t, ")") && strings.Contains(t, ", "):
-			_, t, _ = strings.Cut(t[len("SimpleAggregateFunction("):len(t)-1], ", ")
 		case strings.HasPrefix(t, "LowCardinality(") && strings.HasSuffix(t, ")"):
 			t = t[len("LowCardinality(") : len(t)-1]
 		case strings.HasPrefix(t, "Nullable(") && strings.HasSuffix(t, ")"):

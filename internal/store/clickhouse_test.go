@@ -153,8 +153,8 @@ func TestAppendJSONValueFloats(t *testing.T) {
 }
 
 // TestClickHouseSimpleAggregateColumns: trace_sessions' min/max columns are
-// SimpleAggregateFunction(f, DateTime64(3)); the server takes them as the
-// inner type, and so does the conversion of an Arrow batch.
+// SimpleAggregateFunction(f, DateTime64(3)); an Arrow batch's timestamps go
+// into them through the same conversion as into DateTime64, to the ms.
 func TestClickHouseSimpleAggregateColumns(t *testing.T) {
 	for _, typ := range []string{"SimpleAggregateFunction(min, DateTime64(3))", "SimpleAggregateFunction(max, DateTime64(3))"} {
 		b := array.NewTimestampBuilder(memory.DefaultAllocator, &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"})

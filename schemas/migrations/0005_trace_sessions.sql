@@ -8,9 +8,10 @@
 -- The processor writes the rows, not a materialized view: a view writes a row per event (two, by
 -- device and by user), and at 100k events/s that cost the ingest path its latency target (measured,
 -- docs/storage.md). The processor writes a session's rows when it first sees the session, when an
--- event comes before its first_ts, and when one comes more than 5 minutes (TraceSessionQuantum)
--- after the last_ts it wrote: first_ts is exact, and every event of the session is at most 5
--- minutes after its last_ts. An AggregatingMergeTree folds the rows as parts merge; readers group.
+-- event comes before its first_ts, when one comes more than 5 minutes (TraceSessionQuantum) after
+-- the last_ts it wrote, and when one brings a user_id the session did not have: first_ts is exact,
+-- and every event of the session is at most 5 minutes after its last_ts. An AggregatingMergeTree
+-- folds the rows as parts merge; readers group.
 
 DROP VIEW IF EXISTS trace_user_devices_mv;
 
