@@ -19,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
+
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/processor"
+	"github.com/lastmile-qoe/lastmile/processor/consolidator"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
@@ -347,7 +350,39 @@ func generateQueryData(t testing.TB, dataDir string, n int, now time.Time) *quer
 	w.flush()
 	d.rows = w.rows
 	t.Logf("generated %d events (%d sessions) in %s (%s of it in inserts)", w.rows, len(d.sessions), time.Since(t0).Round(time.Second), w.inserted.Round(time.Second))
+	consolidateClosedDays(t, st)
 	return d
+}
+
+// consolidateClosedDays does what a running processor's consolidator would
+// have done by now: merge the day before today into one part, once the
+// background merges of the fresh parts are done.
+func consolidateClosedDays(t testing.TB, st *store.Embedded) {
+	ctx := context.Background()
+	t0 := time.Now()
+	for time.Since(t0) < 10*time.Minute {
+		out, err := st.QueryJSON(ctx, "SELECT toUInt32(count()) AS n FROM system.merges")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct{ N int }
+		if err := json.Unmarshal(out, &m); err != nil {
+			t.Fatalf("system.merges: %s: %v", out, err)
+		}
+		if m.N == 0 {
+			break
+		}
+		time.Sleep(5 * time.Second)
+	}
+	t1 := time.Now()
+	done, err := consolidator.New(consolidator.Config{MaxBytes: 8 << 30, Quiet: -1}, st, nil, log.NewNopLogger()).Once(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range done {
+		t.Logf("consolidated day %s: %d parts, %.2f GiB, after %s of merges, in %s", d.PartitionID, d.Parts, float64(d.Bytes)/(1<<30),
+			t1.Sub(t0).Round(time.Second), time.Since(t1).Round(time.Second))
+	}
 }
 
 // TestBenchQuery: with 50 million events in the embedded store, the p95 of a

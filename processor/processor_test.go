@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
 	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
@@ -55,33 +55,18 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-var rigStore *store.Embedded
+func TestMain(m *testing.M) { storetest.Main(m) }
 
-// sharedStore opens one chDB for the test binary (one data dir per process)
-// and empties the tables between tests.
+// sharedStore returns the test binary's store (one data dir per process),
+// with the tables emptied.
 func sharedStore(t *testing.T) *store.Embedded {
-	ctx := context.Background()
-	if rigStore == nil {
-		// Not t.TempDir(): the engine outlives the first test that opens it.
-		dir, err := os.MkdirTemp("", "lastmile-processor-test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := store.OpenEmbedded("", dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := schemas.Migrate(ctx, st, 30); err != nil {
-			t.Fatal(err)
-		}
-		rigStore = st
-	}
+	st := storetest.Embedded(t)
 	for _, tb := range []string{schemas.EventsTable, schemas.RejectedTable} {
-		if err := rigStore.Exec(ctx, "TRUNCATE TABLE "+tb); err != nil {
+		if err := st.Exec(context.Background(), "TRUNCATE TABLE "+tb); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return rigStore
+	return st
 }
 
 // produce sends n heartbeats as the collector would forward them.

@@ -22,56 +22,17 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/go-kit/log"
 
-	"github.com/lastmile-qoe/lastmile/internal/chdb"
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
 	"github.com/lastmile-qoe/lastmile/processor"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
-// The embedded store is shared by every test of this binary: chDB boots one
-// engine per process with one data directory. It is opened on first use, so
-// tests that need no store do not pay for it.
-var testStore struct {
-	once sync.Once
-	dir  string
-	st   *store.Embedded
-	err  error
-}
+func TestMain(m *testing.M) { storetest.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if testStore.st != nil {
-		testStore.st.Close()
-	}
-	if testStore.dir != "" {
-		os.RemoveAll(testStore.dir)
-	}
-	os.Exit(code)
-}
-
-// sharedStore returns the test binary's embedded store, migrated. It fails
-// (not skips) when libchdb is missing: `make libchdb` fetches it.
-func sharedStore(tb testing.TB) *store.Embedded {
-	tb.Helper()
-	testStore.once.Do(func() {
-		if _, err := os.Stat(chdb.DefaultLibPath()); err != nil {
-			testStore.err = fmt.Errorf("libchdb missing (run `make libchdb`): %w", err)
-			return
-		}
-		if testStore.dir, testStore.err = os.MkdirTemp("", "lastmile-query-test"); testStore.err != nil {
-			return
-		}
-		if testStore.st, testStore.err = store.OpenEmbedded("", testStore.dir); testStore.err != nil {
-			return
-		}
-		_, testStore.err = schemas.Migrate(context.Background(), testStore.st, 30)
-	})
-	if testStore.err != nil {
-		tb.Fatalf("embedded store: %v", testStore.err)
-	}
-	return testStore.st
-}
+// sharedStore returns the test binary's embedded store, migrated.
+func sharedStore(tb testing.TB) *store.Embedded { return storetest.Embedded(tb) }
 
 func TestParseTraceRequest(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)

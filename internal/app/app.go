@@ -29,6 +29,7 @@ import (
 	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/processor"
+	"github.com/lastmile-qoe/lastmile/processor/consolidator"
 	"github.com/lastmile-qoe/lastmile/query"
 	"github.com/lastmile-qoe/lastmile/sampling"
 	"github.com/lastmile-qoe/lastmile/schemas"
@@ -53,6 +54,9 @@ type Options struct {
 	FlushInterval time.Duration
 	MaxBodyBytes  int64
 	MaxEvents     int
+	// ConsolidateMaxBytes: the processor merges each closed day of the
+	// events table up to this size into one part (0: never).
+	ConsolidateMaxBytes int64
 
 	Collector, Processor, Query bool
 	// Ready, when set, is called with the listen addresses once serving.
@@ -258,6 +262,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	// Processor.
 	pctx, pcancel := context.WithCancel(context.Background())
 	var pdone chan error // nil (never ready) without a processor
+	var consDone chan struct{}
 	if o.Processor {
 		pdone = make(chan error, 1)
 		pm := processor.NewMetrics(reg)
@@ -267,6 +272,11 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 		}, st, producer, pm, log.With(logger, "component", "processor"))
 		go func() { pdone <- proc.Run(pctx) }()
 		go watchLag(pctx, bootstrap, proc, pm, logger)
+		embedded := o.Store == "" || o.Store == "embedded"
+		cons := consolidator.New(consolidator.Config{MaxBytes: o.ConsolidateMaxBytes, StopMerges: embedded}, st,
+			consolidator.NewMetrics(reg), log.With(logger, "component", "consolidator"))
+		consDone = make(chan struct{})
+		go func() { cons.Run(pctx); close(consDone) }()
 	}
 
 	level.Info(logger).Log("msg", "lastmile is serving", "http", "http://"+addrs.HTTP, "kafka", addrs.Kafka, "store", addrs.Store)
@@ -299,6 +309,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 		if err := <-pdone; err != nil && runErr == nil {
 			runErr = fmt.Errorf("processor: %w", err)
 		}
+		<-consDone // a closed day's merge under way is stopped (embedded) or left to the server
 	}
 	level.Info(logger).Log("msg", "stopped cleanly")
 	return runErr
