@@ -156,7 +156,7 @@ func daysSQL(table string) string {
     toBool(partition_id IN (SELECT partition_id FROM system.merges WHERE database = currentDatabase() AND table = %[1]s)) AS merging
 FROM system.parts
 WHERE database = currentDatabase() AND table = %[1]s AND active
-    AND toUInt32OrZero(partition_id) > 0 AND toUInt32OrZero(partition_id) < toYYYYMMDD(now())
+    AND length(partition_id) = 8 AND toUInt32OrZero(partition_id) > 0 AND toUInt32OrZero(partition_id) < toYYYYMMDD(now())
 GROUP BY partition_id
 HAVING parts > 1
 ORDER BY partition_id`, quote(table))

@@ -121,6 +121,17 @@ FROM numbers(%d)`, day.Format(time.DateOnly), rows))
 	if done, err := c.Once(ctx); err != nil || len(done) != 0 {
 		t.Errorf("second Once merged %v, err %v", done, err)
 	}
+
+	// A table partitioned by month: its ids (YYYYMM) are below today's
+	// YYYYMMDD, but are not closed days.
+	exec("CREATE TABLE monthly (d Date, x UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(d) ORDER BY x SETTINGS max_parts_to_merge_at_once = 1")
+	for range 3 {
+		exec(fmt.Sprintf("INSERT INTO monthly SELECT '%s', number FROM numbers(1000)", today.Format(time.DateOnly)))
+	}
+	mc := consolidator.New(consolidator.Config{Table: "monthly", MaxBytes: 1 << 30, Quiet: -1}, st, nil, log.NewNopLogger())
+	if done, err := mc.Once(ctx); err != nil || len(done) != 0 {
+		t.Errorf("Once on a monthly table merged %v, err %v", done, err)
+	}
 }
 
 // TestConsolidateStopsForShutdown: a merge under way when the context ends
