@@ -35,8 +35,8 @@ type Config struct {
 	Table string
 	// MaxBytes is the largest day (bytes on disk) merged into one part; 0
 	// turns the consolidator off. The merge reads and writes the whole day
-	// once and holds its old parts until they are removed (about 8 minutes),
-	// so the disk briefly needs the day twice.
+	// once and holds its old parts until they are removed (old_parts_lifetime,
+	// 8 minutes by default), so the disk briefly needs the day twice.
 	MaxBytes int64
 	// Interval between looks (default 10 minutes).
 	Interval time.Duration
@@ -110,9 +110,12 @@ type Consolidator struct {
 	warned map[string]bool // days reported as too large, once each
 }
 
-// New returns a Consolidator; m may be nil.
+// New returns a Consolidator; with m nil its metrics are not registered.
 func New(cfg Config, st Store, m *Metrics, logger log.Logger) *Consolidator {
 	cfg.defaults()
+	if m == nil {
+		m = NewMetrics(prometheus.NewRegistry())
+	}
 	return &Consolidator{cfg: cfg, st: st, m: m, logger: logger, warned: map[string]bool{}}
 }
 
@@ -138,10 +141,10 @@ func (c *Consolidator) Run(ctx context.Context) {
 
 // Day is a partition of the events table as the consolidator sees it.
 type Day struct {
-	PartitionID string  `json:"partition_id"`
-	Parts       int     `json:"parts"`
-	Rows        []int64 `json:"part_rows"`
-	Bytes       int64   `json:"bytes"`
+	PartitionID string `json:"partition_id"`
+	// Rows of each of its parts.
+	Rows  []int64 `json:"part_rows"`
+	Bytes int64   `json:"bytes"`
 	// IdleSeconds since its newest part was written.
 	IdleSeconds int64 `json:"idle_s"`
 	// Merging: a background merge is running in it.
@@ -188,7 +191,7 @@ func (d Day) Fragmented(minShare float64) bool {
 func (c *Consolidator) Once(ctx context.Context) ([]Day, error) {
 	out, err := c.st.QueryJSON(ctx, daysSQL(c.cfg.Table))
 	if err != nil {
-		c.count(func(m *Metrics) { m.Errors.Inc() })
+		c.m.Errors.Inc()
 		return nil, fmt.Errorf("listing the days of %s: %w", c.cfg.Table, err)
 	}
 	var done []Day
@@ -198,16 +201,16 @@ func (c *Consolidator) Once(ctx context.Context) ([]Day, error) {
 		}
 		var d Day
 		if err := json.Unmarshal(line, &d); err != nil {
-			c.count(func(m *Metrics) { m.Errors.Inc() })
+			c.m.Errors.Inc()
 			return done, fmt.Errorf("listing the days of %s: row %.200q: %w", c.cfg.Table, line, err)
 		}
 		merge, tooBig := c.due(d)
 		if tooBig {
-			c.count(func(m *Metrics) { m.Skipped.Inc() })
+			c.m.Skipped.Inc()
 			if !c.warned[d.PartitionID] {
 				c.warned[d.PartitionID] = true
 				level.Info(c.logger).Log("msg", "closed day left in several parts: larger than --consolidate-max-bytes",
-					"day", d.PartitionID, "parts", d.Parts, "bytes", d.Bytes, "max_bytes", c.cfg.MaxBytes)
+					"day", d.PartitionID, "parts", len(d.Rows), "bytes", d.Bytes, "max_bytes", c.cfg.MaxBytes)
 			}
 			continue
 		}
@@ -216,7 +219,7 @@ func (c *Consolidator) Once(ctx context.Context) ([]Day, error) {
 		}
 		if err := c.merge(ctx, d); err != nil {
 			if ctx.Err() == nil {
-				c.count(func(m *Metrics) { m.Errors.Inc() })
+				c.m.Errors.Inc()
 			}
 			return done, err
 		}
@@ -228,7 +231,7 @@ func (c *Consolidator) Once(ctx context.Context) ([]Day, error) {
 // due says whether a closed day is merged now, or would be but is larger
 // than MaxBytes.
 func (c *Consolidator) due(d Day) (merge, tooBig bool) {
-	if d.Parts < 2 || !d.Fragmented(c.cfg.MinShare) || d.Merging || d.IdleSeconds < int64(c.cfg.Quiet/time.Second) {
+	if !d.Fragmented(c.cfg.MinShare) || d.Merging || d.IdleSeconds < int64(c.cfg.Quiet/time.Second) {
 		return false, false
 	}
 	if d.Bytes > c.cfg.MaxBytes {
@@ -238,6 +241,7 @@ func (c *Consolidator) due(d Day) (merge, tooBig bool) {
 }
 
 func (c *Consolidator) merge(ctx context.Context, d Day) error {
+	// The id goes into the statement: digits only (daysSQL selects those).
 	if _, err := strconv.ParseUint(d.PartitionID, 10, 32); err != nil {
 		return fmt.Errorf("merging day %q: not a day partition", d.PartitionID)
 	}
@@ -274,21 +278,13 @@ func (c *Consolidator) merge(ctx context.Context, d Day) error {
 		return ctx.Err()
 	}
 	if err != nil {
-		return fmt.Errorf("merging day %s (%d parts, %d bytes): %w", d.PartitionID, d.Parts, d.Bytes, err)
+		return fmt.Errorf("merging day %s (%d parts, %d bytes): %w", d.PartitionID, len(d.Rows), d.Bytes, err)
 	}
 	took := time.Since(t0)
-	c.count(func(m *Metrics) {
-		m.Days.Inc()
-		m.Bytes.Add(float64(d.Bytes))
-		m.Seconds.Add(took.Seconds())
-	})
-	level.Info(c.logger).Log("msg", "closed day merged into one part", "day", d.PartitionID, "parts", d.Parts,
+	c.m.Days.Inc()
+	c.m.Bytes.Add(float64(d.Bytes))
+	c.m.Seconds.Add(took.Seconds())
+	level.Info(c.logger).Log("msg", "closed day merged into one part", "day", d.PartitionID, "parts", len(d.Rows),
 		"bytes", d.Bytes, "took", took.Round(time.Millisecond))
 	return nil
-}
-
-func (c *Consolidator) count(fn func(*Metrics)) {
-	if c.m != nil {
-		fn(c.m)
-	}
 }

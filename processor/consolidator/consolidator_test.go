@@ -28,13 +28,13 @@ func TestDue(t *testing.T) {
 		d             consolidator.Day
 		merge, tooBig bool
 	}{
-		{"three like parts", consolidator.Day{Parts: 3, Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 3600}, true, false},
-		{"one big part and late events", consolidator.Day{Parts: 3, Rows: []int64{29e6, 4000, 120}, Bytes: gib / 2, IdleSeconds: 3600}, false, false},
-		{"two parts of 5% each", consolidator.Day{Parts: 3, Rows: []int64{90, 5, 5}, Bytes: 100, IdleSeconds: 3600}, true, false},
-		{"still written", consolidator.Day{Parts: 3, Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 30}, false, false},
-		{"being merged", consolidator.Day{Parts: 3, Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 3600, Merging: true}, false, false},
-		{"too large", consolidator.Day{Parts: 3, Rows: []int64{7e6, 7e6, 6e6}, Bytes: 2 * gib, IdleSeconds: 3600}, false, true},
-		{"one part", consolidator.Day{Parts: 1, Rows: []int64{7e6}, Bytes: gib / 2, IdleSeconds: 3600}, false, false},
+		{"three like parts", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 3600}, true, false},
+		{"one big part and late events", consolidator.Day{Rows: []int64{29e6, 4000, 120}, Bytes: gib / 2, IdleSeconds: 3600}, false, false},
+		{"two parts of 5% each", consolidator.Day{Rows: []int64{90, 5, 5}, Bytes: 100, IdleSeconds: 3600}, true, false},
+		{"still written", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 30}, false, false},
+		{"being merged", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 3600, Merging: true}, false, false},
+		{"too large", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: 2 * gib, IdleSeconds: 3600}, false, true},
+		{"one part", consolidator.Day{Rows: []int64{7e6}, Bytes: gib / 2, IdleSeconds: 3600}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			merge, tooBig := consolidator.Due(c, tc.d)
