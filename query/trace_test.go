@@ -674,6 +674,42 @@ var traceBulkOnce struct {
 	err error
 }
 
+// bulkEventStep is the time between a device's events in the bulk data.
+const bulkEventStep = 300 * time.Second
+
+// bulkDeviceStart places the bulk's device events (an hour of start offsets
+// and perDevice events a step apart) in one day, the events table's
+// partition: a device's rows in two parts take twice the granules, and the
+// granule limits of TestTraceReadsFewGranules are for one. The span (under
+// 11 h) ends 5 minutes before now when today has room for it, else 5 minutes
+// before midnight, so that it always falls in the last 24 h and in part in the
+// last 12 h.
+func bulkDeviceStart(now time.Time, perDevice int) time.Time {
+	span := time.Hour + time.Duration(perDevice)*bulkEventStep
+	end := now.Add(-5 * time.Minute)
+	y, m, d := now.Date() // the store's days are the process's (chDB's) time zone
+	if day := time.Date(y, m, d, 0, 0, 0, 0, now.Location()); end.Add(-span).Before(day) {
+		end = day.Add(-5 * time.Minute)
+	}
+	return end.Add(-span)
+}
+
+// TestBulkDeviceStart: at every time of day the bulk's device events fall in
+// one day, in the last 24 h, and in part in the last 12 h.
+func TestBulkDeviceStart(t *testing.T) {
+	day := time.Date(2026, 11, 22, 0, 0, 0, 0, time.Local)
+	for _, perDevice := range []int{60, 120} {
+		span := time.Hour + time.Duration(perDevice)*bulkEventStep
+		for now := day; now.Before(day.Add(24 * time.Hour)); now = now.Add(10 * time.Minute) {
+			start := bulkDeviceStart(now, perDevice)
+			end := start.Add(span)
+			if start.YearDay() != end.YearDay() || start.Before(now.Add(-24*time.Hour)) || end.After(now) || end.Before(now.Add(-12*time.Hour)) {
+				t.Errorf("now %s, %d events: %s to %s", now.Format(time.TimeOnly), perDevice, start, end)
+			}
+		}
+	}
+}
+
 func loadTraceBulk(tb testing.TB) *traceBulk {
 	st := sharedStore(tb)
 	traceBulkOnce.Do(func() {
@@ -685,23 +721,25 @@ func loadTraceBulk(tb testing.TB) *traceBulk {
 		n := b.devices * perDevice
 		b.sessions = n / 6
 		ctx := context.Background()
-		start := time.Now().Add(-23 * time.Hour).UnixMilli()
+		now := time.Now()
+		start := now.Add(-23 * time.Hour).UnixMilli() // the streams' events
+		devStart := bulkDeviceStart(now, perDevice).UnixMilli()
 		// k is the device's event number: session k/6, the 6 log types in turn.
 		play := fmt.Sprintf(`INSERT INTO events (event_id, log_type, ts, source, app_id, device_id, user_id, session_id,
   room_id, stream_id, rendition, cdn, region, received_at, sample_rate, trace_key, total_ms, duration_ms, code, buffer_ms)
 SELECT 'b' || toString(number), ['play_start','first_frame','heartbeat','stall','heartbeat','play_stop'][k %% 6 + 1],
-  fromUnixTimestamp64Milli(toInt64(%d + (d * 7919 %% 3600) * 1000 + k * 400000), 'UTC') AS t, 'client',
+  fromUnixTimestamp64Milli(toInt64(%d + (d * 7919 %% 3600) * 1000 + k * %d), 'UTC') AS t, 'client',
   'bulk-' || toString(d %% 3), 'bd-' || toString(d), 'bu-' || toString(intDiv(d, 2)), 'bs-' || toString(d) || '-' || toString(intDiv(k, 6)),
   'br-' || toString(d %% %d), 'live/br-' || toString(d %% %d), ['720p','480p'][d %% 2 + 1], 'cdn-a', 'north', t, 1, 'bd-' || toString(d),
   if(k %% 6 = 1, 900, NULL), if(k %% 6 = 3, 700, NULL), if(k %% 6 = 5, 0, NULL), if(k %% 6 IN (2, 4), 1500, NULL)
 FROM (SELECT number, number %% %d AS d, intDiv(number, %d) AS k FROM numbers(%d))`,
-			start, b.streams, b.streams, b.devices, b.devices, n)
+			devStart, bulkEventStep.Milliseconds(), b.streams, b.streams, b.devices, b.devices, n)
 		edge := fmt.Sprintf(`INSERT INTO events (event_id, log_type, ts, source, app_id, session_id, node_id, received_at, sample_rate, trace_key, http_status, cache_hit)
-SELECT 'be' || toString(number), 'edge_access', fromUnixTimestamp64Milli(toInt64(%d + (d * 7919 %% 3600) * 1000 + s * 6 * 400000 + 50), 'UTC') AS t,
+SELECT 'be' || toString(number), 'edge_access', fromUnixTimestamp64Milli(toInt64(%d + (d * 7919 %% 3600) * 1000 + s * 6 * %d + 50), 'UTC') AS t,
   'server', 'bulk-' || toString(d %% 3), 'bs-' || toString(d) || '-' || toString(s), 'edge-' || toString(d %% 40), t, 1,
   'bs-' || toString(d) || '-' || toString(s), 200, d %% 10 != 0
 FROM (SELECT number, number %% %d AS d, intDiv(number, %d) AS s FROM numbers(%d))`,
-			start, b.devices, b.devices, b.sessions)
+			devStart, bulkEventStep.Milliseconds(), b.devices, b.devices, b.sessions)
 		// Every stream, every 2 minutes: origin_stream and two transcode
 		// workers, in each app.
 		ticks := int(23 * time.Hour / (2 * time.Minute))
