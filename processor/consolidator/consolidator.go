@@ -15,12 +15,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lastmile-qoe/lastmile/internal/store"
 )
 
 // Store is what the consolidator needs of the store.
@@ -162,12 +163,7 @@ WHERE database = currentDatabase() AND table = %[1]s AND active
     AND length(partition_id) = 8 AND toUInt32OrZero(partition_id) > 0 AND toUInt32OrZero(partition_id) < toYYYYMMDD(now())
 GROUP BY partition_id
 HAVING parts > 1
-ORDER BY partition_id`, quote(table))
-}
-
-// quote writes s as a ClickHouse string literal.
-func quote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+ORDER BY partition_id`, store.QuoteString(table))
 }
 
 // Fragmented says whether at least two of the day's parts hold minShare of
@@ -248,7 +244,7 @@ func (c *Consolidator) merge(ctx context.Context, d Day) error {
 	// Without FINAL: all the day's parts are merged into one, and a day
 	// already in one part (another processor got there first) is left
 	// alone.
-	sql := fmt.Sprintf("OPTIMIZE TABLE %s PARTITION ID '%s'", c.cfg.Table, d.PartitionID)
+	sql := fmt.Sprintf("OPTIMIZE TABLE %s PARTITION ID '%s'", store.QuoteTable(c.cfg.Table), d.PartitionID)
 	t0 := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- c.st.Exec(context.WithoutCancel(ctx), sql) }()
@@ -266,9 +262,9 @@ func (c *Consolidator) merge(ctx context.Context, d Day) error {
 		// restart; background merges cancelled meanwhile run again later.
 		kctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		stopErr := c.st.Exec(kctx, "SYSTEM STOP MERGES "+c.cfg.Table)
+		stopErr := c.st.Exec(kctx, "SYSTEM STOP MERGES "+store.QuoteTable(c.cfg.Table))
 		<-done
-		if err := c.st.Exec(kctx, "SYSTEM START MERGES "+c.cfg.Table); err != nil && stopErr == nil {
+		if err := c.st.Exec(kctx, "SYSTEM START MERGES "+store.QuoteTable(c.cfg.Table)); err != nil && stopErr == nil {
 			stopErr = err
 		}
 		if stopErr != nil {
