@@ -910,28 +910,39 @@ func TestTraceReadsFewGranules(t *testing.T) {
 	t.Logf("generated rows: %d", b.rows)
 }
 
-// TestTraceSpans: the client and the stream query name each session's span as
-// a range of the sort key up to traceMaxSpanTerms of them, and past that the
-// keys with the spans (or the window) as a filter; either way every span is
-// there.
+// TestTraceSpans: the client query names each trace key's sessions as one
+// range of the sort key, from the first start to the last end, and the stream
+// query each session's span (±traceMargin) of its stream, up to
+// traceMaxSpanTerms ranges; past that the keys, with the window or the spans
+// as a filter. Either way every session and stream is there.
 func TestTraceSpans(t *testing.T) {
-	now := time.Now()
+	now := time.Now().Truncate(time.Millisecond)
 	req := &traceRequest{By: "device_id", ID: "d", From: now.Add(-24 * time.Hour), To: now, Limit: 50}
-	page := func(n int) []*tracePageSession {
+	// n sessions an hour apart, on keys cycling through the first keys ones.
+	page := func(n, keys int) []*tracePageSession {
 		var out []*tracePageSession
 		for i := range n {
 			start := now.Add(-time.Duration(i+1) * time.Hour).UnixMilli()
 			out = append(out, &tracePageSession{AppID: "a", SessionID: fmt.Sprintf("s%d", i), StartMs: start, EndMs: start + 60_000,
-				Keys: []string{"d"}, Streams: []string{fmt.Sprintf("live/r%d", i)}, Renditions: []string{"720p"}})
+				Keys: []string{fmt.Sprintf("d%d", i%keys)}, Streams: []string{fmt.Sprintf("live/r%d", i)}, Renditions: []string{"720p"}})
 		}
 		return out
 	}
 	for _, c := range []struct {
-		sessions int
-		ranges   bool
-	}{{1, true}, {traceMaxSpanTerms, true}, {traceMaxSpanTerms + 1, false}} {
+		sessions, keys int
+		clientRanges   bool // the client query by ranges, not by keys and window
+		streamRanges   bool
+	}{
+		{1, 1, true, true},
+		{traceMaxSpanTerms, 1, true, true},
+		{traceMaxSpanTerms + 1, 1, true, false},
+		{traceMaxSpanTerms, traceMaxSpanTerms, true, true},
+		{traceMaxSpanTerms + 1, traceMaxSpanTerms + 1, false, false},
+	} {
+		name := fmt.Sprintf("%d sessions on %d keys", c.sessions, c.keys)
+		ps := page(c.sessions, c.keys)
 		var client, stream string
-		for _, f := range traceFetches(req, page(c.sessions), true) {
+		for _, f := range traceFetches(req, ps, true) {
 			switch f.kind {
 			case fetchClient:
 				client = f.sql
@@ -939,21 +950,30 @@ func TestTraceSpans(t *testing.T) {
 				stream = f.sql
 			}
 		}
-		if got := strings.Count(client, "(trace_key = 'd' AND ts >= "); c.ranges && got != c.sessions {
-			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, client)
+		if got := strings.Count(client, "(trace_key = '"); c.clientRanges && got != c.keys {
+			t.Errorf("%s: %d key ranges in the client query, want one per key:\n%s", name, got, client)
 		}
-		if got := strings.Contains(client, "trace_key IN ('d')"); got == c.ranges {
-			t.Errorf("%d sessions: client by key and window %v, want %v:\n%s", c.sessions, got, !c.ranges, client)
+		if c.clientRanges {
+			// Key d0 has sessions 0, keys, 2·keys, …: its range runs from the
+			// last one's start (the earliest) to session 0's end.
+			last := (c.sessions - 1) / c.keys * c.keys
+			want := fmt.Sprintf("(trace_key = 'd0' AND ts >= %s AND ts <= %s)", sqlTime(time.UnixMilli(ps[last].StartMs)), sqlTime(time.UnixMilli(ps[0].EndMs)))
+			if !strings.Contains(client, want) {
+				t.Errorf("%s: the client query has no %s:\n%s", name, want, client)
+			}
 		}
-		if got := strings.Count(stream, "(trace_key = '"); c.ranges && got != c.sessions {
-			t.Errorf("%d sessions: %d key ranges in\n%s", c.sessions, got, stream)
+		if got := strings.Contains(client, "trace_key IN ('d0'"); got == c.clientRanges {
+			t.Errorf("%s: client by keys and window %v, want %v:\n%s", name, got, !c.clientRanges, client)
 		}
-		if got := strings.Contains(stream, "arrayExists"); got == c.ranges {
-			t.Errorf("%d sessions: arrayExists %v, want %v:\n%s", c.sessions, got, !c.ranges, stream)
+		if got := strings.Count(stream, "(trace_key = '"); c.streamRanges && got != c.sessions {
+			t.Errorf("%s: %d key ranges in the stream query, want one per session:\n%s", name, got, stream)
+		}
+		if got := strings.Contains(stream, "arrayExists"); got == c.streamRanges {
+			t.Errorf("%s: arrayExists %v, want %v:\n%s", name, got, !c.streamRanges, stream)
 		}
 		for i := range c.sessions {
 			if !strings.Contains(stream, fmt.Sprintf("'live/r%d'", i)) || !strings.Contains(client, fmt.Sprintf("'s%d'", i)) {
-				t.Errorf("%d sessions: session s%d or stream live/r%d missing", c.sessions, i, i)
+				t.Errorf("%s: session s%d or stream live/r%d missing", name, i, i)
 			}
 		}
 	}
