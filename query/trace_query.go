@@ -523,7 +523,7 @@ WHERE app_id IN %s AND session_id IN %s AND log_type IN %s AND ts >= %s AND ts <
 	var q string
 	if len(spans) <= traceMaxSpanTerms {
 		q = fmt.Sprintf(`SELECT %s
-FROM events
+FROM `+schemas.TraceStreamsTable+`
 PREWHERE %s
 WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s`,
 			streamCols, traceSpanTerms(spans), appIn, streamIn, traceIn(traceStreamish))
@@ -535,7 +535,7 @@ WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s`,
 			lo, hi = min(lo, sp.lo), max(hi, sp.hi)
 		}
 		q = fmt.Sprintf(`SELECT %s
-FROM events
+FROM `+schemas.TraceStreamsTable+`
 PREWHERE trace_key IN %s
 WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s
   AND arrayExists(r -> stream_id = r.1 AND toUnixTimestamp64Milli(ts) BETWEEN r.2 AND r.3, [%s])`,

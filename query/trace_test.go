@@ -910,6 +910,45 @@ func TestTraceReadsFewGranules(t *testing.T) {
 	t.Logf("generated rows: %d", b.rows)
 }
 
+// TestTraceStreamsTable: trace_streams (migration 0006) has every column the
+// stream query reads, and its view copies exactly the log types of a
+// session's stream: a column or type added to the catalog later needs a
+// migration for it too.
+func TestTraceStreamsTable(t *testing.T) {
+	st := sharedStore(t)
+	ctx := context.Background()
+	out, err := st.QueryJSON(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = '"+schemas.TraceStreamsTable+"'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	traceLines(out, func(l []byte) error {
+		var r struct{ Name string }
+		json.Unmarshal(l, &r)
+		have[r.Name] = true
+		return nil
+	})
+	need := []string{"trace_key", "ts"}
+	for _, c := range strings.Split(streamCols, ", ") {
+		need = append(need, strings.TrimSuffix(strings.TrimPrefix(strings.Fields(c)[0], "toUnixTimestamp64Milli("), ")"))
+	}
+	for _, c := range need {
+		if !have[c] {
+			t.Errorf("%s has no column %s, which the stream query reads", schemas.TraceStreamsTable, c)
+		}
+	}
+	out, err = st.QueryJSON(ctx, "SELECT as_select AS q FROM system.tables WHERE database = currentDatabase() AND name = '"+schemas.TraceStreamsTable+"_mv'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mv struct{ Q string }
+	json.Unmarshal(out, &mv)
+	in := strings.SplitN(mv.Q, "log_type IN ", 2)
+	if len(in) != 2 || strings.ReplaceAll(strings.TrimSpace(in[1]), "'", "") != strings.ReplaceAll(traceIn(traceStreamish), "'", "") {
+		t.Errorf("the view copies %q, want the log types %s", mv.Q, traceIn(traceStreamish))
+	}
+}
+
 // TestTraceSpans: the client query names each trace key's sessions as one
 // range of the sort key, from the first start to the last end, and the stream
 // query each session's span (±traceMargin) of its stream, up to

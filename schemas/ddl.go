@@ -47,6 +47,13 @@ const EventsTable = "events"
 // session: see TraceSessionQuantum.
 const TraceSessionsTable = "trace_sessions"
 
+// TraceStreamsTable holds the stream-level events again (push, ingest, relay,
+// origin, transcode: the columns a trace shows of them), written by a
+// materialized view on events (migration 0006), so that a trace fetches a
+// stream's events from a few small parts rather than from every part of the
+// events table.
+const TraceStreamsTable = "trace_streams"
+
 // TraceSessionQuantum is how far a session's events may run past the
 // last_ts of its trace_sessions rows. The processor writes a session's row
 // when it first sees it, when an event comes before its first_ts, and when
