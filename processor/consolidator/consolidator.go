@@ -53,10 +53,11 @@ type Config struct {
 	// would leave them stopped. Otherwise the merge is left to the server
 	// and Once returns at once.
 	StopMerges bool
-	// MinShare: a day is merged when at least two of its parts each hold
-	// this share of its rows (default 0.05). Late events (a player sending
-	// a day-old log) add small parts to a consolidated day; those are left
-	// to the background merges rather than rewriting the day for each.
+	// MinShare: a day is merged when its parts besides the largest hold
+	// this share of its rows together (default 0.05). Late events (a player
+	// sending a day-old log) add small parts to a consolidated day; those
+	// are left to the background merges rather than rewriting the day for
+	// each.
 	MinShare float64
 }
 
@@ -166,20 +167,17 @@ HAVING parts > 1
 ORDER BY partition_id`, store.QuoteString(table))
 }
 
-// Fragmented says whether at least two of the day's parts hold minShare of
-// its rows each.
+// Fragmented says whether the parts besides the day's largest hold minShare
+// of its rows together: a day in many parts, or in one large part and many
+// small ones (the merge policy leaves the last hours of a day so), but not a
+// merged day and a few late events.
 func (d Day) Fragmented(minShare float64) bool {
-	var total int64
+	var total, largest int64
 	for _, r := range d.Rows {
 		total += r
+		largest = max(largest, r)
 	}
-	big := 0
-	for _, r := range d.Rows {
-		if float64(r) >= minShare*float64(total) {
-			big++
-		}
-	}
-	return big >= 2
+	return len(d.Rows) > 1 && float64(total-largest) >= minShare*float64(total)
 }
 
 // Once looks at the closed days and merges those due, one after the other.

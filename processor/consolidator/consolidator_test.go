@@ -30,7 +30,11 @@ func TestDue(t *testing.T) {
 	}{
 		{"three like parts", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 3600}, true, false},
 		{"one big part and late events", consolidator.Day{Rows: []int64{29e6, 4000, 120}, Bytes: gib / 2, IdleSeconds: 3600}, false, false},
-		{"two parts of 5% each", consolidator.Day{Rows: []int64{90, 5, 5}, Bytes: 100, IdleSeconds: 3600}, true, false},
+		{"5% besides the largest part", consolidator.Day{Rows: []int64{95, 3, 2}, Bytes: 100, IdleSeconds: 3600}, true, false},
+		{"4% besides the largest part", consolidator.Day{Rows: []int64{96, 2, 2}, Bytes: 100, IdleSeconds: 3600}, false, false},
+		// The benchmark's yesterday as the merge policy left it: one part of
+		// 7.25M rows and the last hours' 26 parts of 250k.
+		{"one big part and many small ones", consolidator.Day{Rows: append([]int64{7_250_000}, slices.Repeat([]int64{250_000}, 26)...), Bytes: gib / 2, IdleSeconds: 3600}, true, false},
 		{"still written", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 30}, false, false},
 		{"being merged", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: gib / 2, IdleSeconds: 3600, Merging: true}, false, false},
 		{"too large", consolidator.Day{Rows: []int64{7e6, 7e6, 6e6}, Bytes: 2 * gib, IdleSeconds: 3600}, false, true},
