@@ -910,14 +910,14 @@ func TestTraceReadsFewGranules(t *testing.T) {
 	t.Logf("generated rows: %d", b.rows)
 }
 
-// TestTraceStreamsTable: trace_streams (migration 0006) has every column the
-// stream query reads, and its view copies exactly the log types of a
-// session's stream: a column or type added to the catalog later needs a
-// migration for it too.
-func TestTraceStreamsTable(t *testing.T) {
+// TestTraceContextTable: trace_context (migration 0006) has every column the
+// stream and edge queries read, and its view copies exactly the log types of
+// a session's stream and edge: a column or type added to the catalog later
+// needs a migration for it too.
+func TestTraceContextTable(t *testing.T) {
 	st := sharedStore(t)
 	ctx := context.Background()
-	out, err := st.QueryJSON(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = '"+schemas.TraceStreamsTable+"'")
+	out, err := st.QueryJSON(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = "+sqlString(schemas.TraceContextTable))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -929,23 +929,30 @@ func TestTraceStreamsTable(t *testing.T) {
 		return nil
 	})
 	need := []string{"trace_key", "ts"}
-	for _, c := range strings.Split(streamCols, ", ") {
+	for _, c := range strings.Split(streamCols+", "+edgeCols, ", ") {
 		need = append(need, strings.TrimSuffix(strings.TrimPrefix(strings.Fields(c)[0], "toUnixTimestamp64Milli("), ")"))
 	}
 	for _, c := range need {
 		if !have[c] {
-			t.Errorf("%s has no column %s, which the stream query reads", schemas.TraceStreamsTable, c)
+			t.Errorf("%s has no column %s, which the stream or edge query reads", schemas.TraceContextTable, c)
 		}
 	}
-	out, err = st.QueryJSON(ctx, "SELECT as_select AS q FROM system.tables WHERE database = currentDatabase() AND name = '"+schemas.TraceStreamsTable+"_mv'")
+	out, err = st.QueryJSON(ctx, "SELECT as_select AS q FROM system.tables WHERE database = currentDatabase() AND name = "+sqlString(schemas.TraceContextTable+"_mv"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mv struct{ Q string }
 	json.Unmarshal(out, &mv)
-	in := strings.SplitN(mv.Q, "log_type IN ", 2)
-	if len(in) != 2 || strings.ReplaceAll(strings.TrimSpace(in[1]), "'", "") != strings.ReplaceAll(traceIn(traceStreamish), "'", "") {
-		t.Errorf("the view copies %q, want the log types %s", mv.Q, traceIn(traceStreamish))
+	_, in, ok := strings.Cut(mv.Q, "log_type IN ")
+	got := strings.Split(strings.Trim(strings.TrimSpace(in), "()"), ", ")
+	want := append(slices.Clone(traceStreamish), traceEdgeTypes...)
+	for i := range got {
+		got[i] = strings.Trim(got[i], "'")
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !ok || !slices.Equal(got, want) {
+		t.Errorf("the view copies %q, want the log types %v", mv.Q, want)
 	}
 }
 

@@ -47,12 +47,13 @@ const EventsTable = "events"
 // session: see TraceSessionQuantum.
 const TraceSessionsTable = "trace_sessions"
 
-// TraceStreamsTable holds the stream-level events again (push, ingest, relay,
-// origin, transcode: the columns a trace shows of them), written by a
-// materialized view on events (migration 0006), so that a trace fetches a
-// stream's events from a few small parts rather than from every part of the
-// events table.
-const TraceStreamsTable = "trace_streams"
+// TraceContextTable holds, again, the events a trace shows beside a
+// session's own: the stream-level events (push, ingest, relay, origin,
+// transcode) and the edge's access log, only the columns a trace shows of
+// them, written by a materialized view on events (migration 0006). A trace
+// fetches them from a few small parts of dense rows rather than from every
+// part of the events table.
+const TraceContextTable = "trace_context"
 
 // TraceSessionQuantum is how far a session's events may run past the
 // last_ts of its trace_sessions rows. The processor writes a session's row
