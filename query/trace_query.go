@@ -493,11 +493,12 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 		// key's rows between its sessions are few (a device plays one
 		// session at a time; another user's on a shared device, or a
 		// session past the page, is filtered out by session_id), so the
-		// wider range reads about the same rows, and every OR term costs the store's
-		// planning ~0.6 ms (a user's 17 sessions on 2 devices: 24 ms of CPU
-		// with a term per session, 14 with one per device, the same 4
-		// granules; 50M events, 2 cores). The price is a granule of each part
-		// that lies between two sessions and holds none of their events.
+		// wider range reads about the same rows, and every OR term costs
+		// the store's planning ~0.6 ms (a user's 17 sessions on 2 devices:
+		// 24 ms of CPU with a term per session, 14 with one per device, the
+		// same 4 granules; 50M events, 2 cores). The price is a granule of
+		// each part that lies between two sessions and holds none of their
+		// events.
 		types := traceLookupTypes(req)
 		var spans []traceKeySpan
 		for _, k := range slices.Sorted(maps.Keys(keySpans)) {
