@@ -359,6 +359,10 @@ var (
 	// A stream's events are context for a viewer: what the stream did, not
 	// who the broadcaster is or how it is set up (their own session has
 	// that), so only these common columns and not the static ones.
+	//
+	// The edge and stream queries read these as trace_context's documents,
+	// which its view writes (migration 0007 lists the same columns;
+	// TestTraceContextTable checks the two agree).
 	streamCols = traceCols([]string{"event_id", "log_type", "ts", "app_id", "session_id", "stream_id", "node_id", "rendition"},
 		traceStreamish, "url", "server_ip", "client_ip", "width", "height", "target_bitrate_kbps", "connect_ms", "interval_ms")
 )
@@ -479,12 +483,13 @@ func traceFetches(req *traceRequest, page []*tracePageSession, withClient bool) 
 	// read from trace_context: in the events table each session looked up
 	// cost the key search of every part of the window, ~150 µs (25 sessions
 	// over 11 parts: 21 ms of CPU, 12 here). Over the window, not the
-	// sessions' spans: an edge's clock is not the player's.
-	out := []traceFetchQuery{{fetchEdge, fmt.Sprintf(`SELECT %s
+	// sessions' spans: an edge's clock is not the player's. One column, the
+	// event's document (see streamCols).
+	out := []traceFetchQuery{{fetchEdge, fmt.Sprintf(`SELECT doc
 FROM `+schemas.TraceContextTable+`
 PREWHERE trace_key IN %s
 WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
-		edgeCols, sidIn, appIn, traceIn(traceEdgeTypes), sqlTime(req.From.Add(-traceMargin)), sqlTime(req.To.Add(traceMargin))) + tail}}
+		sidIn, appIn, traceIn(traceEdgeTypes), sqlTime(req.From.Add(-traceMargin)), sqlTime(req.To.Add(traceMargin))) + tail}}
 	if withClient {
 		// Each key's sessions as one range of the sort key, from the first
 		// one's start to the last one's end: the store reads only the parts
@@ -514,44 +519,65 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 	if len(streamSpans) == 0 {
 		return out
 	}
-	// Each stream over its own sessions' spans: a user's plays of different
-	// streams at different times must not fetch every stream at every time.
-	// Up to traceMaxSpanTerms spans, each is a range of the sort key, so the
-	// store reads only the granules (and parts) of those spans; past that the
-	// terms cost more to plan than they save, and the streams' keys and one
-	// span over all of them narrow the read, the spans the rows. From
-	// trace_context, where a stream's rows are dense: in the events table
-	// they share granules with other streams', and each span cost a granule
-	// of every part of the window that holds the stream.
-	streams := slices.Sorted(maps.Keys(streamSpans))
-	streamIn := traceIn(streams)
-	spans := traceKeySpans(streamSpans)
+	// Each stream over its own sessions' spans (±traceMargin): a user's
+	// plays of different streams at different times must not fetch every
+	// stream at every time. From trace_context, one column, by the 10-minute
+	// buckets the spans meet, as one set of (app_id, trace_key, bucket): the
+	// key search finds a set of key prefixes exactly, where OR-ed ranges of
+	// (trace_key, ts) cost planning for each and kept the granules where one
+	// stream's rows end and the next one's start in every part. The whole
+	// buckets come back; assembleTrace keeps each session's span. Past
+	// traceMaxStreamBuckets (plays of hours), the streams over the spans'
+	// hull.
+	set, lo, hi := traceStreamBuckets(page, streamSpans)
 	var q string
-	if len(spans) <= traceMaxSpanTerms {
-		q = fmt.Sprintf(`SELECT %s
+	if len(set) <= traceMaxStreamBuckets {
+		q = fmt.Sprintf(`SELECT doc
 FROM `+schemas.TraceContextTable+`
-PREWHERE %s
-WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s`,
-			streamCols, traceSpanTerms(spans), appIn, streamIn, traceIn(traceStreamish))
+PREWHERE (app_id, trace_key, bucket) IN (%s)
+WHERE log_type IN %s`, strings.Join(set, ", "), traceIn(traceStreamish))
 	} else {
-		r := make([]string, len(spans))
-		lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
-		for i, sp := range spans {
-			r[i] = fmt.Sprintf("(%s, %d, %d)", sqlString(sp.key), sp.lo, sp.hi)
-			lo, hi = min(lo, sp.lo), max(hi, sp.hi)
-		}
-		q = fmt.Sprintf(`SELECT %s
+		q = fmt.Sprintf(`SELECT doc
 FROM `+schemas.TraceContextTable+`
 PREWHERE trace_key IN %s
-WHERE app_id IN %s AND stream_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s
-  AND arrayExists(r -> stream_id = r.1 AND toUnixTimestamp64Milli(ts) BETWEEN r.2 AND r.3, [%s])`,
-			streamCols, streamIn, appIn, streamIn, traceIn(traceStreamish),
-			sqlTime(time.UnixMilli(lo)), sqlTime(time.UnixMilli(hi)), strings.Join(r, ", "))
+WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
+			traceIn(slices.Sorted(maps.Keys(streamSpans))), appIn, traceIn(traceStreamish),
+			sqlTime(time.UnixMilli(lo)), sqlTime(time.UnixMilli(hi)))
 	}
 	if !allRenditions {
 		q += " AND (log_type != 'transcode' OR rendition IN " + traceIn(traceUniq(rends)) + ")"
 	}
 	return append(out, traceFetchQuery{fetchStream, q + fmt.Sprintf("\nLIMIT %d\nSETTINGS %s", traceMaxRows+1, traceSettings)})
+}
+
+// traceMaxStreamBuckets bounds the (app_id, trace_key, bucket) set of the
+// stream query: 144 buckets are a day of one stream.
+const traceMaxStreamBuckets = 2048
+
+// traceStreamBuckets lists, as SQL tuples in key order, the
+// (app_id, stream, bucket) of trace_context that the page's stream spans
+// meet, and the spans' hull.
+func traceStreamBuckets(page []*tracePageSession, streamSpans map[string][][2]int64) (set []string, lo, hi int64) {
+	apps := map[string][]string{} // stream → apps of its sessions
+	for _, ps := range page {
+		for _, st := range ps.Streams {
+			if !slices.Contains(apps[st], ps.AppID) {
+				apps[st] = append(apps[st], ps.AppID)
+			}
+		}
+	}
+	lo, hi = math.MaxInt64, math.MinInt64
+	width := schemas.TraceContextBucket.Milliseconds()
+	for _, sp := range traceKeySpans(streamSpans) {
+		lo, hi = min(lo, sp.lo), max(hi, sp.hi)
+		for _, app := range apps[sp.key] {
+			for b := sp.lo / width; b <= sp.hi/width && len(set) <= traceMaxStreamBuckets; b++ {
+				set = append(set, fmt.Sprintf("(%s, %s, %d)", sqlString(app), sqlString(sp.key), b))
+			}
+		}
+	}
+	slices.Sort(set)
+	return slices.Compact(set), lo, hi
 }
 
 // traceKeySpan is a span of time of one trace key: a range of the sort key.
@@ -584,8 +610,8 @@ func traceSpanTerms(spans []traceKeySpan) string {
 	return strings.Join(terms, " OR ")
 }
 
-// traceMaxSpanTerms bounds the per-span terms of the client and the stream
-// query (see traceFetches). Each costs ~1–2 ms (chDB 26.5, 2 cores, 50M
+// traceMaxSpanTerms bounds the per-span terms of the client query (see
+// traceFetches). Each costs ~1–2 ms (chDB 26.5, 2 cores, 50M
 // events): past 32, a read of the keys over the window (~90 ms for a user) is
 // cheaper.
 const traceMaxSpanTerms = 32
@@ -623,8 +649,21 @@ func (s *Server) traceFetch(ctx context.Context, f traceFetchQuery) ([]traceRow,
 	}
 	var rows []traceRow
 	var scratch []flatjson.Field
+	var docs []byte // trace_context's documents, unescaped; rows keep slices of it
 	seen := map[[2]string]bool{}
 	err = traceLines(out, func(line []byte) error {
+		if f.kind != fetchClient {
+			var err error
+			if scratch, err = flatjson.ParseObject(scratch[:0], line); err != nil {
+				return fmt.Errorf("fetching %s: row %.200q: %w", what, line, err)
+			}
+			if len(scratch) != 1 || scratch[0].Kind != flatjson.String {
+				return fmt.Errorf("fetching %s: row %.200q: want {\"doc\": \"…\"}", what, line)
+			}
+			start := len(docs)
+			docs = scratch[0].AppendStr(docs)
+			line = docs[start:len(docs):len(docs)]
+		}
 		var r traceRow
 		var err error
 		if r, scratch, err = parseTraceRow(line, scratch); err != nil {

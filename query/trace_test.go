@@ -910,34 +910,64 @@ func TestTraceReadsFewGranules(t *testing.T) {
 	t.Logf("generated rows: %d", b.rows)
 }
 
-// TestTraceContextTable: trace_context (migration 0006) has every column the
-// stream and edge queries read, and its view copies exactly the log types of
-// a session's stream and edge: a column or type added to the catalog later
-// needs a migration for it too.
+// TestTraceContextTable: trace_context (migration 0007) holds, for every
+// stream-level and edge event, the document the stream or edge query would
+// have printed of its columns in the events table (streamCols, edgeCols),
+// byte for byte, in its 10-minute bucket; and its view copies exactly the log
+// types of a session's stream and edge: a column or type added to the
+// catalog later needs a migration for it too.
 func TestTraceContextTable(t *testing.T) {
+	loadTraceScenario(t)
 	st := sharedStore(t)
 	ctx := context.Background()
-	out, err := st.QueryJSON(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = "+sqlString(schemas.TraceContextTable))
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[string]bool{}
-	traceLines(out, func(l []byte) error {
-		var r struct{ Name string }
-		json.Unmarshal(l, &r)
-		have[r.Name] = true
-		return nil
-	})
-	need := []string{"trace_key", "ts"}
-	for _, c := range strings.Split(streamCols+", "+edgeCols, ", ") {
-		need = append(need, strings.TrimSuffix(strings.TrimPrefix(strings.Fields(c)[0], "toUnixTimestamp64Milli("), ")"))
-	}
-	for _, c := range need {
-		if !have[c] {
-			t.Errorf("%s has no column %s, which the stream or edge query reads", schemas.TraceContextTable, c)
+	width := schemas.TraceContextBucket.Milliseconds()
+	for _, c := range []struct {
+		cols  string
+		types []string
+	}{{streamCols, traceStreamish}, {edgeCols, traceEdgeTypes}} {
+		// The scenario's app: other tests' bulk loads may be there too.
+		want, err := st.QueryJSON(ctx, fmt.Sprintf("SELECT %s FROM events WHERE app_id = 'ua' AND log_type IN %s ORDER BY event_id", c.cols, traceIn(c.types)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := st.QueryJSON(ctx, fmt.Sprintf("SELECT bucket, doc FROM %s WHERE app_id = 'ua' AND log_type IN %s", schemas.TraceContextTable, traceIn(c.types)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		type doc struct {
+			Bucket int64
+			Doc    string
+			id     string
+		}
+		var docs []doc
+		traceLines(out, func(l []byte) error {
+			var d doc
+			var e struct {
+				EventID string `json:"event_id"`
+			}
+			if err := json.Unmarshal(l, &d); err != nil || json.Unmarshal([]byte(d.Doc), &e) != nil {
+				t.Errorf("not a document: %s", l)
+			}
+			d.id = e.EventID
+			docs = append(docs, d)
+			return nil
+		})
+		slices.SortFunc(docs, func(a, b doc) int { return strings.Compare(a.id, b.id) })
+		var got strings.Builder
+		for _, d := range docs {
+			got.WriteString(d.Doc + "\n")
+			var e struct {
+				TsMs int64 `json:"ts_ms"`
+			}
+			if json.Unmarshal([]byte(d.Doc), &e); d.Bucket != e.TsMs/width {
+				t.Errorf("bucket %d of %s, want %d", d.Bucket, d.Doc, e.TsMs/width)
+			}
+		}
+		if len(want) == 0 || got.String() != string(want) {
+			t.Errorf("%v: the documents in %s are\n%s\nwant what the events table prints of %s:\n%s", c.types, schemas.TraceContextTable, got.String(), c.cols, want)
 		}
 	}
-	out, err = st.QueryJSON(ctx, "SELECT as_select AS q FROM system.tables WHERE database = currentDatabase() AND name = "+sqlString(schemas.TraceContextTable+"_mv"))
+	out, err := st.QueryJSON(ctx, "SELECT as_select AS q FROM system.tables WHERE database = currentDatabase() AND name = "+sqlString(schemas.TraceContextTable+"_mv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -957,36 +987,44 @@ func TestTraceContextTable(t *testing.T) {
 }
 
 // TestTraceSpans: the client query names each trace key's sessions as one
-// range of the sort key, from the first start to the last end, and the stream
-// query each session's span (±traceMargin) of its stream, up to
-// traceMaxSpanTerms ranges; past that the keys, with the window or the spans
-// as a filter. Either way every session and stream is there.
+// range of the sort key, from the first start to the last end, up to
+// traceMaxSpanTerms ranges, past that the keys over the window; and the
+// stream query names the trace_context buckets each session's span
+// (±traceMargin) of its stream meets, up to traceMaxStreamBuckets, past that
+// the streams over the spans' hull. Either way every session and stream is
+// there.
 func TestTraceSpans(t *testing.T) {
-	now := time.Now().Truncate(time.Millisecond)
+	// Sessions start mid-bucket, so a span of 12 h ± traceMargin meets 73.
+	now := time.Now().Truncate(schemas.TraceContextBucket).Add(schemas.TraceContextBucket / 2)
 	req := &traceRequest{By: "device_id", ID: "d", From: now.Add(-24 * time.Hour), To: now, Limit: 50}
-	// n sessions an hour apart, on keys cycling through the first keys ones.
-	page := func(n, keys int) []*tracePageSession {
+	// n sessions an hour apart, each dur long, on keys cycling through the
+	// first keys ones.
+	page := func(n, keys int, dur time.Duration) []*tracePageSession {
 		var out []*tracePageSession
 		for i := range n {
 			start := now.Add(-time.Duration(i+1) * time.Hour).UnixMilli()
-			out = append(out, &tracePageSession{AppID: "a", SessionID: fmt.Sprintf("s%d", i), StartMs: start, EndMs: start + 60_000,
+			out = append(out, &tracePageSession{AppID: "a", SessionID: fmt.Sprintf("s%d", i), StartMs: start, EndMs: start + dur.Milliseconds(),
 				Keys: []string{fmt.Sprintf("d%d", i%keys)}, Streams: []string{fmt.Sprintf("live/r%d", i)}, Renditions: []string{"720p"}})
 		}
 		return out
 	}
 	for _, c := range []struct {
 		sessions, keys int
+		dur            time.Duration
 		clientRanges   bool // the client query by ranges, not by keys and window
-		streamRanges   bool
+		streamBuckets  bool // the stream query by buckets, not by streams and hull
 	}{
-		{1, 1, true, true},
-		{traceMaxSpanTerms, 1, true, true},
-		{traceMaxSpanTerms + 1, 1, true, false},
-		{traceMaxSpanTerms, traceMaxSpanTerms, true, true},
-		{traceMaxSpanTerms + 1, traceMaxSpanTerms + 1, false, false},
+		{1, 1, time.Minute, true, true},
+		{traceMaxSpanTerms, 1, time.Minute, true, true},
+		{traceMaxSpanTerms + 1, 1, time.Minute, true, true},
+		{traceMaxSpanTerms, traceMaxSpanTerms, time.Minute, true, true},
+		{traceMaxSpanTerms + 1, traceMaxSpanTerms + 1, time.Minute, false, true},
+		// plays of 12 hours: 73 buckets each
+		{traceMaxStreamBuckets / 73, 1, 12 * time.Hour, true, true},
+		{traceMaxStreamBuckets/73 + 1, 1, 12 * time.Hour, true, false},
 	} {
-		name := fmt.Sprintf("%d sessions on %d keys", c.sessions, c.keys)
-		ps := page(c.sessions, c.keys)
+		name := fmt.Sprintf("%d sessions of %s on %d keys", c.sessions, c.dur, c.keys)
+		ps := page(c.sessions, c.keys, c.dur)
 		var client, stream string
 		for _, f := range traceFetches(req, ps, true) {
 			switch f.kind {
@@ -1011,11 +1049,30 @@ func TestTraceSpans(t *testing.T) {
 		if got := strings.Contains(client, "trace_key IN ('d0'"); got == c.clientRanges {
 			t.Errorf("%s: client by keys and window %v, want %v:\n%s", name, got, !c.clientRanges, client)
 		}
-		if got := strings.Count(stream, "(trace_key = '"); c.streamRanges && got != c.sessions {
-			t.Errorf("%s: %d key ranges in the stream query, want one per session:\n%s", name, got, stream)
+		if got := strings.Contains(stream, "(app_id, trace_key, bucket) IN"); got != c.streamBuckets {
+			t.Errorf("%s: stream by buckets %v, want %v:\n%s", name, got, c.streamBuckets, stream)
 		}
-		if got := strings.Contains(stream, "arrayExists"); got == c.streamRanges {
-			t.Errorf("%s: arrayExists %v, want %v:\n%s", name, got, !c.streamRanges, stream)
+		width, margin := schemas.TraceContextBucket.Milliseconds(), traceMargin.Milliseconds()
+		for _, p := range ps {
+			first, last := (p.StartMs-margin)/width, (p.EndMs+margin)/width
+			if c.streamBuckets {
+				for b := first; b <= last; b++ {
+					if want := fmt.Sprintf("('a', '%s', %d)", p.Streams[0], b); !strings.Contains(stream, want) {
+						t.Errorf("%s: the stream query has no %s:\n%.2000s", name, want, stream)
+					}
+				}
+				for _, b := range []int64{first - 1, last + 1} {
+					if extra := fmt.Sprintf("('a', '%s', %d)", p.Streams[0], b); strings.Contains(stream, extra) {
+						t.Errorf("%s: the stream query has %s, past the span:\n%.2000s", name, extra, stream)
+					}
+				}
+			}
+		}
+		if !c.streamBuckets {
+			lo, hi := ps[len(ps)-1].StartMs-margin, ps[0].EndMs+margin
+			if want := fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(time.UnixMilli(lo)), sqlTime(time.UnixMilli(hi))); !strings.Contains(stream, want) {
+				t.Errorf("%s: the stream query has no %s:\n%.2000s", name, want, stream)
+			}
 		}
 		for i := range c.sessions {
 			if !strings.Contains(stream, fmt.Sprintf("'live/r%d'", i)) || !strings.Contains(client, fmt.Sprintf("'s%d'", i)) {

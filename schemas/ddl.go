@@ -49,11 +49,18 @@ const TraceSessionsTable = "trace_sessions"
 
 // TraceContextTable holds, again, the events a trace shows beside a
 // session's own: the stream-level events (push, ingest, relay, origin,
-// transcode) and the edge's access log, only the columns a trace shows of
-// them, written by a materialized view on events (migration 0006). A trace
-// fetches them from a few small parts of dense rows rather than from every
-// part of the events table.
+// transcode) and the edge's access log, each as one JSON document of the
+// columns a trace shows of it, keyed by trace key and TraceContextBucket,
+// written by a materialized view on events (migration 0007). A trace fetches
+// them from a few small parts, one column, a set of (app_id, trace_key,
+// bucket) at a time, rather than every column of every part of the events
+// table.
 const TraceContextTable = "trace_context"
+
+// TraceContextBucket is the span of trace_context's bucket column: its value
+// is the event's Unix time in ms divided by this many ms (migration 0007 has
+// the number too).
+const TraceContextBucket = 10 * time.Minute
 
 // TraceSessionQuantum is how far a session's events may run past the
 // last_ts of its trace_sessions rows. The processor writes a session's row
