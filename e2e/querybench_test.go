@@ -380,7 +380,7 @@ func consolidateClosedDays(t testing.TB, st *store.Embedded) {
 		t.Fatal(err)
 	}
 	for _, d := range done {
-		t.Logf("consolidated day %s: %d parts, %.2f GiB, after %s of merges, in %s", d.PartitionID, len(d.Rows), float64(d.Bytes)/(1<<30),
+		t.Logf("consolidated day %s of %s: %d parts, %.2f GiB, after %s of merges, in %s", d.PartitionID, d.Table, len(d.Rows), float64(d.Bytes)/(1<<30),
 			t1.Sub(t0).Round(time.Second), time.Since(t1).Round(time.Second))
 	}
 }

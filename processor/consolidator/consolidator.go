@@ -1,5 +1,5 @@
-// Package consolidator merges each closed day of the events table into one
-// part.
+// Package consolidator merges each closed day of the events table, and of
+// the trace lookup's trace_context, into one part.
 //
 // The merge policy (migration 0003) keeps background merges cheap at high
 // ingest rates by leaving a day in many parts, and every part a trace lookup
@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
 // Store is what the consolidator needs of the store.
@@ -32,8 +33,10 @@ type Store interface {
 
 // Config says which days are consolidated and how often to look.
 type Config struct {
-	// Table partitioned by day (toYYYYMMDD), default "events".
-	Table string
+	// Tables partitioned by day (toYYYYMMDD), looked at in this order;
+	// default events and trace_context, the tables a trace lookup reads by
+	// day (every part it opens costs it, docs/trace.md).
+	Tables []string
 	// MaxBytes is the largest day (bytes on disk) merged into one part; 0
 	// turns the consolidator off. The merge reads and writes the whole day
 	// once and holds its old parts until they are removed (old_parts_lifetime,
@@ -62,8 +65,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.Table == "" {
-		c.Table = "events"
+	if len(c.Tables) == 0 {
+		c.Tables = []string{schemas.EventsTable, schemas.TraceContextTable}
 	}
 	if c.Interval <= 0 {
 		c.Interval = 10 * time.Minute
@@ -95,7 +98,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return x
 	}
 	return &Metrics{
-		Days:    c("days_total", "Closed days of the events table merged into one part."),
+		Days:    c("days_total", "Closed days merged into one part (events, trace_context)."),
 		Bytes:   c("bytes_total", "Bytes on disk of the days merged (before the merge)."),
 		Seconds: c("seconds_total", "Time spent merging days."),
 		Skipped: c("skipped_days_total", "Looks at a fragmented closed day that left it as it was because it is larger than the limit."),
@@ -103,7 +106,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 }
 
-// Consolidator merges closed days of the events table.
+// Consolidator merges closed days of day-partitioned tables.
 type Consolidator struct {
 	cfg    Config
 	st     Store
@@ -141,8 +144,9 @@ func (c *Consolidator) Run(ctx context.Context) {
 	}
 }
 
-// Day is a partition of the events table as the consolidator sees it.
+// Day is a partition of a table as the consolidator sees it.
 type Day struct {
+	Table       string `json:"-"`
 	PartitionID string `json:"partition_id"`
 	// Rows of each of its parts.
 	Rows  []int64 `json:"part_rows"`
@@ -180,31 +184,43 @@ func (d Day) Fragmented(minShare float64) bool {
 	return len(d.Rows) > 1 && float64(total-largest) >= minShare*float64(total)
 }
 
-// Once looks at the closed days and merges those due, one after the other.
-// It returns the days it merged.
+// Once looks at the closed days of each table and merges those due, one
+// after the other. It returns the days it merged.
 func (c *Consolidator) Once(ctx context.Context) ([]Day, error) {
-	out, err := c.st.QueryJSON(ctx, daysSQL(c.cfg.Table))
+	var done []Day
+	for _, table := range c.cfg.Tables {
+		d, err := c.once(ctx, table)
+		done = append(done, d...)
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (c *Consolidator) once(ctx context.Context, table string) ([]Day, error) {
+	out, err := c.st.QueryJSON(ctx, daysSQL(table))
 	if err != nil {
 		c.m.Errors.Inc()
-		return nil, fmt.Errorf("listing the days of %s: %w", c.cfg.Table, err)
+		return nil, fmt.Errorf("listing the days of %s: %w", table, err)
 	}
 	var done []Day
 	for line := range bytes.SplitSeq(bytes.TrimSpace(out), []byte("\n")) {
 		if len(line) == 0 {
 			continue
 		}
-		var d Day
+		d := Day{Table: table}
 		if err := json.Unmarshal(line, &d); err != nil {
 			c.m.Errors.Inc()
-			return done, fmt.Errorf("listing the days of %s: row %.200q: %w", c.cfg.Table, line, err)
+			return done, fmt.Errorf("listing the days of %s: row %.200q: %w", table, line, err)
 		}
 		merge, tooBig := c.due(d)
 		if tooBig {
 			c.m.Skipped.Inc()
-			if !c.warned[d.PartitionID] {
-				c.warned[d.PartitionID] = true
+			if k := table + "/" + d.PartitionID; !c.warned[k] {
+				c.warned[k] = true
 				level.Info(c.logger).Log("msg", "closed day left in several parts: larger than --consolidate-max-bytes",
-					"day", d.PartitionID, "parts", len(d.Rows), "bytes", d.Bytes, "max_bytes", c.cfg.MaxBytes)
+					"table", table, "day", d.PartitionID, "parts", len(d.Rows), "bytes", d.Bytes, "max_bytes", c.cfg.MaxBytes)
 			}
 			continue
 		}
@@ -237,12 +253,12 @@ func (c *Consolidator) due(d Day) (merge, tooBig bool) {
 func (c *Consolidator) merge(ctx context.Context, d Day) error {
 	// The id goes into the statement: digits only (daysSQL selects those).
 	if _, err := strconv.ParseUint(d.PartitionID, 10, 32); err != nil {
-		return fmt.Errorf("merging day %q: not a day partition", d.PartitionID)
+		return fmt.Errorf("merging day %q of %s: not a day partition", d.PartitionID, d.Table)
 	}
 	// Without FINAL: all the day's parts are merged into one, and a day
 	// already in one part (another processor got there first) is left
 	// alone.
-	sql := fmt.Sprintf("OPTIMIZE TABLE %s PARTITION ID '%s'", store.QuoteTable(c.cfg.Table), d.PartitionID)
+	sql := fmt.Sprintf("OPTIMIZE TABLE %s PARTITION ID '%s'", store.QuoteTable(d.Table), d.PartitionID)
 	t0 := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- c.st.Exec(context.WithoutCancel(ctx), sql) }()
@@ -260,25 +276,25 @@ func (c *Consolidator) merge(ctx context.Context, d Day) error {
 		// restart; background merges cancelled meanwhile run again later.
 		kctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		stopErr := c.st.Exec(kctx, "SYSTEM STOP MERGES "+store.QuoteTable(c.cfg.Table))
+		stopErr := c.st.Exec(kctx, "SYSTEM STOP MERGES "+store.QuoteTable(d.Table))
 		<-done
-		if err := c.st.Exec(kctx, "SYSTEM START MERGES "+store.QuoteTable(c.cfg.Table)); err != nil && stopErr == nil {
+		if err := c.st.Exec(kctx, "SYSTEM START MERGES "+store.QuoteTable(d.Table)); err != nil && stopErr == nil {
 			stopErr = err
 		}
 		if stopErr != nil {
-			return fmt.Errorf("stopping the merge of day %s: %w", d.PartitionID, stopErr)
+			return fmt.Errorf("stopping the merge of day %s of %s: %w", d.PartitionID, d.Table, stopErr)
 		}
-		level.Info(c.logger).Log("msg", "merge of a closed day stopped for shutdown; it is redone after the restart", "day", d.PartitionID)
+		level.Info(c.logger).Log("msg", "merge of a closed day stopped for shutdown; it is redone after the restart", "table", d.Table, "day", d.PartitionID)
 		return ctx.Err()
 	}
 	if err != nil {
-		return fmt.Errorf("merging day %s (%d parts, %d bytes): %w", d.PartitionID, len(d.Rows), d.Bytes, err)
+		return fmt.Errorf("merging day %s of %s (%d parts, %d bytes): %w", d.PartitionID, d.Table, len(d.Rows), d.Bytes, err)
 	}
 	took := time.Since(t0)
 	c.m.Days.Inc()
 	c.m.Bytes.Add(float64(d.Bytes))
 	c.m.Seconds.Add(took.Seconds())
-	level.Info(c.logger).Log("msg", "closed day merged into one part", "day", d.PartitionID, "parts", len(d.Rows),
+	level.Info(c.logger).Log("msg", "closed day merged into one part", "table", d.Table, "day", d.PartitionID, "parts", len(d.Rows),
 		"bytes", d.Bytes, "took", took.Round(time.Millisecond))
 	return nil
 }

@@ -50,8 +50,9 @@ func TestDue(t *testing.T) {
 }
 
 // TestConsolidate: on the real store, a closed day in several parts becomes
-// one part; a closed day of one part and some late events, and today, are
-// left as they are.
+// one part, in events and in trace_context (a tenth of the rows are
+// stream-level, which its view copies); a closed day of one part and some
+// late events, and today, are left as they are.
 func TestConsolidate(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Embedded(t)
@@ -59,9 +60,10 @@ func TestConsolidate(t *testing.T) {
 	// Background merges would merge the small test parts themselves;
 	// OPTIMIZE still merges all of a partition.
 	exec("ALTER TABLE events MODIFY SETTING max_parts_to_merge_at_once = 1")
+	exec("ALTER TABLE trace_context MODIFY SETTING max_parts_to_merge_at_once = 1")
 	insert := func(day time.Time, rows int) {
 		exec(fmt.Sprintf(`INSERT INTO events (app_id, log_type, source, ts, received_at, event_id, trace_key, device_id, sample_rate)
-SELECT 'a', 'heartbeat', 'client', toDateTime64('%s 12:00:00', 3) + number, now64(3), toString(generateUUIDv4()), 'd' || toString(number %% 50), 'd' || toString(number %% 50), 1
+SELECT 'a', if(number %% 10 = 0, 'push_stats', 'heartbeat'), 'client', toDateTime64('%s 12:00:00', 3) + number, now64(3), toString(generateUUIDv4()), 'd' || toString(number %% 50), 'd' || toString(number %% 50), 1
 FROM numbers(%d)`, day.Format(time.DateOnly), rows))
 	}
 	// Days as the store counts them (its time zone is the partition key's).
@@ -75,11 +77,10 @@ FROM numbers(%d)`, day.Format(time.DateOnly), rows))
 	insert(today, 2000)
 	insert(today, 2000)
 	id := func(d time.Time) string { return d.Format("20060102") }
-	parts := func() map[string]int {
-		return partsOf(t, st, "events")
-	}
-	if got, want := parts(), map[string]int{id(fragmented): 3, id(late): 2, id(today): 2}; !maps.Equal(got, want) {
-		t.Fatalf("parts before: %v, want %v", got, want)
+	for _, table := range []string{"events", "trace_context"} {
+		if got, want := partsOf(t, st, table), map[string]int{id(fragmented): 3, id(late): 2, id(today): 2}; !maps.Equal(got, want) {
+			t.Fatalf("%s: parts before: %v, want %v", table, got, want)
+		}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -89,8 +90,8 @@ FROM numbers(%d)`, day.Format(time.DateOnly), rows))
 	if done, err := small.Once(ctx); err != nil || len(done) != 0 {
 		t.Fatalf("Once with a 1-byte limit merged %v, err %v", done, err)
 	}
-	if got := testutil.ToFloat64(m.Skipped); got != 1 {
-		t.Errorf("skipped_days_total = %v, want 1", got)
+	if got := testutil.ToFloat64(m.Skipped); got != 2 {
+		t.Errorf("skipped_days_total = %v, want 2 (events and trace_context)", got)
 	}
 	// Written just now: not quiet yet.
 	waiting := consolidator.New(consolidator.Config{MaxBytes: 1 << 30}, st, m, log.NewNopLogger())
@@ -105,16 +106,18 @@ FROM numbers(%d)`, day.Format(time.DateOnly), rows))
 	}
 	var merged []string
 	for _, d := range done {
-		merged = append(merged, d.PartitionID)
+		merged = append(merged, d.Table+"/"+d.PartitionID)
 	}
-	if !slices.Equal(merged, []string{id(fragmented)}) {
-		t.Errorf("merged %v, want only %s", merged, id(fragmented))
+	if want := []string{"events/" + id(fragmented), "trace_context/" + id(fragmented)}; !slices.Equal(merged, want) {
+		t.Errorf("merged %v, want only %v", merged, want)
 	}
-	if got, want := parts(), map[string]int{id(fragmented): 1, id(late): 2, id(today): 2}; !maps.Equal(got, want) {
-		t.Errorf("parts after: %v, want %v", got, want)
+	for _, table := range []string{"events", "trace_context"} {
+		if got, want := partsOf(t, st, table), map[string]int{id(fragmented): 1, id(late): 2, id(today): 2}; !maps.Equal(got, want) {
+			t.Errorf("%s: parts after: %v, want %v", table, got, want)
+		}
 	}
-	if got := testutil.ToFloat64(m.Days); got != 1 {
-		t.Errorf("days_total = %v, want 1", got)
+	if got := testutil.ToFloat64(m.Days); got != 2 {
+		t.Errorf("days_total = %v, want 2", got)
 	}
 	var n struct{ N int64 }
 	out, err := st.QueryJSON(ctx, "SELECT toInt64(count()) AS N FROM events")
@@ -132,7 +135,7 @@ FROM numbers(%d)`, day.Format(time.DateOnly), rows))
 	for range 3 {
 		exec(fmt.Sprintf("INSERT INTO monthly SELECT '%s', number FROM numbers(1000)", today.Format(time.DateOnly)))
 	}
-	mc := consolidator.New(consolidator.Config{Table: "monthly", MaxBytes: 1 << 30, Quiet: -1}, st, nil, log.NewNopLogger())
+	mc := consolidator.New(consolidator.Config{Tables: []string{"monthly"}, MaxBytes: 1 << 30, Quiet: -1}, st, nil, log.NewNopLogger())
 	if done, err := mc.Once(ctx); err != nil || len(done) != 0 {
 		t.Errorf("Once on a monthly table merged %v, err %v", done, err)
 	}
@@ -155,7 +158,7 @@ func TestConsolidateStopsForShutdown(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	m := consolidator.NewMetrics(reg)
-	c := consolidator.New(consolidator.Config{Table: "big", MaxBytes: 1 << 40, Quiet: -1, StopMerges: true}, st, m, log.NewNopLogger())
+	c := consolidator.New(consolidator.Config{Tables: []string{"big"}, MaxBytes: 1 << 40, Quiet: -1, StopMerges: true}, st, m, log.NewNopLogger())
 	cctx, cancel := context.WithCancel(ctx)
 	res := make(chan error, 1)
 	go func() {
