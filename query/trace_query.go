@@ -450,10 +450,8 @@ func traceFetches(req *traceRequest, page []*tracePageSession, withClient bool) 
 		return nil
 	}
 	var apps, sids, rends []string
-	keySpans := map[string][2]int64{}      // client events: one span per trace key
-	streamSpans := map[string][][2]int64{} // stream events: by stream
+	keySpans := map[string][2]int64{} // client events: one span per trace key
 	allRenditions := false
-	margin := traceMargin.Milliseconds()
 	for _, ps := range page {
 		apps = append(apps, ps.AppID)
 		sids = append(sids, ps.SessionID)
@@ -463,9 +461,6 @@ func traceFetches(req *traceRequest, page []*tracePageSession, withClient bool) 
 				sp = [2]int64{ps.StartMs, ps.EndMs}
 			}
 			keySpans[k] = [2]int64{min(sp[0], ps.StartMs), max(sp[1], ps.EndMs)}
-		}
-		for _, st := range ps.Streams {
-			streamSpans[st] = append(streamSpans[st], [2]int64{ps.StartMs - margin, ps.EndMs + margin})
 		}
 		// A player sees one rendition; the other transcode workers are
 		// noise. A broadcaster's session sees them all.
@@ -516,7 +511,8 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 		}
 		out = append(out, traceFetchQuery{fetchClient, fmt.Sprintf("SELECT %s\nFROM events\nPREWHERE %s", clientCols(types), where) + tail})
 	}
-	if len(streamSpans) == 0 {
+	set, streams, lo, hi := traceStreamBuckets(page)
+	if len(streams) == 0 {
 		return out
 	}
 	// Each stream over its own sessions' spans (±traceMargin): a user's
@@ -529,7 +525,6 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 	// buckets come back; assembleTrace keeps each session's span. Past
 	// traceMaxStreamBuckets (plays of hours), the streams over the spans'
 	// hull.
-	set, lo, hi := traceStreamBuckets(page, streamSpans)
 	var q string
 	if len(set) <= traceMaxStreamBuckets {
 		q = fmt.Sprintf(`SELECT doc
@@ -541,7 +536,7 @@ WHERE log_type IN %s`, strings.Join(set, ", "), traceIn(traceStreamish))
 FROM `+schemas.TraceContextTable+`
 PREWHERE trace_key IN %s
 WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
-			traceIn(slices.Sorted(maps.Keys(streamSpans))), appIn, traceIn(traceStreamish),
+			traceIn(streams), appIn, traceIn(traceStreamish),
 			sqlTime(time.UnixMilli(lo)), sqlTime(time.UnixMilli(hi)))
 	}
 	if !allRenditions {
@@ -555,47 +550,38 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 const traceMaxStreamBuckets = 2048
 
 // traceStreamBuckets lists, as SQL tuples in key order, the
-// (app_id, stream, bucket) of trace_context that the page's stream spans
-// meet, and the spans' hull.
-func traceStreamBuckets(page []*tracePageSession, streamSpans map[string][][2]int64) (set []string, lo, hi int64) {
-	apps := map[string][]string{} // stream → apps of its sessions
-	for _, ps := range page {
-		for _, st := range ps.Streams {
-			if !slices.Contains(apps[st], ps.AppID) {
-				apps[st] = append(apps[st], ps.AppID)
-			}
-		}
+// (app_id, stream, bucket) of trace_context that the page's sessions' spans
+// (±traceMargin) of their streams meet, up to traceMaxStreamBuckets+1 of
+// them; and the streams and the spans' hull.
+func traceStreamBuckets(page []*tracePageSession) (set, streams []string, lo, hi int64) {
+	type bucket struct {
+		app, stream string
+		n           int64
 	}
+	seen := map[bucket]bool{}
 	lo, hi = math.MaxInt64, math.MinInt64
-	width := schemas.TraceContextBucket.Milliseconds()
-	for _, sp := range traceKeySpans(streamSpans) {
-		lo, hi = min(lo, sp.lo), max(hi, sp.hi)
-		for _, app := range apps[sp.key] {
-			for b := sp.lo / width; b <= sp.hi/width && len(set) <= traceMaxStreamBuckets; b++ {
-				set = append(set, fmt.Sprintf("(%s, %s, %d)", sqlString(app), sqlString(sp.key), b))
+	width, margin := schemas.TraceContextBucket.Milliseconds(), traceMargin.Milliseconds()
+	for _, ps := range page {
+		from, to := ps.StartMs-margin, ps.EndMs+margin
+		for _, st := range ps.Streams {
+			streams = append(streams, st)
+			lo, hi = min(lo, from), max(hi, to)
+			for n := from / width; n <= to/width && len(seen) <= traceMaxStreamBuckets; n++ {
+				if b := (bucket{ps.AppID, st, n}); !seen[b] {
+					seen[b] = true
+					set = append(set, fmt.Sprintf("(%s, %s, %d)", sqlString(b.app), sqlString(b.stream), b.n))
+				}
 			}
 		}
 	}
 	slices.Sort(set)
-	return slices.Compact(set), lo, hi
+	return set, traceUniq(streams), lo, hi
 }
 
 // traceKeySpan is a span of time of one trace key: a range of the sort key.
 type traceKeySpan struct {
 	key    string
 	lo, hi int64 // ms, inclusive
-}
-
-// traceKeySpans lists each key's spans, merged where they overlap, in key
-// order.
-func traceKeySpans(spans map[string][][2]int64) []traceKeySpan {
-	var out []traceKeySpan
-	for _, k := range slices.Sorted(maps.Keys(spans)) {
-		for _, sp := range traceMergeSpans(spans[k]) {
-			out = append(out, traceKeySpan{k, sp[0], sp[1]})
-		}
-	}
-	return out
 }
 
 // traceSpanTerms writes spans as `(trace_key = K AND ts >= A AND ts <= B) OR
@@ -615,20 +601,6 @@ func traceSpanTerms(spans []traceKeySpan) string {
 // events): past 32, a read of the keys over the window (~90 ms for a user) is
 // cheaper.
 const traceMaxSpanTerms = 32
-
-// traceMergeSpans sorts time spans and merges those that overlap.
-func traceMergeSpans(spans [][2]int64) [][2]int64 {
-	slices.SortFunc(spans, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
-	out := spans[:0]
-	for _, sp := range spans {
-		if n := len(out); n > 0 && sp[0] <= out[n-1][1] {
-			out[n-1][1] = max(out[n-1][1], sp[1])
-			continue
-		}
-		out = append(out, sp)
-	}
-	return out
-}
 
 func traceUniq(xs []string) []string {
 	slices.Sort(xs)
