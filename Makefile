@@ -5,16 +5,19 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/lastmile
+FUZZTIME ?= 60s
+FUZZ    ?= .
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short bench deps libchdb system-deps fuzz clean help
+.PHONY: all build run test test-short bench deps libchdb system-deps fuzz fuzz-short clean help
 
 all: build
 
 help:
 	@echo "make run    start lastmile (collector, processor, query) on embedded Kafka + chDB under ./data"
-	@echo "make test   install what the tests need, then run vet and every test"
+	@echo "make test   install what the tests need, then run vet, every test, and every fuzz target for 3s (fuzz-short)"
 	@echo "make bench  throughput and latency benchmarks (collector, processor, whole path, baseline; edge fan-out; trace and metrics queries at 50M events, ~20 min, ~4 GB in a temp dir or \$$LASTMILE_BENCH_QUERY_DIR)"
+	@echo "make fuzz   fuzz every FuzzXxx target of the repo in turn, FUZZTIME each (default 60s; FUZZ=regexp picks targets); a failing input goes to <pkg>/testdata/fuzz/"
 	@echo "make build  build $(BIN)"
 
 build:
@@ -34,6 +37,7 @@ run: libchdb build
 test: deps build
 	$(GO) vet ./...
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory fuzz-short
 	@if [ -z "$$LASTMILE_CLICKHOUSE_ADDR" ]; then \
 		echo "SKIPPED: ClickHouse-server integration test (internal/store TestClickHouse*): no server; set LASTMILE_CLICKHOUSE_ADDR=clickhouse://user:pass@host:9000/db to run it"; \
 	fi
@@ -47,14 +51,14 @@ bench: libchdb build
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchEdge$$' -count=1 -timeout 30m -v ./e2e -bench-edge
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchQuery$$' -count=1 -timeout 60m -v ./e2e -bench-query
 
+# Every `func FuzzXxx(f *testing.F)` in the repo, found by scripts/fuzz.sh.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseObject -fuzztime 60s ./internal/flatjson
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./media/amf0
-	$(GO) test -run '^$$' -fuzz FuzzServerConn -fuzztime 60s ./media/rtmp
-	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 60s ./media/flv
-	$(GO) test -run '^$$' -fuzz FuzzParsePlaylist -fuzztime 60s ./media/hls
-	$(GO) test -run '^$$' -fuzz FuzzRespond -fuzztime 60s ./media/dns
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./media/cmcd
+	GO='$(GO)' FUZZTIME='$(FUZZTIME)' FUZZ='$(FUZZ)' bash scripts/fuzz.sh
+
+# The short run of `make test`: each target for 3s, minimizing new inputs
+# for at most 1s (a longer minimization would take the whole run).
+fuzz-short:
+	GO='$(GO)' FUZZTIME=3s FUZZMINIMIZETIME=1s bash scripts/fuzz.sh
 
 clean:
 	rm -rf bin
