@@ -44,11 +44,23 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("sampling config: %w", err)
 	}
-	c := Config{Default: 1}
-	if err := yaml.Unmarshal(b, &c); err != nil {
+	c, err := Parse(b)
+	if err != nil {
 		return Config{}, fmt.Errorf("sampling config %s: %w", path, err)
 	}
-	return c, c.Validate()
+	return c, nil
+}
+
+// Parse reads the bytes of a sampling file (see Load) and validates them.
+func Parse(b []byte) (Config, error) {
+	c := Config{Default: 1}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
 }
 
 // Validate checks every rate is in [0, 1] and names a known log_type.

@@ -12,7 +12,7 @@ import (
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
-func event(t *testing.T, js string) *schemas.Event {
+func event(t testing.TB, js string) *schemas.Event {
 	t.Helper()
 	fs, err := flatjson.ParseObject(nil, []byte(js))
 	if err != nil {

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"gopkg.in/yaml.v3"
 
 	"github.com/lastmile-qoe/lastmile/collector"
 	"github.com/lastmile-qoe/lastmile/internal/broker"
@@ -90,14 +89,11 @@ func loadKeys(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app keys: %w", err)
 	}
-	var kc KeysConfig
-	if err := yaml.Unmarshal(b, &kc); err != nil {
+	keys, err := parseKeys(b)
+	if err != nil {
 		return nil, fmt.Errorf("app keys %s: %w", path, err)
 	}
-	if len(kc.Keys) == 0 {
-		return nil, fmt.Errorf("app keys %s: no keys under `keys:`", path)
-	}
-	return kc.Keys, nil
+	return keys, nil
 }
 
 // Run starts the chosen roles and blocks until ctx is cancelled, then shuts
