@@ -3,6 +3,7 @@ package flatjson
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -97,6 +98,12 @@ func FuzzParseObject(f *testing.F) {
 		fs, err := ParseObject(nil, b)
 		var v map[string]any
 		jerr := json.Unmarshal(b, &v)
+		// A number beyond float64 (1e700) is valid JSON that encoding/json
+		// cannot store; the scanner accepts it and coercion refuses it.
+		var tooBig *json.UnmarshalTypeError
+		if errors.As(jerr, &tooBig) && strings.HasPrefix(tooBig.Value, "number") && json.Valid(b) {
+			jerr = nil
+		}
 		if err == nil && jerr != nil {
 			t.Fatalf("we accept %q, encoding/json says %v", b, jerr)
 		}
