@@ -87,7 +87,7 @@ for t in "${targets[@]}"; do
 	fi
 	if [ ! -x "$bin" ]; then
 		echo "FAIL $name ($dir): test binary did not build"
-		summary+=("$(printf '%-28s %-28s %12s %9s %6s %6s  %s' "$name" "$dir" - - - - "FAIL (build)")")
+		summary+=("$(printf '%-28s %-28s %12s %9s %6s %6s %6s  %s' "$name" "$dir" - - - - - "FAIL (build)")")
 		failed=1
 		continue
 	fi
@@ -104,13 +104,15 @@ for t in "${targets[@]}"; do
 	last=$(grep -E '^fuzz: elapsed: .*execs: [0-9]+' "$tmp/out.log" | tail -1)
 	execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
 	newin=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
+	# Still replaying the seed and cached corpus when time ran out.
+	[ -z "$execs" ] && execs=$(sed -nE 's/.*gathering baseline coverage: ([0-9]+\/[0-9]+).*/corpus \1/p' "$tmp/out.log" | tail -1)
 	# Longest stretch of progress lines (3s apart) counting no execution:
 	# the workers were minimizing. (An input running over 10s is a crash:
 	# Go's worker panics, and the input is saved.)
 	stall=$(grep -E '^fuzz: elapsed: .*execs: ' "$tmp/out.log" | head -n -1 |
 		awk '/ \(0\/sec\)/ {n++; if (n > m) m = n; next} {n = 0} END {print 3 * m}')
 	rate=-
-	[ -n "$execs" ] && [ "$secs" -gt 0 ] && rate=$((execs / secs))
+	[[ $execs =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && rate=$((execs / secs))
 	result=ok
 	if [ $rc -ne 0 ] || grep -q -- '^--- FAIL' "$tmp/out.log"; then
 		result=FAIL
@@ -127,11 +129,11 @@ for t in "${targets[@]}"; do
 	else
 		echo "$last"
 	fi
-	summary+=("$(printf '%-28s %-28s %12s %9s %6s %5ss  %s' "$name" "$dir" "${execs:--}" "$rate" "${newin:--}" "$stall" "$result")")
+	summary+=("$(printf '%-28s %-28s %12s %9s %6s %5ss %5ss  %s' "$name" "$dir" "${execs:--}" "$rate" "${newin:--}" "$stall" "$secs" "$result")")
 done
 
 echo
 echo "fuzz summary (FUZZTIME=$FUZZTIME, $((SECONDS - start))s in all):"
-printf '%-28s %-28s %12s %9s %6s %6s  %s\n' target package execs execs/s new stall result
+printf '%-28s %-28s %12s %9s %6s %6s %6s  %s\n' target package execs execs/s new stall wall result
 printf '%s\n' "${summary[@]}"
 exit $failed
