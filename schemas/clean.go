@@ -283,8 +283,12 @@ func (c *Cleaner) coerce(fd *Field, f *flatjson.Field, v *Value) *Reject {
 	if !ok {
 		if fd.Kind == KindTime && f.Kind == flatjson.String {
 			if t, err := time.Parse(time.RFC3339Nano, f.Str()); err == nil {
-				v.I, v.Set = t.UnixMilli(), true
-				return nil
+				// Held to the same range as a number (below).
+				if ms := t.UnixMilli(); ms >= 0 && ms <= 1e14 {
+					v.I, v.Set = ms, true
+					return nil
+				}
+				return reject(ReasonOutOfRange, fd.Name, "%s %s is not a time in ms since the epoch", fd.Name, truncate(f.Raw, 40))
 			}
 		}
 		return reject(ReasonWrongType, fd.Name, "%s must be a number, got %s %s", fd.Name, f.Kind, truncate(f.Raw, 32))

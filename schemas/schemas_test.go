@@ -83,6 +83,8 @@ func TestCleanRejects(t *testing.T) {
 		{`{"log_type":"heartbeat","ts":1695262400000,"device_id":"d","session_id":"s"}`, ReasonTsOutOfWindow, "ts"},
 		{`{"log_type":"transcode","ts":` + nowMs + `,"status":"ok"}`, ReasonMissingField, "stream_id"},
 		{`{"log_type":"edge_access","ts":` + nowMs + `,"session_id":"s","node_id":"n","http_status":999}`, ReasonOutOfRange, "http_status"},
+		{`{"log_type":"heartbeat","ts":"0001-01-01T00:00:00Z","device_id":"d","session_id":"s"}`, ReasonOutOfRange, "ts"},
+		{`{"log_type":"heartbeat","ts":` + nowMs + `,"received_at":"9999-12-31T23:59:59Z","device_id":"d","session_id":"s"}`, ReasonOutOfRange, "received_at"},
 		// Stored strings must be UTF-8, raw or next to escapes.
 		{`{"log_type":"heartbeat","ts":` + nowMs + `,"device_id":"d` + "\xff" + `","session_id":"s"}`, ReasonInvalidJSON, "device_id"},
 		{`{"log_type":"heartbeat","ts":` + nowMs + `,"device_id":"d","session_id":"\u00e9` + "\xc3" + `"}`, ReasonInvalidJSON, "session_id"},
