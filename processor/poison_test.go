@@ -291,6 +291,9 @@ func FuzzProcessMessage(f *testing.F) {
 		off++
 		msg := kafka.Message{Topic: topics[int(topic)%len(topics)], Partition: int(topic) % 3, Offset: off, Value: value}
 		w.add(msg)
+		if err := w.consistent(); err != nil {
+			t.Fatal(err)
+		}
 		dlq := w.dlq
 		b := w.cut()
 		if b == nil {
