@@ -1,6 +1,8 @@
 package processor
 
 import (
+	"fmt"
+
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -46,6 +48,11 @@ func NewRowBuilder() *RowBuilder {
 // elsewhere; sample_rate defaults to 1.
 func (rb *RowBuilder) Append(ev *schemas.Event, partition int32, offset int64) {
 	wide := ev.Type.WideIndex()
+	// Checked before any column is touched: a panic past this point would
+	// leave half a row (see fetcher.addGuarded).
+	if len(ev.Vals) != len(wide) {
+		panic(fmt.Sprintf("processor: %s event with %d values, its type has %d columns", ev.Type.Name, len(ev.Vals), len(wide)))
+	}
 	for j := range ev.Vals {
 		i := wide[j]
 		rb.pad(i, rb.rows)
@@ -96,6 +103,21 @@ func (rb *RowBuilder) appendValue(i int, v *schemas.Value) {
 	case schemas.KindTime:
 		fb.(*array.TimestampBuilder).Append(arrow.Timestamp(v.I))
 	}
+}
+
+// consistent checks that every column holds whole rows only: a catalog
+// column its filled count, the trailing ones the row count.
+func (rb *RowBuilder) consistent() error {
+	for i, b := range rb.builder {
+		want := rb.rows
+		if i < len(rb.filled) {
+			want = rb.filled[i]
+		}
+		if b.Len() != want {
+			return fmt.Errorf("events column %s holds %d values, want %d", EventsSchema.Field(i).Name, b.Len(), want)
+		}
+	}
+	return nil
 }
 
 // Rows returns the number of rows appended since the last Build.

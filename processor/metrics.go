@@ -1,10 +1,12 @@
 package processor
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lastmile-qoe/lastmile/internal/metriclabel"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
@@ -20,6 +22,7 @@ type Metrics struct {
 	Duplicates     *prometheus.CounterVec
 	Replayed       *prometheus.CounterVec
 	UnknownFields  *prometheus.CounterVec
+	Panics         *prometheus.CounterVec
 	InsertErrors   prometheus.Counter
 	SessionRows    prometheus.Counter
 	InsertDuration prometheus.Histogram
@@ -50,6 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Duplicates:    cv("duplicates_dropped_total", "Events dropped because their event_id was seen recently.", "topic"),
 		Replayed:      cv("replayed_skipped_total", "Messages skipped after a restart because the store already held them.", "topic"),
 		UnknownFields: cv("unknown_fields_dropped_total", "Fields not in the catalog, dropped, by log_type and field name.", "log_type", "field"),
+		Panics:        cv("message_panics_total", "Messages whose handling panicked; each is dead-lettered with reason internal_error and the processor goes on.", "topic"),
 		InsertErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_processor_insert_errors_total",
 			Help: "Failed store inserts (each is retried)."}),
 		SessionRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_processor_trace_session_rows_total",
@@ -69,12 +73,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		topics:   map[string]*topicMetrics{},
 	}
 	m.StoreUp.Set(1)
-	reg.MustRegister(m.Consumed, m.Inserted, m.Rejected, m.Duplicates, m.Replayed, m.UnknownFields,
+	reg.MustRegister(m.Consumed, m.Inserted, m.Rejected, m.Duplicates, m.Replayed, m.UnknownFields, m.Panics,
 		m.InsertErrors, m.SessionRows, m.InsertDuration, m.FlushDuration, m.BatchRows, m.IngestDelay, m.LastFlush, m.Lag, m.StoreUp)
 	return m
 }
 
 // topicMetrics holds one topic's resolved children; a worker touches only its own.
+// Every label value that can come from outside (topic, reason, log_type,
+// field name) goes through metriclabel.Value.
 type topicMetrics struct {
 	m              *Metrics
 	topic, logType string
@@ -83,6 +89,7 @@ type topicMetrics struct {
 	duplicates     prometheus.Counter
 	replayed       prometheus.Counter
 	lastFlush      prometheus.Gauge
+	panics         prometheus.Counter
 }
 
 func (m *Metrics) forTopic(topic string) *topicMetrics {
@@ -91,28 +98,30 @@ func (m *Metrics) forTopic(topic string) *topicMetrics {
 	if t, ok := m.topics[topic]; ok {
 		return t
 	}
-	lt := topic
-	if len(topic) > len(schemas.TopicPrefix) {
-		lt = topic[len(schemas.TopicPrefix):]
-	}
+	label := metriclabel.Value(topic)
+	lt := metriclabel.Value(strings.TrimPrefix(topic, schemas.TopicPrefix))
 	t := &topicMetrics{
-		m: m, topic: topic, logType: lt,
-		consumed:   m.Consumed.WithLabelValues(topic),
-		inserted:   m.Inserted.WithLabelValues(topic),
-		duplicates: m.Duplicates.WithLabelValues(topic),
-		replayed:   m.Replayed.WithLabelValues(topic),
-		lastFlush:  m.LastFlush.WithLabelValues(topic),
+		m: m, topic: label, logType: lt,
+		consumed:   m.Consumed.WithLabelValues(label),
+		inserted:   m.Inserted.WithLabelValues(label),
+		duplicates: m.Duplicates.WithLabelValues(label),
+		replayed:   m.Replayed.WithLabelValues(label),
+		lastFlush:  m.LastFlush.WithLabelValues(label),
+		panics:     m.Panics.WithLabelValues(label),
 	}
 	m.topics[topic] = t
 	return t
 }
 
 func (t *topicMetrics) rejected(reason string) prometheus.Counter {
-	return t.m.Rejected.WithLabelValues(t.topic, reason)
+	return t.m.Rejected.WithLabelValues(t.topic, metriclabel.Value(reason))
 }
 
 func (t *topicMetrics) unknownField(name string) {
 	m := t.m
+	// Keyed by the cleaned name: the map holds at most
+	// maxUnknownFieldNames keys of at most metriclabel.MaxLen bytes.
+	name = metriclabel.Value(name)
 	key := t.logType + "\x00" + name
 	m.mu.Lock()
 	c, ok := m.unknowns[key]

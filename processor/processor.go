@@ -309,7 +309,7 @@ func (w *fetcher) fetchLoop(ctx context.Context, out chan<- *batch, idle <-chan 
 			continue
 		}
 		backoff.reset()
-		w.add(msg)
+		w.addGuarded(msg)
 		if w.nrows+w.nrej >= w.p.cfg.BatchRows {
 			cancel()
 			fctx = ctx

@@ -2,11 +2,15 @@ package processor
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/lastmile-qoe/lastmile/internal/textclip"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
@@ -29,18 +33,35 @@ var rejectedSchema = arrow.NewSchema([]arrow.Field{
 	{Name: schemas.ColKafkaOffset, Type: arrow.PrimitiveTypes.Int64},
 }, nil)
 
+// Bounds of a rejected row's strings. The dead-letter topic is written by the
+// collector and the processor, which bound what they write, but anyone who
+// can reach the broker can write to it too.
+const (
+	maxRejectedRaw    = 16 << 10 // as the collector's DefaultMaxRawRejected
+	maxRejectedReason = 4 << 10
+	maxRejectedString = schemas.DefaultMaxLen // ids, codes, field names
+	// A received_at outside [now-rejectedMaxAge, now+rejectedMaxAhead] is
+	// replaced by now: the table is partitioned by day, and an insert
+	// spanning over 100 partitions fails, which would stall every later
+	// batch. Records older than the table's TTL are dropped anyway.
+	rejectedMaxAge   = 60 * 24 * time.Hour
+	rejectedMaxAhead = 24 * time.Hour
+)
+
 // rejectedBuilder turns dead-letter records into rows of the rejected table.
 // The volume is low (malformed input), so encoding/json is fine here.
 type rejectedBuilder struct {
-	b *array.RecordBuilder
+	b   *array.RecordBuilder
+	now func() time.Time
 }
 
 func newRejectedBuilder() *rejectedBuilder {
-	return &rejectedBuilder{b: array.NewRecordBuilder(memory.DefaultAllocator, rejectedSchema)}
+	return &rejectedBuilder{b: array.NewRecordBuilder(memory.DefaultAllocator, rejectedSchema), now: time.Now}
 }
 
 // Append adds one record; a record that is not valid keeps its raw text with
-// the reason, so nothing sent to the dead-letter topic disappears.
+// the reason, so nothing sent to the dead-letter topic disappears. Every
+// string is stored as valid UTF-8 and bounded (see the constants above).
 func (rb *rejectedBuilder) Append(value []byte, partition int, offset int64) bool {
 	var r schemas.RejectedRecord
 	ok := true
@@ -49,24 +70,44 @@ func (rb *rejectedBuilder) Append(value []byte, partition int, offset int64) boo
 		r = schemas.RejectedRecord{Stage: "processor", Code: schemas.ReasonInvalidJSON,
 			Reason: "dead-letter record is not valid: " + err.Error(), Raw: string(value), EventIndex: -1}
 	}
-	str := func(i int, s string) { rb.b.Field(i).(*array.StringBuilder).Append(s) }
+	now := rb.now()
+	if t := time.UnixMilli(r.ReceivedAt); t.Before(now.Add(-rejectedMaxAge)) || t.After(now.Add(rejectedMaxAhead)) {
+		r.ReceivedAt = now.UnixMilli()
+	}
+	if r.EventIndex < math.MinInt32 || r.EventIndex > math.MaxInt32 {
+		r.EventIndex = -1
+	}
+	// Every value is computed before the first column is appended, so a
+	// row is appended whole or not at all.
+	str := func(s string, max int) string { return textclip.Clip(s, max, "…[truncated]") }
+	vals := [...]string{
+		str(r.AppID, maxRejectedString), str(r.LogType, maxRejectedString), str(r.DeviceID, maxRejectedString),
+		str(r.UserID, maxRejectedString), str(r.SessionID, maxRejectedString), str(r.Stage, maxRejectedString),
+		str(r.Code, maxRejectedString), str(r.Field, maxRejectedString), str(r.Reason, maxRejectedReason),
+		str(r.Raw, maxRejectedRaw),
+	}
+	reqID, evID := str(r.RequestID, maxRejectedString), str(r.EventID, maxRejectedString)
 	rb.b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(r.ReceivedAt))
-	str(1, r.AppID)
-	str(2, r.LogType)
-	str(3, r.DeviceID)
-	str(4, r.UserID)
-	str(5, r.SessionID)
-	str(6, r.Stage)
-	str(7, r.Code)
-	str(8, r.Field)
-	str(9, r.Reason)
-	str(10, r.Raw)
+	for i, v := range vals {
+		rb.b.Field(1 + i).(*array.StringBuilder).Append(v)
+	}
 	rb.b.Field(11).(*array.Int32Builder).Append(int32(r.EventIndex))
-	str(12, r.RequestID)
-	str(13, r.EventID)
+	rb.b.Field(12).(*array.StringBuilder).Append(reqID)
+	rb.b.Field(13).(*array.StringBuilder).Append(evID)
 	rb.b.Field(14).(*array.Uint32Builder).Append(uint32(partition))
 	rb.b.Field(15).(*array.Int64Builder).Append(offset)
 	return ok
+}
+
+// consistent checks that every column holds the same rows.
+func (rb *rejectedBuilder) consistent() error {
+	n := rb.b.Field(0).Len()
+	for i := 1; i < rejectedSchema.NumFields(); i++ {
+		if m := rb.b.Field(i).Len(); m != n {
+			return fmt.Errorf("rejected column %s holds %d values, want %d", rejectedSchema.Field(i).Name, m, n)
+		}
+	}
+	return nil
 }
 
 func (rb *rejectedBuilder) Build() arrow.RecordBatch { return rb.b.NewRecordBatch() }

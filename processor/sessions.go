@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -142,6 +143,16 @@ func (x *SessionIndex) remember(k uint64, sp sessionSpan) {
 		x.prev, x.cur = x.cur, make(map[uint64]sessionSpan, x.capacity/2)
 	}
 	x.cur[k] = sp
+}
+
+// consistent checks that every column holds the same rows.
+func (x *SessionIndex) consistent() error {
+	for i := 0; i < x.b.Schema().NumFields(); i++ {
+		if n := x.b.Field(i).Len(); n != x.rows {
+			return fmt.Errorf("trace_sessions column %s holds %d values, want %d", SessionsSchema.Field(i).Name, n, x.rows)
+		}
+	}
+	return nil
 }
 
 // Rows is the number of rows since the last Build.

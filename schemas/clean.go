@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 )
@@ -21,6 +22,9 @@ const (
 	ReasonNotAllowed     = "not_allowed"
 	ReasonTooLong        = "too_long"
 	ReasonTsOutOfWindow  = "ts_out_of_window"
+	// ReasonInternalError: handling the event panicked (a bug); the record's
+	// reason holds the panic text.
+	ReasonInternalError = "internal_error"
 )
 
 // Reject says why one event was refused.
@@ -256,6 +260,11 @@ func (c *Cleaner) coerce(fd *Field, f *flatjson.Field, v *Value) *Reject {
 		if len(v.S) > max {
 			return reject(ReasonTooLong, fd.Name, "%s is %d bytes long, at most %d allowed", fd.Name, len(v.S), max)
 		}
+		// JSON text is UTF-8 (RFC 8259); stored bytes that are not would
+		// make every JSON answer that returns them invalid.
+		if !utf8.Valid(v.S) {
+			return reject(ReasonInvalidJSON, fd.Name, "%s is not valid UTF-8", fd.Name)
+		}
 		if len(fd.Enum) > 0 && !inEnum(fd.Enum, v.S) {
 			return reject(ReasonNotAllowed, fd.Name, "%s %q is not one of %q", fd.Name, truncate(v.S, 64), fd.Enum)
 		}
@@ -274,8 +283,12 @@ func (c *Cleaner) coerce(fd *Field, f *flatjson.Field, v *Value) *Reject {
 	if !ok {
 		if fd.Kind == KindTime && f.Kind == flatjson.String {
 			if t, err := time.Parse(time.RFC3339Nano, f.Str()); err == nil {
-				v.I, v.Set = t.UnixMilli(), true
-				return nil
+				// Held to the same range as a number (below).
+				if ms := t.UnixMilli(); ms >= 0 && ms <= 1e14 {
+					v.I, v.Set = ms, true
+					return nil
+				}
+				return reject(ReasonOutOfRange, fd.Name, "%s %s is not a time in ms since the epoch", fd.Name, truncate(f.Raw, 40))
 			}
 		}
 		return reject(ReasonWrongType, fd.Name, "%s must be a number, got %s %s", fd.Name, f.Kind, truncate(f.Raw, 32))
@@ -294,7 +307,8 @@ func (c *Cleaner) coerce(fd *Field, f *flatjson.Field, v *Value) *Reject {
 		if fd.HasRange() && (x < fd.Min || x > fd.Max) {
 			return rangeReject(fd, x)
 		}
-		if x > math.MaxInt64 || x < math.MinInt64 {
+		// float64(math.MaxInt64) is 2^63, itself out of range.
+		if x >= math.MaxInt64 || x < math.MinInt64 {
 			return rangeReject(fd, x)
 		}
 		v.I, v.Set = int64(math.Round(x)), true

@@ -83,6 +83,11 @@ func TestCleanRejects(t *testing.T) {
 		{`{"log_type":"heartbeat","ts":1695262400000,"device_id":"d","session_id":"s"}`, ReasonTsOutOfWindow, "ts"},
 		{`{"log_type":"transcode","ts":` + nowMs + `,"status":"ok"}`, ReasonMissingField, "stream_id"},
 		{`{"log_type":"edge_access","ts":` + nowMs + `,"session_id":"s","node_id":"n","http_status":999}`, ReasonOutOfRange, "http_status"},
+		{`{"log_type":"heartbeat","ts":"0001-01-01T00:00:00Z","device_id":"d","session_id":"s"}`, ReasonOutOfRange, "ts"},
+		{`{"log_type":"heartbeat","ts":` + nowMs + `,"received_at":"9999-12-31T23:59:59Z","device_id":"d","session_id":"s"}`, ReasonOutOfRange, "received_at"},
+		// Stored strings must be UTF-8, raw or next to escapes.
+		{`{"log_type":"heartbeat","ts":` + nowMs + `,"device_id":"d` + "\xff" + `","session_id":"s"}`, ReasonInvalidJSON, "device_id"},
+		{`{"log_type":"heartbeat","ts":` + nowMs + `,"device_id":"d","session_id":"\u00e9` + "\xc3" + `"}`, ReasonInvalidJSON, "session_id"},
 	}
 	for _, c := range cases {
 		_, rej := clean(t, c.js)
@@ -93,6 +98,18 @@ func TestCleanRejects(t *testing.T) {
 		if rej.Code != c.code || rej.Field != c.field || rej.Msg == "" {
 			t.Errorf("%s: got %s/%s (%s), want %s/%s", c.js, rej.Code, rej.Field, rej.Msg, c.code, c.field)
 		}
+	}
+}
+
+// An unknown field is dropped whatever its name: a name that is not UTF-8
+// does not refuse the event (its name only reaches a metric, cleaned).
+func TestCleanUnknownFieldNotUTF8(t *testing.T) {
+	ev, rej := clean(t, `{"log_type":"heartbeat","ts":`+nowMs+`,"device_id":"d","session_id":"s","`+"\xff\xfe"+`":1,"`+"\xe9"+`":"`+"\xff"+`"}`)
+	if rej != nil {
+		t.Fatalf("refused: %s/%s %s", rej.Code, rej.Field, rej.Msg)
+	}
+	if len(ev.Unknown) != 2 || string(ev.Unknown[0]) != "\xff\xfe" || string(ev.Unknown[1]) != "\xe9" {
+		t.Fatalf("unknown = %q", ev.Unknown)
 	}
 }
 

@@ -178,11 +178,13 @@ func writeArrowStream(path string, rec arrow.RecordBatch) (err error) {
 
 // insertFromFileSQL builds
 //
-//	INSERT INTO t (`a`, `b`) SETTINGS insert_deduplication_token = '...'
+//	INSERT INTO t (`a`, `b`) SETTINGS max_partitions_per_insert_block = 0,
+//	  insert_deduplication_token = '...'
 //	SELECT `a`, `b` FROM file('/abs/path', 'ArrowStream')
 //
 // Naming the columns on both sides lets the table fill the ones rec lacks
-// with defaults and makes the mapping by name, not position.
+// with defaults and makes the mapping by name, not position. See
+// maxPartitionsPerInsert.
 func insertFromFileSQL(table string, schema *arrow.Schema, token, path, format string) string {
 	var cols strings.Builder
 	for i, f := range schema.Fields() {
@@ -197,9 +199,10 @@ func insertFromFileSQL(table string, schema *arrow.Schema, token, path, format s
 	writeTable(&b, table)
 	b.WriteString(" (")
 	b.WriteString(cols.String())
-	b.WriteString(")")
+	b.WriteString(") SETTINGS max_partitions_per_insert_block = ")
+	b.WriteString(strconv.Itoa(maxPartitionsPerInsert))
 	if token != "" {
-		b.WriteString(" SETTINGS insert_deduplication_token = ")
+		b.WriteString(", insert_deduplication_token = ")
 		writeString(&b, token)
 	}
 	b.WriteString(" SELECT ")

@@ -115,11 +115,11 @@ func (c *ClickHouse) InsertArrow(ctx context.Context, table string, rec arrow.Re
 	}
 	q.WriteString(")")
 
+	settings := clickhouse.Settings{"max_partitions_per_insert_block": maxPartitionsPerInsert}
 	if token != "" {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-			"insert_deduplication_token": token,
-		}))
+		settings["insert_deduplication_token"] = token
 	}
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	batch, err := c.conn.PrepareBatch(ctx, q.String())
 	if err != nil {
 		return fmt.Errorf("store: insert into %s: prepare: %w", table, err)

@@ -25,3 +25,12 @@ type Store interface {
 	// Close releases the connection; the data stays on disk.
 	Close() error
 }
+
+// maxPartitionsPerInsert goes with every insert (0: no limit). The tables are partitioned by day,
+// and ClickHouse refuses an insert spanning more than 100 partitions by
+// default: one batch holding events of more than 100 days (anyone who can
+// write to the broker can send them, within a retention of over 100 days)
+// then failed on every retry and stalled ingest for good. The days of a
+// batch are bounded by the processor's window instead (retention + 2 days;
+// the rejected table's, 62).
+const maxPartitionsPerInsert = 0
