@@ -112,9 +112,13 @@ func FuzzCollectorBody(f *testing.F) {
 			hb = evs[i]
 		}
 	}
+	// Every log_type once, in both formats; the rest small, as the
+	// fuzzer's minimizing time grows with input size.
+	f.Add([]byte("["+strings.Join(evs, ",")+"]"), uint8(0))
+	f.Add([]byte(strings.Join(evs, "\n")+"\n"), uint8(1))
 	seeds := []string{
-		"[" + strings.Join(evs, ",") + "]",
-		strings.Join(evs, "\n") + "\n",
+		"[" + strings.Join(evs[:3], ",") + "]",
+		strings.Join(evs[3:6], "\n") + "\n",
 		"[\n  " + strings.Join(evs[:3], ",\n  ") + "\n]\n",
 		"[1]\n" + hb + "\n" + hb,
 		`"x"` + "\r\n" + hb + "\r\n\r\n123\ngarbage\n" + hb,
