@@ -134,6 +134,9 @@ type batch struct {
 	gz      *gzip.Reader
 	idbuf   []byte
 	cleaner schemas.Cleaner // per batch: a Cleaner learns and is not shared
+	events  [][2]int        // span of each event in body, from splitBody
+	bodySum [32]byte        // sha256 of body, for rejected records' ids
+	haveSum bool
 }
 
 func (b *batch) reset() {
@@ -145,6 +148,8 @@ func (b *batch) reset() {
 	b.topics = b.topics[:0]
 	b.rejects = b.rejects[:0]
 	b.body.Reset()
+	b.events = b.events[:0]
+	b.haveSum = false
 }
 
 // Handler returns the collector's HTTP routes.
@@ -235,35 +240,13 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 	receivedAt := start.UnixMilli()
 	b.cleaner.At = start
 
-	i := 0
-	for i < len(body) && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t') {
-		i++
-	}
-	if i == len(body) {
+	if skipJSONSpace(body, 0) == len(body) {
 		c.fail(w, reqID, http.StatusBadRequest, "", "empty body: send a JSON array of events or NDJSON, one event per line")
 		return
 	}
-	var resp Response
-	n := 0
-	tooMany := errors.New("too many events")
-	handle := func(elem []byte) error {
-		if n >= c.cfg.MaxEvents {
-			return tooMany
-		}
-		c.handleEvent(b, appID, reqID, n, elem, receivedAt, &resp)
-		n++
-		return nil
-	}
 	var err error
-	switch body[i] {
-	case '[':
-		_, err = flatjson.SplitArray(body, handle)
-	case '{':
-		err = splitLines(body, handle)
-	default:
-		err = &flatjson.SyntaxError{Offset: i, Msg: fmt.Sprintf("body starts with %q: expected a JSON array or NDJSON objects", body[i])}
-	}
-	if errors.Is(err, tooMany) {
+	b.events, err = splitBody(b.events, body, r.Header.Get("Content-Type"), c.cfg.MaxEvents)
+	if errors.Is(err, errTooManyEvents) {
 		c.fail(w, reqID, http.StatusRequestEntityTooLarge, "max_batch_events",
 			"batch has more than %d events (limit max_batch_events); split it", c.cfg.MaxEvents)
 		return
@@ -273,6 +256,10 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 		c.produceRequestReject(r.Context(), appID, reqID, schemas.ReasonInvalidJSON, msg, body)
 		c.fail(w, reqID, http.StatusBadRequest, "", "%s", msg)
 		return
+	}
+	var resp Response
+	for n, sp := range b.events {
+		c.handleEvent(b, appID, reqID, n, body[sp[0]:sp[1]], receivedAt, &resp)
 	}
 	if err := c.produce(r.Context(), b); err != nil {
 		poisoned = true
@@ -301,9 +288,13 @@ func (c *Collector) readBody(r *http.Request, b *batch) (status int, limit, msg 
 	if r.ContentLength > c.cfg.MaxBodyBytes {
 		return limitMsg()
 	}
+	enc, err := contentCoding(r.Header)
+	if err != nil {
+		return http.StatusUnsupportedMediaType, "", err.Error()
+	}
 	rd := io.LimitReader(r.Body, c.cfg.MaxBodyBytes+1)
-	switch enc := r.Header.Get("Content-Encoding"); enc {
-	case "", "identity":
+	switch enc {
+	case "":
 		if _, err := b.body.ReadFrom(rd); err != nil {
 			return http.StatusBadRequest, "", "reading body: " + err.Error()
 		}
@@ -336,30 +327,8 @@ func (c *Collector) readBody(r *http.Request, b *batch) (status int, limit, msg 
 			return http.StatusRequestEntityTooLarge, "max_body_bytes",
 				fmt.Sprintf("body inflates to more than %d bytes (limit max_body_bytes); send smaller batches", c.cfg.MaxBodyBytes)
 		}
-	default:
-		return http.StatusUnsupportedMediaType, "", fmt.Sprintf("Content-Encoding %q is not supported: use gzip or none", enc)
 	}
 	return 0, "", ""
-}
-
-// splitLines calls fn for each non-blank line of NDJSON.
-func splitLines(body []byte, fn func([]byte) error) error {
-	for len(body) > 0 {
-		line := body
-		if i := bytes.IndexByte(body, '\n'); i >= 0 {
-			line, body = body[:i], body[i+1:]
-		} else {
-			body = nil
-		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
-		}
-		if err := fn(line); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // handleEvent validates, samples and encodes one event of a request.
@@ -465,7 +434,7 @@ func (c *Collector) addReject(b *batch, appID, reqID string, index int, raw []by
 	rec := schemas.RejectedRecord{
 		ReceivedAt: receivedAt, AppID: appID, Stage: "collector", Code: rej.Code, Field: rej.Field,
 		Reason: rej.Msg, EventIndex: index, RequestID: reqID,
-		EventID: string(deriveID(b, appID+"\x00"+rej.Code, raw)),
+		EventID: b.rejectedID(appID, index),
 	}
 	// Best effort: the ids of a malformed event still say whose it was.
 	rec.FillIDs(b.fields)
@@ -500,10 +469,11 @@ func truncRaw(raw []byte, max int) string {
 func (c *Collector) produceRequestReject(ctx context.Context, appID, reqID, code, msg string, raw []byte) {
 	c.metrics.Rejected.WithLabelValues(code).Inc()
 	b := &batch{}
+	sum := sha256.Sum256(raw)
 	b.addRejected(&schemas.RejectedRecord{
 		ReceivedAt: time.Now().UnixMilli(), AppID: appID, Stage: "collector", Code: code, Reason: msg,
 		EventIndex: -1, RequestID: reqID, Raw: truncRaw(raw, c.cfg.MaxRawRejected),
-		EventID: string(deriveID(b, appID+"\x00"+code, raw)),
+		EventID: rejectedID(appID, &sum, -1),
 	})
 	if err := c.produce(ctx, b); err != nil {
 		level.Warn(c.logger).Log("msg", "could not record rejected request", "request_id", reqID, "err", err)

@@ -114,7 +114,16 @@ type Cleaner struct {
 	// event was: senders keep their field order, so a guess confirmed by one
 	// string comparison replaces a map lookup for most fields.
 	order [][]int
+	// col is the column of each field of the event being cleaned (or
+	// colUnknown, colShadowed); seen marks columns already given.
+	col  []int
+	seen []bool
 }
+
+const (
+	colUnknown  = -1 // not in the catalog: dropped
+	colShadowed = -2 // a later copy of the same key wins
+)
 
 // Defaults of Cleaner's window.
 const (
@@ -164,37 +173,54 @@ func (c *Cleaner) Clean(fields []flatjson.Field, ev *Event) *Reject {
 		c.order = make([][]int, len(Catalog))
 	}
 	guess := c.order[lt.pos]
+	for len(guess) < len(fields) {
+		guess = append(guess, colUnknown)
+	}
+	c.col = c.col[:0]
 	for i := range fields {
 		f := &fields[i]
-		var idx int
-		var ok bool
-		if i < len(guess) && guess[i] >= 0 && !f.KeyEscaped && string(f.Key) == cols[guess[i]].Name {
-			idx, ok = guess[i], true
-		} else {
+		idx := guess[i]
+		if idx < 0 || f.KeyEscaped || string(f.Key) != cols[idx].Name {
+			var ok bool
 			if f.KeyEscaped {
 				k, _ := flatjson.Unescape(nil, f.Key)
 				idx, ok = lt.index[string(k)]
 			} else {
 				idx, ok = lt.index[string(f.Key)]
 			}
-			for len(guess) <= i {
-				guess = append(guess, -1)
+			if !ok {
+				idx = colUnknown
 			}
-			if ok {
-				guess[i] = idx
-			} else {
-				guess[i] = -1
-			}
+			guess[i] = idx
 		}
-		if !ok {
-			ev.Unknown = append(ev.Unknown, f.Key)
-			continue
-		}
-		if r := c.coerce(&cols[idx], f, &ev.Vals[idx]); r != nil {
-			return r
-		}
+		c.col = append(c.col, idx)
 	}
 	c.order[lt.pos] = guess
+	// When a key repeats, the last copy wins and earlier ones are ignored,
+	// even invalid ones (docs/events.md): mark them before coercing.
+	if cap(c.seen) < len(cols) {
+		c.seen = make([]bool, len(cols))
+	}
+	c.seen = c.seen[:len(cols)]
+	clear(c.seen)
+	for i := len(c.col) - 1; i >= 0; i-- {
+		if idx := c.col[i]; idx >= 0 {
+			if c.seen[idx] {
+				c.col[i] = colShadowed
+			}
+			c.seen[idx] = true
+		}
+	}
+	for i := range fields {
+		switch idx := c.col[i]; {
+		case idx == colUnknown:
+			ev.Unknown = append(ev.Unknown, fields[i].Key)
+		case idx >= 0:
+			if r := c.coerce(&cols[idx], &fields[i], &ev.Vals[idx]); r != nil {
+				return r
+			}
+		}
+	}
 	for i := range cols {
 		if cols[i].Required && !ev.Vals[i].Set {
 			return reject(ReasonMissingField, cols[i].Name, "missing required field %s", cols[i].Name)

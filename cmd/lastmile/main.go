@@ -104,6 +104,7 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 0, "collector: largest request body, compressed or inflated (default 8 MiB)")
 	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
 	fs.Int64Var(&o.ConsolidateMaxBytes, "consolidate-max-bytes", 8<<30, "processor: merge each closed day of events (and of trace_context) up to this many `BYTES` on disk into one part, for faster trace lookups (0: never)")
+	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", 3*time.Second, "on SIGTERM, keep the HTTP port open this long answering 503 with Retry-After (and /healthz 503) before closing it")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -56,6 +56,9 @@ type Options struct {
 	// ConsolidateMaxBytes: the processor merges each closed day of the
 	// events table up to this size into one part (0: never).
 	ConsolidateMaxBytes int64
+	// ShutdownGrace: after a signal, how long the HTTP listener stays open
+	// answering 503 (posts) and /healthz 503 before it closes.
+	ShutdownGrace time.Duration
 
 	Collector, Processor, Query bool
 	// Ready, when set, is called with the listen addresses once serving.
@@ -296,6 +299,13 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	draining.Store(true)
 	if coll != nil {
 		coll.Drain()
+	}
+	if runErr == nil && o.ShutdownGrace > 0 && (o.Collector || o.Query) {
+		// New clients get 503 + Retry-After, not connection refused, while
+		// a load balancer sees /healthz fail and moves them on.
+		srv.SetKeepAlivesEnabled(false)
+		level.Info(logger).Log("msg", "draining: answering 503 until the listener closes", "grace", o.ShutdownGrace)
+		time.Sleep(o.ShutdownGrace)
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	_ = srv.Shutdown(sctx)
