@@ -202,3 +202,31 @@ func Offsets(ctx context.Context, bootstrap []string, group string, topics []str
 	}
 	return out, nil
 }
+
+// Rewind sets group's committed offsets (partition -> offset) of topic, as a
+// commit from outside the group: the broker accepts it only while the group
+// has no members. It is for a consumer that finds its commits beyond the end
+// of a recreated topic, where a reader would otherwise wait until the new log
+// grew past them.
+func Rewind(ctx context.Context, bootstrap []string, group, topic string, offsets map[int]int64) error {
+	cl, done, err := adminClient(bootstrap)
+	if err != nil {
+		return fmt.Errorf("rewind group %s: %w", group, err)
+	}
+	defer done()
+	req := &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{}}
+	for p, o := range offsets {
+		req.Topics[topic] = append(req.Topics[topic], kafka.OffsetCommit{Partition: p, Offset: o})
+	}
+	resp, err := cl.OffsetCommit(ctx, req)
+	if err != nil {
+		return fmt.Errorf("rewind group %s on %s: %w", group, topic, err)
+	}
+	var errs []error
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			errs = append(errs, fmt.Errorf("rewind group %s on %s/%d: %w", group, topic, p.Partition, p.Error))
+		}
+	}
+	return errors.Join(errs...)
+}
