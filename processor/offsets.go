@@ -95,11 +95,12 @@ func (w *fetcher) checkOffsets(ctx context.Context) {
 				if po.Committed > po.End {
 					rewind[po.Partition] = po.Start
 				}
-			case po.Committed >= 0 && po.Committed < po.Start:
+			case readFrom(po.Committed, stored) >= 0 && readFrom(po.Committed, stored) < po.Start:
+				n := po.Start - readFrom(po.Committed, stored)
 				level.Error(w.logger).Log(append([]any{"msg", "partition offset gap: messages were removed before they were processed (retention or record deletion); they are lost",
-					"lost_messages", po.Start - po.Committed}, kv...)...)
+					"lost_messages", n}, kv...)...)
 				om.gaps.WithLabelValues(topic).Inc()
-				om.gapMessages.WithLabelValues(topic).Add(float64(po.Start - po.Committed))
+				om.gapMessages.WithLabelValues(topic).Add(float64(n))
 			}
 		}
 		if len(rewind) == 0 {
@@ -115,6 +116,19 @@ func (w *fetcher) checkOffsets(ctx context.Context) {
 				"topic", topic, "err", err)
 		}
 	}
+}
+
+// readFrom is where the group resumes in a partition: its commit, else (the
+// commit lost in a crash after the insert) just past what is stored; -1 when
+// neither is known.
+func readFrom(committed, stored int64) int64 {
+	if committed >= 0 {
+		return committed
+	}
+	if stored >= 0 {
+		return stored + 1
+	}
+	return -1
 }
 
 // track checks msg's offset against the previous one of its partition,

@@ -79,7 +79,7 @@ func TestOffsetGapAtStartIsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	topic := schemas.TopicOf("heartbeat")
 	if err := broker.EnsureTopics(ctx, []string{b.Addr()}, []broker.TopicSpec{{Name: topic, Partitions: 1}}); err != nil {
@@ -101,19 +101,26 @@ func TestOffsetGapAtStartIsCounted(t *testing.T) {
 	r.prod = prod
 	r.produce(t, 50)
 	prod.Close()
-	for {
-		offs, err := broker.Offsets(ctx, []string{b.Addr()}, group, []string{topic})
-		if err != nil {
-			t.Fatal(err)
+	var last any
+	for wait := time.Now().Add(60 * time.Second); ; {
+		octx, ocancel := context.WithTimeout(context.Background(), 5*time.Second)
+		offs, err := broker.Offsets(octx, []string{b.Addr()}, group, []string{topic})
+		ocancel()
+		if err == nil && len(offs[topic]) == 1 {
+			// The commit of the 100 may be lost if the stop came between
+			// insert and commit; the processor then resumes past the rows
+			// stored, at 100 too.
+			if po := offs[topic][0]; po.Start == 150 && (po.Committed == 100 || po.Committed == -1) {
+				break
+			}
+			last = offs[topic][0]
+		} else {
+			last = err
 		}
-		if po := offs[topic][0]; po.Start == 150 && po.Committed == 100 {
-			break
+		if time.Now().After(wait) {
+			t.Fatalf("retention never removed the 50 unread messages: %+v", last)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("retention never removed the 50 unread messages: %+v", offs)
-		case <-time.After(50 * time.Millisecond):
-		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	runOn(t, r, b.Addr(), group)
 	deadline := time.Now().Add(30 * time.Second)
