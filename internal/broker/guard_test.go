@@ -190,3 +190,26 @@ func TestGuardRefusesDestructiveAdmin(t *testing.T) {
 		t.Errorf("read %d distinct messages back, want 100", len(got))
 	}
 }
+
+// TestRewindMovesAnEmptyGroupsCommit: the processor's way out of commits
+// beyond the end of a recreated log is allowed (OffsetCommit is not refused).
+func TestRewindMovesAnEmptyGroupsCommit(t *testing.T) {
+	e := startEmbedded(t, EmbeddedConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	if err := EnsureTopics(ctx, []string{e.Addr()}, []TopicSpec{{Name: "rw", Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, ctx, e.Addr(), "rw", 0, 10)
+	for _, want := range []int64{9, 3} {
+		if err := Rewind(ctx, []string{e.Addr()}, "g", "rw", map[int]int64{0: want}); err != nil {
+			t.Fatal(err)
+		}
+		offs, err := Offsets(ctx, []string{e.Addr()}, "g", []string{"rw"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := offs["rw"][0]; got.Committed != want || got.Start != 0 || got.End != 10 {
+			t.Errorf("after Rewind to %d: %+v", want, got)
+		}
+	}
+}
