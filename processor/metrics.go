@@ -33,6 +33,8 @@ type Metrics struct {
 	Lag            *prometheus.GaugeVec
 	StoreUp        prometheus.Gauge
 
+	offsets *offsetMetrics
+
 	mu       sync.Mutex
 	unknowns map[string]prometheus.Counter
 	topics   map[string]*topicMetrics
@@ -73,6 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		topics:   map[string]*topicMetrics{},
 	}
 	m.StoreUp.Set(1)
+	m.offsets = newOffsetMetrics(reg)
 	reg.MustRegister(m.Consumed, m.Inserted, m.Rejected, m.Duplicates, m.Replayed, m.UnknownFields, m.Panics,
 		m.InsertErrors, m.SessionRows, m.InsertDuration, m.FlushDuration, m.BatchRows, m.IngestDelay, m.LastFlush, m.Lag, m.StoreUp)
 	return m

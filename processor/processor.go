@@ -160,6 +160,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := w.loadStored(ctx); err != nil {
 		return err
 	}
+	w.checkOffsets(ctx)
 	rc := kafka.ReaderConfig{
 		Brokers:     p.cfg.Brokers,
 		GroupID:     p.cfg.Group,
@@ -247,12 +248,14 @@ type fetcher struct {
 // partState is what the fetcher tracks per partition: one map lookup per
 // message at most.
 type partState struct {
-	tp      topicPartition
-	tm      *topicMetrics
-	stored  int64 // skip offsets at or below; -1 when nothing is stored
-	inBatch bool
-	first   int64         // first offset in the current batch
-	last    kafka.Message // last message in the current batch, for the commit
+	tp        topicPartition
+	tm        *topicMetrics
+	stored    int64 // skip offsets at or below; -1 when nothing is stored
+	next      int64 // offset expected next, -1 before the first (offsets.go)
+	firstSeen int64 // first offset read in this run
+	inBatch   bool
+	first     int64         // first offset in the current batch
+	last      kafka.Message // last message in the current batch, for the commit
 }
 
 func (w *fetcher) fetchLoop(ctx context.Context, out chan<- *batch, idle <-chan struct{}, inserterDone <-chan struct{}) {
@@ -377,7 +380,7 @@ func (w *fetcher) partition(msg *kafka.Message) *partState {
 			tm = w.p.metrics.forTopic(msg.Topic)
 			w.topics[msg.Topic] = tm
 		}
-		p = &partState{tp: tp, tm: tm, stored: -1}
+		p = &partState{tp: tp, tm: tm, stored: -1, next: -1}
 		if o, ok := w.stored[tp]; ok {
 			p.stored = o
 		}
@@ -402,6 +405,7 @@ func (w *fetcher) add(msg kafka.Message) {
 	}
 	p.last = msg
 
+	w.track(p, &msg)
 	if msg.Offset <= p.stored {
 		tm.replayed.Inc()
 		return

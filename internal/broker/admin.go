@@ -89,19 +89,53 @@ func EnsureTopics(ctx context.Context, bootstrap []string, topics []TopicSpec) e
 	return errors.Join(errs...)
 }
 
+// PartitionOffsets is where one partition's log starts and ends, and where
+// a consumer group stands in it.
+type PartitionOffsets struct {
+	Partition int
+	// Start is the log start offset: the first offset still readable
+	// (retention and DeleteRecords move it up).
+	Start int64
+	// End is the high watermark: the offset the next message will get.
+	End int64
+	// Committed is the group's committed offset, -1 when it has none.
+	Committed int64
+}
+
 // Lag returns the consumer lag of group per topic: the sum over partitions of
 // the high watermark minus the committed offset. Partitions without a commit
 // (or with a commit below the log start, after retention) count from the log
 // start offset. Topics that do not exist are left out of the map.
 func Lag(ctx context.Context, bootstrap []string, group string, topics []string) (map[string]int64, error) {
-	cl, done, err := adminClient(bootstrap)
+	offs, err := Offsets(ctx, bootstrap, group, topics)
 	if err != nil {
 		return nil, fmt.Errorf("consumer lag: %w", err)
+	}
+	lag := make(map[string]int64, len(offs))
+	for t, ps := range offs {
+		var sum int64
+		for _, p := range ps {
+			from := max(p.Start, p.Committed)
+			if d := p.End - from; d > 0 {
+				sum += d
+			}
+		}
+		lag[t] = sum
+	}
+	return lag, nil
+}
+
+// Offsets returns, per topic, each partition's log start, high watermark and
+// the committed offset of group. Topics that do not exist are left out.
+func Offsets(ctx context.Context, bootstrap []string, group string, topics []string) (map[string][]PartitionOffsets, error) {
+	cl, done, err := adminClient(bootstrap)
+	if err != nil {
+		return nil, err
 	}
 	defer done()
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
-		return nil, fmt.Errorf("consumer lag: metadata: %w", err)
+		return nil, fmt.Errorf("metadata: %w", err)
 	}
 	parts := make(map[string][]int, len(md.Topics))
 	offReqs := make(map[string][]kafka.OffsetRequest, len(md.Topics))
@@ -110,33 +144,33 @@ func Lag(ctx context.Context, bootstrap []string, group string, topics []string)
 			continue
 		}
 		if t.Error != nil {
-			return nil, fmt.Errorf("consumer lag: metadata of %s: %w", t.Name, t.Error)
+			return nil, fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
 		}
 		for _, p := range t.Partitions {
 			parts[t.Name] = append(parts[t.Name], p.ID)
 			offReqs[t.Name] = append(offReqs[t.Name], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
 		}
 	}
-	lag := make(map[string]int64, len(parts))
+	out := make(map[string][]PartitionOffsets, len(parts))
 	if len(parts) == 0 {
-		return lag, nil
+		return out, nil
 	}
 
 	committed, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
 	if err != nil {
-		return nil, fmt.Errorf("consumer lag: offset fetch for group %s: %w", group, err)
+		return nil, fmt.Errorf("offset fetch for group %s: %w", group, err)
 	}
 	// Kafka answers -1 offsets for an unknown group; kfake answers
 	// GROUP_ID_NOT_FOUND. Both mean nothing was committed yet.
 	if committed.Error != nil && !errors.Is(committed.Error, kafka.GroupIdNotFound) {
-		return nil, fmt.Errorf("consumer lag: offset fetch for group %s: %w", group, committed.Error)
+		return nil, fmt.Errorf("offset fetch for group %s: %w", group, committed.Error)
 	}
 	commits := make(map[string]map[int]int64, len(committed.Topics))
 	for t, ps := range committed.Topics {
 		m := make(map[int]int64, len(ps))
 		for _, p := range ps {
 			if p.Error != nil {
-				return nil, fmt.Errorf("consumer lag: committed offset of %s/%d: %w", t, p.Partition, p.Error)
+				return nil, fmt.Errorf("committed offset of %s/%d: %w", t, p.Partition, p.Error)
 			}
 			m[p.Partition] = p.CommittedOffset
 		}
@@ -145,27 +179,54 @@ func Lag(ctx context.Context, bootstrap []string, group string, topics []string)
 
 	offs, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: offReqs})
 	if err != nil {
-		return nil, fmt.Errorf("consumer lag: list offsets: %w", err)
+		return nil, fmt.Errorf("list offsets: %w", err)
 	}
 	for t := range parts {
 		got := offs.Topics[t]
 		if len(got) != len(parts[t]) {
-			return nil, fmt.Errorf("consumer lag: list offsets of %s: got %d of %d partitions", t, len(got), len(parts[t]))
+			return nil, fmt.Errorf("list offsets of %s: got %d of %d partitions", t, len(got), len(parts[t]))
 		}
-		var sum int64
+		ps := make([]PartitionOffsets, 0, len(got))
 		for _, p := range got {
 			if p.Error != nil {
-				return nil, fmt.Errorf("consumer lag: list offsets of %s/%d: %w", t, p.Partition, p.Error)
+				return nil, fmt.Errorf("list offsets of %s/%d: %w", t, p.Partition, p.Error)
 			}
-			from := p.FirstOffset
-			if c, ok := commits[t][p.Partition]; ok && c > from {
-				from = c
+			c, ok := commits[t][p.Partition]
+			if !ok || c < 0 {
+				c = -1
 			}
-			if d := p.LastOffset - from; d > 0 {
-				sum += d
-			}
+			ps = append(ps, PartitionOffsets{Partition: p.Partition, Start: p.FirstOffset, End: p.LastOffset, Committed: c})
 		}
-		lag[t] = sum
+		sort.Slice(ps, func(i, j int) bool { return ps[i].Partition < ps[j].Partition })
+		out[t] = ps
 	}
-	return lag, nil
+	return out, nil
+}
+
+// Rewind sets group's committed offsets (partition -> offset) of topic, as a
+// commit from outside the group: the broker accepts it only while the group
+// has no members. It is for a consumer that finds its commits beyond the end
+// of a recreated topic, where a reader would otherwise wait until the new log
+// grew past them.
+func Rewind(ctx context.Context, bootstrap []string, group, topic string, offsets map[int]int64) error {
+	cl, done, err := adminClient(bootstrap)
+	if err != nil {
+		return fmt.Errorf("rewind group %s: %w", group, err)
+	}
+	defer done()
+	req := &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{}}
+	for p, o := range offsets {
+		req.Topics[topic] = append(req.Topics[topic], kafka.OffsetCommit{Partition: p, Offset: o})
+	}
+	resp, err := cl.OffsetCommit(ctx, req)
+	if err != nil {
+		return fmt.Errorf("rewind group %s on %s: %w", group, topic, err)
+	}
+	var errs []error
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			errs = append(errs, fmt.Errorf("rewind group %s on %s/%d: %w", group, topic, p.Partition, p.Error))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -124,7 +124,7 @@ func StartEmbedded(cfg EmbeddedConfig, logger log.Logger) (*Embedded, error) {
 	}
 	// kfake advertises its listener's Addr() in metadata, so the wrapper is
 	// what makes a 0.0.0.0 listener usable by clients.
-	adv := &advertisedListener{Listener: ln, addr: advAddr(net.JoinHostPort(advHost, port))}
+	adv := &advertisedListener{Listener: ln, addr: advAddr(net.JoinHostPort(advHost, port)), ready: make(chan struct{})}
 
 	bcfgs := map[string]string{
 		"log.retention.ms":    strconv.FormatInt(durationMs(cfg.Retention), 10),
@@ -159,10 +159,13 @@ func StartEmbedded(cfg EmbeddedConfig, logger log.Logger) (*Embedded, error) {
 	start := time.Now()
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
+		close(adv.ready)
 		ln.Close()
 		unlock()
 		return nil, fmt.Errorf("embedded broker: start: %w", err)
 	}
+	guard(c, logger)
+	close(adv.ready)
 	// Loading reads every segment file whole (after a crash it holds a
 	// partition's entire log at once); that memory is garbage now, so hand
 	// it back instead of leaving the process's RSS at the size of the log.
@@ -281,7 +284,13 @@ func (a advAddr) String() string  { return string(a) }
 
 type advertisedListener struct {
 	net.Listener
-	addr advAddr
+	addr  advAddr
+	ready chan struct{} // closed once the guard is in place: no client is served before
+}
+
+func (l *advertisedListener) Accept() (net.Conn, error) {
+	<-l.ready
+	return l.Listener.Accept()
 }
 
 func (l *advertisedListener) Addr() net.Addr { return l.addr }
