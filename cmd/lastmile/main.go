@@ -104,6 +104,8 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 0, "collector: largest request body, compressed or inflated (default 8 MiB)")
 	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
 	fs.Int64Var(&o.ConsolidateMaxBytes, "consolidate-max-bytes", 8<<30, "processor: merge each closed day of events (and of trace_context) up to this many `BYTES` on disk into one part, for faster trace lookups (0: never)")
+	fs.DurationVar(&o.SQL.MaxExecutionTime, "sql-timeout", app.DefaultSQLLimits.MaxExecutionTime, "query: longest a /api/v1/sql statement runs before the engine stops it")
+	fs.Int64Var(&o.SQL.MaxResultRows, "sql-max-rows", app.DefaultSQLLimits.MaxResultRows, "query: most rows a /api/v1/sql answer may have (more is an error: add a LIMIT)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
