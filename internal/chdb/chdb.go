@@ -137,11 +137,7 @@ type Conn struct {
 // Open loads the library (libPath "" means DefaultLibPath) and connects to the
 // engine storing its data in dataDir. Only one dataDir per process: opening a
 // second directory while a connection is open is an error.
-func Open(libPath, dataDir string) (*Conn, error) { return OpenArgs(libPath, dataDir) }
-
-// OpenArgs is Open with extra clickhouse-local command-line arguments, such
-// as "--readonly=1": they become the connection's session settings.
-func OpenArgs(libPath, dataDir string, extra ...string) (*Conn, error) {
+func Open(libPath, dataDir string) (*Conn, error) {
 	if libPath == "" {
 		libPath = DefaultLibPath()
 	}
@@ -171,7 +167,7 @@ func OpenArgs(libPath, dataDir string, extra ...string) (*Conn, error) {
 		return nil, err
 	}
 
-	args := append([]string{"clickhouse", "--path=" + abs}, extra...)
+	args := []string{"clickhouse", "--path=" + abs}
 	cstrs := make([][]byte, len(args))
 	argv := make([]*byte, len(args)+1) // NULL-terminated like a real argv
 	for i, a := range args {
