@@ -136,6 +136,7 @@ func TestSQLWindowRefusesHostAccess(t *testing.T) {
 	}
 	for _, q := range attacks {
 		status, body := p.sqlAnswer(t, q)
+		t.Logf("%.60q -> %d %.140s", q, status, body)
 		if status < 400 || status >= 500 {
 			t.Errorf("%q: got %d %.300s, want a 4xx refusal", q, status, body)
 		}

@@ -41,6 +41,9 @@ func sqlHandler(st Store) http.Handler {
 		out, err := st.QueryJSON(r.Context(), stmt)
 		if err != nil {
 			code, msg := sqlFailure(r.Context(), err)
+			if code == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "5")
+			}
 			fail(code, "%s", msg)
 			return
 		}
@@ -60,8 +63,8 @@ func sqlFailure(ctx context.Context, err error) (int, string) {
 	switch {
 	case ctx.Err() != nil:
 		return 499, "query abandoned: " + msg // nginx's "client closed request": nobody reads it
-	case strings.Contains(msg, "waiting for a read connection"):
-		return http.StatusServiceUnavailable, "SQL window busy: " + msg
+	case strings.Contains(msg, "all read connections busy"): // store.ErrReadersBusy
+		return http.StatusServiceUnavailable, "SQL window busy, retry later: " + msg
 	case code == 159: // TIMEOUT_EXCEEDED
 		return http.StatusUnprocessableEntity, "query stopped at the SQL window's time limit (max_execution_time): " + msg
 	case code == 396: // TOO_MANY_ROWS_OR_BYTES

@@ -51,7 +51,7 @@ type Options struct {
 	Partitions    int
 	QueryToken    string
 	// SQL bounds the read API's SQL window (zero fields: DefaultSQLLimits).
-	SQL store.ReadOptions
+	SQL           store.ReadOptions
 	BatchRows     int
 	FlushInterval time.Duration
 	MaxBodyBytes  int64

@@ -38,6 +38,10 @@ type ReadOptions struct {
 	MaxMemoryUsage int64
 }
 
+// ErrReadersBusy: every connection of a Reader stayed busy for as long as
+// a query may run.
+var ErrReadersBusy = errors.New("all read connections busy")
+
 // Reader runs read-only queries on connections of its own.
 type Reader interface {
 	// QueryJSON runs a query and returns its rows as JSONEachRow.
@@ -105,6 +109,7 @@ func OpenReader(ctx context.Context, st Store, o ReadOptions) (Reader, error) {
 type EmbeddedReader struct {
 	pool  chan *chdb.Conn
 	conns []*chdb.Conn
+	wait  time.Duration // longest a query waits for a connection (0: its context)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -113,7 +118,9 @@ type EmbeddedReader struct {
 // OpenReader opens o.Conns new connections to e's engine (see Reader).
 func (e *Embedded) OpenReader(o ReadOptions) (*EmbeddedReader, error) {
 	n := o.conns()
-	r := &EmbeddedReader{pool: make(chan *chdb.Conn, n)}
+	// A query waits for a connection at most as long as one may run: a
+	// queue longer than that would only be answered after its client gave up.
+	r := &EmbeddedReader{pool: make(chan *chdb.Conn, n), wait: o.MaxExecutionTime}
 	for range n {
 		c, err := chdb.Open(e.libPath, e.dataDir)
 		if err != nil {
@@ -167,6 +174,12 @@ func (r *EmbeddedReader) QueryJSON(ctx context.Context, sql string) ([]byte, err
 		return nil, err
 	}
 	var c *chdb.Conn
+	var timeout <-chan time.Time
+	if r.wait > 0 {
+		t := time.NewTimer(r.wait)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case cc, ok := <-r.pool:
 		if !ok {
@@ -175,6 +188,8 @@ func (r *EmbeddedReader) QueryJSON(ctx context.Context, sql string) ([]byte, err
 		c = cc
 	case <-ctx.Done():
 		return nil, fmt.Errorf("store: waiting for a read connection: %w", ctx.Err())
+	case <-timeout:
+		return nil, fmt.Errorf("store: %w: %d queries have run for all of the last %s", ErrReadersBusy, len(r.conns), r.wait)
 	}
 	defer func() { r.pool <- c }()
 	out, err := c.Query(sql, "JSONEachRow")
