@@ -2,6 +2,7 @@ package query
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"sort"
 	"strconv"
@@ -119,22 +120,31 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("want RFC 3339 (2026-11-21T10:00:00Z), a date, ms since the epoch, now or now-2h")
 }
 
-// ParseDuration is time.ParseDuration plus days ("7d", "1d12h").
+// maxDays bounds the days of a duration, so that days in nanoseconds
+// cannot overflow (a century is far beyond any window or retention).
+const maxDays = 100 * 366
+
+// ParseDuration is time.ParseDuration plus days ("7d", "1d12h"); the result
+// is always positive.
 func ParseDuration(s string) (time.Duration, error) {
+	bad := fmt.Errorf("bad duration %q: want e.g. 30m, 2h, 7d", s)
 	var days time.Duration
 	if i := strings.IndexByte(s, 'd'); i > 0 {
 		n, err := strconv.Atoi(s[:i])
-		if err != nil {
-			return 0, fmt.Errorf("bad duration %q", s)
+		if err != nil || n < 0 || n > maxDays {
+			return 0, bad
 		}
 		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
 		if s == "" {
+			if days == 0 {
+				return 0, bad
+			}
 			return days, nil
 		}
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d+days <= 0 {
-		return 0, fmt.Errorf("bad duration %q: want e.g. 30m, 2h, 7d", s)
+	if err != nil || d < 0 || d > math.MaxInt64-days || d+days <= 0 {
+		return 0, bad
 	}
 	return d + days, nil
 }

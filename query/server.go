@@ -22,13 +22,27 @@ type Store interface {
 // Server answers the read API.
 type Server struct {
 	store  Store
+	sql    Store // the SQL window's store; store when not set
 	token  string
 	logger log.Logger
 }
 
+// Option adjusts a Server.
+type Option func(*Server)
+
+// WithSQLStore runs the SQL window on st: a strict store.Reader (readonly=1,
+// time and result limits, connections of its own), so that a token
+// holder's SQL can neither write, nor lift its limits, nor hold the trace
+// and metrics queries or ingest back.
+func WithSQLStore(st Store) Option { return func(s *Server) { s.sql = st } }
+
 // New returns a Server; token is the bearer token every /api/v1 call needs.
-func New(st Store, token string, logger log.Logger) *Server {
-	return &Server{store: st, token: token, logger: logger}
+func New(st Store, token string, logger log.Logger, opts ...Option) *Server {
+	s := &Server{store: st, sql: st, token: token, logger: logger}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Handler returns the /api/v1/ routes, all behind the bearer token.
@@ -36,7 +50,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v1/trace", s.serveTrace)
 	mux.HandleFunc("/api/v1/metrics", s.serveMetrics)
-	mux.Handle("/api/v1/sql", sqlHandler(s.store))
+	mux.Handle("/api/v1/sql", sqlHandler(s.sql))
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route %s %s; routes: GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql", r.Method, r.URL.Path)
 	})

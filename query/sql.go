@@ -1,24 +1,29 @@
 package query
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
 // sqlHandler serves GET/POST /api/v1/sql: one read-only statement against the
 // store, answered as JSONEachRow. It is the operator's window into the data
-// for what trace and metrics do not cover. Auth is the server's.
+// for what trace and metrics do not cover. Auth is the server's; st should
+// be a strict store.Reader (readonly=1 and limits on connections of its own),
+// and guardSQL refuses what readonly=1 does not cover.
 func sqlHandler(st Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fail := func(code int, format string, args ...any) { writeError(w, code, format, args...) }
 		q := r.URL.Query().Get("q")
 		if r.Method == http.MethodPost {
-			b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			b, err := io.ReadAll(io.LimitReader(r.Body, maxSQLBytes+1))
 			if err != nil {
 				fail(http.StatusBadRequest, "reading body: %v", err)
 				return
@@ -28,31 +33,51 @@ func sqlHandler(st Store) http.Handler {
 			fail(http.StatusMethodNotAllowed, "use GET ?q= or POST the statement")
 			return
 		}
-		q = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(q), ";"))
-		if q == "" {
-			fail(http.StatusBadRequest, "no statement: pass ?q=SELECT ...")
-			return
-		}
-		first := strings.ToUpper(strings.Fields(q)[0])
-		switch first {
-		case "SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS":
-		default:
-			fail(http.StatusBadRequest, "only read-only statements are allowed here, got %s", first)
-			return
-		}
-		if strings.Contains(q, ";") {
-			fail(http.StatusBadRequest, "one statement at a time")
-			return
-		}
-		out, err := st.QueryJSON(r.Context(), q)
+		stmt, err := guardSQL(q)
 		if err != nil {
-			fail(http.StatusBadRequest, "query failed: %v", err)
+			fail(http.StatusBadRequest, "refused: %v", err)
+			return
+		}
+		out, err := st.QueryJSON(r.Context(), stmt)
+		if err != nil {
+			code, msg := sqlFailure(r.Context(), err)
+			if code == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "5")
+			}
+			fail(code, "%s", msg)
 			return
 		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.Write(out)
 	})
 }
+
+// sqlFailure maps an engine error to a status and a message that says which
+// limit was hit. Both backends put "code: N" in their errors.
+func sqlFailure(ctx context.Context, err error) (int, string) {
+	msg := err.Error()
+	code := 0
+	if m := engineCode.FindStringSubmatch(msg); m != nil {
+		code, _ = strconv.Atoi(m[1])
+	}
+	switch {
+	case ctx.Err() != nil:
+		return 499, "query abandoned: " + msg // nginx's "client closed request": nobody reads it
+	case strings.Contains(msg, "all read connections busy"): // store.ErrReadersBusy
+		return http.StatusServiceUnavailable, "SQL window busy, retry later: " + msg
+	case code == 159: // TIMEOUT_EXCEEDED
+		return http.StatusUnprocessableEntity, "query stopped at the SQL window's time limit (max_execution_time): " + msg
+	case code == 396: // TOO_MANY_ROWS_OR_BYTES
+		return http.StatusUnprocessableEntity, "result larger than the SQL window's limit (max_result_rows, max_result_bytes); add a LIMIT or aggregate: " + msg
+	case code == 241: // MEMORY_LIMIT_EXCEEDED
+		return http.StatusUnprocessableEntity, "query needs more memory than the SQL window's limit (max_memory_usage): " + msg
+	case code == 164 || code == 497: // READONLY, ACCESS_DENIED
+		return http.StatusForbidden, "refused by the engine's read-only mode: " + msg
+	}
+	return http.StatusBadRequest, "query failed: " + msg
+}
+
+var engineCode = regexp.MustCompile(`(?i)\bcode: (\d+)`)
 
 // LoadOrCreateToken returns the token in path, creating a random one the
 // first time so the read API is never open by accident.

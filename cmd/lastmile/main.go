@@ -105,6 +105,8 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
 	fs.Int64Var(&o.ConsolidateMaxBytes, "consolidate-max-bytes", 8<<30, "processor: merge each closed day of events (and of trace_context) up to this many `BYTES` on disk into one part, for faster trace lookups (0: never)")
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", 3*time.Second, "on SIGTERM, keep the HTTP port open this long answering 503 with Retry-After (and /healthz 503) before closing it")
+	fs.DurationVar(&o.SQL.MaxExecutionTime, "sql-timeout", app.DefaultSQLLimits.MaxExecutionTime, "query: longest a /api/v1/sql statement runs before the engine stops it")
+	fs.Int64Var(&o.SQL.MaxResultRows, "sql-max-rows", app.DefaultSQLLimits.MaxResultRows, "query: most rows a /api/v1/sql answer may have (more is an error: add a LIMIT)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -49,6 +49,8 @@ type Options struct {
 	RetentionDays int
 	Partitions    int
 	QueryToken    string
+	// SQL bounds the read API's SQL window (zero fields: DefaultSQLLimits).
+	SQL           store.ReadOptions
 	BatchRows     int
 	FlushInterval time.Duration
 	MaxBodyBytes  int64
@@ -232,7 +234,19 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 				return err
 			}
 		}
-		mux.Handle("/api/v1/", query.New(st, token, log.With(logger, "component", "query")).Handler())
+		// Reads run on connections of their own, so no query holds ingest
+		// back; the SQL window's are strict (readonly=1 and limits).
+		api, err := store.OpenReader(ctx, st, store.ReadOptions{Conns: 4})
+		if err != nil {
+			return err
+		}
+		closers.push("api reader", api.Close)
+		sqlr, err := store.OpenReader(ctx, st, sqlLimits(o.SQL))
+		if err != nil {
+			return err
+		}
+		closers.push("sql reader", sqlr.Close)
+		mux.Handle("/api/v1/", query.New(api, token, log.With(logger, "component", "query"), query.WithSQLStore(sqlr)).Handler())
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" {
@@ -319,6 +333,38 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	}
 	level.Info(logger).Log("msg", "stopped cleanly")
 	return runErr
+}
+
+// DefaultSQLLimits bound the read API's SQL window; docs/security.md.
+var DefaultSQLLimits = store.ReadOptions{
+	Conns:            2,
+	Strict:           true,
+	MaxExecutionTime: 30 * time.Second,
+	MaxResultRows:    100_000,
+	MaxResultBytes:   64 << 20,
+	MaxMemoryUsage:   2 << 30,
+}
+
+// sqlLimits fills o's zero fields from DefaultSQLLimits; the window is
+// always strict.
+func sqlLimits(o store.ReadOptions) store.ReadOptions {
+	d := DefaultSQLLimits
+	if o.Conns > 0 {
+		d.Conns = o.Conns
+	}
+	if o.MaxExecutionTime > 0 {
+		d.MaxExecutionTime = o.MaxExecutionTime
+	}
+	if o.MaxResultRows > 0 {
+		d.MaxResultRows = o.MaxResultRows
+	}
+	if o.MaxResultBytes > 0 {
+		d.MaxResultBytes = o.MaxResultBytes
+	}
+	if o.MaxMemoryUsage > 0 {
+		d.MaxMemoryUsage = o.MaxMemoryUsage
+	}
+	return d
 }
 
 func openStore(ctx context.Context, o Options) (store.Store, string, error) {

@@ -35,6 +35,8 @@ type Embedded struct {
 	tmpDir string
 	seq    atomic.Uint64
 
+	libPath, dataDir string // for readers' own connections
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -58,7 +60,7 @@ func OpenEmbedded(libPath, dataDir string) (*Embedded, error) {
 			_ = os.Remove(f)
 		}
 	}
-	e := &Embedded{pool: make(chan *chdb.Conn, embeddedConns), tmpDir: abs}
+	e := &Embedded{pool: make(chan *chdb.Conn, embeddedConns), tmpDir: abs, libPath: libPath, dataDir: dataDir}
 	for range embeddedConns {
 		c, err := chdb.Open(libPath, dataDir)
 		if err != nil {

@@ -24,6 +24,7 @@ import (
 // protocol. The same DDL and SQL as the embedded store apply.
 type ClickHouse struct {
 	conn driver.Conn
+	opts *clickhouse.Options // for readers' own pools
 }
 
 var _ Store = (*ClickHouse)(nil)
@@ -78,7 +79,7 @@ func OpenClickHouse(ctx context.Context, addr string, opts ...ClickHouseOption) 
 		conn.Close()
 		return nil, fmt.Errorf("store: ping ClickHouse %s: %w", addr, err)
 	}
-	return &ClickHouse{conn: conn}, nil
+	return &ClickHouse{conn: conn, opts: o}, nil
 }
 
 // Conn exposes the driver for what the Store interface does not cover.
@@ -400,7 +401,11 @@ func withNulls[T any](arr arrow.Array, vals []T, nullable bool) any {
 // '/' escaped, NaN and Inf as null, DateTime64 as text), so both backends
 // return the same bytes.
 func (c *ClickHouse) QueryJSON(ctx context.Context, sql string) ([]byte, error) {
-	rows, err := c.conn.Query(ctx, sql)
+	return queryJSON(ctx, c.conn, sql)
+}
+
+func queryJSON(ctx context.Context, conn driver.Conn, sql string) ([]byte, error) {
+	rows, err := conn.Query(ctx, sql)
 	if err != nil {
 		return nil, fmt.Errorf("store: query: %w", err)
 	}
