@@ -318,7 +318,7 @@ func benchCollectorAndProcessor(t *testing.T, r *benchReport, dir string, batche
 // then the sustained-rate phase with probes.
 func benchWholePath(t *testing.T, r *benchReport, dir string, batches []*benchBatch) {
 	n := r.cfg.events
-	p := start(t, "run", filepath.Join(dir, "run"), append([]string{"--kafka-listen", "127.0.0.1:0"}, benchRunArgs()...)...)
+	p := start(t, "run", filepath.Join(dir, "run"), append([]string{"--kafka-listen", "127.0.0.1:0"}, append(benchProfileArgs(), benchRunArgs()...)...)...)
 	rss := sampleProc(p.pid())
 	cpu := markCPU([]string{"lastmile run"}, p.pid())
 
@@ -1135,7 +1135,13 @@ func benchProfile(t *testing.T, p *proc, dur time.Duration) <-chan struct{} {
 	go func() {
 		defer close(done)
 		secs := max(1, int(dur.Seconds())-2)
-		resp, err := http.Get("http://" + p.HTTP + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.Metrics+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), nil)
+		req.Header.Set("Authorization", "Bearer "+benchAdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			err = fmt.Errorf("%s", resp.Status)
+		}
 		if err != nil {
 			t.Errorf("cpu profile: %v", err)
 			return
@@ -1152,6 +1158,16 @@ func benchProfile(t *testing.T, p *proc, dur time.Duration) <-chan struct{} {
 		t.Logf("cpu profile of the sustained phase: %s (go tool pprof %s)", path, path)
 	}()
 	return done
+}
+
+const benchAdminToken = "e2e-admin-token"
+
+// benchProfileArgs turn profiling on for benchProfile, only when it will run.
+func benchProfileArgs() []string {
+	if os.Getenv("LASTMILE_BENCH_PPROF") == "" {
+		return nil
+	}
+	return []string{"--pprof", "--admin-token", benchAdminToken}
 }
 
 // benchRunArgs are extra flags for the benchmarked `lastmile run`, from

@@ -46,7 +46,9 @@ func TestBenchEdge(t *testing.T) {
 
 	origin := startRole(t, "origin", top)
 	_ = origin
-	edge := startRole(t, "edge", top, "--node", "edge-a-north-1")
+	// The edge's metrics are on its admin listener, not its play port.
+	ready, edge := startMediaRole(t, regexp.MustCompile(`is up: .*admin http://(\S+)`), "edge", "--config", top, "--node", "edge-a-north-1")
+	edgeAdmin := ready[1]
 	pub := exec.Command(lastmileBin(t), "media", "publish", "--config", top, "--log-level", "warn",
 		"--url", "rtmp://"+originRTMP+"/live/bench", "--room", "room1")
 	pub.Stderr = &lockedBuffer{}
@@ -73,7 +75,7 @@ func TestBenchEdge(t *testing.T) {
 	best := 0
 	var lines []string
 	for _, n := range []int{250, 500, 1000, 1500, 2000, 2500, 3000, 4000} {
-		r := edgeRound(t, edgeAddr, playURL, n)
+		r := edgeRound(t, edgeAdmin, playURL, n)
 		// A viewer receiving less than 90% of the stream's rate is falling
 		// behind even if its queue has not overflowed yet.
 		ok := r.p95 < 100*time.Millisecond && r.dropped == 0 && r.failed == 0 && r.slow == 0
@@ -103,10 +105,10 @@ type edgeResult struct {
 // edgeRound runs n viewers for 10 s and measures first packet (request
 // sent → first FLV bytes), the rate each viewer received after its first
 // packet, and the tags the edge dropped meanwhile.
-func edgeRound(t *testing.T, edgeAddr, playURL string, n int) edgeResult {
+func edgeRound(t *testing.T, edgeAdmin, playURL string, n int) edgeResult {
 	const watch = 10 * time.Second
 	const streamKbps = 2000 + 64 // video + audio of the bench room
-	before := edgeDropped(t, edgeAddr)
+	before := edgeDropped(t, edgeAdmin)
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	var r edgeResult
@@ -172,14 +174,14 @@ func edgeRound(t *testing.T, edgeAddr, playURL string, n int) edgeResult {
 			}
 		}
 	}
-	r.dropped = edgeDropped(t, edgeAddr) - before
+	r.dropped = edgeDropped(t, edgeAdmin) - before
 	return r
 }
 
 var droppedMetric = regexp.MustCompile(`(?m)^lastmile_edge_viewer_dropped_tags_total\{[^}]*\} (\S+)$`)
 
-func edgeDropped(t *testing.T, edgeAddr string) int64 {
-	resp, err := http.Get("http://" + edgeAddr + "/metrics")
+func edgeDropped(t *testing.T, edgeAdmin string) int64 {
+	resp, err := http.Get("http://" + edgeAdmin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +80,7 @@ type proc struct {
 	cmd     *exec.Cmd
 	HTTP    string
 	Kafka   string
+	Metrics string // the metrics listener (--metrics-listen)
 	dataDir string
 	args    []string
 	stderr  *lockedBuffer
@@ -104,6 +106,7 @@ func (l *lockedBuffer) String() string {
 
 var readyHTTP = regexp.MustCompile(`http:\s+http://(\S+)`)
 var readyKafka = regexp.MustCompile(`kafka:\s+(\S+)`)
+var readyMetrics = regexp.MustCompile(`metrics:\s+http://(\S+)/metrics`)
 
 // writeKeys writes an app keys file for the test app.
 func writeKeys(t testing.TB, dir string) string {
@@ -134,6 +137,13 @@ func start(t testing.TB, role, dataDir string, extra ...string) *proc {
 
 func startArgs(t testing.TB, dataDir string, args []string) *proc {
 	t.Helper()
+	// Metrics on a port of their own: the default 127.0.0.1:9464 would be
+	// shared by every process of the run.
+	i := slices.Index(args, "--metrics-listen")
+	if i < 0 || i+1 == len(args) {
+		args, i = append(args, "--metrics-listen", "127.0.0.1:0"), len(args)
+	}
+	needMetrics := args[i+1] != ""
 	cmd := exec.Command(lastmileBin(t), args...)
 	p := &proc{t: t, cmd: cmd, dataDir: dataDir, args: args, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
@@ -159,7 +169,7 @@ func startArgs(t testing.TB, dataDir string, args []string) *proc {
 	deadline := time.After(120 * time.Second)
 	// The query role reads the store only and has no Kafka address.
 	needKafka := args[0] != "query"
-	for p.HTTP == "" || (needKafka && p.Kafka == "") {
+	for p.HTTP == "" || (needKafka && p.Kafka == "") || (needMetrics && p.Metrics == "") {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -171,6 +181,9 @@ func startArgs(t testing.TB, dataDir string, args []string) *proc {
 			}
 			if m := readyKafka.FindStringSubmatch(l); m != nil {
 				p.Kafka = m[1]
+			}
+			if m := readyMetrics.FindStringSubmatch(l); m != nil {
+				p.Metrics = m[1]
 			}
 		case <-deadline:
 			p.kill()
@@ -367,7 +380,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 // contain every given label fragment).
 func (p *proc) metric(t testing.TB, name string, fragments ...string) float64 {
 	t.Helper()
-	resp, err := client.Get("http://" + p.HTTP + "/metrics")
+	resp, err := client.Get("http://" + p.Metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

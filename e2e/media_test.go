@@ -54,11 +54,13 @@ func mediaTopology(t *testing.T, collector, players string) string {
 	}
 	y := fmt.Sprintf(`collector: {url: "http://%s", app_key: %s}
 scheduler_listen: %s
+scheduler_admin: %s
 dns_listen: %s
 ingest: {listen: %s, http: %s, node: ingest-1, region: north}
-origin: {rtmp: %s, http: %s, node: origin-1, region: north}
+origin: {rtmp: %s, http: %s, admin: %s, node: origin-1, region: north}
 scheduler:
   secret: e2e-secret
+  push_token: `+mediaPushToken+`
   ingest_url: rtmp://127.0.0.1/live
   cdns:
     - name: cdn-a
@@ -78,7 +80,7 @@ scheduler:
 rooms:
   - {name: room1, bitrate_kbps: 2000}
 players:
-%s`, collector, testKey, freePort(t), freeUDP(t), freePort(t), freePort(t), freePort(t), freePort(t),
+%s`, collector, testKey, freePort(t), freePort(t), freeUDP(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t),
 		edges["a-north"], edges["a-south"], edges["b-north"], edges["b-south"], players)
 	p := filepath.Join(t.TempDir(), "topology.yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
@@ -86,6 +88,9 @@ players:
 	}
 	return p
 }
+
+// mediaPushToken is the scheduler's push token in mediaTopology.
+const mediaPushToken = "e2e-push-token"
 
 var mediaUp = regexp.MustCompile(`scheduler:\s+(http://\S+)`)
 
@@ -141,9 +146,16 @@ func startMediaRole(t *testing.T, ready *regexp.Regexp, args ...string) ([]strin
 	return nil, p
 }
 
-func getJSON(t *testing.T, u string, v any) {
+func getJSON(t *testing.T, u string, v any) { t.Helper(); getJSONAuth(t, u, "", v) }
+
+// getJSONAuth is getJSON with a bearer token ("" for none).
+func getJSONAuth(t *testing.T, u, token string, v any) {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +178,7 @@ func TestMediaFFmpegInterop(t *testing.T) {
 	sched, _ := startMedia(t, mediaTopology(t, pipe.HTTP, ""))
 
 	var push struct{ URL string }
-	getJSON(t, sched+"/v1/push?room=ffroom", &push)
+	getJSONAuth(t, sched+"/v1/push?room=ffroom", mediaPushToken, &push)
 	// ffmpeg sends the publish name with its query (ffroom?expires=..&sign=..).
 	ff := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
 		"-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",

@@ -28,9 +28,9 @@ import (
 // autoPorts makes every listener of a topology take a free port, so a
 // scenario can run next to anything else on the machine.
 func autoPorts(t *topology.Topology) {
-	t.SchedulerListen, t.DNSListen, t.DNSHTTP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	t.SchedulerListen, t.SchedulerAdmin, t.DNSListen, t.DNSHTTP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	t.Ingest.Listen, t.Ingest.HTTP = "127.0.0.1:0", "127.0.0.1:0"
-	t.Origin.RTMP, t.Origin.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+	t.Origin.RTMP, t.Origin.HTTP, t.Origin.Admin = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	for ci := range t.Scheduler.CDNs {
 		for ei := range t.Scheduler.CDNs[ci].Edges {
 			t.Scheduler.CDNs[ci].Edges[ei].Port = 0

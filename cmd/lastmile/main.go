@@ -93,7 +93,10 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Kafka, "kafka", "embedded", "`ADDRS`: embedded, or a Kafka cluster's bootstrap list host:9092,host2:9092")
 	fs.StringVar(&o.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker (port 0: pick one and remember it)")
 	fs.StringVar(&o.Store, "store", "embedded", "`STORE`: embedded (chDB under --data), or a ClickHouse server clickhouse://user:pass@host:9000/db")
-	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HTTP address: /v1/events, /v1/config, /api/v1/sql, /metrics, /healthz")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "public HTTP address: /v1/events, /v1/config, /api/v1/..., /healthz")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "`ADDR` of /metrics, /healthz and (with --pprof) /debug/pprof/, apart from --listen; each role on one host needs its own; \"\" for none")
+	fs.BoolVar(&o.Pprof, "pprof", false, "serve /debug/pprof/ on --metrics-listen to holders of the admin token")
+	fs.StringVar(&o.AdminToken, "admin-token", os.Getenv("LASTMILE_ADMIN_TOKEN"), "bearer token of /debug/pprof/ (default: $LASTMILE_ADMIN_TOKEN, else a random one in DATA/admin-token)")
 	fs.StringVar(&o.KeysFile, "keys", "", "app keys `FILE` (YAML: keys: {KEY: APP_ID}); without it only the development key dev-key is accepted")
 	fs.StringVar(&o.SamplingFile, "sampling", "", "sampling config `FILE` (YAML: seed, default_rate, rates per log_type); default keeps everything")
 	fs.IntVar(&o.RetentionDays, "retention-days", 30, "how long events are kept in Kafka and ClickHouse")
@@ -140,7 +143,17 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 
 	o.Ready = func(a app.Addrs) {
 		fmt.Fprintf(stdout, "lastmile %s is up\n", cmd)
-		fmt.Fprintf(stdout, "  http:  http://%s   (POST /v1/events, GET /api/v1/trace, GET /api/v1/metrics, GET /metrics, GET /healthz)\n", a.HTTP)
+		fmt.Fprintf(stdout, "  http:  http://%s   (POST /v1/events, GET /api/v1/trace, GET /api/v1/metrics, GET /healthz)\n", a.HTTP)
+		if a.Metrics != "" {
+			fmt.Fprintf(stdout, "  metrics: http://%s/metrics\n", a.Metrics)
+		}
+		if o.Pprof {
+			tok := "the --admin-token"
+			if a.AdminTokenFile != "" {
+				tok = "the token in " + a.AdminTokenFile
+			}
+			fmt.Fprintf(stdout, "  pprof: http://%s/debug/pprof/   (Authorization: Bearer with %s)\n", a.Metrics, tok)
+		}
 		if a.Kafka != "" {
 			fmt.Fprintf(stdout, "  kafka: %s\n", a.Kafka)
 		}

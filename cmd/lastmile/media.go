@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,7 +48,12 @@ Roles (each reads its part of one topology file, --config; without it the built-
   publish     the built-in broadcaster: push one room over RTMP
 
 Every role posts its logs to the collector of the topology (collector.url, collector.app_key)
-and serves /metrics and /healthz.
+and serves /metrics and /healthz on an admin address of its own (--admin; loopback by default),
+never on the port viewers, broadcasters or edges use.
+
+The scheduler, ingest and edges need the signing secret (scheduler.secret or $LASTMILE_MEDIA_SECRET),
+the scheduler and publish the push token (scheduler.push_token or $LASTMILE_MEDIA_PUSH_TOKEN);
+they refuse to start without. 'up' draws both at random when unset and prints the push token.
 `
 
 func mediaMain(args []string, stdout, stderr io.Writer) int {
@@ -80,7 +86,7 @@ func mediaMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&mf.rendition, "rendition", "", "play: rendition (default source)")
 	fs.StringVar(&mf.format, "format", "flv", "play: flv or hls")
 	fs.DurationVar(&mf.watch, "watch", 30*time.Second, "play: how long to watch after the first frame")
-	fs.StringVar(&mf.admin, "admin", "127.0.0.1:0", "publish: `ADDR` of /metrics and /healthz")
+	fs.StringVar(&mf.admin, "admin", "", "`ADDR` of the role's /metrics and /healthz (default: the topology's scheduler_admin, ingest.http, origin.admin, dns_http; edge and publish: 127.0.0.1:0)")
 	switch role {
 	case "up", "scheduler", "dns", "ingest", "origin", "edge", "publish", "play":
 	default:
@@ -100,6 +106,23 @@ func mediaMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if *collector != "" {
 		top.Collector.URL = *collector
+	}
+	// The secrets: from the file or the environment, never built in. Only
+	// `up`, whose signers and verifiers share one process, draws its own.
+	var need []string
+	switch role {
+	case "scheduler":
+		need = []string{topology.NeedSecret, topology.NeedPushToken}
+	case "ingest", "edge":
+		need = []string{topology.NeedSecret}
+	case "publish":
+		if *pushURL == "" {
+			need = []string{topology.NeedPushToken}
+		}
+	}
+	if _, err := top.Secrets(os.Getenv, false, need...); err != nil {
+		fmt.Fprintf(stderr, "lastmile media %s: %v\n", role, err)
+		return 2
 	}
 	lvl, err := parseLevel(*logLevel)
 	if err != nil {
@@ -143,10 +166,25 @@ type mediaFlags struct {
 	admin                                              string
 }
 
+// adminAddr is --admin when given, else the role's default.
+func (f mediaFlags) adminAddr(def string) string {
+	if f.admin != "" {
+		return f.admin
+	}
+	return def
+}
+
 // adminMux serves /metrics and /healthz of a role.
 func adminMux(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	return mux
+}
+
+// healthMux serves /healthz only: the public ports' load-balancer probe.
+func healthMux() *http.ServeMux {
+	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
 }
@@ -173,8 +211,12 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 		}
 		defer st.Close(context.Background())
 		st.Reg.MustRegister(rep.Collectors()...)
-		fmt.Fprintf(stdout, "lastmile media is up: %d rooms, %d edges\n  scheduler: %s   (GET /v1/schedule, /v1/push, /metrics, /healthz)\n  ingest:    rtmp://%s/live\n  origin:    http://%s/live/<stream>.flv\n  dns:       %s (udp)\n  logs to:   %s\n",
-			len(top.Rooms), len(st.Edges), st.SchedURL, st.IngestAddr, st.OriginHTTP, st.DNSAddr, top.Collector.URL)
+		if slices.Contains(st.Generated, topology.NeedPushToken) {
+			// Outside broadcasters (ffmpeg, OBS) need it to ask /v1/push.
+			fmt.Fprintf(stdout, "  push token for this run (set scheduler.push_token or $%s to choose it): %s\n", topology.EnvPushToken, st.Top.Scheduler.PushToken)
+		}
+		fmt.Fprintf(stdout, "lastmile media is up: %d rooms, %d edges\n  scheduler: %s   (GET /v1/schedule, /v1/push with the push token, /healthz)\n  admin:     %s/metrics\n  ingest:    rtmp://%s/live\n  origin:    http://%s/live/<stream>.flv\n  dns:       %s (udp)\n  logs to:   %s\n",
+			len(top.Rooms), len(st.Edges), st.SchedURL, st.AdminURL, st.IngestAddr, st.OriginHTTP, st.DNSAddr, top.Collector.URL)
 		if top.Players.Count > 0 {
 			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := st.WaitLive(wctx)
@@ -228,13 +270,17 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 			return err
 		}
 		reg.MustRegister(svc.Collectors()...)
-		mux := adminMux(reg)
+		mux := healthMux()
 		mux.Handle("/v1/", svc.Handler())
 		addr, err := serveAdmin(ctx, top.SchedulerListen, mux)
 		if err != nil {
 			return fmt.Errorf("scheduler: %w", err)
 		}
-		fmt.Fprintf(stdout, "lastmile media scheduler is up: http://%s (GET /v1/schedule, /v1/push)\n", addr)
+		admin, err := serveAdmin(ctx, f.adminAddr(top.SchedulerAdmin), adminMux(reg))
+		if err != nil {
+			return fmt.Errorf("scheduler admin: %w", err)
+		}
+		fmt.Fprintf(stdout, "lastmile media scheduler is up: http://%s (GET /v1/schedule, /v1/push with the push token), admin http://%s\n", addr, admin)
 	case "dns":
 		srv := &dns.Server{Records: map[string][]net.IP{}, Logger: logger}
 		for _, e := range top.Edges() {
@@ -246,21 +292,21 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 			return fmt.Errorf("dns: %w", err)
 		}
 		defer srv.Close()
-		admin, err := serveAdmin(ctx, top.DNSHTTP, adminMux(reg))
+		admin, err := serveAdmin(ctx, f.adminAddr(top.DNSHTTP), adminMux(reg))
 		if err != nil {
 			return fmt.Errorf("dns admin: %w", err)
 		}
 		fmt.Fprintf(stdout, "lastmile media dns is up: %s (udp), %d edge hosts, admin http://%s\n", addr, len(top.Edges()), admin)
 	case "ingest":
 		srv := ingest.New(ingest.Config{Listen: top.Ingest.Listen, Node: top.Ingest.Node, Region: top.Ingest.Region,
-			Secret: top.Scheduler.Secret, Origin: "rtmp://" + top.Origin.RTMP}, rep, logger)
+			Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "rtmp://" + top.Origin.RTMP}, rep, logger)
 		reg.MustRegister(srv.Collectors()...)
 		addr, err := srv.Start()
 		if err != nil {
 			return err
 		}
 		defer srv.Close(context.Background())
-		admin, err := serveAdmin(ctx, top.Ingest.HTTP, adminMux(reg))
+		admin, err := serveAdmin(ctx, f.adminAddr(top.Ingest.HTTP), adminMux(reg))
 		if err != nil {
 			return fmt.Errorf("ingest admin: %w", err)
 		}
@@ -269,12 +315,16 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 		srv := origin.New(origin.Config{RTMPListen: top.Origin.RTMP, HTTPListen: top.Origin.HTTP, Node: top.Origin.Node,
 			Region: top.Origin.Region, Renditions: top.Scheduler.Renditions, Transcode: top.Origin.Transcode}, rep, logger)
 		reg.MustRegister(srv.Collectors()...)
-		r, h, err := srv.Start(adminMux(reg))
+		r, h, err := srv.Start(healthMux())
 		if err != nil {
 			return err
 		}
 		defer srv.Close(context.Background())
-		fmt.Fprintf(stdout, "lastmile media origin is up: rtmp://%s, http://%s\n", r, h)
+		admin, err := serveAdmin(ctx, f.adminAddr(top.Origin.Admin), adminMux(reg))
+		if err != nil {
+			return fmt.Errorf("origin admin: %w", err)
+		}
+		fmt.Fprintf(stdout, "lastmile media origin is up: rtmp://%s, http://%s, admin http://%s\n", r, h, admin)
 	case "edge":
 		var node *topology.EdgeNode
 		for _, e := range top.Edges() {
@@ -286,16 +336,20 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 			return fmt.Errorf("edge: --node %q is not an edge of the topology", f.node)
 		}
 		cfg := edge.Config{Listen: net.JoinHostPort(top.EdgeIP, fmt.Sprint(node.Port)), Node: node.Node, Region: node.Region, CDN: node.CDN,
-			Secret: top.Scheduler.Secret, Origin: "http://" + top.Origin.HTTP, QuickStart: top.Edge.QuickStart}
+			Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "http://" + top.Origin.HTTP, QuickStart: top.Edge.QuickStart}
 		cfg.Stream.CacheGOPs, cfg.Stream.QueueBytes = top.Edge.CacheGOPs, top.Edge.QueueBytes
 		srv := edge.New(cfg, rep, logger)
 		reg.MustRegister(srv.Collectors()...)
-		addr, err := srv.Start(adminMux(reg))
+		addr, err := srv.Start(healthMux())
 		if err != nil {
 			return err
 		}
 		defer srv.Close(context.Background())
-		fmt.Fprintf(stdout, "lastmile media edge %s is up: http://%s/live/<stream>.flv\n", node.Node, addr)
+		admin, err := serveAdmin(ctx, f.adminAddr("127.0.0.1:0"), adminMux(reg))
+		if err != nil {
+			return fmt.Errorf("edge admin: %w", err)
+		}
+		fmt.Fprintf(stdout, "lastmile media edge %s is up: http://%s/live/<stream>.flv, admin http://%s\n", node.Node, addr, admin)
 	case "publish":
 		room := f.room
 		if room == "" && len(top.Rooms) > 0 {
@@ -311,12 +365,12 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 		if sched == "" {
 			sched = "http://" + top.SchedulerListen
 		}
-		admin, err := serveAdmin(ctx, f.admin, adminMux(reg))
+		admin, err := serveAdmin(ctx, f.adminAddr("127.0.0.1:0"), adminMux(reg))
 		if err != nil {
 			return fmt.Errorf("publish admin: %w", err)
 		}
 		fmt.Fprintf(stdout, "lastmile media publish is up: room %s at %d kbit/s, admin http://%s\n", room, bitrate, admin)
-		p := publisher.New(publisher.Config{SchedulerURL: sched, Room: room, PushURL: f.pushURL, BitrateKbps: bitrate}, rep, logger)
+		p := publisher.New(publisher.Config{SchedulerURL: sched, PushToken: top.Scheduler.PushToken, Room: room, PushURL: f.pushURL, BitrateKbps: bitrate}, rep, logger)
 		if code := p.Run(ctx); code != publisher.CodeOK {
 			return fmt.Errorf("push ended with code %d", code)
 		}

@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -42,8 +43,16 @@ type Options struct {
 	// KafkaListen is the embedded broker's address.
 	KafkaListen string
 	// Store is "embedded" or a clickhouse:// DSN.
-	Store         string
-	Listen        string
+	Store  string
+	Listen string
+	// MetricsListen serves /metrics, /healthz and (with Pprof) profiling,
+	// apart from the public Listen that players post to; "" serves none.
+	MetricsListen string
+	// Pprof serves /debug/pprof/ on MetricsListen to holders of AdminToken.
+	Pprof bool
+	// AdminToken is the bearer token of profiling; "" reads or creates
+	// DATA/admin-token.
+	AdminToken    string
 	KeysFile      string
 	SamplingFile  string
 	RetentionDays int
@@ -72,6 +81,9 @@ type Addrs struct {
 	HTTP  string
 	Kafka string
 	Store string
+	// Metrics is the metrics listener ("" when off); AdminToken is the
+	// file of profiling's token when it was generated there.
+	Metrics, AdminTokenFile string
 }
 
 // KeysConfig is the app keys file:
@@ -189,21 +201,47 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 		closers.push("producer", producer.Close)
 	}
 
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	// Profiling, as Prometheus and Loki expose it: the first thing to ask for
-	// when a role is slow.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	var draining atomic.Bool
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	healthz := func(w http.ResponseWriter, r *http.Request) {
 		if draining.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
-	})
+	}
+	// The public port (players, SDKs, dashboards) serves no metrics and no
+	// profiles: those go to a listener of their own, loopback by default.
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", healthz) // load balancers probe the public port
+	var metricsSrv *http.Server
+	if o.MetricsListen != "" {
+		amux := http.NewServeMux()
+		amux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		amux.HandleFunc("/healthz", healthz)
+		if o.Pprof {
+			token := o.AdminToken
+			if token == "" {
+				addrs.AdminTokenFile = filepath.Join(o.DataDir, "admin-token")
+				if token, err = query.LoadOrCreateToken(addrs.AdminTokenFile); err != nil {
+					return fmt.Errorf("admin token: %w", err)
+				}
+			}
+			// Profiling, as Prometheus and Loki expose it, but only when
+			// asked for and to the operator: a profile is CPU spent and a
+			// view of the process's insides.
+			amux.Handle("/debug/pprof/", adminOnly(token, pprofMux()))
+		}
+		ln, err := net.Listen("tcp", o.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w (give each role on one host its own --metrics-listen, or \"\" for none)", o.MetricsListen, err)
+		}
+		addrs.Metrics = ln.Addr().String()
+		metricsSrv = &http.Server{Handler: recoverer(amux, logger), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+		go metricsSrv.Serve(ln)
+		closers.push("metrics listener", metricsSrv.Close)
+	} else if o.Pprof {
+		return errors.New("--pprof needs --metrics-listen: profiling is served there only")
+	}
 
 	var coll *collector.Collector
 	if o.Collector {
@@ -250,12 +288,12 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" {
-			fmt.Fprintln(w, "lastmile: POST /v1/events, GET /v1/config, GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql, GET /metrics, GET /healthz")
+			fmt.Fprintln(w, "lastmile: "+publicRoutes)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, "{\"error\":%q}\n", fmt.Sprintf("no route %s %s; routes: POST /v1/events, GET /v1/config, GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql, GET /metrics, GET /healthz", r.Method, r.URL.Path))
+		fmt.Fprintf(w, "{\"error\":%q}\n", fmt.Sprintf("no route %s %s; routes: %s", r.Method, r.URL.Path, publicRoutes))
 	})
 
 	ln, err := net.Listen("tcp", o.Listen)
@@ -292,7 +330,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 		go func() { cons.Run(pctx); close(consDone) }()
 	}
 
-	level.Info(logger).Log("msg", "lastmile is serving", "http", "http://"+addrs.HTTP, "kafka", addrs.Kafka, "store", addrs.Store)
+	level.Info(logger).Log("msg", "lastmile is serving", "http", "http://"+addrs.HTTP, "metrics", addrs.Metrics, "pprof", o.Pprof, "kafka", addrs.Kafka, "store", addrs.Store)
 	if o.Ready != nil {
 		o.Ready(addrs)
 	}
@@ -365,6 +403,33 @@ func sqlLimits(o store.ReadOptions) store.ReadOptions {
 		d.MaxMemoryUsage = o.MaxMemoryUsage
 	}
 	return d
+}
+
+// publicRoutes lists what the public port serves, for its 404s.
+const publicRoutes = "POST /v1/events, GET /v1/config, GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql, GET /healthz " +
+	"(/metrics and /debug/pprof/ are on --metrics-listen)"
+
+// pprofMux serves the runtime profiles. cmdline is left out: it would hand
+// out the flags, tokens included.
+func pprofMux() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
+}
+
+// adminOnly lets through requests bearing token.
+func adminOnly(token string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lastmile admin"`)
+			http.Error(w, "missing or wrong bearer token: send Authorization: Bearer TOKEN (see --admin-token, or DATA/admin-token)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func openStore(ctx context.Context, o Options) (store.Store, string, error) {

@@ -40,6 +40,9 @@ type Config struct {
 	Node, Region, CDN string
 	// Secret verifies play URLs (media/sign); "" serves unsigned requests.
 	Secret string
+	// MaxSignTTL refuses signed URLs expiring further ahead (default
+	// sign.DefaultMaxTTL).
+	MaxSignTTL time.Duration
 	// Origin is the origin's HTTP base URL, e.g. http://127.0.0.1:7020.
 	Origin string
 	// QuickStart is the quick-start lower bound: a viewer starts at the
@@ -394,7 +397,7 @@ func (e *Server) serveFLV(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e.cfg.Secret != "" {
-		if err := sign.Verify(e.cfg.Secret, r.URL.Path, r.URL.Query(), time.Now()); err != nil {
+		if err := sign.Verify(e.cfg.Secret, r.URL.Path, r.URL.Query(), time.Now(), e.cfg.MaxSignTTL); err != nil {
 			e.refuse(w, a, http.StatusForbidden, err.Error())
 			return
 		}
@@ -469,7 +472,7 @@ func (e *Server) serveHLS(w http.ResponseWriter, r *http.Request) {
 		// Segments carry the playlist's signature: check it against the
 		// playlist's path.
 		path := strings.TrimSuffix(r.URL.Path, file) + "index.m3u8"
-		if err := sign.Verify(e.cfg.Secret, path, r.URL.Query(), time.Now()); err != nil {
+		if err := sign.Verify(e.cfg.Secret, path, r.URL.Query(), time.Now(), e.cfg.MaxSignTTL); err != nil {
 			e.refuse(w, a, http.StatusForbidden, err.Error())
 			return
 		}

@@ -34,6 +34,9 @@ type Config struct {
 	Region string
 	// Secret verifies push URLs (media/sign); "" accepts unsigned pushes.
 	Secret string
+	// MaxSignTTL refuses signed URLs expiring further ahead (default
+	// sign.DefaultMaxTTL).
+	MaxSignTTL time.Duration
 	// Origin is the RTMP base URL streams are relayed to, e.g.
 	// rtmp://127.0.0.1:1936; the stream keeps its /app/name path.
 	Origin string
@@ -117,7 +120,7 @@ func (s *Server) Active() []string {
 func (s *Server) publish(ctx context.Context, info rtmp.PublishInfo) (rtmp.Sink, error) {
 	path := "/" + info.App + "/" + info.Stream
 	if s.cfg.Secret != "" {
-		if err := sign.Verify(s.cfg.Secret, path, info.Query, time.Now()); err != nil {
+		if err := sign.Verify(s.cfg.Secret, path, info.Query, time.Now(), s.cfg.MaxSignTTL); err != nil {
 			s.publishes.WithLabelValues("refused").Inc()
 			level.Info(s.logger).Log("msg", "push refused", "stream", path, "remote", info.RemoteAddr, "err", err)
 			return nil, err

@@ -59,6 +59,7 @@ func newStack(t *testing.T) *stack {
 
 	svc, err := scheduler.New(scheduler.Config{
 		Secret:    secret,
+		PushToken: "test-push-token",
 		IngestURL: "rtmp://127.0.0.1:1935/live",
 		CDNs: []scheduler.CDN{
 			{Name: "cdn-a", Weight: 100, Edges: []scheduler.Edge{{Node: "edge-a-south-1", Region: "south", Host: mainHost, Port: p}}},
@@ -135,7 +136,7 @@ func (e *edge) serve(w http.ResponseWriter, r *http.Request) {
 	host, _, _ := net.SplitHostPort(r.Host)
 	q, _ := cmcd.Parse(r.URL.Query().Get("CMCD"))
 	h, _ := cmcd.Parse(r.Header.Get("CMCD-Session"))
-	verr := sign.Verify(secret, r.URL.Path, r.URL.Query(), time.Now())
+	verr := sign.Verify(secret, r.URL.Path, r.URL.Query(), time.Now(), 0)
 	e.mu.Lock()
 	f := e.faults[host]
 	p := e.hls

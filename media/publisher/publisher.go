@@ -44,7 +44,9 @@ type Reporter interface{ Log(report.Event) }
 // Config of one broadcaster.
 type Config struct {
 	SchedulerURL string
-	Room         string
+	// PushToken is the scheduler's bearer token for /v1/push.
+	PushToken string
+	Room      string
 	// PushURL skips the scheduler when set.
 	PushURL                     string
 	DeviceID, UserID, SessionID string
@@ -262,6 +264,7 @@ func (p *Publisher) askPushURL(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("push url: %w", err)
 	}
+	req.Header.Set("Authorization", "Bearer "+p.cfg.PushToken)
 	resp, err := p.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("push url: %w", err)

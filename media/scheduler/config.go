@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/lastmile-qoe/lastmile/media/sign"
 )
 
 // Formats a line can be played in.
@@ -27,8 +29,10 @@ const DefaultSignTTL = time.Hour
 
 // Config of the scheduler, loadable from YAML:
 //
-//	secret: change-me
+//	secret: <32+ random bytes, the same on ingest and edges>   # or $LASTMILE_MEDIA_SECRET
+//	push_token: <random>                                       # or $LASTMILE_MEDIA_PUSH_TOKEN
 //	sign_ttl: 1h
+//	max_sign_ttl: 24h
 //	ingest_url: rtmp://127.0.0.1:1935/live
 //	formats: [flv, hls]
 //	cdns:
@@ -47,10 +51,16 @@ const DefaultSignTTL = time.Hour
 //	  - {name: audio, bitrate_kbps: 128, audio_only: true}
 type Config struct {
 	// Secret signs every URL; edges and ingest verify with the same secret
-	// (media/sign).
+	// (media/sign). There is no default: New refuses an empty one.
 	Secret string `yaml:"secret"`
+	// PushToken is the bearer token /v1/push asks for: publish URLs go to
+	// the operator's broadcasters only. New refuses an empty one.
+	PushToken string `yaml:"push_token"`
 	// SignTTL is how long a signed URL stays valid; default DefaultSignTTL.
 	SignTTL time.Duration `yaml:"sign_ttl"`
+	// MaxSignTTL is the longest lifetime edges and ingest accept in a signed
+	// URL (its expires minus now); default sign.DefaultMaxTTL (24h).
+	MaxSignTTL time.Duration `yaml:"max_sign_ttl"`
 	// IngestURL is the RTMP application publishers push to; its path is the
 	// app ("live") used in every stream path.
 	IngestURL  string      `yaml:"ingest_url"`
@@ -127,18 +137,32 @@ func pathSafe(s string, maxLen int) bool {
 	return true
 }
 
-// validate checks c and fills defaults.
-func (c *Config) validate() error {
+// Validate checks everything but the secret and the push token, which
+// may come from the environment (media/topology) after the file is read.
+func (c Config) Validate() error { return c.validate(false) }
+
+// validate checks c and fills defaults; with secrets, the secret and the
+// push token must be set too.
+func (c *Config) validate(secrets bool) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.Secret == "" {
-		bad("secret is empty: URLs signed with an empty secret can be forged by anyone")
+	if secrets && c.Secret == "" {
+		bad("secret is empty: set scheduler.secret or $LASTMILE_MEDIA_SECRET to a long random string, the same for scheduler, ingest and edges (URLs signed with an empty or public secret can be forged by anyone)")
 	}
-	if c.SignTTL < 0 {
-		bad("sign_ttl %v is negative", c.SignTTL)
+	if secrets && c.PushToken == "" {
+		bad("push_token is empty: set scheduler.push_token or $LASTMILE_MEDIA_PUSH_TOKEN, the bearer token broadcasters send to /v1/push")
+	}
+	if c.SignTTL < 0 || c.MaxSignTTL < 0 {
+		bad("sign_ttl %v or max_sign_ttl %v is negative", c.SignTTL, c.MaxSignTTL)
 	}
 	if c.SignTTL == 0 {
 		c.SignTTL = DefaultSignTTL
+	}
+	if c.MaxSignTTL == 0 {
+		c.MaxSignTTL = sign.DefaultMaxTTL
+	}
+	if c.SignTTL > c.MaxSignTTL {
+		bad("sign_ttl %v is longer than max_sign_ttl %v: edges and ingest would refuse every URL", c.SignTTL, c.MaxSignTTL)
 	}
 	if u, err := url.Parse(c.IngestURL); err != nil || u.Scheme != "rtmp" || u.Host == "" || strings.Trim(u.Path, "/") == "" {
 		bad("ingest_url %q: want rtmp://HOST:PORT/APP", c.IngestURL)

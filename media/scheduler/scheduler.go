@@ -53,15 +53,20 @@
 // Every URL is signed with media/sign over its path (/live/r1_720p.flv,
 // /live/r1_720p/index.m3u8) and expires at "expires" (Unix seconds).
 //
-// GET /v1/push?room=R answers where to publish:
+// GET /v1/push?room=R with "Authorization: Bearer <push_token>" answers
+// where to publish:
 //
 //	{"room": "r1", "stream_id": "live/r1", "url": "rtmp://127.0.0.1:1935/live/r1?expires=…&sign=…", "expires": 1767229200}
 //
-// signed over "/live/r1". Errors answer {"error": "..."} with 400 (bad or
-// missing parameters) or 405 (method other than GET).
+// signed over "/live/r1". A publish URL takes over a room, so it goes to the
+// operator's broadcasters only: without the token /v1/push answers 401.
+// /v1/schedule stays open: it is how viewers get their play URLs, which only
+// play. Errors answer {"error": "..."} with 400 (bad or missing parameters),
+// 401 (push without the token) or 405 (method other than GET).
 package scheduler
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -153,7 +158,7 @@ type Service struct {
 
 // New validates cfg (filling defaults) and returns the Service.
 func New(cfg Config, logger log.Logger) (*Service, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validate(true); err != nil {
 		return nil, err
 	}
 	if logger == nil {
@@ -438,6 +443,13 @@ func (s *Service) serveSchedule(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) servePush(w http.ResponseWriter, r *http.Request) {
 	if !s.allowGet(w, r, "push") {
+		return
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.PushToken)) != 1 {
+		level.Info(s.logger).Log("msg", "push url refused: missing or wrong token", "remote", r.RemoteAddr, "query", r.URL.RawQuery)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lastmile scheduler"`)
+		s.reply(w, "push", http.StatusUnauthorized, errorBody{Error: "missing or wrong bearer token: /v1/push needs Authorization: Bearer <scheduler.push_token>"})
 		return
 	}
 	p, err := params(r, "room")

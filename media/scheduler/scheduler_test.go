@@ -17,6 +17,7 @@ import (
 
 const exampleYAML = `
 secret: test-secret
+push_token: test-push-token
 sign_ttl: 10m
 ingest_url: rtmp://127.0.0.1:1935/live
 formats: [flv, hls]
@@ -82,7 +83,10 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{"example", func(*Config) {}, ""},
 		{"no secret", func(c *Config) { c.Secret = "" }, "secret is empty"},
+		{"no push token", func(c *Config) { c.PushToken = "" }, "push_token is empty"},
 		{"negative ttl", func(c *Config) { c.SignTTL = -time.Second }, "sign_ttl"},
+		{"ttl over the maximum", func(c *Config) { c.SignTTL = 25 * time.Hour }, "longer than max_sign_ttl 24h0m0s"},
+		{"ttl over a set maximum", func(c *Config) { c.MaxSignTTL = 5 * time.Minute }, "longer than max_sign_ttl 5m0s"},
 		{"http ingest", func(c *Config) { c.IngestURL = "http://x/live" }, "ingest_url"},
 		{"ingest without app", func(c *Config) { c.IngestURL = "rtmp://x:1935/" }, "ingest_url"},
 		{"one cdn", func(c *Config) { c.CDNs = c.CDNs[:1] }, "at least 2"},
@@ -303,7 +307,7 @@ func TestSignedURLs(t *testing.T) {
 					{"other room", strings.Replace(u.Path, "r1", "r2", 1), q, now, sign.ErrBadSignature, false},
 				}
 				for _, tt := range tests {
-					err := sign.Verify("test-secret", tt.path, tt.q, tt.at)
+					err := sign.Verify("test-secret", tt.path, tt.q, tt.at, 0)
 					if tt.valid && err != nil || !tt.valid && !errors.Is(err, tt.want) {
 						t.Errorf("%s: %s: Verify = %v, want %v", raw, tt.name, err, tt.want)
 					}
@@ -323,13 +327,13 @@ func TestPush(t *testing.T) {
 	if err != nil || u.Scheme != "rtmp" || u.Host != "127.0.0.1:1935" || u.Path != "/live/r1" || pd.StreamID != "live/r1" {
 		t.Fatalf("push %+v", pd)
 	}
-	if err := sign.Verify("test-secret", "/live/r1", u.Query(), now.Add(time.Minute)); err != nil {
+	if err := sign.Verify("test-secret", "/live/r1", u.Query(), now.Add(time.Minute), 0); err != nil {
 		t.Errorf("push url: %v", err)
 	}
-	if err := sign.Verify("test-secret", "/live/r1", u.Query(), now.Add(11*time.Minute)); !errors.Is(err, sign.ErrExpired) {
+	if err := sign.Verify("test-secret", "/live/r1", u.Query(), now.Add(11*time.Minute), 0); !errors.Is(err, sign.ErrExpired) {
 		t.Errorf("push url after ttl: %v", err)
 	}
-	if err := sign.Verify("test-secret", "/live/r2", u.Query(), now); !errors.Is(err, sign.ErrBadSignature) {
+	if err := sign.Verify("test-secret", "/live/r2", u.Query(), now, 0); !errors.Is(err, sign.ErrBadSignature) {
 		t.Errorf("push url for another room: %v", err)
 	}
 }
@@ -338,28 +342,37 @@ func TestHTTP(t *testing.T) {
 	s := newService(t)
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
+	const bearer = "Bearer test-push-token"
 	tests := []struct {
 		name, method, target string
 		status               int
 		errHas               string
+		auth                 string
 	}{
-		{"schedule", "GET", "/v1/schedule?room=r1&region=north&isp=isp-a&app_version=1.2.0&device_id=d1", 200, ""},
-		{"push", "GET", "/v1/push?room=r1", 200, ""},
-		{"missing room", "GET", "/v1/schedule?region=north&device_id=d1", 400, "room is required"},
-		{"missing device", "GET", "/v1/schedule?room=r1&region=north", 400, "device_id is required"},
-		{"missing region", "GET", "/v1/schedule?room=r1&device_id=d1", 400, "region is required"},
-		{"unknown region", "GET", "/v1/schedule?room=r1&region=east&device_id=d1", 400, `unknown region "east": known regions are north, south, west`},
-		{"unknown param", "GET", "/v1/schedule?room=r1&region=north&device_id=d1&rooom=x", 400, `unknown parameter "rooom"`},
-		{"repeated param", "GET", "/v1/schedule?room=r1&room=r2&region=north&device_id=d1", 400, `"room" given 2 times`},
-		{"room with underscore", "GET", "/v1/push?room=r1_720p", 400, "letters, digits and dashes"},
-		{"room with slash", "GET", "/v1/push?room=a%2Fb", 400, "letters, digits and dashes"},
-		{"push missing room", "GET", "/v1/push", 400, "room is required"},
-		{"bad query", "GET", "/v1/push?room=%zz", 400, "query string"},
-		{"post", "POST", "/v1/schedule?room=r1&region=north&device_id=d1", 405, "only GET"},
+		{"schedule", "GET", "/v1/schedule?room=r1&region=north&isp=isp-a&app_version=1.2.0&device_id=d1", 200, "", ""},
+		{"push", "GET", "/v1/push?room=r1", 200, "", bearer},
+		{"push without token", "GET", "/v1/push?room=r1", 401, "bearer token", ""},
+		{"push with wrong token", "GET", "/v1/push?room=r1", 401, "bearer token", "Bearer test-push-tokem"},
+		{"push with the secret as token", "GET", "/v1/push?room=r1", 401, "bearer token", "Bearer test-secret"},
+		{"push with the token unprefixed", "GET", "/v1/push?room=r1", 401, "bearer token", "test-push-token"},
+		{"missing room", "GET", "/v1/schedule?region=north&device_id=d1", 400, "room is required", ""},
+		{"missing device", "GET", "/v1/schedule?room=r1&region=north", 400, "device_id is required", ""},
+		{"missing region", "GET", "/v1/schedule?room=r1&device_id=d1", 400, "region is required", ""},
+		{"unknown region", "GET", "/v1/schedule?room=r1&region=east&device_id=d1", 400, `unknown region "east": known regions are north, south, west`, ""},
+		{"unknown param", "GET", "/v1/schedule?room=r1&region=north&device_id=d1&rooom=x", 400, `unknown parameter "rooom"`, ""},
+		{"repeated param", "GET", "/v1/schedule?room=r1&room=r2&region=north&device_id=d1", 400, `"room" given 2 times`, ""},
+		{"room with underscore", "GET", "/v1/push?room=r1_720p", 400, "letters, digits and dashes", bearer},
+		{"room with slash", "GET", "/v1/push?room=a%2Fb", 400, "letters, digits and dashes", bearer},
+		{"push missing room", "GET", "/v1/push", 400, "room is required", bearer},
+		{"bad query", "GET", "/v1/push?room=%zz", 400, "query string", bearer},
+		{"post", "POST", "/v1/schedule?room=r1&region=north&device_id=d1", 405, "only GET", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tt.method, srv.URL+tt.target, nil)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -1,6 +1,10 @@
 // Package sign signs and verifies stream URLs with an expiry, like the auth
 // keys of cloud live services: whoever holds a signed URL may push or play
 // that one path until it expires, and nobody can forge one without the secret.
+// Verify also refuses an expiry further ahead than a maximum lifetime, so a
+// leaked secret's forgeries or a misconfigured signer cannot mint URLs that
+// stay valid for years. There is no built-in secret: callers get theirs
+// from their configuration (media/topology).
 //
 // The signature covers the path and the expiry:
 //
@@ -34,11 +38,16 @@ const (
 // short-lived URL and keeps URLs short.
 const sigLen = 32
 
+// DefaultMaxTTL is the longest a signed URL may stay valid when the
+// verifier is given no maximum of its own.
+const DefaultMaxTTL = 24 * time.Hour
+
 // Verification errors; Verify wraps them with detail, test with errors.Is.
 var (
 	ErrUnsigned     = errors.New("url is not signed")
 	ErrExpired      = errors.New("signed url has expired")
 	ErrBadSignature = errors.New("bad url signature")
+	ErrTooLong      = errors.New("signed url is valid for longer than allowed")
 )
 
 func mac(secret, path string, expires int64) string {
@@ -67,10 +76,15 @@ func SignURL(secret string, u *url.URL, ttl time.Duration, now time.Time) {
 }
 
 // Verify checks that q carries a valid signature of path that has not
-// expired at now. The error is nil, or wraps ErrUnsigned (no expires or no
+// expired at now and expires at most maxTTL after now (DefaultMaxTTL when
+// maxTTL <= 0). The error is nil, or wraps ErrUnsigned (no expires or no
 // sign), ErrBadSignature (forged, tampered, or signed for another path or
-// secret) or ErrExpired (genuine but too old).
-func Verify(secret, path string, q url.Values, now time.Time) error {
+// secret), ErrExpired (genuine but too old) or ErrTooLong (genuine but
+// expiring too far ahead).
+func Verify(secret, path string, q url.Values, now time.Time, maxTTL time.Duration) error {
+	if maxTTL <= 0 {
+		maxTTL = DefaultMaxTTL
+	}
 	es, sig := q.Get(ParamExpires), q.Get(ParamSign)
 	if es == "" || sig == "" {
 		return fmt.Errorf("%s: %w: want %s and %s query parameters", path, ErrUnsigned, ParamExpires, ParamSign)
@@ -87,6 +101,11 @@ func Verify(secret, path string, q url.Values, now time.Time) error {
 	if now.Unix() > e {
 		return fmt.Errorf("%s: %w: at %s, %s ago", path, ErrExpired,
 			time.Unix(e, 0).UTC().Format(time.RFC3339), now.Sub(time.Unix(e, 0)).Truncate(time.Second))
+	}
+	// In seconds, as expires is: a huge expires cannot overflow a Duration.
+	if e-now.Unix() > int64(maxTTL/time.Second) {
+		return fmt.Errorf("%s: %w: expires %s, more than %s ahead", path, ErrTooLong,
+			time.Unix(e, 0).UTC().Format(time.RFC3339), maxTTL)
 	}
 	return nil
 }

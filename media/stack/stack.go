@@ -34,10 +34,12 @@ type Reporter interface{ Log(report.Event) }
 
 // Stack is a running topology.
 type Stack struct {
-	Top    topology.Topology
-	Rep    Reporter
-	logger log.Logger
-	Reg    *prometheus.Registry
+	Top topology.Topology
+	// Generated names the secrets Start drew at random (topology.Secrets).
+	Generated []string
+	Rep       Reporter
+	logger    log.Logger
+	Reg       *prometheus.Registry
 
 	DNS     *dns.Server
 	DNSAddr net.Addr
@@ -47,6 +49,8 @@ type Stack struct {
 	ispDNSAddr map[string]string
 	Scheduler  *scheduler.Service
 	SchedURL   string
+	// AdminURL serves the stack's /metrics and /healthz (SchedulerAdmin).
+	AdminURL   string
 	Ingest     *ingest.Server
 	IngestAddr net.Addr
 	Origin     *origin.Server
@@ -55,18 +59,28 @@ type Stack struct {
 	Publishers map[string]*publisher.Publisher
 
 	schedSrv *http.Server
+	adminSrv *http.Server
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
 
 // Start brings up every server of top and starts the publishers. Ports of
 // 0 in top are picked by the system; the Addr fields say which. rep gets
-// every log event.
+// every log event. An empty signing secret or push token is drawn at random
+// (Generated says which; Top holds them): every signer and verifier of the
+// stack is in this process.
 func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.Logger) (st *Stack, err error) {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
-	s := &Stack{Top: top, Rep: rep, logger: logger, Reg: prometheus.NewRegistry(),
+	gen, err := top.Secrets(func(string) string { return "" }, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(gen) > 0 {
+		level.Info(logger).Log("msg", "random for this run, as none was configured", "generated", strings.Join(gen, ","))
+	}
+	s := &Stack{Top: top, Rep: rep, logger: logger, Reg: prometheus.NewRegistry(), Generated: gen,
 		Edges: map[string]*edge.Server{}, Publishers: map[string]*publisher.Publisher{}}
 	defer func() {
 		if err != nil {
@@ -104,7 +118,7 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 
 	// Ingest relays to the origin.
 	s.Ingest = ingest.New(ingest.Config{Listen: top.Ingest.Listen, Node: top.Ingest.Node, Region: top.Ingest.Region,
-		Secret: top.Scheduler.Secret, Origin: "rtmp://" + rtmpAddr.String()}, rep, log.With(logger, "role", "ingest"))
+		Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "rtmp://" + rtmpAddr.String()}, rep, log.With(logger, "role", "ingest"))
 	if s.IngestAddr, err = s.Ingest.Start(); err != nil {
 		return nil, err
 	}
@@ -118,7 +132,7 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 	for node := range s.Edges {
 		e := edgeByNode(&s.Top, node)
 		cfg := edge.Config{Listen: net.JoinHostPort(top.EdgeIP, fmt.Sprint(e.Port)), Node: node, Region: e.Region, CDN: e.CDN,
-			Secret: top.Scheduler.Secret, Origin: "http://" + httpAddr.String(), QuickStart: top.Edge.QuickStart}
+			Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "http://" + httpAddr.String(), QuickStart: top.Edge.QuickStart}
 		cfg.Stream.CacheGOPs, cfg.Stream.QueueBytes = top.Edge.CacheGOPs, top.Edge.QueueBytes
 		srv := edge.New(cfg, rep, log.With(logger, "role", "edge", "node", node))
 		s.Edges[node] = srv
@@ -153,10 +167,10 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 		return nil, err
 	}
 	reg(s.Scheduler.Collectors()...)
+	healthz := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
 	smux := http.NewServeMux()
 	smux.Handle("/v1/", s.Scheduler.Handler())
-	smux.Handle("/metrics", promhttp.HandlerFor(s.Reg, promhttp.HandlerOpts{}))
-	smux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	smux.HandleFunc("/healthz", healthz)
 	ln, err := net.Listen("tcp", top.SchedulerListen)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: listen %s: %w", top.SchedulerListen, err)
@@ -164,12 +178,24 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 	s.SchedURL = "http://" + ln.Addr().String()
 	s.schedSrv = &http.Server{Handler: smux, ReadHeaderTimeout: 10 * time.Second}
 	go s.schedSrv.Serve(ln)
+	// The stack's metrics on a listener of their own (loopback by default),
+	// not on the port viewers and broadcasters ask.
+	amux := http.NewServeMux()
+	amux.Handle("/metrics", promhttp.HandlerFor(s.Reg, promhttp.HandlerOpts{}))
+	amux.HandleFunc("/healthz", healthz)
+	aln, err := net.Listen("tcp", top.SchedulerAdmin)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler admin: listen %s: %w", top.SchedulerAdmin, err)
+	}
+	s.AdminURL = "http://" + aln.Addr().String()
+	s.adminSrv = &http.Server{Handler: amux, ReadHeaderTimeout: 10 * time.Second}
+	go s.adminSrv.Serve(aln)
 
 	// Publishers.
 	pctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	for _, room := range top.Rooms {
-		p := publisher.New(publisher.Config{SchedulerURL: s.SchedURL, Room: room.Name, BitrateKbps: room.BitrateKbps,
+		p := publisher.New(publisher.Config{SchedulerURL: s.SchedURL, PushToken: top.Scheduler.PushToken, Room: room.Name, BitrateKbps: room.BitrateKbps,
 			Region: top.Ingest.Region, AppVersion: "broadcaster-1.0", OS: "linux", Network: "ethernet"}, rep,
 			log.With(logger, "role", "publisher", "room", room.Name))
 		s.Publishers[room.Name] = p
@@ -230,6 +256,9 @@ func (s *Stack) Close(ctx context.Context) error {
 	}
 	if s.schedSrv != nil {
 		errs = append(errs, s.schedSrv.Shutdown(ctx))
+	}
+	if s.adminSrv != nil {
+		errs = append(errs, s.adminSrv.Shutdown(ctx))
 	}
 	if s.DNS != nil {
 		s.DNS.Close()

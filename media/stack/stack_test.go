@@ -44,7 +44,7 @@ func (c *capture) types() map[string]int {
 // testTopology is the default topology on ports the system picks.
 func testTopology() topology.Topology {
 	top := topology.Default()
-	top.SchedulerListen, top.DNSListen = "127.0.0.1:0", "127.0.0.1:0"
+	top.SchedulerListen, top.SchedulerAdmin, top.DNSListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	top.Ingest.Listen, top.Origin.RTMP, top.Origin.HTTP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	for ci := range top.Scheduler.CDNs {
 		for ei := range top.Scheduler.CDNs[ci].Edges {

@@ -6,9 +6,12 @@ package topology
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -24,8 +27,12 @@ type Topology struct {
 	// Scheduler is the scheduling service's config: CDNs with their edges,
 	// the rendition ladder, the signing secret and the ingest URL.
 	Scheduler scheduler.Config `yaml:"scheduler"`
-	// SchedulerListen is the scheduler's HTTP address.
+	// SchedulerListen is the scheduler's HTTP address (viewers and
+	// broadcasters: /v1/schedule, /v1/push, /healthz).
 	SchedulerListen string `yaml:"scheduler_listen"`
+	// SchedulerAdmin serves the scheduler's /metrics and /healthz (with
+	// media up, the whole stack's), apart from SchedulerListen.
+	SchedulerAdmin string `yaml:"scheduler_admin"`
 	// DNSListen is the UDP address of the stack's DNS server, which
 	// resolves every edge host to EdgeIP.
 	DNSListen string `yaml:"dns_listen"`
@@ -57,8 +64,9 @@ type Ingest struct {
 
 // Origin holds live streams and runs the transcode ladder.
 type Origin struct {
-	RTMP   string `yaml:"rtmp"` // relays from ingest arrive here
-	HTTP   string `yaml:"http"` // HTTP-FLV for edges, /metrics, /healthz
+	RTMP   string `yaml:"rtmp"`  // relays from ingest arrive here
+	HTTP   string `yaml:"http"`  // HTTP-FLV for edges, /healthz
+	Admin  string `yaml:"admin"` // /metrics, /healthz
 	Node   string `yaml:"node"`
 	Region string `yaml:"region"`
 	// Transcode is "synthetic" (default: a rate-reducing transcoder that
@@ -127,7 +135,8 @@ func Default() Topology {
 	return Topology{
 		Collector: Collector{URL: "http://127.0.0.1:8080", AppKey: "dev-key"},
 		Scheduler: scheduler.Config{
-			Secret:    "lastmile-media-secret",
+			// No secret and no push token: a role that signs or verifies
+			// refuses to start without them (Secrets).
 			SignTTL:   time.Hour,
 			IngestURL: "rtmp://127.0.0.1:1935/live",
 			CDNs: []scheduler.CDN{
@@ -142,11 +151,12 @@ func Default() Topology {
 			},
 		},
 		SchedulerListen: "127.0.0.1:7000",
+		SchedulerAdmin:  "127.0.0.1:7001",
 		DNSListen:       "127.0.0.1:7053",
 		DNSHTTP:         "127.0.0.1:7054",
 		EdgeIP:          "127.0.0.1",
 		Ingest:          Ingest{Listen: "127.0.0.1:1935", HTTP: "127.0.0.1:7010", Node: "ingest-1", Region: "north"},
-		Origin:          Origin{RTMP: "127.0.0.1:1936", HTTP: "127.0.0.1:7020", Node: "origin-1", Region: "north", Transcode: "synthetic"},
+		Origin:          Origin{RTMP: "127.0.0.1:1936", HTTP: "127.0.0.1:7020", Admin: "127.0.0.1:7021", Node: "origin-1", Region: "north", Transcode: "synthetic"},
 		Edge:            Edge{QuickStart: time.Second, CacheGOPs: 2, QueueBytes: 4 << 20},
 		Rooms:           []Room{{Name: "room1", BitrateKbps: 2000}},
 		Players: Players{
@@ -193,7 +203,7 @@ func (t *Topology) Validate() error {
 	if t.Collector.URL == "" {
 		errs = append(errs, errors.New("collector.url is empty"))
 	}
-	if _, err := scheduler.New(t.Scheduler, nil); err != nil {
+	if err := t.Scheduler.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("scheduler: %w", err))
 	}
 	seen := map[string]bool{}
@@ -243,4 +253,56 @@ func (t *Topology) Edges() []EdgeNode {
 type EdgeNode struct {
 	CDN string
 	scheduler.Edge
+}
+
+// The environment variables that override the topology's secrets, so that
+// a topology file can be shared without them.
+const (
+	EnvSecret    = "LASTMILE_MEDIA_SECRET"
+	EnvPushToken = "LASTMILE_MEDIA_PUSH_TOKEN"
+)
+
+// What a role needs, for Secrets.
+const (
+	NeedSecret    = "scheduler.secret"
+	NeedPushToken = "scheduler.push_token"
+)
+
+// Secrets takes scheduler.secret and scheduler.push_token from the
+// environment when set there (getenv: os.Getenv). Then, with generate,
+// each one still empty is drawn at random, and its name returned: only for
+// a stack whose signers and verifiers all run in one process (media up, a
+// scenario, the demo). Without generate, each one in need that is empty is
+// an error: the scheduler needs both, ingest and edges the secret, a
+// publisher asking the scheduler the push token.
+func (t *Topology) Secrets(getenv func(string) string, generate bool, need ...string) (generated []string, err error) {
+	if v := getenv(EnvSecret); v != "" {
+		t.Scheduler.Secret = v
+	}
+	if v := getenv(EnvPushToken); v != "" {
+		t.Scheduler.PushToken = v
+	}
+	fields := []struct {
+		name, env string
+		v         *string
+	}{
+		{NeedSecret, EnvSecret, &t.Scheduler.Secret},
+		{NeedPushToken, EnvPushToken, &t.Scheduler.PushToken},
+	}
+	var errs []error
+	for _, f := range fields {
+		switch {
+		case *f.v != "":
+		case generate:
+			var raw [32]byte
+			if _, err := rand.Read(raw[:]); err != nil {
+				return nil, fmt.Errorf("topology: %s: %w", f.name, err)
+			}
+			*f.v = hex.EncodeToString(raw[:])
+			generated = append(generated, f.name)
+		case slices.Contains(need, f.name):
+			errs = append(errs, fmt.Errorf("%s is not set: set it in the topology file or $%s to a long random string (the same in every role's config); no built-in value is used", f.name, f.env))
+		}
+	}
+	return generated, errors.Join(errs...)
 }

@@ -38,3 +38,30 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestSecrets(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	top := Default()
+	if top.Scheduler.Secret != "" || top.Scheduler.PushToken != "" {
+		t.Fatalf("the default topology carries a secret: %+v", top.Scheduler)
+	}
+	if _, err := top.Secrets(noEnv, false, NeedSecret, NeedPushToken); err == nil ||
+		!strings.Contains(err.Error(), "scheduler.secret is not set") || !strings.Contains(err.Error(), "scheduler.push_token is not set") {
+		t.Errorf("both missing: %v", err)
+	}
+	if _, err := top.Secrets(noEnv, false); err != nil {
+		t.Errorf("a role that needs none: %v", err)
+	}
+	env := map[string]string{EnvSecret: "from-env", EnvPushToken: "tok-env"}
+	top.Scheduler.Secret = "from-file"
+	if _, err := top.Secrets(func(k string) string { return env[k] }, false, NeedSecret, NeedPushToken); err != nil ||
+		top.Scheduler.Secret != "from-env" || top.Scheduler.PushToken != "tok-env" {
+		t.Errorf("environment over the file: %v %+v", err, top.Scheduler)
+	}
+	a, b := Default(), Default()
+	ga, err := a.Secrets(noEnv, true)
+	b.Secrets(noEnv, true)
+	if err != nil || len(ga) != 2 || len(a.Scheduler.Secret) != 64 || a.Scheduler.Secret == b.Scheduler.Secret || a.Scheduler.PushToken == a.Scheduler.Secret {
+		t.Errorf("generated %v: %q %q, another run %q", ga, a.Scheduler.Secret, a.Scheduler.PushToken, b.Scheduler.Secret)
+	}
+}
