@@ -30,6 +30,8 @@ type Metrics struct {
 	Lag            *prometheus.GaugeVec
 	StoreUp        prometheus.Gauge
 
+	dedup *dedupMetrics
+
 	mu       sync.Mutex
 	unknowns map[string]prometheus.Counter
 	topics   map[string]*topicMetrics
@@ -69,6 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		topics:   map[string]*topicMetrics{},
 	}
 	m.StoreUp.Set(1)
+	m.dedup = newDedupMetrics(reg)
 	reg.MustRegister(m.Consumed, m.Inserted, m.Rejected, m.Duplicates, m.Replayed, m.UnknownFields,
 		m.InsertErrors, m.SessionRows, m.InsertDuration, m.FlushDuration, m.BatchRows, m.IngestDelay, m.LastFlush, m.Lag, m.StoreUp)
 	return m
