@@ -141,7 +141,7 @@ func (d *dedup) freeze() {
 	}
 	d.old = append(d.old, g)
 	d.nold += g.n
-	d.cur = make(map[uint64]struct{}, len(d.cur))
+	clear(d.cur) // keeps its storage for the next generation
 }
 
 // drop forgets the oldest generation.
@@ -249,22 +249,44 @@ func newDedupMetrics(reg prometheus.Registerer) *dedupMetrics {
 func (w *fetcher) loadSeen(ctx context.Context) error {
 	d := w.seen
 	t0 := time.Now()
-	q := loadSeenSQL(t0, d.window, d.max, d.span)
-	backoff := newBackoff(w.p.cfg.MaxRetryBackoff)
-	var out []byte
-	for {
-		var err error
-		if out, err = w.p.store.QueryJSON(ctx, q); err == nil {
-			break
-		}
-		level.Warn(w.logger).Log("msg", "reading the dedup window's event ids failed; retrying", "err", err)
-		if !backoff.wait(ctx) {
-			return fmt.Errorf("processor: load event ids: %w", err)
+	query := func(q string) ([]byte, error) {
+		backoff := newBackoff(w.p.cfg.MaxRetryBackoff)
+		for {
+			out, err := w.p.store.QueryJSON(ctx, q)
+			if err == nil {
+				return out, nil
+			}
+			level.Warn(w.logger).Log("msg", "reading the dedup window's event ids failed; retrying", "err", err)
+			if !backoff.wait(ctx) {
+				return nil, fmt.Errorf("processor: load event ids: %w", err)
+			}
 		}
 	}
-	n, err := d.load(out)
+	// First the ids per generation (received_at only), to read no more than
+	// the cap: the newest generations that fit, whole.
+	counts, err := query(fmt.Sprintf("SELECT intDiv(toUnixTimestamp64Milli(received_at), %d) AS g, count() AS n FROM %s WHERE %s GROUP BY g ORDER BY g DESC",
+		d.span.Milliseconds(), schemas.EventsTable, loadSeenWhere(t0, d.window)))
 	if err != nil {
 		return err
+	}
+	from, skipped, err := loadSeenFrom(counts, d.max, d.span)
+	if err != nil {
+		return err
+	}
+	n := 0
+	var out []byte
+	if from >= 0 {
+		if out, err = query(loadSeenSQL(t0, d.window, from, d.span)); err != nil {
+			return err
+		}
+		if n, err = d.load(out); err != nil {
+			return err
+		}
+	}
+	if skipped > 0 {
+		d.m.forgotten.Add(float64(skipped))
+		level.Warn(w.logger).Log("msg", "dedup window holds more ids than --dedup-max-ids; the oldest are not loaded",
+			"not_loaded", skipped, "max_ids", d.max)
 	}
 	took := time.Since(t0)
 	d.m.loaded.Set(float64(n))
@@ -274,24 +296,58 @@ func (w *fetcher) loadSeen(ctx context.Context) error {
 	return nil
 }
 
-// loadSeenSQL selects the ids (hashed as dedupKey does, 16 hex digits each)
-// of the newest max rows received since now-window, one row per generation.
-func loadSeenSQL(now time.Time, window time.Duration, max int, span time.Duration) string {
+// loadSeenWhere selects the rows received within the window that have an
+// event_id; ts bounds the partitions read.
+func loadSeenWhere(now time.Time, window time.Duration) string {
 	from := now.Add(-window).UnixMilli()
 	tsFrom := now.Add(-window - schemas.DefaultMaxPast - time.Hour).UnixMilli()
-	return fmt.Sprintf(`SELECT intDiv(ra, %d) AS g, max(ra) AS hi, count() AS n,
+	return fmt.Sprintf("ts >= fromUnixTimestamp64Milli(%d) AND received_at >= fromUnixTimestamp64Milli(%d) AND event_id != ''", tsFrom, from)
+}
+
+// loadSeenFrom picks, from per-generation counts (newest first), the start
+// in ms of the oldest generation that fits within max ids with the newer
+// ones (-1: none), and how many ids are left out.
+func loadSeenFrom(counts []byte, max int, span time.Duration) (from int64, skipped int, err error) {
+	from, total := -1, 0
+	for _, line := range strings.Split(strings.TrimSpace(string(counts)), "\n") {
+		if line == "" {
+			continue
+		}
+		var r struct {
+			G json.Number `json:"g"`
+			N json.Number `json:"n"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			return -1, 0, fmt.Errorf("processor: read stored event id counts: %w", err)
+		}
+		g, err1 := strconv.ParseInt(r.G.String(), 10, 64)
+		n, err2 := strconv.Atoi(r.N.String())
+		if err1 != nil || err2 != nil {
+			return -1, 0, fmt.Errorf("processor: read stored event id counts: bad row %q", line)
+		}
+		if skipped > 0 || total+n > max {
+			skipped += n
+			continue
+		}
+		total += n
+		from = g * span.Milliseconds()
+	}
+	return from, skipped, nil
+}
+
+// loadSeenSQL selects the ids (hashed as dedupKey does, 16 hex digits each)
+// of the rows of the window received since from (ms), one row per
+// generation.
+func loadSeenSQL(now time.Time, window time.Duration, from int64, span time.Duration) string {
+	return fmt.Sprintf(`SELECT intDiv(ra, %d) AS g, max(ra) AS hi,
     arrayStringConcat(groupArray(leftPad(lower(hex(h)), 16, '0'))) AS hs
 FROM (
-    SELECT toUnixTimestamp64Milli(%s) AS ra, xxHash64(concat(toString(%s), '\0', %s)) AS h
+    SELECT toUnixTimestamp64Milli(received_at) AS ra, xxHash64(concat(toString(app_id), '\0', event_id)) AS h
     FROM %s
-    WHERE %s >= fromUnixTimestamp64Milli(%d) AND %s >= fromUnixTimestamp64Milli(%d) AND %s != ''
-    ORDER BY ra DESC
-    LIMIT %d
+    WHERE %s AND received_at >= fromUnixTimestamp64Milli(%d)
 )
 GROUP BY g
-ORDER BY g`,
-		span.Milliseconds(), "received_at", "app_id", "event_id", schemas.EventsTable,
-		"ts", tsFrom, "received_at", from, "event_id", max)
+ORDER BY g`, span.Milliseconds(), schemas.EventsTable, loadSeenWhere(now, window), from)
 }
 
 // load fills the memory from loadSeenSQL's rows (oldest generation first);
@@ -304,7 +360,6 @@ func (d *dedup) load(out []byte) (int, error) {
 		}
 		var r struct {
 			Hi json.Number `json:"hi"`
-			N  json.Number `json:"n"`
 			HS string      `json:"hs"`
 		}
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
