@@ -219,6 +219,7 @@ func TestRetryAcrossKill9(t *testing.T) {
 		acked     = map[string]bool{}
 		down      atomic.Bool
 		killAck   atomic.Bool // kill right after the next acknowledgement
+		released  atomic.Int64 // new requests handed out so far at most: paces the kills
 		failures  atomic.Int64
 		wg        sync.WaitGroup
 		done      = make(chan struct{})
@@ -231,7 +232,7 @@ func TestRetryAcrossKill9(t *testing.T) {
 			retries = retries[1:]
 			return r
 		}
-		if next < len(reqs) {
+		if next < len(reqs) && next < int(released.Load()) {
 			next++
 			return reqs[next-1]
 		}
@@ -288,12 +289,15 @@ func TestRetryAcrossKill9(t *testing.T) {
 		defer mu.Unlock()
 		return len(ackedReqs)
 	}
-	waitAcked := func(want int) {
+	waitAcked := func(want int) { // polled closely: the kill must land while posting
 		t.Helper()
-		waitFor(t, 90*time.Second, fmt.Sprintf("%d acknowledged requests", want), func() (bool, string) {
-			n := nacked()
-			return n >= want, strconv.Itoa(n)
-		})
+		deadline := time.Now().Add(90 * time.Second)
+		for nacked() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests acknowledged after 90s, want %d", nacked(), want)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
 	}
 	restart := func() {
 		t.Helper()
@@ -309,7 +313,8 @@ func TestRetryAcrossKill9(t *testing.T) {
 	}
 	nreq := len(reqs)
 
-	// 1: while the posters are busy.
+	// 1: while the posters are busy (two fifths handed out, one acknowledged).
+	released.Store(int64(2 * nreq / 5))
 	waitAcked(nreq / 5)
 	down.Store(true)
 	cur.Load().kill()
@@ -317,6 +322,7 @@ func TestRetryAcrossKill9(t *testing.T) {
 	restart()
 
 	// 2: right after a request is acknowledged.
+	released.Store(int64(3 * nreq / 5))
 	waitAcked(2 * nreq / 5)
 	killAck.Store(true)
 	waitFor(t, 60*time.Second, "the kill after an acknowledgement", func() (bool, string) {
@@ -327,7 +333,7 @@ func TestRetryAcrossKill9(t *testing.T) {
 
 	// 3: as soon as an insert of the processor shows (its commit may not
 	// have happened yet).
-	waitAcked(3 * nreq / 5)
+	released.Store(int64(4 * nreq / 5))
 	p := cur.Load()
 	before := p.sqlInt(t, "SELECT count() FROM events")
 	deadline := time.Now().Add(30 * time.Second)
@@ -343,6 +349,7 @@ func TestRetryAcrossKill9(t *testing.T) {
 	restart()
 
 	// Every request acknowledged in the end, then one more client retry.
+	released.Store(int64(nreq))
 	waitFor(t, 120*time.Second, "every request acknowledged", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
