@@ -218,7 +218,7 @@ func TestRetryAcrossKill9(t *testing.T) {
 		ackedReqs []*retryReq
 		acked     = map[string]bool{}
 		down      atomic.Bool
-		killAck   atomic.Bool // kill right after the next acknowledgement
+		killAck   atomic.Bool  // kill right after the next acknowledgement
 		released  atomic.Int64 // new requests handed out so far at most: paces the kills
 		failures  atomic.Int64
 		wg        sync.WaitGroup
@@ -380,4 +380,3 @@ func TestRetryAcrossKill9(t *testing.T) {
 	waitSentinels(t, p, lts, total, final)
 	checkExactlyOnce(t, p, final)
 }
-
