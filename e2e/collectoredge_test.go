@@ -58,9 +58,9 @@ func rejects(r *postResult) string {
 	return strings.Join(s, ",")
 }
 
-// storedIDs waits until the heartbeat table holds want rows among ids, then
+// waitStoredIDs waits until the heartbeat table holds want rows among ids, then
 // checks that it holds exactly those (each once).
-func storedIDs(t *testing.T, p *proc, ids []string) {
+func waitStoredIDs(t *testing.T, p *proc, ids []string) {
 	t.Helper()
 	q := "SELECT count() FROM heartbeat WHERE app_id = '" + testAppID + "' AND event_id IN ('" + strings.Join(ids, "','") + "')"
 	waitFor(t, 60*time.Second, "events stored", func() (bool, string) {
@@ -120,7 +120,7 @@ func TestCollectorNDJSONFirstLine(t *testing.T) {
 	if r := edgePost(t, p, []byte("["+hb("nd-z")+","), nil); r.Status != 400 {
 		t.Errorf("broken one-line array: %d %+v, want 400", r.Status, r)
 	}
-	storedIDs(t, p, all)
+	waitStoredIDs(t, p, all)
 	for _, w := range wantRej {
 		q := fmt.Sprintf("SELECT count() FROM rejected WHERE stage = 'collector' AND request_id = '%s' AND event_index = %d", w.req, w.idx)
 		waitFor(t, 30*time.Second, "rejected row "+w.req, func() (bool, string) {
@@ -169,7 +169,7 @@ func TestCollectorIdenticalRejects(t *testing.T) {
 	if n := p.sqlInt(t, "SELECT uniqExact(event_id) FROM rejected WHERE device_id = 'twin-dev'"); n != 2 {
 		t.Errorf("%d distinct event ids over a request and its retry, want 2", n)
 	}
-	storedIDs(t, p, []string{"twin-good"})
+	waitStoredIDs(t, p, []string{"twin-good"})
 	p.stop()
 }
 
@@ -208,7 +208,7 @@ func TestCollectorContentEncoding(t *testing.T) {
 	if r := edgePost(t, p, gz(hb("enc-br")), map[string]string{"Content-Encoding": "BR"}); r.Status != 415 {
 		t.Errorf("Content-Encoding BR: %d, want 415", r.Status)
 	}
-	storedIDs(t, p, ids)
+	waitStoredIDs(t, p, ids)
 	p.stop()
 }
 

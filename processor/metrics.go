@@ -34,6 +34,7 @@ type Metrics struct {
 	StoreUp        prometheus.Gauge
 
 	offsets *offsetMetrics
+	dedup   *dedupMetrics
 
 	mu       sync.Mutex
 	unknowns map[string]prometheus.Counter
@@ -76,6 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.StoreUp.Set(1)
 	m.offsets = newOffsetMetrics(reg)
+	m.dedup = newDedupMetrics(reg)
 	reg.MustRegister(m.Consumed, m.Inserted, m.Rejected, m.Duplicates, m.Replayed, m.UnknownFields, m.Panics,
 		m.InsertErrors, m.SessionRows, m.InsertDuration, m.FlushDuration, m.BatchRows, m.IngestDelay, m.LastFlush, m.Lag, m.StoreUp)
 	return m

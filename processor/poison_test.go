@@ -27,7 +27,7 @@ var fuzzNow = time.UnixMilli(1795262400000)
 // the real ones, with real metrics on reg.
 func testFetcher(reg prometheus.Registerer) *fetcher {
 	m := NewMetrics(reg)
-	p := New(Config{DedupWindow: 1000}, nil, nil, m, log.NewNopLogger())
+	p := New(Config{}, nil, nil, m, log.NewNopLogger())
 	w := &fetcher{
 		p:      p,
 		logger: p.logger,
@@ -39,7 +39,7 @@ func testFetcher(reg prometheus.Registerer) *fetcher {
 		parts:    map[topicPartition]*partState{},
 		perTopic: map[string]int{},
 		stored:   map[topicPartition]int64{},
-		seen:     newDedup(p.cfg.DedupWindow),
+		seen:     newDedup(p.cfg.DedupWindow, p.cfg.DedupMaxIDs, m.dedup, p.logger),
 		topics:   map[string]*topicMetrics{},
 	}
 	w.rej.now = func() time.Time { return fuzzNow }

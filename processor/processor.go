@@ -49,10 +49,12 @@ type Config struct {
 	BatchRows int
 	// FlushInterval bounds how long a row waits for its batch to fill.
 	FlushInterval time.Duration
-	// DedupWindow is how many recent event ids are remembered to drop
-	// client retries that reached Kafka twice: between DedupWindow and twice
-	// that (two generations of 8-byte hashes, about 40 MB at the default).
-	DedupWindow int
+	// DedupWindow is how long an event_id is remembered to drop client
+	// retries that reached Kafka twice, across restarts too (see dedup.go).
+	DedupWindow time.Duration
+	// DedupMaxIDs caps the ids remembered; past it the oldest are forgotten
+	// before the window, counted and logged.
+	DedupMaxIDs int
 	// Retention bounds how old an event may be and still be stored (the
 	// table TTL would drop it anyway).
 	Retention time.Duration
@@ -67,7 +69,6 @@ const (
 	DefaultGroup         = "lastmile-processor"
 	DefaultBatchRows     = 100_000
 	DefaultFlushInterval = 500 * time.Millisecond
-	DefaultDedupWindow   = 1_000_000
 	// DefaultSessionCache is how many play sessions a processor remembers
 	// the index spans of (SessionIndex): ~70–80 bytes each, ~15 MB in all
 	// (71 bytes measured with runtime.MemStats over 198,000 sessions).
@@ -97,6 +98,9 @@ func New(cfg Config, st Store, dlq Producer, m *Metrics, logger log.Logger) *Pro
 	}
 	if cfg.DedupWindow <= 0 {
 		cfg.DedupWindow = DefaultDedupWindow
+	}
+	if cfg.DedupMaxIDs <= 0 {
+		cfg.DedupMaxIDs = DefaultDedupMaxIDs
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = 30 * 24 * time.Hour
@@ -151,7 +155,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		rej:      newRejectedBuilder(),
 		parts:    map[topicPartition]*partState{},
 		perTopic: map[string]int{},
-		seen:     newDedup(p.cfg.DedupWindow),
+		seen:     newDedup(p.cfg.DedupWindow, p.cfg.DedupMaxIDs, p.metrics.dedup, p.logger),
 		topics:   map[string]*topicMetrics{},
 	}
 	for _, t := range p.Topics() {
@@ -242,6 +246,7 @@ type fetcher struct {
 	perTopic map[string]int
 	stored   map[topicPartition]int64 // highest offset per partition already stored, at start
 	seen     *dedup
+	keybuf   []byte
 	topics   map[string]*topicMetrics
 }
 
@@ -364,7 +369,7 @@ func (w *fetcher) loadStored(ctx context.Context) error {
 			}
 		}
 	}
-	return nil
+	return w.loadSeen(ctx)
 }
 
 // partition returns the state of a message's partition.
@@ -398,6 +403,7 @@ func (w *fetcher) add(msg kafka.Message) {
 	if len(w.inBatch) == 0 {
 		w.opened = time.Now()
 		w.cleaner.At = w.opened
+		w.seen.tick(w.opened)
 	}
 	if !p.inBatch {
 		p.inBatch, p.first = true, msg.Offset
@@ -440,11 +446,15 @@ func (w *fetcher) add(msg kafka.Message) {
 	for _, u := range w.ev.Unknown {
 		tm.unknownField(string(u))
 	}
-	id := w.ev.Vals[schemas.ColEventID].S
-	if len(id) == 0 {
-		id = msg.Value
+	// Without an event_id (only when produced straight to Kafka) the bytes
+	// are the id, remembered until a restart.
+	var h uint64
+	if id := w.ev.Vals[schemas.ColEventID].S; len(id) > 0 {
+		h = dedupKey(&w.keybuf, w.ev.Vals[schemas.ColAppID].S, id)
+	} else {
+		h = norm(xxhash.Sum64(msg.Value))
 	}
-	if w.seen.seen(xxhash.Sum64(id)) {
+	if w.seen.seen(h) {
 		tm.duplicates.Inc()
 		return
 	}
@@ -596,33 +606,6 @@ func (w *fetcher) store(ctx context.Context, b *batch) error {
 	m.FlushDuration.Observe(time.Since(start).Seconds())
 	m.IngestDelay.Observe(time.Since(b.opened).Seconds())
 	return nil
-}
-
-// dedup remembers recent event ids in two generations: when the current one
-// fills, it becomes the previous and a new one starts, so memory stays bounded
-// while at least the last window ids are always remembered.
-type dedup struct {
-	cur, prev map[uint64]struct{}
-	window    int
-}
-
-func newDedup(window int) *dedup {
-	return &dedup{cur: make(map[uint64]struct{}), prev: map[uint64]struct{}{}, window: window}
-}
-
-// seen reports whether h was seen recently, and remembers it.
-func (d *dedup) seen(h uint64) bool {
-	if _, ok := d.cur[h]; ok {
-		return true
-	}
-	if _, ok := d.prev[h]; ok {
-		return true
-	}
-	if len(d.cur) >= d.window {
-		d.prev, d.cur = d.cur, make(map[uint64]struct{}, d.window)
-	}
-	d.cur[h] = struct{}{}
-	return false
 }
 
 type backoff struct {

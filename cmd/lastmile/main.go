@@ -19,6 +19,7 @@ import (
 	"github.com/go-kit/log/level"
 
 	"github.com/lastmile-qoe/lastmile/internal/app"
+	"github.com/lastmile-qoe/lastmile/processor"
 )
 
 // version is set by the Makefile (-ldflags "-X main.version=...").
@@ -104,6 +105,8 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.QueryToken, "query-token", os.Getenv("LASTMILE_QUERY_TOKEN"), "bearer token of the read API (default: $LASTMILE_QUERY_TOKEN, else a random one in DATA/query-token)")
 	fs.IntVar(&o.BatchRows, "batch-rows", 0, "processor: most rows per insert (default 100000)")
 	fs.DurationVar(&o.FlushInterval, "flush-interval", 0, "processor: longest a row waits for its batch (default 500ms)")
+	fs.DurationVar(&o.DedupWindow, "dedup-window", processor.DefaultDedupWindow, "processor: how long an event_id is remembered, across restarts, to drop a client's retry")
+	fs.IntVar(&o.DedupMaxIDs, "dedup-max-ids", processor.DefaultDedupMaxIDs, "processor: most event ids remembered (~17 bytes each); past it the oldest are forgotten before --dedup-window, counted and logged")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 0, "collector: largest request body, compressed or inflated (default 8 MiB)")
 	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
 	fs.Int64Var(&o.ConsolidateMaxBytes, "consolidate-max-bytes", 8<<30, "processor: merge each closed day of events (and of trace_context) up to this many `BYTES` on disk into one part, for faster trace lookups (0: never)")

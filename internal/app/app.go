@@ -62,8 +62,12 @@ type Options struct {
 	SQL           store.ReadOptions
 	BatchRows     int
 	FlushInterval time.Duration
-	MaxBodyBytes  int64
-	MaxEvents     int
+	// DedupWindow and DedupMaxIDs: how long, and how many, event ids the
+	// processor remembers to drop client retries (0: defaults).
+	DedupWindow  time.Duration
+	DedupMaxIDs  int
+	MaxBodyBytes int64
+	MaxEvents    int
 	// ConsolidateMaxBytes: the processor merges each closed day of the
 	// events table up to this size into one part (0: never).
 	ConsolidateMaxBytes int64
@@ -319,6 +323,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 		pm := processor.NewMetrics(reg)
 		proc := processor.New(processor.Config{
 			Brokers: bootstrap, BatchRows: o.BatchRows, FlushInterval: o.FlushInterval,
+			DedupWindow: o.DedupWindow, DedupMaxIDs: o.DedupMaxIDs,
 			Retention: time.Duration(o.RetentionDays) * 24 * time.Hour,
 		}, st, producer, pm, log.With(logger, "component", "processor"))
 		go func() { pdone <- proc.Run(pctx) }()
