@@ -21,6 +21,9 @@ const (
 	ReasonNotAllowed     = "not_allowed"
 	ReasonTooLong        = "too_long"
 	ReasonTsOutOfWindow  = "ts_out_of_window"
+	// ReasonTooLarge: the event as stored is bigger than one Kafka record
+	// may be (set by the collector, which knows the producer's limit).
+	ReasonTooLarge = "too_large"
 )
 
 // Reject says why one event was refused.
