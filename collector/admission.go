@@ -29,19 +29,20 @@ type Admission struct {
 	ReadStepBytes int64
 	// RetryAfter is sent with 429 (whole seconds, at least 1).
 	RetryAfter time.Duration
-	// ReleaseAfterBytes: once the bytes in flight fall back to zero after
-	// reaching this much, the heap's free memory is returned to the OS
-	// (debug.FreeOSMemory) instead of lazily over minutes.
+	// ReleaseAfterBytes: once no request has been in progress for half a
+	// second after the bytes in flight reached this much, the heap's free
+	// memory is returned to the OS (debug.FreeOSMemory) instead of lazily
+	// over minutes.
 	ReleaseAfterBytes int64
 }
 
 // Defaults of the admission plan.
 const (
-	DefaultMaxInflightBytes  = 256 << 20
+	DefaultMaxInflightBytes  = 128 << 20
 	DefaultMinRequestBytes   = 64 << 10
 	DefaultReadStepBytes     = 1 << 20
 	DefaultRetryAfter        = time.Second
-	DefaultReleaseAfterBytes = 64 << 20
+	DefaultReleaseAfterBytes = 32 << 20
 )
 
 // withDefaults fills the zero fields: per app, half of the global limit.
@@ -82,6 +83,7 @@ type admitter struct {
 	global  atomic.Int64
 	perApp  map[string]*atomic.Int64 // by app_id; fixed at New
 	peak    atomic.Int64             // most bytes in flight since the last release
+	seq     atomic.Uint64            // requests admitted so far
 	pending atomic.Bool              // a release is scheduled
 	metrics *Metrics
 }
@@ -114,6 +116,7 @@ func (a *admitter) admit(appID string, n int64) (*charge, string) {
 		a.metrics.Refused.WithLabelValues(limit).Inc()
 		return nil, limit
 	}
+	a.seq.Add(1)
 	a.metrics.Admitted.Inc()
 	return c, ""
 }
@@ -156,11 +159,12 @@ func (c *charge) release() {
 	a.metrics.InflightBytes.Sub(float64(c.n))
 	c.n = 0
 	if g == 0 && a.peak.Load() >= a.plan.ReleaseAfterBytes && a.pending.CompareAndSwap(false, true) {
-		// A short quiet spell first, so that a burst's tail or the next
-		// burst do not pay for one collection per request.
+		// Only after a quiet spell, so that steady traffic, a burst's tail
+		// or the next burst do not pay for a full collection.
+		seq := a.seq.Load()
 		time.AfterFunc(500*time.Millisecond, func() {
 			defer a.pending.Store(false)
-			if a.global.Load() != 0 {
+			if a.global.Load() != 0 || a.seq.Load() != seq {
 				return // busy again: the next idle moment will do it
 			}
 			a.peak.Store(0)

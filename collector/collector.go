@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -183,7 +184,9 @@ const poolKeepBytes = 1 << 20
 // shrink drops the buffers too big to keep in the pool.
 func (b *batch) shrink() {
 	if b.body.Cap() > poolKeepBytes {
-		b.body = bytes.Buffer{}
+		// The parsed fields, the event and the gzip reader point into the
+		// body (or the compressed one): they would keep it alive.
+		b.body, b.fields, b.ev, b.gz = bytes.Buffer{}, nil, schemas.Event{}, nil
 	}
 	if cap(b.out) > poolKeepBytes {
 		b.out = nil
@@ -274,7 +277,7 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 	// the answer, produce included.
 	ch, limit := c.adm.admit(appID, r.ContentLength)
 	if ch == nil {
-		c.refuse(w, reqID, limit)
+		c.refuse(w, r, reqID, limit)
 		return
 	}
 	defer ch.release()
@@ -292,7 +295,7 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 
 	if status, limit, msg := c.readBody(r, b, ch); status != 0 {
 		if status == http.StatusTooManyRequests {
-			c.refuse(w, reqID, limit)
+			c.refuse(w, r, reqID, limit)
 			return
 		}
 		if status == http.StatusBadRequest && b.body.Len() > 0 {
@@ -314,6 +317,10 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, reqID, http.StatusBadRequest, "", "empty body: send a JSON array of events or NDJSON, one event per line")
 		return
 	}
+	// The records are the events plus a few server-set fields: size them
+	// once rather than doubling a big buffer (each doubling is garbage
+	// of the size of the request).
+	b.out = slices.Grow(b.out, len(body)+len(body)/4+4096)
 	var resp Response
 	n := 0
 	tooMany := errors.New("too many events")
@@ -377,8 +384,14 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// refuse answers 429 for a request the admission plan has no room for.
-func (c *Collector) refuse(w http.ResponseWriter, reqID, limit string) {
+// refuse answers 429 for a request the admission plan has no room for. The
+// rest of the body is read and discarded first (constant memory): a client
+// still writing a big body would otherwise see a broken pipe, not the
+// answer. A client that sent Expect: 100-continue has not sent it.
+func (c *Collector) refuse(w http.ResponseWriter, r *http.Request, reqID, limit string) {
+	if !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		io.Copy(io.Discard, io.LimitReader(r.Body, c.cfg.MaxBodyBytes+1))
+	}
 	secs := int(c.cfg.Admission.RetryAfter.Round(time.Second) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	c.fail(w, reqID, http.StatusTooManyRequests, limit,
@@ -679,6 +692,7 @@ func (c *Collector) produce(ctx context.Context, b *batch) error {
 	if len(b.spans) == 0 {
 		return nil
 	}
+	b.msgs = slices.Grow(b.msgs, len(b.spans))
 	for i, sp := range b.spans {
 		ks := b.kspans[i]
 		var key []byte

@@ -103,7 +103,7 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.FlushInterval, "flush-interval", 0, "processor: longest a row waits for its batch (default 500ms)")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 0, "collector: largest request body, compressed or inflated (default 8 MiB)")
 	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
-	fs.Int64Var(&o.MaxInflightBytes, "max-inflight-bytes", 0, "collector: request body `BYTES` (as sent plus inflated) held at once by all requests; beyond it posts get 429 with Retry-After (default 256 MiB)")
+	fs.Int64Var(&o.MaxInflightBytes, "max-inflight-bytes", 0, "collector: request body `BYTES` (as sent plus inflated) held at once by all requests; beyond it posts get 429 with Retry-After (default 128 MiB)")
 	fs.Int64Var(&o.MaxInflightBytesPerApp, "max-inflight-bytes-per-app", 0, "collector: the same for one app key (default half of --max-inflight-bytes)")
 	fs.Int64Var(&o.ConsolidateMaxBytes, "consolidate-max-bytes", 8<<30, "processor: merge each closed day of events (and of trace_context) up to this many `BYTES` on disk into one part, for faster trace lookups (0: never)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
