@@ -2,6 +2,7 @@ package collector
 
 import (
 	"runtime/debug"
+	"runtime/metrics"
 	"sync/atomic"
 	"time"
 )
@@ -32,7 +33,8 @@ type Admission struct {
 	// ReleaseAfterBytes: once no request has been in progress for half a
 	// second after the bytes in flight reached this much, the heap's free
 	// memory is returned to the OS (debug.FreeOSMemory) instead of lazily
-	// over minutes.
+	// over minutes, and again while idle for a minute whenever half this
+	// much is free or garbage.
 	ReleaseAfterBytes int64
 }
 
@@ -161,15 +163,47 @@ func (c *charge) release() {
 	if g == 0 && a.peak.Load() >= a.plan.ReleaseAfterBytes && a.pending.CompareAndSwap(false, true) {
 		// Only after a quiet spell, so that steady traffic, a burst's tail
 		// or the next burst do not pay for a full collection.
-		seq := a.seq.Load()
-		time.AfterFunc(500*time.Millisecond, func() {
-			defer a.pending.Store(false)
-			if a.global.Load() != 0 || a.seq.Load() != seq {
-				return // busy again: the next idle moment will do it
-			}
-			a.peak.Store(0)
-			debug.FreeOSMemory()
-			a.metrics.MemoryReleases.Inc()
-		})
+		time.AfterFunc(500*time.Millisecond, func() { a.releaseWhileIdle(a.seq.Load(), releaseChecks) })
 	}
+}
+
+// After a burst, memory is checked this many times, every releaseEvery,
+// while no request comes: the burst's records are still being served to
+// consumers (by the embedded broker, in the same process) for a while after
+// the last answer, and that garbage would otherwise stay resident until the
+// runtime's next forced collection, minutes later.
+const (
+	releaseChecks = 12
+	releaseEvery  = 5 * time.Second
+)
+
+var releaseSamples = []metrics.Sample{
+	{Name: "/memory/classes/heap/free:bytes"},    // free, not yet returned to the OS
+	{Name: "/memory/classes/heap/objects:bytes"}, // live and not yet collected
+	{Name: "/gc/heap/live:bytes"},                // live at the last collection
+}
+
+// releaseWhileIdle returns free heap memory to the OS when there is enough
+// of it (or enough garbage), then checks again, until a request comes or
+// the checks run out.
+func (a *admitter) releaseWhileIdle(seq uint64, checks int) {
+	if a.global.Load() != 0 || a.seq.Load() != seq {
+		a.pending.Store(false) // busy again: the next idle moment starts over
+		return
+	}
+	if checks == releaseChecks {
+		a.peak.Store(0)
+	}
+	metrics.Read(releaseSamples)
+	free := releaseSamples[0].Value.Uint64()
+	garbage := releaseSamples[1].Value.Uint64() - min(releaseSamples[1].Value.Uint64(), releaseSamples[2].Value.Uint64())
+	if checks == releaseChecks || free+garbage >= uint64(a.plan.ReleaseAfterBytes)/2 {
+		debug.FreeOSMemory()
+		a.metrics.MemoryReleases.Inc()
+	}
+	if checks <= 1 {
+		a.pending.Store(false)
+		return
+	}
+	time.AfterFunc(releaseEvery, func() { a.releaseWhileIdle(seq, checks-1) })
 }

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -223,4 +224,59 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("condition not reached in 5 s")
+}
+
+// FuzzReadCharged: a body read in charged steps arrives whole when the plan
+// has room, is refused only when it has not, and the charge always covers
+// what is held.
+func FuzzReadCharged(f *testing.F) {
+	f.Add([]byte(`{"log_type":"heartbeat"}`), uint16(1), uint16(0), uint32(1<<20), uint8(3))
+	f.Add(bytes.Repeat([]byte("x"), 5000), uint16(7), uint16(100), uint32(4096), uint8(1))
+	f.Add([]byte{}, uint16(0), uint16(0), uint32(0), uint8(0))
+	f.Fuzz(func(t *testing.T, body []byte, step, base uint16, limit uint32, chunk uint8) {
+		plan := Admission{MaxInflightBytes: int64(limit), MaxInflightBytesPerApp: int64(limit),
+			MinRequestBytes: 1, ReadStepBytes: int64(step) + 1}.withDefaults()
+		a := newAdmitter(plan, map[string]string{"k": "app"}, NewMetrics(prometheus.NewRegistry()))
+		ch, refused := a.admit("app", int64(base)+1)
+		if ch == nil {
+			if int64(base)+1 <= plan.MaxInflightBytesPerApp {
+				t.Fatalf("refused %d bytes under a limit of %d (%s)", base+1, plan.MaxInflightBytesPerApp, refused)
+			}
+			return
+		}
+		var dst bytes.Buffer
+		src := &chunkReader{b: body, n: int(chunk) + 1}
+		limit2, err := readCharged(&dst, src, int64(base), ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ch.n < int64(base)+int64(dst.Len()) {
+			t.Fatalf("charged %d for %d held", ch.n, int64(base)+int64(dst.Len()))
+		}
+		if limit2 == "" && !bytes.Equal(dst.Bytes(), body) {
+			t.Fatalf("read %d of %d bytes", dst.Len(), len(body))
+		}
+		if limit2 != "" && int64(base)+int64(len(body)) <= plan.MaxInflightBytesPerApp-plan.ReadStepBytes {
+			t.Fatalf("refused a %d-byte body (base %d) under a limit of %d", len(body), base, plan.MaxInflightBytesPerApp)
+		}
+		ch.release()
+		if a.global.Load() != 0 || a.perApp["app"].Load() != 0 {
+			t.Fatalf("left charged: %d global, %d app", a.global.Load(), a.perApp["app"].Load())
+		}
+	})
+}
+
+// chunkReader returns at most n bytes a read.
+type chunkReader struct {
+	b []byte
+	n int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), r.n)], r.b)
+	r.b = r.b[k:]
+	return k, nil
 }
