@@ -197,6 +197,7 @@ func (b *batch) shrink() {
 	if cap(b.msgs) > 4096 { // ~100 bytes each
 		b.msgs, b.spans, b.evIdx, b.kspans, b.topics = nil, nil, nil, nil, nil
 	}
+	clear(b.msgs[:cap(b.msgs)]) // they point into out and keys
 	if cap(b.rejects) > 4096 {
 		b.rejects = nil
 	}
