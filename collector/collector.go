@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,12 +27,16 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
 	"github.com/lastmile-qoe/lastmile/sampling"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
 // Producer hands records to Kafka and returns once they are durable (acked
 // by all in-sync replicas) or failed. Interfaces live where they are used.
+// Its error tells what was stored: one wrapping kafka.WriteErrors has a nil
+// entry for each record stored; one wrapping a context error means any may
+// have been; any other means none was (see kafkaio.Producer.Produce).
 type Producer interface {
 	Produce(ctx context.Context, msgs []kafka.Message) error
 }
@@ -45,8 +51,16 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxEvents bounds the events in one request.
 	MaxEvents int
-	// ProduceTimeout bounds the wait for Kafka before answering 503.
+	// ProduceTimeout bounds the wait for Kafka before answering 503 with an
+	// unknown outcome. It outlasts the writer's own retry bound, so the
+	// answer is normally the writer's, record by record.
 	ProduceTimeout time.Duration
+	// MaxRecordBytes is the largest key + value of one Kafka record the
+	// producer takes (kafkaio.Producer.MaxRecordBytes); a bigger event is
+	// rejected too_large on its own.
+	MaxRecordBytes int
+	// Admission is the plan for overload (429 before reading a body).
+	Admission Admission
 	// MaxRawRejected bounds the raw text kept for a rejected event.
 	MaxRawRejected int
 	Cleaner        schemas.Cleaner
@@ -56,7 +70,7 @@ type Config struct {
 const (
 	DefaultMaxBodyBytes   = 8 << 20
 	DefaultMaxEvents      = 10_000
-	DefaultProduceTimeout = 10 * time.Second
+	DefaultProduceTimeout = kafkaio.WriterBound + 10*time.Second // plus time in the writer's queue, which admission keeps short
 	DefaultMaxRawRejected = 16 << 10
 )
 
@@ -68,6 +82,7 @@ type Collector struct {
 	logger   log.Logger
 	metrics  *Metrics
 	pool     sync.Pool
+	adm      *admitter
 	reqSeq   atomic.Uint64
 	draining atomic.Bool
 }
@@ -86,7 +101,14 @@ func New(cfg Config, s *sampling.Sampler, p Producer, m *Metrics, logger log.Log
 	if cfg.MaxRawRejected <= 0 {
 		cfg.MaxRawRejected = DefaultMaxRawRejected
 	}
-	c := &Collector{cfg: cfg, sampler: s, producer: p, logger: logger, metrics: m}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = kafkaio.DefaultMaxRecordBytes
+	}
+	// A rejected record must fit in a Kafka record too.
+	cfg.MaxRawRejected = min(cfg.MaxRawRejected, cfg.MaxRecordBytes/4)
+	cfg.Admission = cfg.Admission.withDefaults()
+	c := &Collector{cfg: cfg, sampler: s, producer: p, logger: logger, metrics: m,
+		adm: newAdmitter(cfg.Admission, cfg.AppKeys, m)}
 	c.pool.New = func() any { return &batch{cleaner: cfg.Cleaner} }
 	return c
 }
@@ -113,9 +135,15 @@ type RejectedRef struct {
 // ErrorBody is the body of every non-2xx answer.
 type ErrorBody struct {
 	Error string `json:"error"`
-	// Limit names the configured limit a 413 ran into.
+	// Limit names the configured limit a 413 or 429 ran into.
 	Limit     string `json:"limit,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Stored, on a 503 after the events were handed to Kafka, says what of
+	// the request is durable: "none", "some" (the events at the 0-based
+	// positions in StoredEvents) or "unknown" (the wait for Kafka timed out:
+	// any may be). Every other non-2xx answer stored nothing.
+	Stored       string `json:"stored,omitempty"`
+	StoredEvents []int  `json:"stored_events,omitempty"`
 }
 
 // batch is the per-request working state, pooled: the hot path allocates
@@ -125,6 +153,7 @@ type batch struct {
 	ev      schemas.Event
 	out     []byte // all message values, back to back
 	spans   [][2]int
+	evIdx   []int32 // per span: the event's position in the request, -1 for a rejected record
 	msgs    []kafka.Message
 	keys    []byte
 	kspans  [][2]int
@@ -142,6 +171,7 @@ type batch struct {
 func (b *batch) reset() {
 	b.out = b.out[:0]
 	b.spans = b.spans[:0]
+	b.evIdx = b.evIdx[:0]
 	b.msgs = b.msgs[:0]
 	b.keys = b.keys[:0]
 	b.kspans = b.kspans[:0]
@@ -150,6 +180,32 @@ func (b *batch) reset() {
 	b.body.Reset()
 	b.events = b.events[:0]
 	b.haveSum = false
+}
+
+// poolKeepBytes bounds the buffers a pooled batch keeps: a burst of big
+// bodies must not stay resident as pooled capacity once it is over.
+const poolKeepBytes = 1 << 20
+
+// shrink drops the buffers too big to keep in the pool.
+func (b *batch) shrink() {
+	if b.body.Cap() > poolKeepBytes {
+		// The parsed fields, the event and the gzip reader point into the
+		// body (or the compressed one): they would keep it alive.
+		b.body, b.fields, b.ev, b.gz = bytes.Buffer{}, nil, schemas.Event{}, nil
+	}
+	if cap(b.out) > poolKeepBytes {
+		b.out = nil
+	}
+	if cap(b.keys) > poolKeepBytes/4 {
+		b.keys = nil
+	}
+	if cap(b.msgs) > 4096 { // ~100 bytes each
+		b.msgs, b.spans, b.evIdx, b.kspans, b.topics = nil, nil, nil, nil, nil
+	}
+	clear(b.msgs[:cap(b.msgs)]) // they point into out and keys
+	if cap(b.rejects) > 4096 {
+		b.rejects = nil
+	}
 }
 
 // Handler returns the collector's HTTP routes.
@@ -218,17 +274,36 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if r.ContentLength > c.cfg.MaxBodyBytes {
+		c.fail(w, reqID, http.StatusRequestEntityTooLarge, "max_body_bytes",
+			"body exceeds %d bytes (limit max_body_bytes); send smaller batches", c.cfg.MaxBodyBytes)
+		return
+	}
+	// Admission before a byte of the body is read: the charge is held until
+	// the answer, produce included.
+	ch, limit := c.adm.admit(appID, r.ContentLength)
+	if ch == nil {
+		c.refuse(w, r, reqID, limit)
+		return
+	}
+	defer ch.release()
+
 	b := c.pool.Get().(*batch)
 	poisoned := false
 	defer func() {
-		// After a failed produce Kafka's writer may still hold the buffers.
+		// After a produce given up on, Kafka's writer may still hold the buffers.
 		if !poisoned {
+			b.shrink()
 			c.pool.Put(b)
 		}
 	}()
 	b.reset()
 
-	if status, limit, msg := c.readBody(r, b); status != 0 {
+	if status, limit, msg := c.readBody(r, b, ch); status != 0 {
+		if status == http.StatusTooManyRequests {
+			c.refuse(w, r, reqID, limit)
+			return
+		}
 		if status == http.StatusBadRequest && b.body.Len() > 0 {
 			// Undecodable gzip: keep what we can for "why can't I find my log".
 			c.produceRequestReject(r.Context(), appID, reqID, schemas.ReasonInvalidJSON, msg, b.body.Bytes())
@@ -244,6 +319,10 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, reqID, http.StatusBadRequest, "", "empty body: send a JSON array of events or NDJSON, one event per line")
 		return
 	}
+	// The records are the events plus a few server-set fields: size them
+	// once rather than doubling a big buffer (each doubling is garbage
+	// of the size of the request).
+	b.out = slices.Grow(b.out, len(body)+len(body)/4+4096)
 	var err error
 	b.events, err = splitBody(b.events, body, r.Header.Get("Content-Type"), c.cfg.MaxEvents)
 	if errors.Is(err, errTooManyEvents) {
@@ -262,10 +341,25 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 		c.handleEvent(b, appID, reqID, n, body[sp[0]:sp[1]], receivedAt, &resp)
 	}
 	if err := c.produce(r.Context(), b); err != nil {
-		poisoned = true
-		level.Warn(c.logger).Log("msg", "produce failed", "request_id", reqID, "events", len(b.msgs), "err", err)
+		ans := ErrorBody{RequestID: reqID}
+		var known bool
+		ans.StoredEvents, known = b.storedEvents(err)
+		switch {
+		case !known:
+			poisoned = true
+			ans.Stored = "unknown"
+			ans.Error = fmt.Sprintf("event bus did not answer in %s; some or all events may have been stored: retry the same payload later, stored events are deduplicated by event_id (%v)", c.cfg.ProduceTimeout, err)
+		case len(ans.StoredEvents) == 0:
+			ans.Stored = "none"
+			ans.Error = fmt.Sprintf("event bus unavailable, nothing was stored: retry later (%v)", err)
+		default:
+			ans.Stored = "some"
+			ans.Error = fmt.Sprintf("event bus failed part of the request: %d of %d accepted events were stored (listed in stored_events); retry the others, or the same payload, later (%v)", len(ans.StoredEvents), resp.Accepted, err)
+		}
+		level.Warn(c.logger).Log("msg", "produce failed", "request_id", reqID, "events", len(b.msgs), "stored", ans.Stored, "stored_events", len(ans.StoredEvents), "err", err)
 		w.Header().Set("Retry-After", "1")
-		c.fail(w, reqID, http.StatusServiceUnavailable, "", "event bus unavailable, nothing was stored: retry later (%v)", err)
+		c.metrics.Requests.WithLabelValues("503").Inc()
+		writeJSON(w, http.StatusServiceUnavailable, ans)
 		return
 	}
 	resp.RequestID = reqID
@@ -278,9 +372,55 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// refuse answers 429 for a request the admission plan has no room for. The
+// rest of the body is read and discarded first (constant memory): a client
+// still writing a big body would otherwise see a broken pipe, not the
+// answer. A client that sent Expect: 100-continue has not sent it.
+func (c *Collector) refuse(w http.ResponseWriter, r *http.Request, reqID, limit string) {
+	if !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		io.Copy(io.Discard, io.LimitReader(r.Body, c.cfg.MaxBodyBytes+1))
+	}
+	secs := int(c.cfg.Admission.RetryAfter.Round(time.Second) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	c.fail(w, reqID, http.StatusTooManyRequests, limit,
+		"collector is at its limit of request bytes in progress (%s); nothing was stored: retry the same payload after %d s", limit, secs)
+}
+
+// readCharged reads src into dst, growing the request's charge before each
+// step so that it covers base + what dst holds; a non-empty limit means the
+// plan had no room for more.
+func readCharged(dst *bytes.Buffer, src io.Reader, base int64, ch *charge) (limit string, err error) {
+	for {
+		room := ch.n - base - int64(dst.Len())
+		if room <= 0 {
+			// Charged for all read so far: is there more?
+			var one [1]byte
+			if k, err := io.ReadFull(src, one[:]); k == 0 {
+				if err == io.EOF {
+					return "", nil
+				}
+				return "", err
+			}
+			if limit := ch.ensure(base + int64(dst.Len()) + 1); limit != "" {
+				return limit, nil
+			}
+			dst.WriteByte(one[0])
+			continue
+		}
+		n, err := dst.ReadFrom(io.LimitReader(src, room))
+		if err != nil {
+			return "", err
+		}
+		if n < room {
+			return "", nil
+		}
+	}
+}
+
 // readBody reads and, when gzipped, inflates the body into b.body, enforcing
-// the size limit on both. A non-zero status is the error to answer.
-func (c *Collector) readBody(r *http.Request, b *batch) (status int, limit, msg string) {
+// the size limit on both and charging what it holds to ch. A non-zero status
+// is the error to answer.
+func (c *Collector) readBody(r *http.Request, b *batch, ch *charge) (status int, limit, msg string) {
 	limitMsg := func() (int, string, string) {
 		return http.StatusRequestEntityTooLarge, "max_body_bytes",
 			fmt.Sprintf("body exceeds %d bytes (limit max_body_bytes); send smaller batches", c.cfg.MaxBodyBytes)
@@ -295,7 +435,12 @@ func (c *Collector) readBody(r *http.Request, b *batch) (status int, limit, msg 
 	rd := io.LimitReader(r.Body, c.cfg.MaxBodyBytes+1)
 	switch enc {
 	case "":
-		if _, err := b.body.ReadFrom(rd); err != nil {
+		if r.ContentLength > 0 {
+			b.body.Grow(int(r.ContentLength))
+		}
+		if limit, err := readCharged(&b.body, rd, 0, ch); limit != "" {
+			return http.StatusTooManyRequests, limit, ""
+		} else if err != nil {
 			return http.StatusBadRequest, "", "reading body: " + err.Error()
 		}
 		if int64(b.body.Len()) > c.cfg.MaxBodyBytes {
@@ -303,7 +448,12 @@ func (c *Collector) readBody(r *http.Request, b *batch) (status int, limit, msg 
 		}
 	case "gzip":
 		var raw bytes.Buffer
-		if _, err := raw.ReadFrom(rd); err != nil {
+		if r.ContentLength > 0 {
+			raw.Grow(int(r.ContentLength))
+		}
+		if limit, err := readCharged(&raw, rd, 0, ch); limit != "" {
+			return http.StatusTooManyRequests, limit, ""
+		} else if err != nil {
 			return http.StatusBadRequest, "", "reading body: " + err.Error()
 		}
 		if int64(raw.Len()) > c.cfg.MaxBodyBytes {
@@ -316,7 +466,11 @@ func (c *Collector) readBody(r *http.Request, b *batch) (status int, limit, msg 
 			err = b.gz.Reset(bytes.NewReader(raw.Bytes()))
 		}
 		if err == nil {
-			_, err = b.body.ReadFrom(io.LimitReader(b.gz, c.cfg.MaxBodyBytes+1))
+			var limit string
+			// Inflated bytes are charged on top of the compressed ones.
+			if limit, err = readCharged(&b.body, io.LimitReader(b.gz, c.cfg.MaxBodyBytes+1), int64(raw.Len()), ch); limit != "" {
+				return http.StatusTooManyRequests, limit, ""
+			}
 		}
 		if err != nil {
 			b.body.Reset()
@@ -349,14 +503,13 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 		return
 	}
 	lt := ev.Type
-	c.metrics.received(lt.Name)
 	keep, rate := c.sampler.Decide(ev)
 	if !keep {
+		c.metrics.received(lt.Name)
 		resp.SampledOut++
 		c.metrics.sampledOut(lt.Name)
 		return
 	}
-	resp.Accepted++
 
 	// The event id: the client's, or one derived from the app and the exact
 	// bytes, so a retried payload maps to the same id and is deduplicated.
@@ -386,7 +539,6 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 		b.out = append(b.out, f.Raw...)
 	}
 	b.out = append(b.out, '}')
-	b.spans = append(b.spans, [2]int{start, len(b.out)})
 
 	kstart := len(b.keys)
 	switch {
@@ -397,6 +549,18 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 	default:
 		b.keys = append(b.keys, ev.Vals[schemas.ColDeviceID].S...)
 	}
+	// An event bigger than a Kafka record can be would fail its whole
+	// request with an error no retry can fix: refuse it alone.
+	if size := len(b.out) - start + len(b.keys) - kstart; size > c.cfg.MaxRecordBytes {
+		b.out, b.keys = b.out[:start], b.keys[:kstart]
+		c.addReject(b, appID, reqID, index, raw, &schemas.Reject{Code: schemas.ReasonTooLarge,
+			Msg: fmt.Sprintf("event is %d bytes as stored, at most %d allowed (the event bus's message size); drop or split its large fields", size, c.cfg.MaxRecordBytes)}, receivedAt)
+		return
+	}
+	c.metrics.received(lt.Name)
+	resp.Accepted++
+	b.spans = append(b.spans, [2]int{start, len(b.out)})
+	b.evIdx = append(b.evIdx, int32(index))
 	b.kspans = append(b.kspans, [2]int{kstart, len(b.keys)})
 	b.topics = append(b.topics, topicOf[lt.Name])
 }
@@ -436,9 +600,13 @@ func (c *Collector) addReject(b *batch, appID, reqID string, index int, raw []by
 		Reason: rej.Msg, EventIndex: index, RequestID: reqID,
 		EventID: b.rejectedID(appID, index),
 	}
-	// Best effort: the ids of a malformed event still say whose it was.
+	// Best effort: the ids of a malformed event still say whose it was,
+	// bounded so that the record stays far below a Kafka record's limit.
 	rec.FillIDs(b.fields)
 	rec.AppID = appID
+	for _, id := range []*string{&rec.DeviceID, &rec.UserID, &rec.SessionID, &rec.LogType} {
+		*id = truncID(*id)
+	}
 	rec.Raw = truncRaw(raw, c.cfg.MaxRawRejected)
 	b.addRejected(&rec)
 }
@@ -450,10 +618,21 @@ func (b *batch) addRejected(rec *schemas.RejectedRecord) {
 	start := len(b.out)
 	b.out = append(b.out, v...)
 	b.spans = append(b.spans, [2]int{start, len(b.out)})
+	b.evIdx = append(b.evIdx, -1)
 	kstart := len(b.keys)
 	b.keys = append(b.keys, rec.DeviceID...)
 	b.kspans = append(b.kspans, [2]int{kstart, len(b.keys)})
 	b.topics = append(b.topics, schemas.RejectedTopic)
+}
+
+// truncID bounds an id copied from a rejected event: the catalog allows 128
+// bytes, and a malformed event may carry any size.
+func truncID(s string) string {
+	const max = 256
+	if len(s) > max {
+		return strings.ToValidUTF8(s[:max], "") + "…[truncated]"
+	}
+	return s
 }
 
 func truncRaw(raw []byte, max int) string {
@@ -484,6 +663,7 @@ func (c *Collector) produce(ctx context.Context, b *batch) error {
 	if len(b.spans) == 0 {
 		return nil
 	}
+	b.msgs = slices.Grow(b.msgs, len(b.spans))
 	for i, sp := range b.spans {
 		ks := b.kspans[i]
 		var key []byte
@@ -497,12 +677,38 @@ func (c *Collector) produce(ctx context.Context, b *batch) error {
 	start := time.Now()
 	err := c.producer.Produce(ctx, b.msgs)
 	c.metrics.ProduceDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
+	var we kafka.WriteErrors
+	if err != nil && !errors.As(err, &we) {
 		c.metrics.ProduceErrors.Inc()
 		return err
 	}
-	for _, t := range b.topics {
-		c.metrics.produced(t)
+	for i, t := range b.topics {
+		if i >= len(we) || we[i] == nil {
+			c.metrics.produced(t)
+		}
 	}
-	return nil
+	if err != nil {
+		c.metrics.ProduceErrors.Inc()
+	}
+	return err
+}
+
+// storedEvents reads a produce error: the positions in the request of the
+// events that were stored anyway, and whether that is known.
+func (b *batch) storedEvents(err error) ([]int, bool) {
+	var we kafka.WriteErrors
+	switch {
+	case errors.As(err, &we) && len(we) == len(b.msgs):
+		var stored []int
+		for i, e := range we {
+			if e == nil && b.evIdx[i] >= 0 {
+				stored = append(stored, int(b.evIdx[i]))
+			}
+		}
+		return stored, true
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		// Given up while the writer may hold the records.
+		return nil, false
+	}
+	return nil, true // refused before the hand-over
 }

@@ -16,6 +16,10 @@ type Metrics struct {
 	ProduceDuration prometheus.Histogram
 	Requests        *prometheus.CounterVec
 	RequestDuration prometheus.Histogram
+	Admitted        prometheus.Counter
+	Refused         *prometheus.CounterVec
+	InflightBytes   prometheus.Gauge
+	MemoryReleases  prometheus.Counter
 
 	// Children resolved once: WithLabelValues on every event is measurable.
 	receivedBy, sampledBy, producedBy map[string]prometheus.Counter
@@ -50,11 +54,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lastmile_collector_request_duration_seconds", Help: "Duration of successful POST /v1/events requests.",
 			Buckets: prometheus.DefBuckets,
 		}),
+		Admitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_collector_admitted_total", Help: "Event posts admitted by the admission plan (their body bytes charged).",
+		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_collector_refused_total", Help: "Event posts answered 429 by the admission plan, by the limit they ran into.",
+		}, []string{"limit"}),
+		InflightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lastmile_collector_inflight_bytes", Help: "Body bytes charged to the event posts in progress (admission plan).",
+		}),
+		MemoryReleases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_collector_memory_releases_total", Help: "Times the collector returned free heap memory to the OS after a burst.",
+		}),
 		receivedBy: map[string]prometheus.Counter{},
 		sampledBy:  map[string]prometheus.Counter{},
 		producedBy: map[string]prometheus.Counter{},
 	}
-	reg.MustRegister(m.Received, m.Rejected, m.SampledOut, m.Produced, m.ProduceErrors, m.ProduceDuration, m.Requests, m.RequestDuration)
+	reg.MustRegister(m.Received, m.Rejected, m.SampledOut, m.Produced, m.ProduceErrors, m.ProduceDuration, m.Requests, m.RequestDuration,
+		m.Admitted, m.Refused, m.InflightBytes, m.MemoryReleases)
+	for _, l := range []string{limitInflight, limitInflightPerApp} {
+		m.Refused.WithLabelValues(l)
+	}
 	for _, lt := range schemas.Catalog {
 		m.receivedBy[lt.Name] = m.Received.WithLabelValues(lt.Name)
 		m.sampledBy[lt.Name] = m.SampledOut.WithLabelValues(lt.Name)

@@ -25,6 +25,9 @@ const (
 	// ReasonInternalError: handling the event panicked (a bug); the record's
 	// reason holds the panic text.
 	ReasonInternalError = "internal_error"
+	// ReasonTooLarge: the event as stored is bigger than one Kafka record
+	// may be (set by the collector, which knows the producer's limit).
+	ReasonTooLarge = "too_large"
 )
 
 // Reject says why one event was refused.

@@ -109,6 +109,8 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.DedupMaxIDs, "dedup-max-ids", processor.DefaultDedupMaxIDs, "processor: most event ids remembered (~17 bytes each); past it the oldest are forgotten before --dedup-window, counted and logged")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 0, "collector: largest request body, compressed or inflated (default 8 MiB)")
 	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
+	fs.Int64Var(&o.MaxInflightBytes, "max-inflight-bytes", 0, "collector: request body `BYTES` (as sent plus inflated) held at once by all requests; beyond it posts get 429 with Retry-After (default 128 MiB)")
+	fs.Int64Var(&o.MaxInflightBytesPerApp, "max-inflight-bytes-per-app", 0, "collector: the same for one app key (default half of --max-inflight-bytes)")
 	fs.Int64Var(&o.ConsolidateMaxBytes, "consolidate-max-bytes", 8<<30, "processor: merge each closed day of events (and of trace_context) up to this many `BYTES` on disk into one part, for faster trace lookups (0: never)")
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", 3*time.Second, "on SIGTERM, keep the HTTP port open this long answering 503 with Retry-After (and /healthz 503) before closing it")
 	fs.DurationVar(&o.SQL.MaxExecutionTime, "sql-timeout", app.DefaultSQLLimits.MaxExecutionTime, "query: longest a /api/v1/sql statement runs before the engine stops it")

@@ -68,6 +68,8 @@ type Options struct {
 	DedupMaxIDs  int
 	MaxBodyBytes int64
 	MaxEvents    int
+	// Admission limits of the collector (0: its defaults).
+	MaxInflightBytes, MaxInflightBytesPerApp int64
 	// ConsolidateMaxBytes: the processor merges each closed day of the
 	// events table up to this size into one part (0: never).
 	ConsolidateMaxBytes int64
@@ -263,7 +265,9 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 				return err
 			}
 		}
-		coll = collector.New(collector.Config{AppKeys: keys, MaxBodyBytes: o.MaxBodyBytes, MaxEvents: o.MaxEvents},
+		coll = collector.New(collector.Config{AppKeys: keys, MaxBodyBytes: o.MaxBodyBytes, MaxEvents: o.MaxEvents,
+			MaxRecordBytes: producer.MaxRecordBytes(),
+			Admission:      collector.Admission{MaxInflightBytes: o.MaxInflightBytes, MaxInflightBytesPerApp: o.MaxInflightBytesPerApp}},
 			sampling.New(sc), producer, collector.NewMetrics(reg), log.With(logger, "component", "collector"))
 		h := coll.Handler()
 		mux.Handle("/v1/", h)

@@ -24,6 +24,10 @@ const (
 	DefaultRetentionBytes         = 1 << 30 // per partition
 	DefaultPartitions             = 1
 	DefaultRetentionCheckInterval = 5 * time.Minute
+	// DefaultMessageMaxBytes is message.max.bytes, the largest record batch
+	// a producer may send: Kafka's default, set explicitly because the
+	// producer's BatchBytes (kafkaio.DefaultBatchBytes) is kept under it.
+	DefaultMessageMaxBytes = 1<<20 + 12
 
 	// portFile remembers the port chosen for Addr ":0", so that clients
 	// configured with the address (other processes, kcat, config files)
@@ -129,6 +133,7 @@ func StartEmbedded(cfg EmbeddedConfig, logger log.Logger) (*Embedded, error) {
 	bcfgs := map[string]string{
 		"log.retention.ms":    strconv.FormatInt(durationMs(cfg.Retention), 10),
 		"log.retention.bytes": strconv.FormatInt(cfg.RetentionBytes, 10),
+		"message.max.bytes":   strconv.Itoa(DefaultMessageMaxBytes),
 	}
 	for k, v := range cfg.BrokerConfigs {
 		bcfgs[k] = v

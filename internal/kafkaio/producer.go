@@ -18,6 +18,29 @@ type Producer struct {
 	w *kafka.Writer
 }
 
+// DefaultBatchBytes is the writer's default BatchBytes: the most bytes of
+// records in one produce batch, and so the largest record it takes. It stays
+// under Kafka's default message.max.bytes (1 MiB + 12), which the embedded
+// broker sets explicitly (broker.DefaultMessageMaxBytes); a test produces a
+// record of exactly MaxRecordBytes to it.
+const DefaultBatchBytes = 1_000_000
+
+// recordOverhead is what kafka-go counts for a record besides its key and
+// value (kafka.Message.totalSize without headers: crc, magic, attributes,
+// the two length prefixes, timestamp, and the headers' count varint).
+const recordOverhead = 4 + 1 + 1 + 4 + 4 + 8 + 1
+
+// The writer's retry bound: WriterBound is the longest it works on one batch
+// (every attempt timing out on write and read, plus its backoffs).
+const (
+	maxAttempts = 3
+	ioTimeout   = 5 * time.Second
+	WriterBound = maxAttempts*2*ioTimeout + 2*time.Second
+)
+
+// DefaultMaxRecordBytes is MaxRecordBytes under the default BatchBytes.
+const DefaultMaxRecordBytes = DefaultBatchBytes - recordOverhead
+
 // ProducerConfig tunes the writer; zero values take the defaults below.
 type ProducerConfig struct {
 	// BatchTimeout is how long a partition's batch waits to fill. Small,
@@ -44,8 +67,7 @@ func NewProducer(brokers []string, cfg ProducerConfig) (*Producer, error) {
 		cfg.BatchSize = 256
 	}
 	if cfg.BatchBytes <= 0 {
-		// Stay under Kafka's default message.max.bytes (1 MiB + 12).
-		cfg.BatchBytes = 1_000_000
+		cfg.BatchBytes = DefaultBatchBytes
 	}
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
@@ -54,9 +76,9 @@ func NewProducer(brokers []string, cfg ProducerConfig) (*Producer, error) {
 		BatchTimeout: cfg.BatchTimeout,
 		BatchSize:    cfg.BatchSize,
 		BatchBytes:   cfg.BatchBytes,
-		MaxAttempts:  3,
-		WriteTimeout: 5 * time.Second,
-		ReadTimeout:  5 * time.Second,
+		MaxAttempts:  maxAttempts,
+		WriteTimeout: ioTimeout,
+		ReadTimeout:  ioTimeout,
 	}
 	switch cfg.Compression {
 	case "", "lz4":
@@ -75,13 +97,35 @@ func NewProducer(brokers []string, cfg ProducerConfig) (*Producer, error) {
 	return &Producer{w: w}, nil
 }
 
-// Produce returns once every record is acknowledged, or with the first error.
+// MaxRecordBytes is the largest key + value of one record the writer
+// takes; a larger one fails the whole WriteMessages call.
+func (p *Producer) MaxRecordBytes() int { return int(p.w.BatchBytes) - recordOverhead }
+
+// Produce returns once every record is acknowledged, or with an error. An
+// error that wraps kafka.WriteErrors came after the writer's own answer for
+// every record: its nil entries are the records that were stored. kafka-go
+// cannot take back a record handed to its writer: if ctx ends first, the
+// error wraps ctx's and any record may still be stored. Callers should let
+// ctx outlast WriterBound plus the time a batch waits in the writer's queue,
+// and bound the records they have in flight instead.
 func (p *Producer) Produce(ctx context.Context, msgs []kafka.Message) error {
 	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
 		return summarize(len(msgs), err)
 	}
 	return nil
 }
+
+// ProduceError is a produce in which some or all records failed. It wraps the
+// first cause and kafka.WriteErrors, whose nil entries are the records that
+// were stored.
+type ProduceError struct {
+	msg    string
+	first  error
+	Errors kafka.WriteErrors
+}
+
+func (e *ProduceError) Error() string   { return e.msg }
+func (e *ProduceError) Unwrap() []error { return []error{e.first, e.Errors} }
 
 // summarize turns kafka-go's per-record errors into one readable error: how
 // many failed and each distinct cause once, not a thousand copies.
@@ -110,7 +154,10 @@ func summarize(n int, err error) error {
 	if first == nil {
 		return fmt.Errorf("produce %d records: %w", n, err)
 	}
-	return fmt.Errorf("produce: %d of %d records failed: %s: %w", failed, n, strings.Join(causes, "; "), first)
+	return &ProduceError{
+		msg:   fmt.Sprintf("produce: %d of %d records failed: %s", failed, n, strings.Join(causes, "; ")),
+		first: first, Errors: we,
+	}
 }
 
 // Stats exposes the writer's counters for metrics.
