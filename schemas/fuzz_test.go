@@ -48,6 +48,7 @@ func validEvent(lt *LogType, ts string) []byte {
 var reasonCodes = map[string]bool{
 	ReasonUnknownLogType: true, ReasonMissingField: true, ReasonWrongType: true, ReasonOutOfRange: true,
 	ReasonNotAllowed: true, ReasonTooLong: true, ReasonTsOutOfWindow: true,
+	ReasonInvalidJSON: true, // a string value that is not UTF-8
 }
 
 // FuzzClean: validation and coercion of any flat object never panics; a
