@@ -2,7 +2,8 @@
 // catalog, drops duplicates, batches rows into Arrow records and inserts them
 // into the store — and only then commits the Kafka offsets. A crash at any
 // point loses nothing: uncommitted messages are consumed again, and rows the
-// store already holds are recognised by their Kafka offset and skipped.
+// store already holds are recognised by their Kafka offset and skipped. The
+// batch's rejects go to the dead-letter topic before its inserts (store).
 package processor
 
 import (
