@@ -9,9 +9,9 @@ import (
 // The event_id of a rejected record names one position in one request body:
 // sha256(app_id, sha256(body), index), the body as inflated. So two identical
 // malformed events of a request are two records (their indexes differ), while
-// a client's retry of the same bytes gives records with the same ids: a
-// reader counts a request and its retries once with uniqExact(event_id). The
-// rejected table cannot merge them itself, as its key has received_at.
+// a client's retry of the same bytes gives records with the same ids, which
+// the processor drops within its dedup window (the rejected table cannot
+// merge them itself, as its key has received_at).
 
 // rejectedID returns the event_id of the rejected record for event index of
 // this request (-1 for the request as a whole).

@@ -83,12 +83,34 @@ func norm(h uint64) uint64 {
 	return h
 }
 
-// dedupKey hashes an event's identity: its app and event_id (ids are the
-// client's, unique within its app), as loadSeen's SQL does.
-func dedupKey(buf *[]byte, app, id []byte) uint64 {
+// The memory holds the ids of two tables: events, and rejected (the
+// dead-letter records, whose ids the collector and the processor derive,
+// see collector/rejectid.go and fetcher.reject). A table's salt is XORed
+// into the hash so that the same app and id in both are two records.
+const (
+	eventsSalt   uint64 = 0
+	rejectedSalt uint64 = 0x9e3779b97f4a7c15
+)
+
+// dedupKey hashes a record's identity: its app and event_id (ids are
+// unique within an app) and its table's salt. dedupKeySQL is the same in
+// SQL for loadSeen: the one other place the key is derived.
+func dedupKey(buf *[]byte, salt uint64, app, id []byte) uint64 {
 	b := append(append(append((*buf)[:0], app...), 0), id...)
 	*buf = b
-	return norm(xxhash.Sum64(b))
+	return norm(xxhash.Sum64(b) ^ salt)
+}
+
+// dedupKeySQL is dedupKey over a table's app_id and event_id columns
+// (before norm, which load applies).
+func dedupKeySQL(salt uint64) string {
+	return fmt.Sprintf("bitXor(xxHash64(concat(toString(app_id), '\\0', event_id)), toUInt64(%d))", salt)
+}
+
+// dedupBytesKey is the key of a record without an event_id (only when
+// produced straight to Kafka): its bytes, remembered until a restart.
+func dedupBytesKey(salt uint64, value []byte) uint64 {
+	return norm(xxhash.Sum64(value) ^ salt)
 }
 
 // tick moves the clock (once per batch, not per event): closes the open
@@ -237,9 +259,10 @@ func newDedupMetrics(reg prometheus.Registerer) *dedupMetrics {
 	return m
 }
 
-// loadSeen rebuilds the event_id memory from the rows the store holds that
-// were received within the window (the newest max of them), so that a client
-// retry after a restart is still recognised. The store is the truth: an id is
+// loadSeen rebuilds the event_id memory from the rows of events and rejected
+// that were received within the window (the newest max of them together), so
+// that a client retry after a restart is still recognised, and so is a
+// dead-letter record produced again. The store is the truth: an id is
 // remembered only when its row is stored.
 //
 // Rows are found by received_at; the events table is partitioned by ts, so
@@ -264,8 +287,8 @@ func (w *fetcher) loadSeen(ctx context.Context) error {
 	}
 	// First the ids per generation (received_at only), to read no more than
 	// the cap: the newest generations that fit, whole.
-	counts, err := query(fmt.Sprintf("SELECT intDiv(toUnixTimestamp64Milli(received_at), %d) AS g, count() AS n FROM %s WHERE %s GROUP BY g ORDER BY g DESC",
-		d.span.Milliseconds(), schemas.EventsTable, loadSeenWhere(t0, d.window)))
+	counts, err := query(fmt.Sprintf("SELECT intDiv(ra, %d) AS g, count() AS n FROM (%s) GROUP BY g ORDER BY g DESC",
+		d.span.Milliseconds(), loadSeenRows(t0, d.window, -1, false)))
 	if err != nil {
 		return err
 	}
@@ -296,12 +319,42 @@ func (w *fetcher) loadSeen(ctx context.Context) error {
 	return nil
 }
 
-// loadSeenWhere selects the rows received within the window that have an
-// event_id; ts bounds the partitions read.
-func loadSeenWhere(now time.Time, window time.Duration) string {
-	from := now.Add(-window).UnixMilli()
-	tsFrom := now.Add(-window - schemas.DefaultMaxPast - time.Hour).UnixMilli()
-	return fmt.Sprintf("ts >= fromUnixTimestamp64Milli(%d) AND received_at >= fromUnixTimestamp64Milli(%d) AND event_id != ''", tsFrom, from)
+// dedupTables are the tables whose ids the memory holds, with their salt
+// and what selects the rows of the window that have an event_id. The events
+// table is partitioned by ts, so ts bounds the partitions read; rejected is
+// partitioned by received_at.
+var dedupTables = []struct {
+	table string
+	salt  uint64
+	where func(now time.Time, window time.Duration) string
+}{
+	{schemas.EventsTable, eventsSalt, func(now time.Time, window time.Duration) string {
+		tsFrom := now.Add(-window - schemas.DefaultMaxPast - time.Hour).UnixMilli()
+		return fmt.Sprintf("ts >= fromUnixTimestamp64Milli(%d) AND received_at >= fromUnixTimestamp64Milli(%d) AND event_id != ''",
+			tsFrom, now.Add(-window).UnixMilli())
+	}},
+	{schemas.RejectedTable, rejectedSalt, func(now time.Time, window time.Duration) string {
+		return fmt.Sprintf("received_at >= fromUnixTimestamp64Milli(%d) AND event_id != ''", now.Add(-window).UnixMilli())
+	}},
+}
+
+// loadSeenRows selects, from every table of dedupTables, the rows of the
+// window received since from (ms; -1: the whole window) as ra (received_at
+// in ms) and, withKey, h (dedupKeySQL).
+func loadSeenRows(now time.Time, window time.Duration, from int64, withKey bool) string {
+	var parts []string
+	for _, t := range dedupTables {
+		cols := "toUnixTimestamp64Milli(received_at) AS ra"
+		if withKey {
+			cols += ", " + dedupKeySQL(t.salt) + " AS h"
+		}
+		where := t.where(now, window)
+		if from >= 0 {
+			where += fmt.Sprintf(" AND received_at >= fromUnixTimestamp64Milli(%d)", from)
+		}
+		parts = append(parts, fmt.Sprintf("SELECT %s FROM %s WHERE %s", cols, t.table, where))
+	}
+	return strings.Join(parts, "\n    UNION ALL\n    ")
 }
 
 // loadSeenFrom picks, from per-generation counts (newest first), the start
@@ -342,12 +395,10 @@ func loadSeenSQL(now time.Time, window time.Duration, from int64, span time.Dura
 	return fmt.Sprintf(`SELECT intDiv(ra, %d) AS g, max(ra) AS hi,
     arrayStringConcat(groupArray(leftPad(lower(hex(h)), 16, '0'))) AS hs
 FROM (
-    SELECT toUnixTimestamp64Milli(received_at) AS ra, xxHash64(concat(toString(app_id), '\0', event_id)) AS h
-    FROM %s
-    WHERE %s AND received_at >= fromUnixTimestamp64Milli(%d)
+    %s
 )
 GROUP BY g
-ORDER BY g`, span.Milliseconds(), schemas.EventsTable, loadSeenWhere(now, window), from)
+ORDER BY g`, span.Milliseconds(), loadSeenRows(now, window, from, true))
 }
 
 // load fills the memory from loadSeenSQL's rows (oldest generation first);

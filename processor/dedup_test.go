@@ -104,7 +104,7 @@ func TestDedupLoadFromStore(t *testing.T) {
 		t.Fatalf("loaded %v ids, want 1500", n)
 	}
 	var buf []byte
-	key := func(app, id string) uint64 { return dedupKey(&buf, []byte(app), []byte(id)) }
+	key := func(app, id string) uint64 { return dedupKey(&buf, eventsSalt, []byte(app), []byte(id)) }
 	for _, c := range []struct {
 		app, id string
 		want    bool
@@ -228,7 +228,7 @@ func BenchmarkDedupKey(b *testing.B) {
 		b.ReportAllocs()
 		reportCPU(b, func() {
 			for i := 0; i < b.N; i++ {
-				_ = dedupKey(&buf, app, id)
+				_ = dedupKey(&buf, eventsSalt, app, id)
 			}
 		})
 	})

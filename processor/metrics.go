@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Consumed:      cv("messages_consumed_total", "Messages fetched from Kafka.", "topic"),
 		Inserted:      cv("rows_inserted_total", "Rows the store accepted.", "topic"),
 		Rejected:      cv("events_rejected_total", "Events sent to the dead-letter topic, by reason.", "topic", "reason"),
-		Duplicates:    cv("duplicates_dropped_total", "Events dropped because their event_id was seen recently.", "topic"),
+		Duplicates:    cv("duplicates_dropped_total", "Events (and dead-letter records, on the rejected topic) dropped because their app_id and event_id were stored within the dedup window.", "topic"),
 		Replayed:      cv("replayed_skipped_total", "Messages skipped after a restart because the store already held them.", "topic"),
 		UnknownFields: cv("unknown_fields_dropped_total", "Fields not in the catalog, dropped, by log_type and field name.", "log_type", "field"),
 		Panics:        cv("message_panics_total", "Messages whose handling panicked; each is dead-lettered with reason internal_error and the processor goes on.", "topic"),

@@ -2,7 +2,8 @@
 // catalog, drops duplicates, batches rows into Arrow records and inserts them
 // into the store — and only then commits the Kafka offsets. A crash at any
 // point loses nothing: uncommitted messages are consumed again, and rows the
-// store already holds are recognised by their Kafka offset and skipped.
+// store already holds are recognised by their Kafka offset and skipped. The
+// batch's rejects go to the dead-letter topic before its inserts (store).
 package processor
 
 import (
@@ -18,7 +19,6 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/cespare/xxhash/v2"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/segmentio/kafka-go"
@@ -417,9 +417,23 @@ func (w *fetcher) add(msg kafka.Message) {
 		return
 	}
 	if msg.Topic == schemas.RejectedTopic {
-		if !w.rej.Append(msg.Value, msg.Partition, msg.Offset) {
+		r, ok := w.rej.parse(msg.Value)
+		if !ok {
 			tm.rejected(schemas.ReasonInvalidJSON).Inc()
 		}
+		// A client's retry of a malformed request, or a dead-letter record
+		// produced again after a crash (store), carries the same ids.
+		var h uint64
+		if len(r.eventID) > 0 {
+			h = dedupKey(&w.keybuf, rejectedSalt, []byte(r.appID()), []byte(r.eventID))
+		} else {
+			h = dedupBytesKey(rejectedSalt, msg.Value)
+		}
+		if w.seen.seen(h) {
+			tm.duplicates.Inc()
+			return
+		}
+		w.rej.add(&r, msg.Partition, msg.Offset)
 		w.nrej++
 		w.perTopic[msg.Topic]++
 		return
@@ -450,9 +464,9 @@ func (w *fetcher) add(msg kafka.Message) {
 	// are the id, remembered until a restart.
 	var h uint64
 	if id := w.ev.Vals[schemas.ColEventID].S; len(id) > 0 {
-		h = dedupKey(&w.keybuf, w.ev.Vals[schemas.ColAppID].S, id)
+		h = dedupKey(&w.keybuf, eventsSalt, w.ev.Vals[schemas.ColAppID].S, id)
 	} else {
-		h = norm(xxhash.Sum64(msg.Value))
+		h = dedupBytesKey(eventsSalt, msg.Value)
 	}
 	if w.seen.seen(h) {
 		tm.duplicates.Inc()
@@ -467,10 +481,17 @@ func (w *fetcher) add(msg kafka.Message) {
 	w.perTopic[msg.Topic]++
 }
 
+// reject dead-letters a message. The record is the same whenever the
+// message is handled again after a crash (its id names the message, its time
+// is the message's), so the copies a replay produces are one record (store).
 func (w *fetcher) reject(tm *topicMetrics, msg kafka.Message, rej *schemas.Reject) {
 	tm.rejected(rej.Code).Inc()
+	at := msg.Time
+	if at.IsZero() {
+		at = time.Now()
+	}
 	rec := schemas.RejectedRecord{
-		ReceivedAt: time.Now().UnixMilli(), Stage: "processor", Code: rej.Code, Field: rej.Field,
+		ReceivedAt: at.UnixMilli(), Stage: "processor", Code: rej.Code, Field: rej.Field,
 		Reason: rej.Msg, EventIndex: -1, LogType: strings.TrimPrefix(msg.Topic, schemas.TopicPrefix),
 		EventID: msg.Topic + ":" + strconv.Itoa(msg.Partition) + ":" + strconv.FormatInt(msg.Offset, 10),
 	}
@@ -518,8 +539,8 @@ func (w *fetcher) cut() *batch {
 	return b
 }
 
-// store inserts a batch, sends its rejects to the dead-letter topic, and
-// commits; on an error it retries with backoff until ctx ends, never
+// store sends a batch's rejects to the dead-letter topic, inserts the batch,
+// and commits; on an error it retries with backoff until ctx ends, never
 // committing what was not stored.
 func (w *fetcher) store(ctx context.Context, b *batch) error {
 	start := time.Now()
@@ -546,7 +567,31 @@ func (w *fetcher) store(ctx context.Context, b *batch) error {
 			}
 		}
 	}
-	// The sessions' index rows go first: a session whose events can be
+	release := func() {
+		for _, r := range []arrow.RecordBatch{b.sessions, b.events, b.rejected} {
+			if r != nil {
+				r.Release()
+			}
+		}
+	}
+	// The dead-letter records go first: once a row of the batch is stored,
+	// a restart may skip the batch's messages by offset and never make
+	// them again. A crash after this produce makes the same records again
+	// (reject), which the rejected topic's dedup drops (add).
+	if len(b.dlq) > 0 && w.p.dlq != nil {
+		for {
+			err := w.p.dlq.Produce(ctx, b.dlq)
+			if err == nil {
+				break
+			}
+			level.Warn(w.logger).Log("msg", "dead-letter produce failed; retrying, nothing stored", "records", len(b.dlq), "err", err)
+			if !backoff.wait(ctx) {
+				release()
+				return fmt.Errorf("produce %s: %w", schemas.RejectedTopic, err)
+			}
+		}
+	}
+	// The sessions' index rows go next: a session whose events can be
 	// read is always in the index (a retry writes them again, which the
 	// table's min/max fold away).
 	nsessions := 0
@@ -569,18 +614,6 @@ func (w *fetcher) store(ctx context.Context, b *batch) error {
 	}
 	if err := insert(schemas.RejectedTable, b.rejected, b.token); err != nil {
 		return err
-	}
-	if len(b.dlq) > 0 && w.p.dlq != nil {
-		for {
-			err := w.p.dlq.Produce(ctx, b.dlq)
-			if err == nil {
-				break
-			}
-			level.Warn(w.logger).Log("msg", "dead-letter produce failed; retrying", "records", len(b.dlq), "err", err)
-			if !backoff.wait(ctx) {
-				return fmt.Errorf("produce %s: %w", schemas.RejectedTopic, err)
-			}
-		}
 	}
 	for {
 		err := w.reader.CommitMessages(ctx, b.commits...)

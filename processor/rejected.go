@@ -59,10 +59,30 @@ func newRejectedBuilder() *rejectedBuilder {
 	return &rejectedBuilder{b: array.NewRecordBuilder(memory.DefaultAllocator, rejectedSchema), now: time.Now}
 }
 
-// Append adds one record; a record that is not valid keeps its raw text with
-// the reason, so nothing sent to the dead-letter topic disappears. Every
-// string is stored as valid UTF-8 and bounded (see the constants above).
+// rejectedRow is one row of the rejected table, as it will be stored.
+type rejectedRow struct {
+	receivedAt int64
+	// app_id, log_type, device_id, user_id, session_id, stage, code,
+	// field, reason, raw
+	vals               [10]string
+	eventIndex         int32
+	requestID, eventID string
+}
+
+func (r *rejectedRow) appID() string { return r.vals[0] }
+
+// Append adds one record; see parse and add.
 func (rb *rejectedBuilder) Append(value []byte, partition int, offset int64) bool {
+	r, ok := rb.parse(value)
+	rb.add(&r, partition, offset)
+	return ok
+}
+
+// parse reads one dead-letter record into the row it will be stored as; a
+// record that is not valid (false) keeps its raw text with the reason, so
+// nothing sent to the dead-letter topic disappears. Every string is valid
+// UTF-8 and bounded (see the constants above).
+func (rb *rejectedBuilder) parse(value []byte) (rejectedRow, bool) {
 	var r schemas.RejectedRecord
 	ok := true
 	if err := json.Unmarshal(value, &r); err != nil {
@@ -77,26 +97,33 @@ func (rb *rejectedBuilder) Append(value []byte, partition int, offset int64) boo
 	if r.EventIndex < math.MinInt32 || r.EventIndex > math.MaxInt32 {
 		r.EventIndex = -1
 	}
-	// Every value is computed before the first column is appended, so a
-	// row is appended whole or not at all.
 	str := func(s string, max int) string { return textclip.Clip(s, max, "…[truncated]") }
-	vals := [...]string{
-		str(r.AppID, maxRejectedString), str(r.LogType, maxRejectedString), str(r.DeviceID, maxRejectedString),
-		str(r.UserID, maxRejectedString), str(r.SessionID, maxRejectedString), str(r.Stage, maxRejectedString),
-		str(r.Code, maxRejectedString), str(r.Field, maxRejectedString), str(r.Reason, maxRejectedReason),
-		str(r.Raw, maxRejectedRaw),
-	}
-	reqID, evID := str(r.RequestID, maxRejectedString), str(r.EventID, maxRejectedString)
-	rb.b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(r.ReceivedAt))
-	for i, v := range vals {
+	return rejectedRow{
+		receivedAt: r.ReceivedAt,
+		vals: [...]string{
+			str(r.AppID, maxRejectedString), str(r.LogType, maxRejectedString), str(r.DeviceID, maxRejectedString),
+			str(r.UserID, maxRejectedString), str(r.SessionID, maxRejectedString), str(r.Stage, maxRejectedString),
+			str(r.Code, maxRejectedString), str(r.Field, maxRejectedString), str(r.Reason, maxRejectedReason),
+			str(r.Raw, maxRejectedRaw),
+		},
+		eventIndex: int32(r.EventIndex),
+		requestID:  str(r.RequestID, maxRejectedString),
+		eventID:    str(r.EventID, maxRejectedString),
+	}, ok
+}
+
+// add appends a parsed row. Every value is computed before the first
+// column is appended, so a row is appended whole or not at all.
+func (rb *rejectedBuilder) add(r *rejectedRow, partition int, offset int64) {
+	rb.b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(r.receivedAt))
+	for i, v := range r.vals {
 		rb.b.Field(1 + i).(*array.StringBuilder).Append(v)
 	}
-	rb.b.Field(11).(*array.Int32Builder).Append(int32(r.EventIndex))
-	rb.b.Field(12).(*array.StringBuilder).Append(reqID)
-	rb.b.Field(13).(*array.StringBuilder).Append(evID)
+	rb.b.Field(11).(*array.Int32Builder).Append(r.eventIndex)
+	rb.b.Field(12).(*array.StringBuilder).Append(r.requestID)
+	rb.b.Field(13).(*array.StringBuilder).Append(r.eventID)
 	rb.b.Field(14).(*array.Uint32Builder).Append(uint32(partition))
 	rb.b.Field(15).(*array.Int64Builder).Append(offset)
-	return ok
 }
 
 // consistent checks that every column holds the same rows.
