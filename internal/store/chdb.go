@@ -3,7 +3,6 @@ package store
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,15 +29,11 @@ const embeddedConns = 4
 // SETTINGS clause and qualify table names instead. chDB calls cannot be
 // interrupted; ctx is checked before a call starts.
 type Embedded struct {
-	pool   chan *chdb.Conn
-	conns  []*chdb.Conn
+	pool   *connPool
 	tmpDir string
 	seq    atomic.Uint64
 
 	libPath, dataDir string // for readers' own connections
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 var _ Store = (*Embedded)(nil)
@@ -60,35 +55,21 @@ func OpenEmbedded(libPath, dataDir string) (*Embedded, error) {
 			_ = os.Remove(f)
 		}
 	}
-	e := &Embedded{pool: make(chan *chdb.Conn, embeddedConns), tmpDir: abs, libPath: libPath, dataDir: dataDir}
+	e := &Embedded{pool: newConnPool(embeddedConns), tmpDir: abs, libPath: libPath, dataDir: dataDir}
 	for range embeddedConns {
 		c, err := chdb.Open(libPath, dataDir)
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("store: open embedded: %w", err)
 		}
-		e.conns = append(e.conns, c)
-		e.pool <- c
+		e.pool.add(c)
 	}
 	return e, nil
 }
 
-func (e *Embedded) acquire(ctx context.Context) (*chdb.Conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	select {
-	case c, ok := <-e.pool:
-		if !ok {
-			return nil, chdb.ErrClosed
-		}
-		return c, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
+func (e *Embedded) acquire(ctx context.Context) (*chdb.Conn, error) { return e.pool.acquire(ctx, 0) }
 
-func (e *Embedded) release(c *chdb.Conn) { e.pool <- c }
+func (e *Embedded) release(c *chdb.Conn) { e.pool.release(c) }
 
 // Exec implements Store.
 func (e *Embedded) Exec(ctx context.Context, sql string) error {
@@ -239,15 +220,4 @@ func InsertJSONEachRowFile(ctx context.Context, s *Embedded, table, path string)
 }
 
 // Close implements Store. It waits for calls in flight to finish.
-func (e *Embedded) Close() error {
-	e.closeOnce.Do(func() {
-		var errs []error
-		for range e.conns {
-			c := <-e.pool
-			errs = append(errs, c.Close())
-		}
-		close(e.pool)
-		e.closeErr = errors.Join(errs...)
-	})
-	return e.closeErr
-}
+func (e *Embedded) Close() error { return e.pool.close() }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -107,12 +106,8 @@ func OpenReader(ctx context.Context, st Store, o ReadOptions) (Reader, error) {
 // away runs on until it ends or hits MaxExecutionTime, but it holds only a
 // reader's connection, never an inserter's.
 type EmbeddedReader struct {
-	pool  chan *chdb.Conn
-	conns []*chdb.Conn
-	wait  time.Duration // longest a query waits for a connection (0: its context)
-
-	closeOnce sync.Once
-	closeErr  error
+	pool *connPool
+	wait time.Duration // longest a query waits for a connection (0: its context)
 }
 
 // OpenReader opens o.Conns new connections to e's engine (see Reader).
@@ -120,15 +115,14 @@ func (e *Embedded) OpenReader(o ReadOptions) (*EmbeddedReader, error) {
 	n := o.conns()
 	// A query waits for a connection at most as long as one may run: a
 	// queue longer than that would only be answered after its client gave up.
-	r := &EmbeddedReader{pool: make(chan *chdb.Conn, n), wait: o.MaxExecutionTime}
+	r := &EmbeddedReader{pool: newConnPool(n), wait: o.MaxExecutionTime}
 	for range n {
 		c, err := chdb.Open(e.libPath, e.dataDir)
 		if err != nil {
 			r.Close()
 			return nil, fmt.Errorf("store: open reader: %w", err)
 		}
-		r.conns = append(r.conns, c)
-		r.pool <- c
+		r.pool.add(c)
 		if err := setupSession(c, o); err != nil {
 			r.Close()
 			return nil, err
@@ -170,28 +164,14 @@ func setupSession(c *chdb.Conn, o ReadOptions) error {
 
 // QueryJSON implements Reader.
 func (r *EmbeddedReader) QueryJSON(ctx context.Context, sql string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	c, err := r.pool.acquire(ctx, r.wait)
+	switch {
+	case errors.Is(err, errPoolWait):
+		return nil, fmt.Errorf("store: %w: %d queries have run for all of the last %s", ErrReadersBusy, len(r.pool.conns), r.wait)
+	case err != nil:
+		return nil, fmt.Errorf("store: waiting for a read connection: %w", err)
 	}
-	var c *chdb.Conn
-	var timeout <-chan time.Time
-	if r.wait > 0 {
-		t := time.NewTimer(r.wait)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case cc, ok := <-r.pool:
-		if !ok {
-			return nil, chdb.ErrClosed
-		}
-		c = cc
-	case <-ctx.Done():
-		return nil, fmt.Errorf("store: waiting for a read connection: %w", ctx.Err())
-	case <-timeout:
-		return nil, fmt.Errorf("store: %w: %d queries have run for all of the last %s", ErrReadersBusy, len(r.conns), r.wait)
-	}
-	defer func() { r.pool <- c }()
+	defer r.pool.release(c)
 	out, err := c.Query(sql, "JSONEachRow")
 	if err != nil {
 		return nil, fmt.Errorf("store: query: %w", err)
@@ -200,18 +180,7 @@ func (r *EmbeddedReader) QueryJSON(ctx context.Context, sql string) ([]byte, err
 }
 
 // Close implements Reader. It waits for queries in flight to end.
-func (r *EmbeddedReader) Close() error {
-	r.closeOnce.Do(func() {
-		var errs []error
-		for range r.conns {
-			c := <-r.pool
-			errs = append(errs, c.Close())
-		}
-		close(r.pool)
-		r.closeErr = errors.Join(errs...)
-	})
-	return r.closeErr
-}
+func (r *EmbeddedReader) Close() error { return r.pool.close() }
 
 // ClickHouseReader is a Reader on a connection pool of its own to the
 // server; every query carries the limits and readonly as its settings, which
