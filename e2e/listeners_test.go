@@ -198,22 +198,12 @@ func TestListenersMediaRolesNeedSecrets(t *testing.T) {
 	} {
 		cmd := exec.Command(lastmileBin(t), append([]string{"media", c.args[0], "--config", top, "--log-level", "warn"}, c.args[1:]...)...)
 		cmd.Env = mediaEnv()
-		out := &lockedBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(out.String(), c.want) {
-				t.Errorf("media %v without secrets: exit %v, output %q; want a refusal saying %q", c.args, err, out.String(), c.want)
-			}
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("media %v started without secrets (still running after 10 s): %q", c.args, out.String())
+		out, err, exited := runFor(t, cmd, 10*time.Second)
+		switch {
+		case !exited:
+			t.Errorf("media %v started without secrets (still running after 10 s): %q", c.args, out)
+		case err == nil || !strings.Contains(out, c.want):
+			t.Errorf("media %v without secrets: exit %v, output %q; want a refusal saying %q", c.args, err, out, c.want)
 		}
 	}
 
@@ -328,25 +318,37 @@ func TestListenersMediaUpSigning(t *testing.T) {
 		u := "rtmp://" + ingest + "/live/" + room + "?" + sign.Sign("e2e-secret", "/live/"+room, expires)
 		cmd := exec.Command(lastmileBin(t), "media", "publish", "--config", top, "--log-level", "warn", "--room", room, "--url", u, "--duration", "3s")
 		cmd.Env = mediaEnv()
-		out := &lockedBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		out, err, exited := runFor(t, cmd, 30*time.Second)
+		if !exited {
+			return "killed after 30 s: " + out, err
 		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			return out.String(), err
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			return "killed after 30 s: " + out.String(), <-done
-		}
+		return out, err
 	}
 	if out, err := push("room7", time.Now().Add(time.Hour)); err != nil {
 		t.Errorf("push with a 1 h URL: %v %s", err, out)
 	}
 	if out, err := push("room8", time.Now().Add(25*time.Hour)); err == nil || !strings.Contains(out, "2002") {
 		t.Errorf("push with a 25 h URL: exit %v, %q; want refused (code 2002)", err, out)
+	}
+}
+
+// runFor runs cmd for at most d and returns its output and exit error;
+// exited is false when it had to be killed.
+func runFor(t *testing.T, cmd *exec.Cmd, d time.Duration) (out string, err error, exited bool) {
+	t.Helper()
+	buf := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = buf, buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+		return buf.String(), err, true
+	case <-time.After(d):
+		cmd.Process.Kill()
+		err = <-done
+		return buf.String(), err, false
 	}
 }
