@@ -46,7 +46,7 @@ test-short: libchdb build
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -short -count=1 ./...
 
 bench: libchdb build
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/flatjson ./schemas ./processor ./internal/store
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/flatjson ./schemas ./collector ./processor ./internal/store
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchPipeline$$' -count=1 -timeout 60m -v ./e2e -bench-pipeline
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchEdge$$' -count=1 -timeout 30m -v ./e2e -bench-edge
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestBenchQuery$$' -count=1 -timeout 60m -v ./e2e -bench-query

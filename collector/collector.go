@@ -184,7 +184,9 @@ func (b *batch) reset() {
 
 // poolKeepBytes bounds the buffers a pooled batch keeps: a burst of big
 // bodies must not stay resident as pooled capacity once it is over.
-const poolKeepBytes = 1 << 20
+// A typical batch (up to a few MiB) keeps its buffers: dropping them made
+// every 1 MB request allocate its record buffer anew.
+const poolKeepBytes = 4 << 20
 
 // shrink drops the buffers too big to keep in the pool.
 func (b *batch) shrink() {

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"mime"
@@ -74,10 +75,7 @@ func spanOf(b, sub []byte) [2]int {
 // its surrounding JSON whitespace (so "\r\n" ends a line too).
 func splitLines(dst [][2]int, body []byte, max int) ([][2]int, error) {
 	for start := 0; start < len(body); {
-		end := start
-		for end < len(body) && body[end] != '\n' {
-			end++
-		}
+		end := lineEnd(body, start)
 		next := end + 1
 		s := skipJSONSpace(body[:end], start)
 		for end > s && isJSONSpace(body[end-1]) {
@@ -98,16 +96,22 @@ func splitLines(dst [][2]int, body []byte, max int) ([][2]int, error) {
 // the mark of NDJSON. It stops at the first one.
 func hasObjectLine(body []byte) bool {
 	for start := 0; start < len(body); {
-		end := start
-		for end < len(body) && body[end] != '\n' {
-			end++
-		}
+		end := lineEnd(body, start)
 		if flatjson.IsObject(body[start:end]) {
 			return true
 		}
 		start = end + 1
 	}
 	return false
+}
+
+// lineEnd returns the offset of the first newline at or after start, or
+// len(body).
+func lineEnd(body []byte, start int) int {
+	if i := bytes.IndexByte(body[start:], '\n'); i >= 0 {
+		return start + i
+	}
+	return len(body)
 }
 
 // isNDJSONType reports whether a Content-Type names newline-delimited JSON.
