@@ -114,9 +114,8 @@ func TestOverloadAdmission(t *testing.T) {
 		bodyBytes = 5 << 20
 		// Bounds on the RSS of the collector process (collector + embedded
 		// broker) under the default admission plan (64 MiB of bodies in
-		// flight per app): measured idle 26 MiB, peak 390-460 MiB, 13-23
-		// MiB over idle after the burst (docs/collector.md); on affb068,
-		// all in one process: 265 MiB idle, 2011 peak, 734 after.
+		// flight per app): about ten times the plan over idle at the peak,
+		// and back near idle after the burst (docs/collector.md).
 		peakOverIdleMiB  = 640
 		afterOverIdleMiB = 64
 	)
