@@ -213,6 +213,13 @@ func (tr *Tracker) Capture(t *flv.Tag) (ms int64, ok bool) {
 // LenSize is the NAL length size learnt, 0 before a sequence header.
 func (tr *Tracker) LenSize() int { return tr.lenSize }
 
+// Ms is a latency in whole milliseconds, rounded up: a stamped frame that
+// crossed a hop within its capture millisecond reports 1 ms, so 0 keeps
+// meaning "no stamp seen yet".
+func Ms(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
 // Since is the latency from capture time ms to now, never negative (clocks
 // of one machine; across machines it is as good as their NTP).
 func Since(ms int64, now time.Time) time.Duration {

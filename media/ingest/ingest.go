@@ -4,7 +4,8 @@
 // origin) at start, every StatsEvery and at the end. relay.latency_ms is
 // the latest capture-to-relay delay: when the relay handed the origin a
 // frame carrying the publisher's capture stamp (media/clock), minus that
-// capture time; 0 until a stamped frame was relayed.
+// capture time, rounded up to the ms (clock.Ms); 0 until a stamped frame
+// was relayed.
 package ingest
 
 import (
@@ -351,7 +352,7 @@ func (ss *session) logRelay(state string, extra map[string]any) {
 	ev["target"] = ss.s.cfg.Origin
 	ev["bytes"] = ss.relayBytes.Load()
 	ev["retries"] = ss.retries
-	ev["latency_ms"] = ss.relayLatencyUs.Load() / 1000
+	ev["latency_ms"] = clock.Ms(time.Duration(ss.relayLatencyUs.Load()) * time.Microsecond)
 	for k, v := range extra {
 		ev[k] = v
 	}

@@ -5,8 +5,8 @@
 // transcode, at start, every StatsEvery and at the end. transcode.latency_ms
 // is the latest capture-to-output delay: when the rendition's hub took a
 // frame carrying the publisher's capture stamp (media/clock), minus that
-// capture time; 0 until one came out (always for an audio-only rendition,
-// as stamps ride in video frames).
+// capture time, rounded up to the ms (clock.Ms); 0 until one came out
+// (always for an audio-only rendition, as stamps ride in video frames).
 package origin
 
 import (
@@ -475,7 +475,7 @@ func (o *Server) logStream(l *live, state string, extra map[string]any) {
 func (o *Server) logTranscode(l *live, extra map[string]any) {
 	ev := o.base(l, "transcode")
 	ev["status"] = l.status.Load()
-	ev["latency_ms"] = l.latency.Load() / 1000
+	ev["latency_ms"] = clock.Ms(time.Duration(l.latency.Load()) * time.Microsecond)
 	if e, _ := l.errText.Load().(string); e != "" {
 		ev["error"] = e
 	}
