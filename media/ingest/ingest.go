@@ -1,7 +1,11 @@
 // Package ingest is the RTMP publish server broadcasters push to. It checks
 // the signed push URL, relays each stream to the origin over RTMP, and logs
 // ingest_session (what the broadcaster sent) and relay (what reached the
-// origin) at start, every StatsEvery and at the end.
+// origin) at start, every StatsEvery and at the end. relay.latency_ms is
+// the latest capture-to-relay delay: when the relay handed the origin a
+// frame carrying the publisher's capture stamp (media/clock), minus that
+// capture time, rounded up to the ms (clock.Ms); 0 until a stamped frame
+// was relayed.
 package ingest
 
 import (
@@ -18,6 +22,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lastmile-qoe/lastmile/media/clock"
 	"github.com/lastmile-qoe/lastmile/media/flv"
 	"github.com/lastmile-qoe/lastmile/media/report"
 	"github.com/lastmile-qoe/lastmile/media/rtmp"
@@ -178,10 +183,11 @@ type session struct {
 	headers  []flv.Tag // metadata and sequence headers, resent after a redial
 	skipping bool      // after a redial, drop until the next keyframe
 	retries  int
+	stamps   clock.Tracker
 
 	bytes, frames, dropped atomic.Int64
 	relayBytes             atomic.Int64
-	relayLatencyUs         atomic.Int64 // last WriteTag duration: how long the origin took to take a frame
+	relayLatencyUs         atomic.Int64 // capture → relayed, of the latest stamped frame
 
 	stop, done chan struct{}
 	closeOnce  sync.Once
@@ -219,10 +225,12 @@ func (ss *session) WriteTag(t *flv.Tag) error {
 		}
 		ss.skipping = false
 	}
-	t0 := time.Now()
+	capture, stamped := ss.stamps.Capture(t)
 	err := ss.relay.WriteTag(t)
-	ss.relayLatencyUs.Store(time.Since(t0).Microseconds())
 	if err == nil {
+		if stamped {
+			ss.relayLatencyUs.Store(clock.Since(capture, time.Now()).Microseconds())
+		}
 		ss.relayBytes.Add(int64(len(t.Data)))
 		return nil
 	}
@@ -344,7 +352,7 @@ func (ss *session) logRelay(state string, extra map[string]any) {
 	ev["target"] = ss.s.cfg.Origin
 	ev["bytes"] = ss.relayBytes.Load()
 	ev["retries"] = ss.retries
-	ev["latency_ms"] = ss.relayLatencyUs.Load() / 1000
+	ev["latency_ms"] = clock.Ms(time.Duration(ss.relayLatencyUs.Load()) * time.Microsecond)
 	for k, v := range extra {
 		ev[k] = v
 	}

@@ -2,7 +2,11 @@
 // keeps each stream in a fan-out hub with a GOP cache, runs the transcode
 // ladder (one worker per rendition) and serves every rendition as HTTP-FLV
 // to the edges that pull it. It logs origin_stream and, per rendition,
-// transcode, at start, every StatsEvery and at the end.
+// transcode, at start, every StatsEvery and at the end. transcode.latency_ms
+// is the latest capture-to-output delay: when the rendition's hub took a
+// frame carrying the publisher's capture stamp (media/clock), minus that
+// capture time, rounded up to the ms (clock.Ms); 0 until one came out
+// (always for an audio-only rendition, as stamps ride in video frames).
 package origin
 
 import (
@@ -21,6 +25,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lastmile-qoe/lastmile/media/clock"
 	"github.com/lastmile-qoe/lastmile/media/flv"
 	"github.com/lastmile-qoe/lastmile/media/report"
 	"github.com/lastmile-qoe/lastmile/media/rtmp"
@@ -77,9 +82,10 @@ type live struct {
 	start                 time.Time
 	pulls                 atomic.Int64
 	// transcode workers only
-	status  atomic.Value // string: ok, lagging, error, stopped
-	errText atomic.Value // string
-	latency atomic.Int64 // µs, source tag in → rendition tag out
+	status  atomic.Value  // string: ok, lagging, error, stopped
+	errText atomic.Value  // string
+	latency atomic.Int64  // µs, capture → rendition output, of the latest stamped frame
+	stamps  clock.Tracker // of the rendition's output; its worker's goroutine only
 	done    chan struct{}
 }
 
@@ -328,7 +334,7 @@ func (o *Server) transcode(src, w *live, r scheduler.Rendition) error {
 			} else if f.Lag > 0 && t.IsVideo() {
 				time.Sleep(f.Lag)
 			}
-			w.hub.Write(t)
+			w.output(t)
 			return nil
 		})
 	}
@@ -342,7 +348,6 @@ func (o *Server) transcode(src, w *live, r scheduler.Rendition) error {
 		if err != nil {
 			return err
 		}
-		in := time.Now()
 		f := o.fault(w.name)
 		if f.Fail {
 			return errors.New("transcode worker failed")
@@ -358,9 +363,18 @@ func (o *Server) transcode(src, w *live, r scheduler.Rendition) error {
 			return err
 		}
 		if ok {
-			w.hub.Write(&out)
+			w.output(&out)
 		}
-		w.latency.Store(time.Since(in).Microseconds())
+	}
+}
+
+// output writes a rendition's tag and, for a stamped frame, the latency
+// from capture to now.
+func (w *live) output(t *flv.Tag) {
+	capture, stamped := w.stamps.Capture(t)
+	w.hub.Write(t)
+	if stamped {
+		w.latency.Store(clock.Since(capture, time.Now()).Microseconds())
 	}
 }
 
@@ -461,7 +475,7 @@ func (o *Server) logStream(l *live, state string, extra map[string]any) {
 func (o *Server) logTranscode(l *live, extra map[string]any) {
 	ev := o.base(l, "transcode")
 	ev["status"] = l.status.Load()
-	ev["latency_ms"] = l.latency.Load() / 1000
+	ev["latency_ms"] = clock.Ms(time.Duration(l.latency.Load()) * time.Microsecond)
 	if e, _ := l.errText.Load().(string); e != "" {
 		ev["error"] = e
 	}

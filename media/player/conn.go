@@ -63,7 +63,8 @@ type frame struct {
 	// needConfig: the codec cannot decode without configuration first.
 	needConfig    bool
 	codec         string
-	width, height int // kindMeta: the picture size, 0 when unknown
+	width, height int   // kindMeta: the picture size, 0 when unknown
+	capture       int64 // Unix ms the publisher captured it (media/clock), 0 unstamped
 	at            time.Time
 }
 

@@ -90,14 +90,18 @@
 // and stall time sum up. buffer_ms_before of a stall is the buffer level
 // when media last arrived before it.
 //
-// latency_ms is estimated, as the player has no publisher clock: the frame
-// that arrived soonest after its timestamp is taken as the live edge
-// (anchor = min over frames of arrival wall time − media time), and
-// latency = now − (media time playing + anchor). That is the buffer plus
-// any delay behind the live edge (a GOP cache burst, time lost in stalls).
-// Delay upstream of the edge (publisher → ingest → origin → edge) is not
-// seen, so it is a lower bound of glass-to-glass latency. A reconnect or a
-// timestamp jump starts a new anchor.
+// latency_ms is glass-to-glass latency: now minus the publisher's capture
+// time of the picture showing now. Video frames carry their capture time
+// in an SEI message (media/clock; the built-in publisher stamps every
+// keyframe and a frame each second); the latest stamp read from FLV or TS
+// gives the offset from media time to capture time, so buffering, stalls
+// and every delay upstream count. Until a stamp has been seen (a stream
+// from an outside encoder, an audio-only rendition) latency_ms is an
+// estimate instead: the frame that arrived soonest after its timestamp is
+// taken as the live edge (anchor = min over frames of arrival wall time −
+// media time), and latency = now − (media time playing + anchor); that is
+// a lower bound, as delay upstream of the edge is not seen. A reconnect or
+// a timestamp jump drops both until the next stamp or frame.
 //
 // # What the player sends to and expects from an edge
 //

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/lastmile-qoe/lastmile/media/amf0"
+	"github.com/lastmile-qoe/lastmile/media/clock"
 	"github.com/lastmile-qoe/lastmile/media/flv"
 )
 
@@ -24,6 +25,7 @@ func (c *conn) readFLV(ctx context.Context, body io.Reader) (int, error) {
 		}
 		return CodeReadError, fmt.Errorf("http-flv: %w", err)
 	}
+	var stamps clock.Tracker
 	for {
 		t, err := r.ReadTag()
 		if err != nil {
@@ -36,6 +38,7 @@ func (c *conn) readFLV(ctx context.Context, body io.Reader) (int, error) {
 		if !ok {
 			continue
 		}
+		f.capture, _ = stamps.Capture(&t)
 		f.at = c.now()
 		if !c.send(ctx, msg{kind: msgFrame, at: f.at, f: f}) {
 			return 0, ctx.Err()

@@ -89,6 +89,8 @@ type session struct {
 	off         int64 // media ts = stream ts + off
 	anchor      int64 // min over frames of (arrival ms − media ts); see latency
 	anchorSet   bool
+	stampOff    int64 // capture ms − media ts of the latest stamped frame; see latency
+	stampSet    bool
 	lastMediaAt time.Time
 	arrivalBuf  int64 // buffer at the last arrival while playing
 
@@ -574,6 +576,9 @@ func (s *session) onFrame(f frame) {
 	if d := f.at.UnixMilli() - ts; !s.anchorSet || d < s.anchor {
 		s.anchor, s.anchorSet = d, true
 	}
+	if f.capture > 0 {
+		s.stampOff, s.stampSet = f.capture-ts, true
+	}
 	if s.pb.has && ts <= s.pb.end {
 		return // not after what we have: nothing to play
 	}
@@ -607,7 +612,7 @@ func (s *session) startTimeline(a *attempt, raw int64) {
 
 func (s *session) rebase(raw int64) {
 	s.off = s.pb.end + s.frameMs - raw
-	s.anchorSet = false // the latency anchor belonged to the old clock
+	s.anchorSet, s.stampSet = false, false // the latency anchors belonged to the old clock
 }
 
 // mapTs maps a stream timestamp to media time, rebasing on a jump.
@@ -775,13 +780,20 @@ func (s *session) stalledMs(now time.Time) int64 {
 	return s.stallMs
 }
 
-// latency estimates end-to-end live latency at now (see the package doc),
-// -1 when unknown.
+// latency is glass-to-glass latency at now (see the package doc), -1 when
+// unknown: now minus the capture time of the media time showing, from the
+// latest capture stamp, or estimated from the live-edge anchor until a
+// stamp was seen.
 func (s *session) latency(now time.Time) int64 {
-	if !s.anchorSet || !s.pb.has {
+	switch {
+	case !s.pb.has:
 		return -1
+	case s.stampSet:
+		return max(0, now.UnixMilli()-(s.pb.position(now)+s.stampOff))
+	case s.anchorSet:
+		return max(0, now.UnixMilli()-(s.pb.position(now)+s.anchor))
 	}
-	return max(0, now.UnixMilli()-(s.pb.position(now)+s.anchor))
+	return -1
 }
 
 func (s *session) heartbeat(now time.Time) {

@@ -97,6 +97,7 @@ type edgeFault struct {
 	abortAt   time.Duration // media time at which to cut the connection
 	cacheMiss bool          // X-Cache: MISS
 	burst     time.Duration // media sent at once on connect (a GOP cache)
+	stampAge  time.Duration // stamp keyframes with a capture time this long before they are due (upstream delay)
 }
 
 type edgeRequest struct {
@@ -196,6 +197,7 @@ func (e *edge) serve(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	timer := time.NewTimer(0)
 	var buf []byte
+	var stamps keyStamper
 	paused := false
 	for {
 		t, err := src.Next(r.Context())
@@ -222,6 +224,9 @@ func (e *edge) serve(w http.ResponseWriter, r *http.Request) {
 			case <-r.Context().Done():
 				return
 			}
+		}
+		if f.stampAge > 0 {
+			stamps.stamp(&t, start.Add(at-f.burst-f.stampAge))
 		}
 		buf = flv.AppendTag(buf[:0], &t)
 		if _, err := w.Write(buf); err != nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+
+	"github.com/lastmile-qoe/lastmile/media/clock"
 )
 
 // A minimal MPEG-TS demuxer: enough of PAT, PMT and PES to find the video
@@ -186,6 +188,9 @@ func (d *tsDemuxer) flushOne(buf *[]byte, kind frameKind) error {
 		f.codec = d.videoCodec
 		f.needConfig = true
 		f.picture, f.key, f.config = scanNALs(data, d.videoCodec == "hevc")
+		if d.videoCodec == "h264" {
+			f.capture, _ = clock.FromAnnexB(data)
+		}
 	} else {
 		f.codec = d.audioCodec
 		f.picture, f.key = true, true // ADTS frames carry their own configuration

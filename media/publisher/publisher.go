@@ -5,6 +5,11 @@
 // throttle its uplink below the bitrate (frames queue, then drop), stall for
 // a while, or disconnect.
 //
+// Every keyframe, and any frame clock.Every after the last stamp, carries
+// its capture time (when it was due from the camera, before any uplink
+// queue) in an SEI message (media/clock), so that the hops downstream
+// measure true latency.
+//
 // push_stop codes: 0 normal stop; 2001 could not get a push URL; 2002
 // could not connect or publish; 2003 the connection failed mid-push;
 // 2004 disconnected on purpose (fault).
@@ -24,6 +29,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
+	"github.com/lastmile-qoe/lastmile/media/clock"
+	"github.com/lastmile-qoe/lastmile/media/flv"
 	"github.com/lastmile-qoe/lastmile/media/report"
 	"github.com/lastmile-qoe/lastmile/media/rtmp"
 	"github.com/lastmile-qoe/lastmile/media/sample"
@@ -181,6 +188,7 @@ func (p *Publisher) push(ctx context.Context, pub *rtmp.Publisher, src *sample.S
 	var sent float64 // bytes, for the throttle
 	skipping := false
 	stalled := false
+	st := stamper{}
 	for {
 		if p.cfg.Duration > 0 && time.Since(begin) >= p.cfg.Duration {
 			return CodeOK, "done"
@@ -233,10 +241,30 @@ func (p *Publisher) push(ctx context.Context, pub *rtmp.Publisher, src *sample.S
 			}
 			p.frames.Add(1)
 		}
+		st.stamp(&t, due)
 		if err := pub.WriteTag(&t); err != nil {
 			return CodeConnLost, err.Error()
 		}
 		p.bytes.Add(int64(len(t.Data)))
+	}
+}
+
+// stamper writes capture stamps into video frames (see the package doc).
+type stamper struct {
+	tr   clock.Tracker // learns the NAL length size from the sequence header
+	last time.Time
+	buf  []byte
+}
+
+// stamp puts capture time at into t when it is due for one; t.Data then
+// points at the stamper's buffer, valid until the next call.
+func (st *stamper) stamp(t *flv.Tag, at time.Time) {
+	st.tr.Capture(t)
+	if !t.IsFrame() || st.tr.LenSize() == 0 || !t.IsKeyframe() && at.Sub(st.last) < clock.Every {
+		return
+	}
+	if out, ok := clock.Stamp(st.buf, t.Data, st.tr.LenSize(), at.UnixMilli()); ok {
+		st.buf, t.Data, st.last = out, out, at
 	}
 }
 

@@ -85,6 +85,29 @@ type Edge struct {
 	// QueueBytes bounds each viewer's queue; past it the viewer drops to
 	// the next keyframe.
 	QueueBytes int `yaml:"queue_bytes"`
+	// Nodes override QuickStart and CacheGOPs for single edge nodes, by
+	// node name; a zero field keeps the shared value.
+	Nodes map[string]EdgeSettings `yaml:"nodes"`
+}
+
+// EdgeSettings are one edge node's own quick start and GOP cache.
+type EdgeSettings struct {
+	QuickStart time.Duration `yaml:"quick_start"`
+	CacheGOPs  int           `yaml:"cache_gops"`
+}
+
+// For returns the settings of edge node: the shared ones, with the node's
+// overrides applied.
+func (e Edge) For(node string) Edge {
+	n := e.Nodes[node]
+	if n.QuickStart > 0 {
+		e.QuickStart = n.QuickStart
+	}
+	if n.CacheGOPs > 0 {
+		e.CacheGOPs = n.CacheGOPs
+	}
+	e.Nodes = nil
+	return e
 }
 
 // Room is one live room and its built-in broadcaster.
@@ -224,6 +247,11 @@ func (t *Topology) Validate() error {
 	}
 	if t.Players.Count > 0 && (len(t.Players.Regions) == 0 || len(t.Rooms) == 0) {
 		errs = append(errs, errors.New("players need at least one region and one room"))
+	}
+	for node := range t.Edge.Nodes {
+		if !slices.ContainsFunc(t.Edges(), func(e EdgeNode) bool { return e.Node == node }) {
+			errs = append(errs, fmt.Errorf("edge.nodes: %q is no edge of scheduler.cdns", node))
+		}
 	}
 	switch t.Origin.Transcode {
 	case "", "synthetic", "ffmpeg":

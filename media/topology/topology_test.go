@@ -65,3 +65,21 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("generated %v: %q %q, another run %q", ga, a.Scheduler.Secret, a.Scheduler.PushToken, b.Scheduler.Secret)
 	}
 }
+
+// TestEdgeNodeOverride: edge.nodes changes one node's quick start and GOP
+// cache, the others keep the shared values, and an unknown node is an error.
+func TestEdgeNodeOverride(t *testing.T) {
+	top, err := Parse([]byte("edge:\n  quick_start: 1s\n  nodes:\n    edge-a-north-1: {quick_start: 3s, cache_gops: 5}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := top.Edge.For("edge-a-north-1"); e.QuickStart != 3*time.Second || e.CacheGOPs != 5 || e.QueueBytes != top.Edge.QueueBytes {
+		t.Errorf("overridden node: %+v", e)
+	}
+	if e := top.Edge.For("edge-b-north-1"); e.QuickStart != time.Second || e.CacheGOPs != 2 {
+		t.Errorf("other node: %+v, want the shared 1s and 2 GOPs", e)
+	}
+	if _, err := Parse([]byte("edge:\n  nodes:\n    edge-x-1: {quick_start: 3s}\n")); err == nil {
+		t.Error("an override of an unknown node was accepted")
+	}
+}

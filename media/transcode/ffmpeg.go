@@ -14,7 +14,7 @@ import (
 // FFmpeg is a real transcoder: one ffmpeg process per rendition reading the
 // source as FLV on stdin and writing the rendition as FLV on stdout (x264
 // ultrafast/zerolatency, scaled, at the rendition's bitrate, 1 s GOP; audio
-// copied). It costs a core or more per rendition, so it is for machines
+// copied; the capture stamp carried over). It costs a core or more per rendition, so it is for machines
 // that have them; Synthetic is the default.
 type FFmpeg struct {
 	BitrateKbps   int
@@ -38,7 +38,10 @@ func (f *FFmpeg) Run(ctx context.Context, src io.Reader, out func(*flv.Tag) erro
 	} else {
 		kbps := strconv.Itoa(f.BitrateKbps) + "k"
 		args = append(args, "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-bf", "0",
-			"-g", "25", "-b:v", kbps, "-maxrate", kbps, "-bufsize", kbps, "-pix_fmt", "yuv420p", "-c:a", "copy")
+			"-g", "25", "-b:v", kbps, "-maxrate", kbps, "-bufsize", kbps, "-pix_fmt", "yuv420p", "-c:a", "copy",
+			// Re-emit user_data_unregistered SEI on the output frame of the
+			// input frame that had it: the capture stamp (media/clock).
+			"-udu_sei", "1")
 		if f.Width > 0 && f.Height > 0 {
 			args = append(args, "-vf", fmt.Sprintf("scale=%d:%d", f.Width, f.Height))
 		}
