@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 	"gopkg.in/yaml.v3"
@@ -124,7 +125,19 @@ func (s *Sampler) Rate(logType string) float64 { return s.rates[logType] }
 // event_id (derived from the content) before it decides.
 var UnitIDs = []string{"session_id", "device_id", "stream_id", "event_id"}
 
-var unitCols = [...]int{schemas.ColSessionID, schemas.ColDeviceID, schemas.ColStreamID, schemas.ColEventID}
+// unitCols are UnitIDs' positions in an event's values: common fields, the
+// same in every log_type.
+var unitCols = func() []int {
+	var cols []int
+	for _, id := range UnitIDs {
+		i := slices.IndexFunc(schemas.Common, func(f schemas.Field) bool { return f.Name == id })
+		if i < 0 {
+			panic("sampling: unit id " + id + " is not a common field")
+		}
+		cols = append(cols, i)
+	}
+	return cols
+}()
 
 // UnitID returns the id an event's decision hashes and its name (UnitIDs);
 // an event with none of them hashes the empty id.
