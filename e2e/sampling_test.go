@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lastmile-qoe/lastmile/query"
+	"github.com/lastmile-qoe/lastmile/sampling"
 )
 
 // TestEdgeLogsWithoutSession: a real edge's logs of requests without a
@@ -223,6 +224,22 @@ func TestSamplingKeepsSessionsWhole(t *testing.T) {
 	lo, hi := float64(plays)*rate-3.29*sd, float64(plays)*rate+3.29*sd
 	if k := float64(len(kept)); k < max(lo, 1) || k > hi {
 		t.Errorf("kept %d of %d sessions, outside [%.1f, %.1f]", len(kept), plays, lo, hi)
+	}
+	// GET /v1/config says what the collector did: its seed, unit and rates
+	// reproduce the decision of every kept session.
+	var cfg struct {
+		Seed  uint64
+		Unit  []string
+		Rates map[string]float64
+	}
+	getJSON(t, "http://"+pipe.HTTP+"/v1/config", &cfg)
+	if cfg.Seed != 11 || len(cfg.Unit) == 0 || cfg.Unit[0] != "session_id" || cfg.Rates["edge_access"] != rate || cfg.Rates["heartbeat"] != rate {
+		t.Errorf("GET /v1/config: %+v", cfg)
+	}
+	for _, sid := range kept {
+		if u := sampling.Unit(cfg.Seed, []byte(sid)); u >= rate {
+			t.Errorf("session %s kept with draw %v ≥ %v", sid, u, rate)
+		}
 	}
 	// The edges really served the dropped sessions too: the collector
 	// sampled their edge_access out.
