@@ -505,21 +505,23 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 		return
 	}
 	lt := ev.Type
+	// The event id: the client's, or one derived from the app and the exact
+	// bytes, so a retried payload maps to the same id and is deduplicated.
+	// Before sampling: an event without session, device or stream is
+	// sampled by it (sampling.UnitIDs).
+	var eventID []byte
+	if v := ev.Vals[schemas.ColEventID]; v.Set && len(v.S) > 0 {
+		eventID = v.S
+	} else {
+		eventID = deriveID(b, appID, raw)
+		ev.Vals[schemas.ColEventID].S, ev.Vals[schemas.ColEventID].Set = eventID, true
+	}
 	keep, rate := c.sampler.Decide(ev)
 	if !keep {
 		c.metrics.received(lt.Name)
 		resp.SampledOut++
 		c.metrics.sampledOut(lt.Name)
 		return
-	}
-
-	// The event id: the client's, or one derived from the app and the exact
-	// bytes, so a retried payload maps to the same id and is deduplicated.
-	var eventID []byte
-	if v := ev.Vals[schemas.ColEventID]; v.Set && len(v.S) > 0 {
-		eventID = v.S
-	} else {
-		eventID = deriveID(b, appID, raw)
 	}
 	start := len(b.out)
 	b.out = append(b.out, `{"event_id":`...)
@@ -548,8 +550,12 @@ func (c *Collector) handleEvent(b *batch, appID, reqID string, index int, raw []
 		b.keys = append(b.keys, ev.Vals[schemas.ColStreamID].S...)
 	case len(ev.Vals[schemas.ColSessionID].S) > 0:
 		b.keys = append(b.keys, ev.Vals[schemas.ColSessionID].S...)
-	default:
+	case len(ev.Vals[schemas.ColDeviceID].S) > 0:
 		b.keys = append(b.keys, ev.Vals[schemas.ColDeviceID].S...)
+	default:
+		// A server log without session (an edge's request without a CMCD
+		// sid): spread by its event, not all on the empty key's partition.
+		b.keys = append(b.keys, eventID...)
 	}
 	// An event bigger than a Kafka record can be would fail its whole
 	// request with an error no retry can fix: refuse it alone.

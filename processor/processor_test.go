@@ -265,3 +265,43 @@ func TestMigrationsApplied(t *testing.T) {
 		}
 	}
 }
+
+// Server logs without the ids only a client has are stored, not rejected:
+// an edge's 403 and its curl request without a CMCD sid. They make no trace
+// session (no trace_sessions row), and their trace_key is empty, which no
+// trace looks up (a session's is its session_id), so they never join one.
+func TestServerLogsWithoutSessionStored(t *testing.T) {
+	r := newRig(t)
+	now := time.Now().UnixMilli()
+	msg := func(lt, key, v string) kafka.Message {
+		return kafka.Message{Topic: schemas.TopicOf(lt), Key: []byte(key), Value: []byte(v)}
+	}
+	msgs := []kafka.Message{
+		msg("edge_access", "", fmt.Sprintf(`{"event_id":"curl-1","app_id":"nosid","log_type":"edge_access","ts":%d,"node_id":"edge-1","stream_id":"live/r1","http_status":200,"path":"/live/r1.flv"}`, now)),
+		msg("edge_access", "", fmt.Sprintf(`{"event_id":"forbid-1","app_id":"nosid","log_type":"edge_access","ts":%d,"node_id":"edge-1","stream_id":"live/r1","http_status":403,"error":"bad signature"}`, now)),
+		msg("edge_access", "s9", fmt.Sprintf(`{"event_id":"play-1","app_id":"nosid","log_type":"edge_access","ts":%d,"node_id":"edge-1","session_id":"s9","stream_id":"live/r1","http_status":200}`, now)),
+		msg("heartbeat", "s9", fmt.Sprintf(`{"event_id":"hb-1","app_id":"nosid","log_type":"heartbeat","ts":%d,"device_id":"d9","session_id":"s9"}`, now)),
+	}
+	if err := r.prod.Produce(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRows(t, "SELECT count() AS n FROM edge_access", 3)
+	r.waitRows(t, "SELECT count() AS n FROM heartbeat", 1)
+	if n := r.rows(t, "SELECT count() AS n FROM rejected WHERE app_id = 'nosid'"); n != 0 {
+		t.Errorf("%d events rejected, want none", n)
+	}
+	if n := r.rows(t, "SELECT count() AS n FROM events WHERE log_type = 'edge_access' AND session_id = '' AND trace_key = '' AND node_id = 'edge-1'"); n != 2 {
+		t.Errorf("%d sid-less edge rows with an empty trace key, want 2", n)
+	}
+	if n := r.rows(t, "SELECT count() AS n FROM edge_access WHERE http_status = 403"); n != 1 {
+		t.Errorf("%d 403 rows, want 1", n)
+	}
+	r.waitRows(t, "SELECT count() AS n FROM "+schemas.TraceSessionsTable+" WHERE app_id = 'nosid'", 1)
+	if n := r.rows(t, "SELECT count() AS n FROM "+schemas.TraceSessionsTable+" WHERE app_id = 'nosid' AND session_id != 's9'"); n != 0 {
+		t.Errorf("%d trace_sessions rows of other sessions than s9: a session-less log made a session", n)
+	}
+	// The session's trace key finds its own edge row only.
+	if n := r.rows(t, "SELECT count() AS n FROM "+schemas.TraceContextTable+" WHERE app_id = 'nosid' AND trace_key = 's9'"); n != 1 {
+		t.Errorf("trace_context has %d rows under s9, want its 1 edge row", n)
+	}
+}

@@ -26,26 +26,28 @@ func event(t testing.TB, js string) *schemas.Event {
 	return ev
 }
 
-// The kept fraction of devices at 10% lies in the 99% binomial interval, and
-// a device's decision is the same for all its events and log_types at the
-// same or a higher rate.
-func TestDeviceFractionWithinBinomialInterval(t *testing.T) {
-	s := New(Config{Seed: 7, Default: 1, Rates: map[string]float64{"heartbeat": 0.1, "stall": 0.1, "first_frame": 0.5}})
+// The kept fraction of sessions at 10% lies in the 99% binomial interval,
+// and a session's decision is the same for all its events and log_types at
+// the same rate, and kept at every higher rate.
+func TestSessionFractionWithinBinomialInterval(t *testing.T) {
+	s := New(Config{Seed: 7, Default: 1, Rates: map[string]float64{"heartbeat": 0.1, "stall": 0.1, "edge_access": 0.1, "first_frame": 0.5}})
 	ts := time.Now().UnixMilli()
 	const n = 20000
 	kept := 0
 	for d := 0; d < n; d++ {
-		hb := event(t, fmt.Sprintf(`{"log_type":"heartbeat","ts":%d,"device_id":"dev-%d","session_id":"s-%d-a"}`, ts, d, d))
-		st := event(t, fmt.Sprintf(`{"log_type":"stall","ts":%d,"device_id":"dev-%d","session_id":"s-%d-b","duration_ms":100}`, ts, d, d))
-		ff := event(t, fmt.Sprintf(`{"log_type":"first_frame","ts":%d,"device_id":"dev-%d","session_id":"s-%d-b","total_ms":100}`, ts, d, d))
+		hb := event(t, fmt.Sprintf(`{"log_type":"heartbeat","ts":%d,"device_id":"dev-%d","session_id":"s-%d"}`, ts, d%97, d))
+		st := event(t, fmt.Sprintf(`{"log_type":"stall","ts":%d,"device_id":"dev-%d","session_id":"s-%d","duration_ms":100}`, ts, d%97, d))
+		ea := event(t, fmt.Sprintf(`{"log_type":"edge_access","ts":%d,"node_id":"edge-1","session_id":"s-%d","http_status":200}`, ts, d))
+		ff := event(t, fmt.Sprintf(`{"log_type":"first_frame","ts":%d,"device_id":"dev-%d","session_id":"s-%d","total_ms":100}`, ts, d%97, d))
 		k1, r1 := s.Decide(hb)
 		k2, _ := s.Decide(st)
-		k3, _ := s.Decide(ff)
-		if k1 != k2 {
-			t.Fatalf("device %d: heartbeat kept=%v, stall kept=%v: a trace must stay whole", d, k1, k2)
+		k3, _ := s.Decide(ea)
+		k4, _ := s.Decide(ff)
+		if k1 != k2 || k1 != k3 {
+			t.Fatalf("session %d: heartbeat kept=%v, stall kept=%v, edge_access kept=%v: a session must stay whole", d, k1, k2, k3)
 		}
-		if k1 && !k3 {
-			t.Fatalf("device %d kept at 10%% but not at 50%%", d)
+		if k1 && !k4 {
+			t.Fatalf("session %d kept at 10%% but not at 50%%", d)
 		}
 		if r1 != 0.1 {
 			t.Fatalf("rate = %v", r1)
@@ -58,13 +60,13 @@ func TestDeviceFractionWithinBinomialInterval(t *testing.T) {
 	sd := math.Sqrt(n * p * (1 - p))
 	lo, hi := n*p-z*sd, n*p+z*sd
 	if float64(kept) < lo || float64(kept) > hi {
-		t.Fatalf("kept %d of %d devices, outside the 99%% interval [%.0f, %.0f]", kept, n, lo, hi)
+		t.Fatalf("kept %d of %d sessions, outside the 99%% interval [%.0f, %.0f]", kept, n, lo, hi)
 	}
-	// Another seed picks other devices.
+	// Another seed picks other sessions.
 	s2 := New(Config{Seed: 8, Default: 1, Rates: map[string]float64{"heartbeat": 0.1}})
 	same := 0
 	for d := 0; d < 1000; d++ {
-		ev := event(t, fmt.Sprintf(`{"log_type":"heartbeat","ts":%d,"device_id":"dev-%d","session_id":"s"}`, ts, d))
+		ev := event(t, fmt.Sprintf(`{"log_type":"heartbeat","ts":%d,"device_id":"d","session_id":"s-%d"}`, ts, d))
 		a, _ := s.Decide(ev)
 		b, _ := s2.Decide(ev)
 		if a && b {
@@ -72,7 +74,7 @@ func TestDeviceFractionWithinBinomialInterval(t *testing.T) {
 		}
 	}
 	if same > 40 {
-		t.Errorf("seeds 7 and 8 keep %d common devices of 1000; expected about 10", same)
+		t.Errorf("seeds 7 and 8 keep %d common sessions of 1000; expected about 10", same)
 	}
 }
 

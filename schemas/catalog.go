@@ -378,14 +378,21 @@ func (lt *LogType) Columns() []Field {
 	return append(out, lt.Fields...)
 }
 
+// ClientOnlyIDs are the ids only a player or broadcaster knows: a server
+// learns them from the client (a CMCD sid, a publish URL) or not at all.
+var ClientOnlyIDs = []string{"session_id", "device_id", "user_id"}
+
 // RequiredIDs lists the id fields an event of this type must carry to be
-// traceable.
+// traceable. A server log requires only the ids its server always knows
+// (the stream it serves, itself), never ClientOnlyIDs: an edge's log of a
+// request without a CMCD sid (ffplay, curl, a refused request) is kept, and
+// joins a session whenever it has the sid.
 func (lt *LogType) RequiredIDs() []string {
 	if lt.Key == KeyStream {
 		return []string{"stream_id"}
 	}
-	if lt.Name == "edge_access" {
-		return []string{"session_id", "node_id"}
+	if lt.Source == "server" {
+		return []string{"node_id"}
 	}
 	if lt.Source == "client" && (lt.Name == "push_start" || lt.Name == "push_stats" || lt.Name == "push_stop") {
 		return []string{"session_id", "stream_id"}

@@ -197,3 +197,55 @@ func TestCleanFieldOrderChanges(t *testing.T) {
 		}
 	}
 }
+
+// Every server log is accepted without the ids only a client has (an edge's
+// log of curl or of a refused request has no CMCD sid), with only the ids
+// its server always knows; a client log still needs its session and device
+// (or stream). Built from the catalog, so a new server log_type is covered.
+func TestServerLogsNeedNoClientIDs(t *testing.T) {
+	for _, lt := range Catalog {
+		fields := map[string]any{"log_type": lt.Name, "ts": json.Number(nowMs)}
+		for _, f := range lt.Fields {
+			if !f.Required {
+				continue
+			}
+			switch {
+			case len(f.Enum) > 0:
+				fields[f.Name] = f.Enum[0]
+			case f.Kind == KindInt || f.Kind == KindFloat:
+				fields[f.Name] = f.Min
+			default:
+				fields[f.Name] = "x"
+			}
+		}
+		for _, id := range lt.RequiredIDs() {
+			fields[id] = "id-1"
+		}
+		b, _ := json.Marshal(fields)
+		if _, rej := clean(t, string(b)); rej != nil {
+			t.Errorf("%s with only its required ids %v: %v", lt.Name, lt.RequiredIDs(), rej)
+			continue
+		}
+		if lt.Source == "server" {
+			for _, id := range lt.RequiredIDs() {
+				for _, c := range ClientOnlyIDs {
+					if id == c {
+						t.Errorf("server log %s requires %s, an id only a client has", lt.Name, id)
+					}
+				}
+			}
+		}
+	}
+	// The edge's log of a curl request: no sid, a 403.
+	if _, rej := clean(t, `{"log_type":"edge_access","ts":`+nowMs+`,"node_id":"edge-1","stream_id":"live/r1","http_status":403,"error":"bad signature"}`); rej != nil {
+		t.Errorf("edge_access without a session_id: %v", rej)
+	}
+	// Without the edge's own id it is still refused: a row no node owns.
+	if _, rej := clean(t, `{"log_type":"edge_access","ts":`+nowMs+`,"session_id":"s","http_status":200}`); rej == nil || rej.Field != "node_id" {
+		t.Errorf("edge_access without node_id: %v, want missing_field node_id", rej)
+	}
+	// A play event still needs its session.
+	if _, rej := clean(t, `{"log_type":"heartbeat","ts":`+nowMs+`,"device_id":"d"}`); rej == nil || rej.Field != "session_id" {
+		t.Errorf("heartbeat without session_id: %v, want missing_field session_id", rej)
+	}
+}

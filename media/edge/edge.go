@@ -2,8 +2,8 @@
 // HTTP-FLV and HLS, pulls each stream from the origin on the first request
 // (back-to-source; later viewers share the pull), keeps a GOP cache for
 // quick start, bounds each viewer's queue with a drop-to-keyframe policy,
-// and logs one edge_access per request, with the session id the player sent
-// as CMCD sid. Faults can be set at runtime: refuse connections, answer the
+// and logs one edge_access per request, refused ones too, with the session
+// id the player sent as CMCD sid when it sent one. Faults can be set at runtime: refuse connections, answer the
 // first byte late, or stall mid-stream.
 package edge
 
@@ -123,12 +123,27 @@ func (e *Server) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{e.requests, e.viewers, e.bytesOut, e.backSrc, e.dropped}
 }
 
-// Handler serves /live/<stream>.flv and /live/<stream>/{index.m3u8,seg-N.ts}.
+// Handler serves /live/<stream>.flv and /live/<stream>/{index.m3u8,seg-N.ts},
+// and refuses anything else: every request gets an edge_access, with or
+// without a CMCD sid, so a scan or a wrong URL shows in the node's logs.
 func (e *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live/{file}", e.serveFLV)
 	mux.HandleFunc("GET /live/{name}/{file}", e.serveHLS)
+	mux.HandleFunc("/", e.serveOther)
 	return mux
+}
+
+// serveOther refuses a request no route serves: 405 for a method other
+// than GET on a play path, else 404.
+func (e *Server) serveOther(w http.ResponseWriter, r *http.Request) {
+	a := e.newAccess(r, "http", "")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.URL.Path, "/live/") {
+		w.Header().Set("Allow", "GET")
+		e.refuse(w, a, http.StatusMethodNotAllowed, r.Method+" "+r.URL.Path+": edge serves GET only")
+		return
+	}
+	e.refuse(w, a, http.StatusNotFound, "edge serves /live/<stream>.flv and /live/<stream>/index.m3u8")
 }
 
 // Start listens on Config.Listen and serves Handler (and whatever extra
@@ -141,7 +156,7 @@ func (e *Server) Start(mux *http.ServeMux) (net.Addr, error) {
 	if mux == nil {
 		mux = http.NewServeMux()
 	}
-	mux.Handle("/live/", e.Handler())
+	mux.Handle("/", e.Handler()) // the caller's own routes (e.g. /metrics) stay theirs
 	e.mu.Lock()
 	e.ln = ln
 	e.addr = ln.Addr().String() // refusing and healing listen again here, even for port 0
@@ -325,13 +340,20 @@ type access struct {
 }
 
 func (e *Server) log(a *access) {
-	room, rendition := splitName(a.name)
 	ev := report.Event{
-		"log_type": "edge_access", "source": "server", "session_id": a.sid,
-		"stream_id": "live/" + room, "room_id": room, "rendition": rendition,
+		"log_type": "edge_access", "source": "server",
 		"cdn": e.cfg.CDN, "node_id": e.cfg.Node, "region": e.cfg.Region, "protocol": a.protocol,
 		"http_status": a.status, "cache_hit": a.hit, "bytes": a.bytes, "duration_ms": time.Since(a.start).Milliseconds(),
 		"path": a.path, "client_ip": a.clientIP, "dropped_packets": a.dropped,
+	}
+	// A request without a CMCD sid (ffplay, curl) or for no stream is
+	// logged all the same, without the ids it lacks.
+	if a.sid != "" {
+		ev["session_id"] = a.sid
+	}
+	if a.name != "" {
+		room, rendition := splitName(a.name)
+		ev["stream_id"], ev["room_id"], ev["rendition"] = "live/"+room, room, rendition
 	}
 	if !a.hit && a.backSrcMs >= 0 {
 		ev["back_to_source_ms"] = a.backSrcMs
