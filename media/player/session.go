@@ -90,7 +90,6 @@ type session struct {
 	anchor      int64 // min over frames of (arrival ms − media ts); see latency
 	anchorSet   bool
 	lastMediaAt time.Time
-	arrivalBuf  int64 // buffer at the last arrival while playing
 
 	stallOpen  bool
 	stallStart time.Time
@@ -481,9 +480,8 @@ func (s *session) flushForReconnect(now time.Time) {
 		s.showFrames(until)
 	}
 	buf := s.pb.buffer(now)
-	p := s.pb.position(now)
 	s.queue = nil
-	s.pb.pos, s.pb.end = p, p
+	s.pb.drop(s.pb.position(now), s.frameMs)
 	if !s.pb.started {
 		return // still in startup after the first frame: not a stall
 	}
@@ -574,21 +572,18 @@ func (s *session) onFrame(f frame) {
 	if d := f.at.UnixMilli() - ts; !s.anchorSet || d < s.anchor {
 		s.anchor, s.anchorSet = d, true
 	}
-	if s.pb.has && ts <= s.pb.end {
+	if s.pb.has && ts <= s.pb.newest {
 		return // not after what we have: nothing to play
 	}
 	if s.pb.has {
-		if d := ts - s.pb.end; d > 0 && d < 1000 {
+		if d := ts - s.pb.newest; d > 0 && d < 1000 {
 			s.frameMs = d
 		}
 	} else {
 		s.pb.pos = ts // the first keyframe is where playback starts
 	}
-	s.pb.end, s.pb.has = ts, true
+	s.pb.add(ts, s.frameMs)
 	s.queue = append(s.queue, queued{ts: ts, key: f.key})
-	if s.pb.running() {
-		s.arrivalBuf = s.pb.buffer(now)
-	}
 	s.maybeRun(now)
 }
 
@@ -606,7 +601,7 @@ func (s *session) startTimeline(a *attempt, raw int64) {
 }
 
 func (s *session) rebase(raw int64) {
-	s.off = s.pb.end + s.frameMs - raw
+	s.off = s.pb.end - raw // the new clock's frame comes right after the buffer's end
 	s.anchorSet = false // the latency anchor belonged to the old clock
 }
 
@@ -690,7 +685,8 @@ func (s *session) advance(now time.Time) {
 				return
 			}
 			s.pb.stall(dry)
-			s.stallOpen, s.stallStart, s.stallBuf = true, dry, s.arrivalBuf
+			// The playhead reached the end of the buffer: nothing was left.
+			s.stallOpen, s.stallStart, s.stallBuf = true, dry, 0
 			s.stalls++
 			s.stallCause = "network"
 			if a := s.att; a == nil || a.dead || a.reconnect && !a.keyed {
