@@ -601,7 +601,8 @@ func (s *session) startTimeline(a *attempt, raw int64) {
 }
 
 func (s *session) rebase(raw int64) {
-	s.off = s.pb.end - raw // the new clock's frame comes right after the buffer's end
+	// The new clock's frame comes right after the end of the buffer.
+	s.off = s.pb.end - raw
 	s.anchorSet = false // the latency anchor belonged to the old clock
 }
 
