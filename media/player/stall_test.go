@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-qoe/lastmile/media/hls"
 	"github.com/lastmile-qoe/lastmile/media/scheduler"
 )
 
@@ -161,5 +162,43 @@ func TestStallModel(t *testing.T) {
 				t.Errorf("stall events: %d, %d ms; heartbeats: %d, %d ms; play_stop: %d, %d ms", len(stalls), total, hbCount, hbMs, n, ms)
 			}
 		})
+	}
+}
+
+// TestStartSegment: a live HLS play starts three target durations from the
+// end of the playlist (RFC 8216 6.3.3), and waits while a just-started
+// playlist is shorter than that.
+func TestStartSegment(t *testing.T) {
+	t.Parallel()
+	pl := func(first uint64, durs ...time.Duration) hls.Playlist {
+		p := hls.Playlist{TargetDuration: 2 * time.Second, MediaSequence: first}
+		for i, d := range durs {
+			p.Segments = append(p.Segments, hls.MediaSegment{Sequence: first + uint64(i), Duration: d})
+		}
+		return p
+	}
+	const s2, s1 = 2 * time.Second, time.Second
+	ended := pl(0, s2)
+	ended.Ended = true
+	for _, tc := range []struct {
+		name  string
+		pl    hls.Playlist
+		first uint64 // media sequence of the first playlist loaded
+		seq   uint64
+		ok    bool
+	}{
+		{"empty, still growing", pl(0), 0, 0, false},
+		{"one segment, still growing", pl(0, s2), 0, 0, false},
+		{"two segments, still growing", pl(0, s2, s2), 0, 0, false},
+		{"three segments: the first", pl(0, s2, s2, s2), 0, 0, true},
+		{"six segments: three from the end", pl(10, s2, s2, s2, s2, s2, s2), 10, 13, true},
+		{"short segments: as many as three target durations", pl(0, s1, s1, s1, s1, s1, s1, s1), 0, 1, true},
+		{"a short window that slides: its first segment", pl(5, s2, s2), 4, 5, true},
+		{"a finished playlist: its first segment", ended, 0, 0, true},
+	} {
+		seq, ok := startSegment(tc.pl, tc.first)
+		if seq != tc.seq || ok != tc.ok {
+			t.Errorf("%s: start at %d (ok %v), want %d (ok %v)", tc.name, seq, ok, tc.seq, tc.ok)
+		}
 	}
 }
