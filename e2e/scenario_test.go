@@ -240,4 +240,5 @@ func TestScenarioBaseline(t *testing.T) {
 	if n := p.sqlInt(t, "SELECT count() FROM render_stall"); n != 0 {
 		t.Errorf("%d render stalls without a fault", n)
 	}
+	checkProtocolRebuffer(t, p) // e2e/stalls_test.go
 }

@@ -18,10 +18,15 @@ const (
 // prefix (the edge mounts it at /live/<stream>/), with or without
 // http.StripPrefix.
 //
-// A request for the segment being written, or for the playlist before the
-// first segment exists, waits up to the target duration for it instead of
-// failing at once, so a player polling right at the live edge gets the
-// segment as soon as it is cut. Unknown and evicted segments are 404.
+// A request for the segment being written waits up to the target duration
+// for it instead of failing at once, so a player polling right at the live
+// edge gets the segment as soon as it is cut. A request for the playlist
+// before the first segment exists waits for that segment up to
+// Options.FirstWait: a live stream's playlist is coming, and a 404 would
+// tell the player the stream does not exist (RFC 8216 6.3.4 gives a client
+// no reason to retry it), as an edge that has just started packaging a
+// stream it pulls must not. Unknown and evicted segments are 404, and so is
+// the playlist of a packager that got no segment within FirstWait.
 func (p *Packager) Handler() http.Handler {
 	return http.HandlerFunc(p.serveHTTP)
 }
@@ -45,7 +50,7 @@ func (p *Packager) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Packager) servePlaylist(w http.ResponseWriter, r *http.Request) {
-	body, ok := p.await(r, func() ([]byte, bool, bool) {
+	body, ok := p.await(r, p.opt.FirstWait, func() ([]byte, bool, bool) {
 		ready := len(p.segs) > 0 || p.closed
 		return p.playlist, ready, !ready
 	})
@@ -62,7 +67,7 @@ func (p *Packager) servePlaylist(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Packager) serveSegment(w http.ResponseWriter, r *http.Request, n uint64) {
-	body, ok := p.await(r, func() ([]byte, bool, bool) {
+	body, ok := p.await(r, p.opt.TargetDuration, func() ([]byte, bool, bool) {
 		b, ok := p.segment(n)
 		// Only the segment in progress is worth waiting for.
 		return b, ok, !ok && !p.closed && n == p.stats.Segments
@@ -81,9 +86,9 @@ func (p *Packager) serveSegment(w http.ResponseWriter, r *http.Request, n uint64
 
 // await calls get under the lock until it reports ok. While it reports
 // that waiting is worthwhile (the thing asked for is the next thing the
-// packager publishes), await waits for a change, at most TargetDuration in
-// all, or until the client goes away.
-func (p *Packager) await(r *http.Request, get func() (body []byte, ok, wait bool)) ([]byte, bool) {
+// packager publishes), await waits for a change, at most limit in all, or
+// until the client goes away.
+func (p *Packager) await(r *http.Request, limit time.Duration, get func() (body []byte, ok, wait bool)) ([]byte, bool) {
 	var timeout <-chan time.Time
 	for {
 		p.mu.Lock()
@@ -97,7 +102,7 @@ func (p *Packager) await(r *http.Request, get func() (body []byte, ok, wait bool
 			return nil, false
 		}
 		if timeout == nil {
-			t := time.NewTimer(p.opt.TargetDuration)
+			t := time.NewTimer(limit)
 			defer t.Stop()
 			timeout = t.C
 			p.mu.Lock()

@@ -29,6 +29,11 @@ type Options struct {
 	// Keep is the number of segments kept for players that are behind the
 	// window. Default Window+2; never less than Window.
 	Keep int
+	// FirstWait bounds how long a playlist request waits for the first
+	// segment (see Handler). The first segment is cut at the first
+	// keyframe TargetDuration after the stream's first one, so this covers
+	// a GOP of up to twice the target. Default 3×TargetDuration.
+	FirstWait time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -43,6 +48,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Keep < o.Window {
 		o.Keep = o.Window
+	}
+	if o.FirstWait <= 0 {
+		o.FirstWait = 3 * o.TargetDuration
 	}
 	return o
 }

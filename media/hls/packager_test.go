@@ -196,6 +196,32 @@ func TestPlaylistBeforeFirstSegment(t *testing.T) {
 	}
 }
 
+// TestFirstPlaylistWaitsForFirstSegment: an edge that has just started
+// packaging a live stream cuts its first segment a target duration and a
+// GOP after the first keyframe. A player asking for the playlist meanwhile
+// gets it once that segment is cut, not a 404 after one target duration.
+func TestFirstPlaylistWaitsForFirstSegment(t *testing.T) {
+	const target = 100 * time.Millisecond
+	p := NewPackager("test", Options{TargetDuration: target})
+	base := serve(t, p)
+	tags := synthStream(1, 5, true, true)
+	go func() {
+		time.Sleep(2 * target) // the first segment comes after one target duration
+		for i := range tags {
+			if err := p.WriteTag(&tags[i]); err != nil {
+				return
+			}
+		}
+	}()
+	pl := getPlaylist(t, base+"index.m3u8")
+	if len(pl.Segments) == 0 || pl.Ended {
+		t.Errorf("first playlist %+v, want the live stream's first segment", pl)
+	}
+	if o := (Options{TargetDuration: target}).withDefaults(); o.FirstWait != 3*target {
+		t.Errorf("FirstWait default %v, want 3 target durations", o.FirstWait)
+	}
+}
+
 func TestOptionsDefaults(t *testing.T) {
 	o := Options{}.withDefaults()
 	if o.TargetDuration != 2*time.Second || o.Window != 6 || o.Keep != 8 {

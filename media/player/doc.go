@@ -29,7 +29,9 @@
 //	tcp_connect         TCP connect to the resolved address
 //	tcp_first_packet    request sent → first response byte
 //	video_first_packet  first response byte → first video tag parsed (HLS: the
-//	                    playlist's first byte → first video PES of a segment)
+//	                    playlist's first byte → first video PES of a segment,
+//	                    including the wait for a just-started playlist to grow;
+//	                    see Buffer and stalls)
 //	first_decode        first video tag → first keyframe decoded: waiting for the
 //	                    sequence header and a keyframe, then the DecodeModel cost
 //	first_render        the DecodeModel's render cost
@@ -87,8 +89,32 @@
 //
 // Heartbeats run every HeartbeatEvery from the first frame; one more for
 // the last partial interval comes just before play_stop, so that viewing
-// and stall time sum up. buffer_ms_before of a stall is the buffer level
-// when media last arrived before it.
+// and stall time sum up: the heartbeats' stall_count and stall_ms add up to
+// play_stop's stall_count and stall_total_ms, which are the count and the
+// sum of duration_ms of the stall events.
+//
+// # Buffer and stalls
+//
+// The buffer is media time downloaded ahead of the playhead: a frame at
+// media time t is shown until the next frame is due, so the downloaded
+// media ends at the newest frame's time plus the frame interval. Playback
+// starts when Buffer.Start is buffered after the first frame, runs at
+// real-time speed, and stalls only when the playhead reaches the end of
+// the buffer; it resumes when Buffer.Resume is buffered again. How media
+// arrives does not matter: HLS delivers a segment's frames in one burst,
+// HTTP-FLV frame by frame, and neither stalls while the buffer holds media.
+// buffer_ms_before of a stall is the buffer left when it began: 0 when the
+// playhead ran out, the dropped buffer for a reconnect.
+//
+// A live HLS play starts at the newest segment that starts at least three
+// target durations from the end of the playlist (RFC 8216 6.3.3), so it
+// plays that far behind the live edge and a segment can come late by up to
+// two target durations without a stall. A player one segment from the end
+// would run dry just as each next segment is published. When the playlist
+// is shorter than that and still growing (an edge that has just started
+// packaging the stream), the player reloads it until it is long enough
+// before fetching the first segment, as AVPlayer does; a sliding window
+// that stays shorter, or a finished playlist, starts at its first segment.
 //
 // latency_ms is glass-to-glass latency: now minus the publisher's capture
 // time of the picture showing now. Video frames carry their capture time
@@ -111,7 +137,10 @@
 // edge reads edge_access.session_id from sid. The player reads the X-Cache
 // response header (HIT or MISS) for first_frame.edge_cached. HLS segment
 // URIs without a query of their own inherit the playlist URL's query
-// (signature and CMCD).
+// (signature and CMCD). An HTTP error on the playlist fails the attempt
+// (RFC 8216 gives no reason to retry a 404); an edge serving a live stream
+// answers the first playlist request once its first segment exists
+// (media/hls Handler) rather than 404.
 package player
 
 // play_stop codes; see the package doc.

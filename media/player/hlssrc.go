@@ -16,9 +16,40 @@ import (
 // maxPlaylist bounds a media playlist; a live window is a few hundred bytes.
 const maxPlaylist = 1 << 20
 
-// liveEdgeSegments is how far behind the newest segment a live play starts
-// (RFC 8216 6.3.3 asks for at least three target durations from the end).
-const liveEdgeSegments = 3
+// liveHoldBack is how far from the end of a live playlist a play starts, in
+// target durations. RFC 8216 6.3.3: a client SHOULD NOT choose a segment
+// that starts less than three target durations from the end, as doing so
+// can trigger playback stalls: segments arrive whole, one target duration
+// apart, so a playhead one segment from the end runs dry before each new
+// one.
+const liveHoldBack = 3
+
+// startSegment is where a live play of pl starts: the newest segment that
+// starts at least liveHoldBack target durations from the end. ok is false
+// while the playlist is too short and still growing (a packager that has
+// just started; first is the media sequence of the first playlist loaded):
+// the player reloads it until it holds enough, as AVPlayer does. A window
+// that is sliding but short (a server keeping fewer segments), or a
+// finished playlist, starts at its first segment.
+func startSegment(pl hls.Playlist, first uint64) (seq uint64, ok bool) {
+	if len(pl.Segments) == 0 {
+		return 0, pl.Ended
+	}
+	if pl.Ended {
+		return pl.Segments[0].Sequence, true
+	}
+	var ahead time.Duration
+	for i := len(pl.Segments) - 1; i >= 0; i-- {
+		ahead += pl.Segments[i].Duration
+		if ahead >= liveHoldBack*pl.TargetDuration {
+			return pl.Segments[i].Sequence, true
+		}
+	}
+	if pl.MediaSequence > first {
+		return pl.Segments[0].Sequence, true
+	}
+	return 0, false
+}
 
 // playHLS follows a live media playlist: it fetches each new segment in
 // order, demuxes it into frames, and reloads the playlist as RFC 8216 6.3.4
@@ -35,17 +66,17 @@ func (c *conn) playHLS(ctx context.Context, plURL *url.URL, first *http.Response
 	if err != nil {
 		return CodeReadError, err
 	}
+	firstSeq := pl.MediaSequence
 	var next uint64 // the media sequence number of the next segment to fetch
-	if n := len(pl.Segments); n > liveEdgeSegments && !pl.Ended {
-		next = pl.Segments[n-liveEdgeSegments].Sequence
-	} else if n > 0 {
-		next = pl.Segments[0].Sequence
-	}
+	started := false
 	for {
 		loaded := c.now()
 		fetched := false
+		if !started {
+			next, started = startSegment(pl, firstSeq)
+		}
 		for _, seg := range pl.Segments {
-			if seg.Sequence < next {
+			if !started || seg.Sequence < next {
 				continue
 			}
 			if code, err := c.segment(ctx, plURL, seg.URI, get, demux); err != nil {

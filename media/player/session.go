@@ -92,7 +92,6 @@ type session struct {
 	stampOff    int64 // capture ms − media ts of the latest stamped frame; see latency
 	stampSet    bool
 	lastMediaAt time.Time
-	arrivalBuf  int64 // buffer at the last arrival while playing
 
 	stallOpen  bool
 	stallStart time.Time
@@ -483,9 +482,8 @@ func (s *session) flushForReconnect(now time.Time) {
 		s.showFrames(until)
 	}
 	buf := s.pb.buffer(now)
-	p := s.pb.position(now)
 	s.queue = nil
-	s.pb.pos, s.pb.end = p, p
+	s.pb.drop(s.pb.position(now), s.frameMs)
 	if !s.pb.started {
 		return // still in startup after the first frame: not a stall
 	}
@@ -579,21 +577,18 @@ func (s *session) onFrame(f frame) {
 	if f.capture > 0 {
 		s.stampOff, s.stampSet = f.capture-ts, true
 	}
-	if s.pb.has && ts <= s.pb.end {
+	if s.pb.has && ts <= s.pb.newest {
 		return // not after what we have: nothing to play
 	}
 	if s.pb.has {
-		if d := ts - s.pb.end; d > 0 && d < 1000 {
+		if d := ts - s.pb.newest; d > 0 && d < 1000 {
 			s.frameMs = d
 		}
 	} else {
 		s.pb.pos = ts // the first keyframe is where playback starts
 	}
-	s.pb.end, s.pb.has = ts, true
+	s.pb.add(ts, s.frameMs)
 	s.queue = append(s.queue, queued{ts: ts, key: f.key})
-	if s.pb.running() {
-		s.arrivalBuf = s.pb.buffer(now)
-	}
 	s.maybeRun(now)
 }
 
@@ -611,7 +606,8 @@ func (s *session) startTimeline(a *attempt, raw int64) {
 }
 
 func (s *session) rebase(raw int64) {
-	s.off = s.pb.end + s.frameMs - raw
+	// The new clock's frame comes right after the end of the buffer.
+	s.off = s.pb.end - raw
 	s.anchorSet, s.stampSet = false, false // the latency anchors belonged to the old clock
 }
 
@@ -695,7 +691,8 @@ func (s *session) advance(now time.Time) {
 				return
 			}
 			s.pb.stall(dry)
-			s.stallOpen, s.stallStart, s.stallBuf = true, dry, s.arrivalBuf
+			// The playhead reached the end of the buffer: nothing was left.
+			s.stallOpen, s.stallStart, s.stallBuf = true, dry, 0
 			s.stalls++
 			s.stallCause = "network"
 			if a := s.att; a == nil || a.dead || a.reconnect && !a.keyed {
