@@ -96,19 +96,16 @@ type Room struct {
 // Players is the audience: Count players arrive evenly over Ramp, each
 // watches Watch, with dimensions drawn (seeded) from the lists.
 type Players struct {
-	Count int           `yaml:"count"`
-	Ramp  time.Duration `yaml:"ramp"`
-	Watch time.Duration `yaml:"watch"`
-	Seed  uint64        `yaml:"seed"`
-	// RunID, when set, goes into every device and user id, so two runs of
-	// one seed do not share devices (`lastmile demo` sets one per run).
-	RunID       string   `yaml:"run_id"`
-	Regions     []string `yaml:"regions"`
-	ISPs        []string `yaml:"isps"`
-	AppVersions []string `yaml:"app_versions"`
-	OSes        []string `yaml:"oses"`
-	Networks    []string `yaml:"networks"`
-	Format      string   `yaml:"format"` // flv or hls; "" mixes both
+	Count       int           `yaml:"count"`
+	Ramp        time.Duration `yaml:"ramp"`
+	Watch       time.Duration `yaml:"watch"`
+	Seed        uint64        `yaml:"seed"`
+	Regions     []string      `yaml:"regions"`
+	ISPs        []string      `yaml:"isps"`
+	AppVersions []string      `yaml:"app_versions"`
+	OSes        []string      `yaml:"oses"`
+	Networks    []string      `yaml:"networks"`
+	Format      string        `yaml:"format"` // flv or hls; "" mixes both
 	// WeakShare of the players are on a weak network: their downloads are
 	// capped at WeakKbps, below the stream's bitrate, so they stall.
 	WeakShare float64 `yaml:"weak_share"`
@@ -116,6 +113,9 @@ type Players struct {
 	// DecoderDefect gives one app version a decoder that freezes the
 	// picture every RenderStallEvery for RenderStallFor (render stalls).
 	DecoderDefect DecoderDefect `yaml:"decoder_defect"`
+	// RunID, when set, goes into every device and user id, so two runs of
+	// one seed do not share devices (`lastmile demo` sets one per run).
+	RunID string `yaml:"run_id"`
 }
 
 // DecoderDefect is an app version with a render-stall defect.
