@@ -26,16 +26,30 @@ type behRep struct {
 
 func (r *behRep) Log(ev report.Event) { r.mu.Lock(); r.evs = append(r.evs, ev); r.mu.Unlock() }
 
-// lastAccess is the newest edge_access of path.
-func (r *behRep) lastAccess(path string) report.Event {
+// accesses are the edge_access events of path, oldest first.
+func (r *behRep) accesses(path string) []report.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i := len(r.evs) - 1; i >= 0; i-- {
-		if r.evs[i]["log_type"] == "edge_access" && r.evs[i]["path"] == path {
-			return r.evs[i]
+	var out []report.Event
+	for _, ev := range r.evs {
+		if ev["log_type"] == "edge_access" && ev["path"] == path {
+			out = append(out, ev)
 		}
 	}
-	return nil
+	return out
+}
+
+// waitAccesses waits (up to 2 s) for n edge_access events of path: one is
+// written when its viewer has left.
+func (r *behRep) waitAccesses(path string, n int) []report.Event {
+	var evs []report.Event
+	for range 100 {
+		if evs = r.accesses(path); len(evs) >= n {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return evs
 }
 
 // liveOrigin starts a real origin holding room1, pushed over RTMP in real
@@ -194,7 +208,11 @@ func TestEdgeFirstByteDelay(t *testing.T) {
 	if len(frames) == 0 || frames[0].wall < delay {
 		t.Errorf("FLV: first video tag at %v, want ≥ %s", frames, delay)
 	}
-	if fb, _ := rep.lastAccess("/live/room1.flv")["first_byte_ms"].(int64); fb < delay.Milliseconds() || fb > (delay+700*time.Millisecond).Milliseconds() {
+	evs := rep.waitAccesses("/live/room1.flv", 2) // the warm-up's, then the delayed one's
+	if len(evs) != 2 {
+		t.Fatalf("edge_access rows %v, want 2", evs)
+	}
+	if fb, _ := evs[1]["first_byte_ms"].(int64); fb < delay.Milliseconds() || fb > (delay+700*time.Millisecond).Milliseconds() {
 		t.Errorf("edge_access first_byte_ms %d, want ≈ %d", fb, delay.Milliseconds())
 	}
 	start := time.Now()
@@ -323,17 +341,11 @@ func TestEdgeQuickStartWithPullStart(t *testing.T) {
 		}
 		t.Logf("viewer %d (%s): %s of media ahead at start", i+1, want, ahead.Round(time.Millisecond))
 	}
-	if a := rep.lastAccess("/live/room1.flv"); a["cache_hit"] != true {
-		t.Errorf("second viewer's edge_access: cache_hit %v", a["cache_hit"])
+	evs := rep.waitAccesses("/live/room1.flv", 2)
+	if len(evs) != 2 || evs[0]["cache_hit"] != false || evs[1]["cache_hit"] != true {
+		t.Fatalf("edge_access rows %v, want a miss then a hit", evs)
 	}
-	var miss report.Event
-	rep.mu.Lock()
-	for _, ev := range rep.evs {
-		if ev["log_type"] == "edge_access" && ev["cache_hit"] == false {
-			miss = ev
-		}
-	}
-	rep.mu.Unlock()
+	miss := evs[0]
 	if _, ok := miss["back_to_source_ms"]; !ok {
 		t.Errorf("first viewer's edge_access has no back_to_source_ms: %v", miss)
 	}
