@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -188,13 +190,16 @@ func demoMain(args []string, stdout, stderr io.Writer) int {
 			<-pipeDone
 		}()
 	}
+	// Device and user ids carry the run's id: the same seed plays the same
+	// audience, but a trace must not show an earlier run's sessions.
+	sc.Topology.Players.RunID = strconv.FormatInt(time.Now().UnixMilli(), 36)
 	lp := *labels
 	if lp == "" {
 		os.MkdirAll(*dataDir, 0o755)
 		lp = filepath.Join(*dataDir, "labels-"+sc.Name+"-"+time.Now().UTC().Format("20060102T150405")+".json")
 	}
-	fmt.Fprintf(stdout, "scenario %s: %s\n  %s, %d players, %d rooms, %d edges; ground truth in %s\n",
-		sc.Name, sc.Description, sc.Duration, sc.Topology.Players.Count, len(sc.Topology.Rooms), len(sc.Topology.Edges()), lp)
+	fmt.Fprintf(stdout, "scenario %s: %s\n  %s, %d players (run %s), %d rooms, %d edges; ground truth in %s\n",
+		sc.Name, sc.Description, sc.Duration, sc.Topology.Players.Count, sc.Topology.Players.RunID, len(sc.Topology.Rooms), len(sc.Topology.Edges()), lp)
 	for _, f := range sc.Faults {
 		fmt.Fprintf(stdout, "  fault at %s for %s: %s %s %v\n", f.At, f.For, f.Scope, f.Kind, f.Dims(&sc.Topology))
 	}
@@ -202,14 +207,14 @@ func demoMain(args []string, stdout, stderr io.Writer) int {
 	_, rs, err := runScenario(ctx, sc, pipeline, app.DevKey, lp, stdout, logger, func(st *stack.Stack, aff, unaff []string) {
 		fmt.Fprintf(stdout, "streaming after %s: scheduler %s, ingest rtmp://%s/live\n", time.Since(t0).Round(100*time.Millisecond), st.SchedURL, st.IngestAddr)
 		fmt.Fprintf(stdout, "where to look (read API token in %s):\n", token)
-		fmt.Fprintf(stdout, "  lastmile metrics --metric play_success_rate --since 15m --group-by cdn,region\n")
-		for _, d := range aff {
-			fmt.Fprintf(stdout, "  lastmile trace --device %s --since 15m     # affected by the first fault\n", d)
+		look := demoLook{Addr: pipeline, DataDir: *dataDir, Since: sc.Duration + 10*time.Minute, Faults: sc.Faults, Affected: aff, Unaffected: unaff}
+		for _, c := range look.commands() {
+			fmt.Fprintf(stdout, "  %s\n", c)
 		}
-		for _, d := range unaff {
-			fmt.Fprintf(stdout, "  lastmile trace --device %s --since 15m     # not affected\n", d)
+		if d := append(aff, unaff...); len(d) > 0 {
+			fmt.Fprintf(stdout, "  curl -fsS -H \"Authorization: Bearer $(cat %s)\" %s\n", shellQuote(token),
+				shellQuote(pipeline+"/api/v1/trace?device_id="+url.QueryEscape(d[0])))
 		}
-		fmt.Fprintf(stdout, "  curl -H \"Authorization: Bearer $(cat %s)\" '%s/api/v1/trace?device_id=DEVICE'\n", token, pipeline)
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "lastmile demo:", err)

@@ -454,6 +454,7 @@ func (e *Server) serveFLV(w http.ResponseWriter, r *http.Request) {
 	a.status = http.StatusOK
 	fl, _ := w.(http.Flusher)
 	stalled := false
+	streaming := time.Now() // StallAfter counts streamed time, not the first-byte delay or back-to-source
 	for {
 		b, err := v.Next(r.Context())
 		if err != nil {
@@ -462,7 +463,7 @@ func (e *Server) serveFLV(w http.ResponseWriter, r *http.Request) {
 			}
 			break
 		}
-		if f.StallAfter > 0 && !stalled && time.Since(a.start) > f.StallAfter {
+		if f.StallAfter > 0 && !stalled && time.Since(streaming) > f.StallAfter {
 			stalled = true
 			time.Sleep(f.StallFor)
 		}

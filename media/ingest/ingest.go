@@ -47,10 +47,22 @@ type Config struct {
 	Origin string
 	// StatsEvery is the period of the stats events; default 5s.
 	StatsEvery time.Duration
-	// RelayRetries is how often a failed relay is redialled before the
-	// publish is cut; default 3.
+	// RelayRetries is how many redials one relay outage gets before the
+	// publish is cut; default 3. The budget is per outage: it is restored
+	// once a redialled relay has forwarded media for RelayHealthy.
 	RelayRetries int
+	// RelayHealthy is how long a redialled relay must forward media before
+	// the next failure counts as a new outage; default 10s.
+	RelayHealthy time.Duration
+	// RelayBackoff is the wait before the second redial of an outage; it
+	// doubles for each further one (at most maxRelayBackoff). The first
+	// redial is immediate. Default 1s.
+	RelayBackoff time.Duration
 }
+
+// maxRelayBackoff bounds the doubling wait between redials, so a large
+// RelayRetries cannot wait for minutes.
+const maxRelayBackoff = 30 * time.Second
 
 // Server is one ingest node.
 type Server struct {
@@ -75,6 +87,12 @@ func New(cfg Config, rep Reporter, logger log.Logger) *Server {
 	}
 	if cfg.RelayRetries <= 0 {
 		cfg.RelayRetries = 3
+	}
+	if cfg.RelayHealthy <= 0 {
+		cfg.RelayHealthy = 10 * time.Second
+	}
+	if cfg.RelayBackoff <= 0 {
+		cfg.RelayBackoff = time.Second
 	}
 	if logger == nil {
 		logger = log.NewNopLogger()
@@ -182,8 +200,13 @@ type session struct {
 	relay    *rtmp.Publisher
 	headers  []flv.Tag // metadata and sequence headers, resent after a redial
 	skipping bool      // after a redial, drop until the next keyframe
-	retries  int
 	stamps   clock.Tracker
+	retries  int // redials over the whole publish (logged)
+	// outageTries are the redials of the current outage; they return to 0
+	// once the relay redialled at redialledAt has forwarded media for
+	// RelayHealthy.
+	outageTries int
+	redialledAt time.Time
 
 	bytes, frames, dropped atomic.Int64
 	relayBytes             atomic.Int64
@@ -206,7 +229,7 @@ func (ss *session) dialRelay(ctx context.Context) error {
 
 // WriteTag forwards a tag to the origin; a failed relay is redialled (the
 // headers resent, frames dropped until the next keyframe) up to
-// RelayRetries times before the publish is cut.
+// RelayRetries times per outage before the publish is cut.
 func (ss *session) WriteTag(t *flv.Tag) error {
 	ss.bytes.Add(int64(len(t.Data)))
 	ss.s.bytesIn.Add(float64(len(t.Data)))
@@ -232,36 +255,62 @@ func (ss *session) WriteTag(t *flv.Tag) error {
 			ss.relayLatencyUs.Store(clock.Since(capture, time.Now()).Microseconds())
 		}
 		ss.relayBytes.Add(int64(len(t.Data)))
+		if ss.outageTries > 0 && time.Since(ss.redialledAt) >= ss.s.cfg.RelayHealthy {
+			ss.outageTries = 0 // the outage is over: the next one gets the whole budget
+		}
 		return nil
 	}
-	for ss.retries < ss.s.cfg.RelayRetries {
+	return ss.redial(t, err)
+}
+
+// redial replaces a failed relay, waiting relayBackoff between tries, and
+// forwards t on the new one; it gives up when the outage's budget is spent.
+func (ss *session) redial(t *flv.Tag, err error) error {
+	for ss.outageTries < ss.s.cfg.RelayRetries {
+		if d := ss.relayBackoff(); d > 0 {
+			time.Sleep(d)
+		}
+		ss.outageTries++
 		ss.retries++
 		ss.relay.Close()
 		ss.logRelay("error", map[string]any{"error": err.Error()})
-		level.Warn(ss.s.logger).Log("msg", "relay failed; redialling", "stream", ss.path, "retry", ss.retries, "err", err)
-		if derr := ss.dialRelay(context.Background()); derr != nil {
-			err = derr
-			time.Sleep(200 * time.Millisecond)
+		level.Warn(ss.s.logger).Log("msg", "relay failed; redialling", "stream", ss.path, "retry", ss.outageTries, "of", ss.s.cfg.RelayRetries, "err", err)
+		if err = ss.dialRelay(context.Background()); err != nil {
 			continue
 		}
+		ss.redialledAt = time.Now()
 		for i := range ss.headers {
 			if err = ss.relay.WriteTag(&ss.headers[i]); err != nil {
 				break
 			}
 		}
-		if err == nil {
-			ss.skipping = !t.IsKeyframe()
-			if !ss.skipping {
-				if err = ss.relay.WriteTag(t); err == nil {
-					return nil
-				}
-			} else {
-				ss.dropped.Add(1)
-				return nil
-			}
+		if err != nil {
+			continue
+		}
+		ss.skipping = !t.IsKeyframe()
+		if ss.skipping {
+			ss.dropped.Add(1)
+			return nil
+		}
+		if err = ss.relay.WriteTag(t); err == nil {
+			ss.relayBytes.Add(int64(len(t.Data)))
+			return nil
 		}
 	}
-	return fmt.Errorf("ingest: relay to origin failed after %d retries: %w", ss.retries, err)
+	return fmt.Errorf("ingest: relay to origin failed after %d redials in this outage (%d in the publish): %w", ss.outageTries, ss.retries, err)
+}
+
+// relayBackoff is the wait before the next redial of the outage: none for
+// the first, then RelayBackoff doubling, at most maxRelayBackoff.
+func (ss *session) relayBackoff() time.Duration {
+	if ss.outageTries == 0 {
+		return 0
+	}
+	d := ss.s.cfg.RelayBackoff << (ss.outageTries - 1)
+	if d <= 0 || d > maxRelayBackoff {
+		d = maxRelayBackoff
+	}
+	return d
 }
 
 // keepHeader remembers the latest metadata and sequence header of each

@@ -352,9 +352,11 @@ func (o *Server) transcode(src, w *live, r scheduler.Rendition) error {
 		if f.Fail {
 			return errors.New("transcode worker failed")
 		}
-		if f.Lag > 0 && tag.IsVideo() {
-			time.Sleep(f.Lag)
-			w.status.Store("lagging")
+		if f.Lag > 0 {
+			if tag.IsVideo() {
+				time.Sleep(f.Lag)
+			}
+			w.status.Store("lagging") // also between frames: an audio tag does not end the lag
 		} else if w.status.Load() == "lagging" {
 			w.status.Store("ok")
 		}

@@ -34,6 +34,9 @@ func (s *Stack) Audience() []Viewer {
 	var out []Viewer
 	for i := 0; i < p.Count; i++ {
 		id := fmt.Sprintf("viewer-%04d", i)
+		if p.RunID != "" {
+			id = p.RunID + "-" + id
+		}
 		room := s.Top.Rooms[i%len(s.Top.Rooms)].Name
 		cfg := player.Config{
 			SchedulerURL: s.SchedURL, Room: room, DeviceID: "dev-" + id, UserID: "user-" + id,

@@ -136,6 +136,9 @@ type Players struct {
 	// DecoderDefect gives one app version a decoder that freezes the
 	// picture every RenderStallEvery for RenderStallFor (render stalls).
 	DecoderDefect DecoderDefect `yaml:"decoder_defect"`
+	// RunID, when set, goes into every device and user id, so two runs of
+	// one seed do not share devices (`lastmile demo` sets one per run).
+	RunID string `yaml:"run_id"`
 }
 
 // DecoderDefect is an app version with a render-stall defect.
