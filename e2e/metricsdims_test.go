@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -289,4 +290,84 @@ func TestMetricsDimsUpgrade(t *testing.T) {
 		}
 	}
 	p.stop()
+}
+
+// TestBenchRollupDims measures what the rollups' new dimensions cost, paired
+// in one run: the benchmark's events (LASTMILE_BENCH_EVENTS, default
+// 200,000, generated as TestBenchPipeline does) are posted once to a
+// collector; then a processor of the build before migration 0008
+// ($LASTMILE_OLD_BIN) and one of this build, alternately (LASTMILE_BENCH_ROUNDS
+// each, default 2), insert all of them into a fresh store. It prints each
+// processor's CPU time and the rows of the rollups; it asserts nothing about
+// speed. Skipped without LASTMILE_OLD_BIN. The generator's 5,000 devices
+// watch 50 streams in 7 rooms; LASTMILE_BENCH_STREAMS=S gives device d the
+// stream and room d mod S instead (5000: every viewer its own).
+func TestBenchRollupDims(t *testing.T) {
+	old := os.Getenv("LASTMILE_OLD_BIN")
+	if old == "" {
+		t.Skip("set LASTMILE_OLD_BIN to a build from before migration 0008")
+	}
+	n := benchEnvInt(t, "LASTMILE_BENCH_EVENTS", 200_000)
+	rounds := benchEnvInt(t, "LASTMILE_BENCH_ROUNDS", 2)
+	bin := lastmileBin(t)
+	dir := t.TempDir()
+	batches, _, _ := benchMakeBatches(n, 2000, time.Now().Add(-time.Hour).UnixMilli())
+	if streams := benchEnvInt(t, "LASTMILE_BENCH_STREAMS", 0); streams > 0 {
+		batches = withStreams(batches, streams)
+	}
+	var lines []string
+	for r := range rounds {
+		for _, b := range []struct{ name, path string }{{"old", old}, {"new", bin}} {
+			data := filepath.Join(dir, fmt.Sprintf("%s-%d", b.name, r))
+			// A broker per processor: the consumer group's offsets live in it.
+			coll := start(t, "collector", data+"-collector", "--kafka-listen", "127.0.0.1:0")
+			if st := postAll(coll.HTTP, 4, batches); st.err() != nil || st.events != int64(n) {
+				t.Fatalf("post: %v, %d of %d events", st.err(), st.events, n)
+			}
+			binOnce.path = b.path
+			proc := start(t, "processor", data, "--kafka", coll.Kafka)
+			cpu0, t0 := procCPU(proc.pid()), time.Now()
+			benchPoll(t, proc, benchTimeout(n), "processor: all rows inserted", func() (bool, string) {
+				v := int64(proc.metric(t, "lastmile_processor_rows_inserted_total"))
+				return v == int64(n), fmt.Sprintf("%d of %d rows inserted", v, n)
+			})
+			cpu, wall := procCPU(proc.pid())-cpu0, time.Since(t0)
+			proc.stop()
+			coll.stop()
+			q := start(t, "query", data)
+			binOnce.path = bin
+			rows := func(table string) string {
+				all := q.sqlInt(t, "SELECT count() FROM "+table)
+				merged := q.sqlInt(t, "SELECT count() FROM "+table+" FINAL")
+				ps := q.sqlInt(t, "SELECT count() FROM "+table+" FINAL WHERE kind = 'play_stop'")
+				mins := q.sqlInt(t, "SELECT uniqExact(minute) FROM "+table)
+				return fmt.Sprintf("%s %d rows written, %d after merge (%d play_stop) over %d minute(s)", table, all, merged, ps, mins)
+			}
+			lines = append(lines, fmt.Sprintf("%s round %d: processor CPU %.2f s for %d events (%.1f µs/event), wall %.2f s; %s",
+				b.name, r, cpu.Seconds(), n, cpu.Seconds()*1e6/float64(n), wall.Seconds(), rows("qoe_1m")))
+			q.stop()
+		}
+	}
+	binOnce.path = bin
+	t.Log("\n" + strings.Join(lines, "\n"))
+}
+
+// withStreams rewrites each event's stream_id and room_id from its device:
+// the stream and room device mod streams.
+func withStreams(batches []*benchBatch, streams int) []*benchBatch {
+	var out []*benchBatch
+	for _, b := range batches {
+		nb := &benchBatch{n: b.n}
+		for _, line := range strings.Split(strings.TrimSuffix(string(b.body), "\n"), "\n") {
+			_, dev, _ := strings.Cut(line, `"device_id":"dev-`)
+			dev, _, _ = strings.Cut(dev, `"`)
+			d, _ := strconv.Atoi(dev)
+			id := strconv.Itoa(d % streams)
+			line = replaceField(line, "stream_id", `"live/room-`+id+`"`)
+			line = replaceField(line, "room_id", `"room-`+id+`"`)
+			nb.body = append(append(nb.body, line...), '\n')
+		}
+		out = append(out, nb)
+	}
+	return out
 }
