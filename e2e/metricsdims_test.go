@@ -302,6 +302,9 @@ func TestMetricsDimsUpgrade(t *testing.T) {
 // speed. Skipped without LASTMILE_OLD_BIN. The generator's 5,000 devices
 // watch 50 streams in 7 rooms; LASTMILE_BENCH_STREAMS=S gives device d the
 // stream and room d mod S instead (5000: every viewer its own).
+//
+//	LASTMILE_OLD_BIN=/tmp/lastmile-old LASTMILE_BIN=$PWD/bin/lastmile LASTMILE_BENCH_EVENTS=1000000 \
+//	  LASTMILE_BENCH_ROUNDS=3 go test -count=1 -timeout 40m -run '^TestBenchRollupDims$' -v ./e2e
 func TestBenchRollupDims(t *testing.T) {
 	old := os.Getenv("LASTMILE_OLD_BIN")
 	if old == "" {
