@@ -106,6 +106,13 @@ func TestMetricsBadRequests(t *testing.T) {
 		{"metric=video_startup_time&phase=handshake", `phase="handshake": want one of total, dns, tcp_connect`},
 		{"metric=live_latency&phase=dns", "phase applies to video_startup_time, not live_latency"},
 		{"metric=plays&limit=0", "limit=\"0\": want a whole number in [1, 10000]"},
+		// A play_stop's outcome only splits the metrics that read play_stop.
+		{"metric=rebuffering_ratio&group_by=room_id,code", "group_by code applies to the metrics that read play_stop (exits_before_video_start_1s_rate, exits_before_video_start_rate, play_success_rate, render_stall_session_rate, session_rebuffer_rate, video_playback_failure_rate, video_start_failure_rate, view_playback_failure_rate, view_start_failure_rate, views), not rebuffering_ratio, which reads heartbeat"},
+		{"metric=video_startup_time&first_frame_blocked=dns", "filter first_frame_blocked applies to the metrics that read play_stop ("},
+		{"metric=attempts&code=1001", "filter code applies to the metrics that read play_stop"},
+		{"metric=render_stall_ratio&group_by=first_frame_blocked", "not render_stall_ratio, which reads heartbeat"},
+		{"metric=views&group_by=room_id,stream,code", `unknown group_by dimension "stream"; dimensions: source, app_id, region, isp, cdn, node_id, protocol, rendition, codec, app_version, os, network, room_id, stream_id, code, first_frame_blocked`},
+		{"metric=live_latency&group_by=room_id&since=2d&step=1h", "live_latency by a dimension other than app_id, region, isp, cdn, node_id, protocol reads raw heartbeats"},
 	} {
 		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/metrics?"+c.query, nil)
 		req.Header.Set("Authorization", "Bearer tok")
@@ -243,7 +250,8 @@ func genTemplates(rng *rand.Rand, base time.Time) [][]gev {
 	var out [][]gev
 	for g := 0; g < 60; g++ {
 		dims := gev{"region": pick(gRegions), "cdn": pick(gCDNs), "isp": pick(gISPs), "os": pick(gOSes),
-			"protocol": []string{"http-flv", "hls"}[g%2], "app_version": "5." + strconv.Itoa(g%3)}
+			"protocol": []string{"http-flv", "hls"}[g%2], "app_version": "5." + strconv.Itoa(g%3),
+			"room_id": "room-" + strconv.Itoa(g%4), "stream_id": fmt.Sprintf("live/room-%d/%s", g%4, []string{"720p", "360p"}[g/4%2])}
 		var evs []gev
 		add := func(lt string, ts time.Time, kv ...any) {
 			e := gev{"log_type": lt, "ts": ts.UnixMilli()}
@@ -260,6 +268,16 @@ func genTemplates(rng *rand.Rand, base time.Time) [][]gev {
 		for s := 0; s < 1+rng.IntN(3); s++ {
 			sid := "s" + strconv.Itoa(s)
 			t0 := base.Add(time.Duration(rng.Int64N(int64(110 * time.Minute))))
+			// Failed attempts the player retried, in the same session: a
+			// view with its retries.
+			for a := 0; a < rng.IntN(4)/2*(1+rng.IntN(2)); a++ {
+				at := t0.Add(-time.Duration(a+1) * 5 * time.Second)
+				add("play_start", at, "session_id", sid, "attempt", int64(a))
+				add("play_stop", at.Add(4*time.Second), "session_id", sid, "code", gCodes[3+rng.IntN(2)],
+					"first_frame_blocked", schemas.FirstFramePhases[rng.IntN(6)], "play_duration_ms", int64(4000), "will_retry", true)
+			}
+			// The last attempt's stop says will_retry false, or nothing.
+			var final any = []any{false, nil}[rng.IntN(2)]
 			add("play_start", t0, "session_id", sid)
 			for i := 0; i < 1+rng.IntN(2); i++ {
 				status := []int64{200, 200, 200, 404, 502}[rng.IntN(5)]
@@ -270,10 +288,12 @@ func genTemplates(rng *rand.Rand, base time.Time) [][]gev {
 			switch outcome := rng.IntN(6); outcome {
 			case 0: // start failure: an error before the first frame
 				add("play_stop", t0.Add(time.Duration(ms(300, 5000))*time.Millisecond), "session_id", sid,
-					"code", gCodes[3+rng.IntN(2)], "first_frame_blocked", schemas.FirstFramePhases[rng.IntN(6)], "play_duration_ms", ms(300, 5000))
+					"code", gCodes[3+rng.IntN(2)], "first_frame_blocked", schemas.FirstFramePhases[rng.IntN(6)], "play_duration_ms", ms(300, 5000),
+					"will_retry", final)
 			case 1: // exit before video start
 				add("play_stop", t0.Add(time.Duration(ms(100, 3000))*time.Millisecond), "session_id", sid,
-					"code", int64(0), "first_frame_blocked", schemas.FirstFramePhases[rng.IntN(6)], "play_duration_ms", ms(100, 3000))
+					"code", int64(0), "first_frame_blocked", schemas.FirstFramePhases[rng.IntN(6)], "play_duration_ms", ms(100, 3000),
+					"will_retry", final)
 			default: // played, then stopped normally or with an error
 				total := ms(200, 3000)
 				var phases []any
@@ -286,7 +306,7 @@ func genTemplates(rng *rand.Rand, base time.Time) [][]gev {
 				}
 				add("first_frame", t0.Add(time.Duration(total)*time.Millisecond), append([]any{"session_id", sid, "total_ms", total}, phases...)...)
 				beats := 1 + rng.IntN(12)
-				stalls := int64(0)
+				stalls, renderStalls := int64(0), int64(0)
 				for b := 1; b <= beats; b++ {
 					var lat any = ms(800, 40000)
 					if rng.IntN(6) == 0 {
@@ -298,12 +318,20 @@ func genTemplates(rng *rand.Rand, base time.Time) [][]gev {
 					}
 					sc := int64(rng.IntN(3) / 2)
 					stalls += sc
+					rc := int64(rng.IntN(4) / 3)
+					renderStalls += rc
+					var rms any = rc * ms(50, 1500)
+					if rc == 0 && rng.IntN(2) == 0 {
+						rms = nil // older SDKs send neither
+					}
 					add("heartbeat", t0.Add(time.Duration(b)*10*time.Second), "session_id", sid, "interval_ms", iv,
-						"stall_ms", sc*ms(100, 2000), "stall_count", sc, "latency_ms", lat, "state", pick(gStates))
+						"stall_ms", sc*ms(100, 2000), "stall_count", sc, "latency_ms", lat, "state", pick(gStates),
+						"render_stall_count", rc, "render_stall_ms", rms)
 				}
 				add("stall", t0.Add(15*time.Second), "session_id", sid, "duration_ms", int64(500))
 				add("play_stop", t0.Add(time.Duration(beats)*10*time.Second+time.Second), "session_id", sid,
-					"code", gCodes[rng.IntN(len(gCodes))], "play_duration_ms", int64(beats)*10_000, "stall_count", stalls)
+					"code", gCodes[rng.IntN(len(gCodes))], "play_duration_ms", int64(beats)*10_000, "stall_count", stalls,
+					"render_stall_count", renderStalls, "will_retry", final)
 			}
 		}
 		out = append(out, evs)
@@ -399,7 +427,7 @@ func bruteForce(events []gev, r bfReq) (map[string]map[int64]*float64, map[strin
 		}
 		skip := false
 		for d, vs := range r.filter {
-			if indexOf(vs, e.str(d)) < 0 {
+			if indexOf(vs, dimValue(e, d)) < 0 {
 				skip = true
 			}
 		}
@@ -408,7 +436,7 @@ func bruteForce(events []gev, r bfReq) (map[string]map[int64]*float64, map[strin
 		}
 		var g []string
 		for _, d := range r.groupBy {
-			g = append(g, e.str(d))
+			g = append(g, dimValue(e, d))
 		}
 		key := strings.Join(g, "|")
 		if accs[key] == nil {
@@ -433,7 +461,7 @@ func bruteForce(events []gev, r bfReq) (map[string]map[int64]*float64, map[strin
 		}
 		var v float64
 		switch r.metric {
-		case "attempts", "plays":
+		case "attempts", "plays", "views":
 			v = a.num
 		case "concurrent_viewers":
 			v = a.num / float64(lengthMs)
@@ -448,7 +476,7 @@ func bruteForce(events []gev, r bfReq) (map[string]map[int64]*float64, map[strin
 				return nil
 			}
 			v = a.num / a.den * 100
-			if r.metric == "rebuffer_frequency" {
+			if r.metric == "rebuffer_frequency" || r.metric == "render_stall_frequency" {
 				v = a.num / a.den * 3_600_000
 			}
 		}
@@ -503,16 +531,34 @@ func bfAdd(a *bfAcc, e gev, r bfReq) {
 		if blocked == "" && code == 0 {
 			a.num += w
 		}
-	case "rebuffering_ratio", "rebuffer_frequency":
+	case "views":
+		if e["will_retry"] != true {
+			a.num += w
+		}
+	case "view_start_failure_rate", "view_playback_failure_rate":
+		if e["will_retry"] == true || (r.metric == "view_playback_failure_rate" && blocked != "") {
+			return // not the view's last attempt; or, for playback, never started
+		}
+		a.den += w
+		if code != 0 && (blocked != "") == (r.metric == "view_start_failure_rate") {
+			a.num += w
+		}
+	case "render_stall_session_rate":
+		if blocked != "" {
+			return
+		}
+		a.den += w
+		if rc, _ := e.int("render_stall_count"); rc > 0 {
+			a.num += w
+		}
+	case "rebuffering_ratio", "rebuffer_frequency", "render_stall_ratio", "render_stall_frequency":
 		if s := e.str("state"); s == "paused" || s == "seeking" {
 			return
 		}
 		iv, _ := e.int("interval_ms")
 		a.den += w * float64(iv)
-		field := "stall_ms"
-		if r.metric == "rebuffer_frequency" {
-			field = "stall_count"
-		}
+		field := map[string]string{"rebuffering_ratio": "stall_ms", "rebuffer_frequency": "stall_count",
+			"render_stall_ratio": "render_stall_ms", "render_stall_frequency": "render_stall_count"}[r.metric]
 		x, _ := e.int(field)
 		a.num += w * float64(x)
 	case "concurrent_viewers":
@@ -539,6 +585,18 @@ func bfAdd(a *bfAcc, e gev, r bfReq) {
 		}
 		a.vals[v] += math.Round(1000 / e.rate())
 	}
+}
+
+// dimValue is an event's value of a metrics dimension: the code as its
+// decimal digits, "" where a field is absent.
+func dimValue(e gev, d string) string {
+	if d == "code" {
+		if c, ok := e.int("code"); ok {
+			return strconv.FormatInt(c, 10)
+		}
+		return ""
+	}
+	return e.str(d)
 }
 
 // quantileField is the field a quantile metric reads, "" for the others.
@@ -687,6 +745,18 @@ func TestMetricsMatchBruteForce(t *testing.T) {
 					filter: map[string][]string{"region": {"north", ""}, "os": {"ios"}}, groupBy: []string{"isp"}, read: "auto"},
 				// sub-minute buckets: raw events, on their own
 				{from: d.base.Add(30 * time.Minute), to: d.base.Add(50 * time.Minute), step: 30 * time.Second, groupBy: []string{"protocol"}, read: "auto"},
+				// by room and stream, raw and rollup
+				{from: d.base, to: d.base.Add(2 * time.Hour), step: 10 * time.Minute, groupBy: []string{"room_id", "stream_id"}, read: "raw"},
+				{from: d.base, to: d.base.Add(2 * time.Hour), step: time.Hour, groupBy: []string{"room_id"},
+					filter: map[string][]string{"stream_id": {"live/room-1/720p", "live/room-2/360p", "live/room-3/720p"}}, read: "auto"},
+			}
+			if m.Kind == "play_stop" {
+				// a play's outcome, raw and rollup
+				shapes = append(shapes,
+					bfReq{from: d.base, to: d.base.Add(2 * time.Hour), step: 15 * time.Minute, groupBy: []string{"code", "first_frame_blocked"}, read: "raw"},
+					bfReq{from: d.base, to: d.base.Add(2 * time.Hour), step: 15 * time.Minute, groupBy: []string{"code", "first_frame_blocked"}, read: "auto"},
+					bfReq{from: d.base, to: d.base.Add(2 * time.Hour), step: time.Hour, groupBy: []string{"room_id"},
+						filter: map[string][]string{"code": {"1001", "0"}, "first_frame_blocked": {"", "dns", "tcp_connect"}}, read: "auto"})
 			}
 			for _, s := range shapes {
 				s.metric, s.quantile, s.phase = base.metric, base.quantile, base.phase
@@ -751,12 +821,42 @@ func TestMetricsDataCoversOutcomes(t *testing.T) {
 	d := loadMetricsData(t)
 	r := bfReq{app: appFull, from: d.base, to: d.base.Add(2 * time.Hour), step: 2 * time.Hour}
 	for _, m := range []string{"video_start_failure_rate", "exits_before_video_start_rate", "exits_before_video_start_1s_rate",
-		"video_playback_failure_rate", "rebuffering_ratio", "session_rebuffer_rate", "edge_error_rate", "back_to_source_rate"} {
+		"video_playback_failure_rate", "rebuffering_ratio", "session_rebuffer_rate", "edge_error_rate", "back_to_source_rate",
+		"render_stall_ratio", "render_stall_session_rate", "view_start_failure_rate", "view_playback_failure_rate"} {
 		r.metric = m
 		_, totals := bruteForce(d.events, r)
 		if v := totals[""]; v == nil || *v <= 0 || *v >= 100 {
 			t.Errorf("%s over the data set is %s: want strictly between 0 and 100", m, fmtValue(v))
 		}
+	}
+	// Retries make fewer views than ended attempts, and fewer failed views
+	// than failed attempts.
+	count := func(metric string) float64 {
+		r.metric = metric
+		_, totals := bruteForce(d.events, r)
+		return *totals[""]
+	}
+	var stops, views, failedAttempts, failedViews float64
+	for _, e := range d.events {
+		if e.str("app_id") != appFull || e.str("log_type") != "play_stop" {
+			continue
+		}
+		c, _ := e.int("code")
+		failed := e.str("first_frame_blocked") != "" && c != 0
+		stops++
+		if failed {
+			failedAttempts++
+		}
+		if e["will_retry"] != true {
+			views++
+			if failed {
+				failedViews++
+			}
+		}
+	}
+	if views >= stops || failedViews >= failedAttempts || failedViews == 0 || count("views") != views {
+		t.Errorf("views %v (metric %v) of %v ended attempts, %v failed views of %v failed attempts: want retries in the data",
+			views, count("views"), stops, failedViews, failedAttempts)
 	}
 	sampled := 0
 	for _, e := range d.events {
@@ -766,5 +866,31 @@ func TestMetricsDataCoversOutcomes(t *testing.T) {
 	}
 	if sampled == 0 {
 		t.Error("no sampled rows in S")
+	}
+}
+
+// The new dimensions are accepted where they apply, and a long window of
+// any of them is answered from a rollup.
+func TestMetricsDimsSource(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct{ query, table string }{
+		{"metric=views&group_by=code,first_frame_blocked,room_id,stream_id&since=7d&step=1h", "qoe_1h"},
+		{"metric=view_start_failure_rate&code=1001,2002&first_frame_blocked=dns&since=2d&step=5m", "qoe_1m"},
+		{"metric=video_start_failure_rate&group_by=code&since=30m&step=10s", "events"},
+		{"metric=render_stall_ratio&group_by=app_version&room_id=r1&stream_id=live/r1&since=7d&step=1h", "qoe_1h"},
+		{"metric=render_stall_frequency&group_by=stream_id&since=2d&step=1h", "qoe_1h"},
+		{"metric=render_stall_session_rate&group_by=room_id&since=2d&step=1h", "qoe_1h"},
+		{"metric=video_startup_time&group_by=room_id,stream_id&since=7d&step=1h", "qoe_first_frame"},
+		{"metric=live_latency&group_by=stream_id&since=6h&step=1h", "events"},
+	} {
+		v, _ := url.ParseQuery(c.query)
+		req, err := parseMetricsRequest(newParams(v, now))
+		if err != nil {
+			t.Errorf("%s: %v", c.query, err)
+			continue
+		}
+		if req.src.table != c.table {
+			t.Errorf("%s: reads %s, want %s", c.query, req.src.table, c.table)
+		}
 	}
 }

@@ -48,6 +48,10 @@ type Field struct {
 	// MaxLen bounds the length of a string in bytes; 0 means the default.
 	MaxLen int
 	Doc    string
+	// Since is the migration that added the column to the events table (0 is
+	// 0001): a released migration never changes, so a later field is added
+	// by its own (see ColumnsMigration).
+	Since int
 }
 
 // HasRange reports whether the field has numeric bounds.
@@ -105,6 +109,8 @@ func ms(name, doc string, max float64) Field {
 }
 
 func req(f Field) Field { f.Required = true; return f }
+
+func since(migration int, f Field) Field { f.Since = migration; return f }
 
 // FirstFramePhases are the phases of first-frame time, in the order a player
 // goes through them. play_stop.first_frame_blocked names one of them.
@@ -202,6 +208,9 @@ var Catalog = []LogType{
 			{Name: "bytes", Kind: KindInt, Unit: "bytes", Min: 0, Max: 1e15},
 			ms("latency_ms", "glass-to-glass latency at stop, as heartbeat latency_ms", hourMs),
 			{Name: "reason", Kind: KindString, MaxLen: 256, Doc: "free text: user_exit, error message, ..."},
+			since(8, Field{Name: "render_stall_count", Kind: KindInt, Min: 0, Max: 1e6, Doc: "render stalls of the play"}),
+			since(8, ms("render_stall_total_ms", "sum of render stall durations", 30*dayMs)),
+			since(8, Field{Name: "will_retry", Kind: KindBool, Doc: "the player tries again in the same session: this attempt's end is not the view's end"}),
 		},
 	},
 	{
@@ -216,6 +225,8 @@ var Catalog = []LogType{
 			{Name: "bytes", Kind: KindInt, Unit: "bytes", Min: 0, Max: 1e15, Doc: "bytes received since the previous heartbeat"},
 			{Name: "stall_count", Kind: KindInt, Min: 0, Max: 1e6, Doc: "stalls since the previous heartbeat"},
 			ms("stall_ms", "stalled time since the previous heartbeat", hourMs),
+			since(8, Field{Name: "render_stall_count", Kind: KindInt, Min: 0, Max: 1e6, Doc: "render stalls that ended since the previous heartbeat"}),
+			since(8, ms("render_stall_ms", "duration of the render stalls that ended since the previous heartbeat", hourMs)),
 			{Name: "state", Kind: KindDim, Enum: []string{"", "playing", "stalled", "paused", "seeking"}},
 		},
 	},
@@ -449,8 +460,8 @@ var EventColumns = func() []Field {
 	for _, lt := range Catalog {
 		for _, f := range lt.Fields {
 			if j, ok := seen[f.Name]; ok {
-				if out[j].Kind != f.Kind {
-					panic(fmt.Sprintf("schemas: field %s is %s in %s but %s elsewhere", f.Name, f.Kind, lt.Name, out[j].Kind))
+				if out[j].Kind != f.Kind || out[j].Since != f.Since {
+					panic(fmt.Sprintf("schemas: field %s is %s (since %d) in %s but %s (since %d) elsewhere", f.Name, f.Kind, f.Since, lt.Name, out[j].Kind, out[j].Since))
 				}
 				continue
 			}

@@ -91,10 +91,20 @@ const EventsGranularity = 1024
 // 45k rows), and duplicates are stopped before the store instead (insert
 // tokens, stored Kafka offsets, the processor's event_id window; see
 // docs/storage.md). Partitions are days; retention is a TTL.
-func EventsDDL() string {
+func EventsDDL() string { return eventsDDL(1) }
+
+// inMigration reports whether a field's column exists after migration v.
+func (f *Field) inMigration(v int) bool { return max(f.Since, 1) <= v }
+
+// eventsDDL is the events table as migration v created it: the columns added
+// by later migrations left out.
+func eventsDDL(v int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", EventsTable)
 	for _, f := range EventColumns {
+		if !f.inMigration(v) {
+			continue
+		}
 		fmt.Fprintf(&b, "    %s %s,\n", f.Name, ColumnType(&f))
 	}
 	fmt.Fprintf(&b, "    %s String,\n    %s UInt32,\n    %s Int64,\n", ColTraceKey, ColKafkaPartition, ColKafkaOffset)
@@ -121,14 +131,41 @@ func EventsDDL() string {
 
 // ViewDDL returns the view named after a log_type: its columns of the events
 // table, its rows only, so that SQL reads `FROM first_frame`.
-func ViewDDL(lt *LogType) string {
+func ViewDDL(lt *LogType) string { return viewDDL(lt, 1, "CREATE VIEW IF NOT EXISTS") }
+
+// viewDDL is the log_type's view with the columns that exist after
+// migration v.
+func viewDDL(lt *LogType, v int, create string) string {
 	var cols []string
 	for _, f := range lt.Columns() {
-		cols = append(cols, f.Name)
+		if f.inMigration(v) {
+			cols = append(cols, f.Name)
+		}
 	}
 	cols = append(cols, ColKafkaPartition, ColKafkaOffset)
-	return fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\nSELECT %s\nFROM %s\nWHERE log_type = '%s'",
-		TableOf(lt.Name), strings.Join(cols, ", "), EventsTable, lt.Name)
+	return fmt.Sprintf("%s %s AS\nSELECT %s\nFROM %s\nWHERE log_type = '%s'",
+		create, TableOf(lt.Name), strings.Join(cols, ", "), EventsTable, lt.Name)
+}
+
+// ColumnsMigration is the part of migration v that adds the catalog fields
+// marked Since v: the events table's new columns, then each log_type view
+// that shows them, replaced. "" when v adds no field.
+func ColumnsMigration(v int) string {
+	var b strings.Builder
+	for _, f := range EventColumns {
+		if f.Since == v {
+			fmt.Fprintf(&b, "\nALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s;\n", EventsTable, f.Name, ColumnType(&f))
+		}
+	}
+	for i := range Catalog {
+		for _, f := range Catalog[i].Fields {
+			if f.Since == v {
+				b.WriteString("\n" + viewDDL(&Catalog[i], v, "CREATE OR REPLACE VIEW") + ";\n")
+				break
+			}
+		}
+	}
+	return b.String()
 }
 
 // RejectedDDL is the table of events refused by the collector or the

@@ -10,8 +10,10 @@ import (
 // events (the hourly ones on every insert into their minute table):
 //
 //   - qoe_1m, qoe_1h (AggregatingMergeTree): per minute (hour), log_type and
-//     combination of every catalog dimension, the weighted counts and sums
-//     that counts and rates need (Measures).
+//     combination of MetricDims, the weighted counts and sums that counts
+//     and rates need (Measures). A play_stop's code and first_frame_blocked
+//     are empty in the rows of the other kinds, so they multiply only the
+//     play_stop rows.
 //   - qoe_first_frame (MergeTree): the first_frame rows' dimensions, weight
 //     and times, nothing else, in time order. Video startup time quantiles
 //     are exact weighted quantiles over it. A first frame is one event per
@@ -21,9 +23,11 @@ import (
 //   - qoe_latency_1m, qoe_latency_1h (AggregatingMergeTree): per minute
 //     (hour) and dimension of delivery, an exact weighted quantile state of
 //     heartbeat latency, rounded to three significant digits so that a
-//     state stays small.
+//     state stays small. Migration 0002 created them; latency by the other
+//     dimensions is read from raw heartbeats.
 //
-// The query package builds its raw-event SQL from the same definitions, so
+// Migration 0008 rebuilt the first three with the dimensions and measures
+// below. The query package builds its raw-event SQL from the same definitions, so
 // the raw path and the rollup path compute the same numbers by construction.
 
 // Rollup is an aggregated table keyed by time bucket and dimensions.
@@ -81,21 +85,72 @@ const (
 	FirstFrameView  = "qoe_first_frame_mv"
 )
 
-// RollupViews are every materialized view of migration 0002.
-var RollupViews = []string{SumsRollups[0].View, SumsRollups[1].View, FirstFrameView, LatencyRollups[0].View, LatencyRollups[1].View}
-
 // RollupKinds are the log_types qoe_1m summarises; a row's kind column is its
 // log_type. Other log_types are not rolled up.
 var RollupKinds = []string{"play_start", "first_frame", "play_stop", "heartbeat", "edge_access"}
 
-// RollupDims are the dimensions metrics are grouped and filtered by: each
-// dimension common to all log_types (log_type itself is qoe_1m's kind
-// column). qoe_1m and qoe_first_frame keep all of them.
-var RollupDims = func() []string {
-	var out []string
+// Dim is a dimension metrics are grouped and filtered by.
+type Dim struct {
+	Name string
+	// Kind is the one log_type it applies to; "" for every log_type. Rows of
+	// other kinds have it empty.
+	Kind string
+	// SQL is its value, a string, over an events row; "" is the column.
+	SQL string
+}
+
+// Expr is the dimension's value over events rows.
+func (d *Dim) Expr() string {
+	if d.SQL == "" {
+		return d.Name
+	}
+	return d.SQL
+}
+
+// MetricDims are the dimensions of the metrics API, in the sums rollups'
+// column order: each low-cardinality dimension common to all log_types
+// (log_type itself is qoe_1m's kind column), the room and the stream (ids
+// every event may carry), then a play_stop's outcome. code is qualified
+// with its table because its string value is selected under its own name
+// next to measures that compare the number (an alias would shadow it).
+var MetricDims = func() []Dim {
+	var out []Dim
 	for _, f := range Common {
 		if f.Kind == KindDim && f.Name != "log_type" {
-			out = append(out, f.Name)
+			out = append(out, Dim{Name: f.Name})
+		}
+	}
+	return append(out, Dim{Name: "room_id"}, Dim{Name: "stream_id"},
+		Dim{Name: "code", Kind: "play_stop", SQL: "ifNull(toString(" + EventsTable + ".code), '')"},
+		Dim{Name: "first_frame_blocked", Kind: "play_stop"})
+}()
+
+// DimByName indexes MetricDims.
+var DimByName = func() map[string]*Dim {
+	m := make(map[string]*Dim, len(MetricDims))
+	for i := range MetricDims {
+		m[MetricDims[i].Name] = &MetricDims[i]
+	}
+	return m
+}()
+
+// RollupDims are the names of MetricDims: qoe_1m and qoe_1h keep all of
+// them.
+var RollupDims = func() []string {
+	var out []string
+	for _, d := range MetricDims {
+		out = append(out, d.Name)
+	}
+	return out
+}()
+
+// CommonDims are the names of the MetricDims of every log_type: the
+// first-frame copy keeps them.
+var CommonDims = func() []string {
+	var out []string
+	for _, d := range MetricDims {
+		if d.Kind == "" {
+			out = append(out, d.Name)
 		}
 	}
 	return out
@@ -128,18 +183,24 @@ type Measure struct {
 // (CMCD v2 player states; Conviva's rebuffering ratio leaves it out too).
 const notPausedOrSeeking = "state NOT IN ('paused', 'seeking')"
 
-// Measures are the weighted sums of qoe_1m, in column order.
+// viewEnd keeps the play_stop that ends a view (a play session with its
+// retries): the player does not try again after it. A sender that never
+// sets will_retry makes each attempt a view.
+const viewEnd = "NOT ifNull(will_retry, false)"
+
+// Measures are the weighted sums of qoe_1m, in column order. events.code is
+// qualified: see MetricDims.
 var Measures = []Measure{
 	{Name: "w", Doc: "events, weighted: Σ 1/sample_rate"},
 	{Name: "w_started", Kind: "play_stop", Cond: "first_frame_blocked = ''",
 		Doc: "ended attempts that reached the first frame (ended plays)"},
-	{Name: "w_start_failed", Kind: "play_stop", Cond: "first_frame_blocked != '' AND code != 0",
+	{Name: "w_start_failed", Kind: "play_stop", Cond: "first_frame_blocked != '' AND events.code != 0",
 		Doc: "ended attempts that failed with an error before the first frame"},
-	{Name: "w_ebvs", Kind: "play_stop", Cond: "first_frame_blocked != '' AND code = 0",
+	{Name: "w_ebvs", Kind: "play_stop", Cond: "first_frame_blocked != '' AND events.code = 0",
 		Doc: "ended attempts the viewer left before the first frame, without an error"},
-	{Name: "w_ebvs_1s", Kind: "play_stop", Cond: "first_frame_blocked != '' AND code = 0 AND play_duration_ms >= 1000",
+	{Name: "w_ebvs_1s", Kind: "play_stop", Cond: "first_frame_blocked != '' AND events.code = 0 AND play_duration_ms >= 1000",
 		Doc: "exits before video start after waiting at least 1 s"},
-	{Name: "w_play_failed", Kind: "play_stop", Cond: "first_frame_blocked = '' AND code != 0",
+	{Name: "w_play_failed", Kind: "play_stop", Cond: "first_frame_blocked = '' AND events.code != 0",
 		Doc: "ended plays that stopped with an error after the first frame"},
 	{Name: "w_rebuffered", Kind: "play_stop", Cond: "first_frame_blocked = '' AND stall_count > 0",
 		Doc: "ended plays with at least one stall"},
@@ -151,6 +212,20 @@ var Measures = []Measure{
 		Doc: "rebuffering time in ms"},
 	{Name: "w_stalls", Kind: "heartbeat", Cond: notPausedOrSeeking, Value: "stall_count",
 		Doc: "rebuffering events"},
+	{Name: "w_render_stall_ms", Kind: "heartbeat", Cond: notPausedOrSeeking, Value: "render_stall_ms",
+		Doc: "render-stall time in ms"},
+	{Name: "w_render_stalls", Kind: "heartbeat", Cond: notPausedOrSeeking, Value: "render_stall_count",
+		Doc: "render stalls"},
+	{Name: "w_render_stalled", Kind: "play_stop", Cond: "first_frame_blocked = '' AND render_stall_count > 0",
+		Doc: "ended plays with at least one render stall"},
+	{Name: "w_view_end", Kind: "play_stop", Cond: viewEnd,
+		Doc: "ended views: the play_stop after which the player does not retry"},
+	{Name: "w_view_started", Kind: "play_stop", Cond: viewEnd + " AND first_frame_blocked = ''",
+		Doc: "ended views whose last attempt reached the first frame"},
+	{Name: "w_view_start_failed", Kind: "play_stop", Cond: viewEnd + " AND first_frame_blocked != '' AND events.code != 0",
+		Doc: "ended views whose last attempt failed with an error before the first frame"},
+	{Name: "w_view_play_failed", Kind: "play_stop", Cond: viewEnd + " AND first_frame_blocked = '' AND events.code != 0",
+		Doc: "ended views that stopped with an error after the first frame"},
 	{Name: "w_edge_error", Kind: "edge_access", Cond: "http_status >= 400",
 		Doc: "edge responses with an HTTP status of 400 or more"},
 	{Name: "w_cache_known", Kind: "edge_access", Cond: "cache_hit IS NOT NULL",
@@ -243,32 +318,34 @@ func sumsColumns() []aggColumn {
 	return cols
 }
 
-func latencyColumns() []aggColumn {
-	d := Latency
-	return []aggColumn{
-		{"rows", "SimpleAggregateFunction(sum, UInt64)", "count()", "sum(rows)"},
-		{"w", "SimpleAggregateFunction(sum, Float64)", "sum(" + Weight + ")", "sum(w)"},
-		{"q", "AggregateFunction(quantileExactWeighted, Int64, UInt64)",
-			fmt.Sprintf("quantileExactWeightedState(%s, %s)", d.ValueSQL(), QuantileWeight), "quantileExactWeightedMergeState(q)"},
-	}
-}
+// RollupsVersion is the migration that last rebuilt the sums rollups and
+// the first-frame copy: RollupMigration renders it.
+const RollupsVersion = 8
 
-// RollupMigration renders migration 0002 from the definitions above; the
+// RollupMigration renders migration 0008 from the definitions above (0002,
+// which first created the rollups, is released and stays as it was); the
 // checked-in file must equal it (see TestRollupMigrationUpToDate). Once
 // released, a change here goes into a new migration.
 func RollupMigration() string {
 	var b strings.Builder
-	b.WriteString("-- 0002_qoe_rollups: the tables the metrics API reads instead of raw events, filled by materialized\n")
-	b.WriteString("-- views. Generated from schemas/rollup.go by `go generate ./schemas`; see docs/metrics.md.\n")
-	b.WriteString("-- Each INSERT ... SELECT summarises the events stored before this migration, once (the hourly tables\n")
-	b.WriteString("-- fill from their minute table's view): the guard makes a rerun after a crash a no-op, and migrations\n")
-	b.WriteString("-- run before the processor starts, so nothing else writes meanwhile.\n")
+	b.WriteString("-- 0008_qoe_rollups_dims: render-stall and view fields on heartbeat and play_stop; the sums rollups\n")
+	b.WriteString("-- keyed by room_id, stream_id and a play_stop's code and first_frame_blocked too, and the first-frame\n")
+	b.WriteString("-- copy by room_id and stream_id. Generated from schemas/catalog.go and schemas/rollup.go by\n")
+	b.WriteString("-- `go generate ./schemas`; see docs/metrics.md.\n")
+	b.WriteString("-- The rebuilt tables are dropped and summarised again from the events table (they hold nothing the\n")
+	b.WriteString("-- events do not, and have the same retention). A rerun after a crash drops and rebuilds again;\n")
+	b.WriteString("-- migrations run before the processor starts, so nothing else writes meanwhile.\n")
+	b.WriteString(ColumnsMigration(RollupsVersion))
 	sumsWhere := fmt.Sprintf("log_type IN (%s)", kindList())
-	latWhere := fmt.Sprintf("log_type = '%s' AND %s IS NOT NULL", Latency.Kind, Latency.Field)
 	var sts []string
+	for _, v := range []string{SumsRollups[1].View, SumsRollups[0].View, FirstFrameView} {
+		sts = append(sts, "DROP VIEW IF EXISTS "+v)
+	}
+	for _, t := range []string{SumsRollups[0].Table, SumsRollups[1].Table, FirstFrameTable} {
+		sts = append(sts, "DROP TABLE IF EXISTS "+t)
+	}
 	sts = append(sts, family(SumsRollups, sumsColumns(), sumsWhere)...)
 	sts = append(sts, firstFrameTableDDL(), firstFrameViewDDL(), backfillSQL(FirstFrameTable, firstFrameSelect))
-	sts = append(sts, family(LatencyRollups, latencyColumns(), latWhere)...)
 	for _, st := range sts {
 		b.WriteString("\n")
 		b.WriteString(st)
@@ -355,7 +432,11 @@ func rollupSelect(r Rollup, cols []aggColumn, where string) string {
 	}
 	fmt.Fprintf(&b, "    %s AS %s", bucket, r.Time)
 	for _, d := range r.Dims {
-		fmt.Fprintf(&b, ",\n    %s", d)
+		if e := DimByName[d].Expr(); r.From == "" && e != d {
+			fmt.Fprintf(&b, ",\n    %s AS %s", e, d)
+		} else {
+			fmt.Fprintf(&b, ",\n    %s", d)
+		}
 	}
 	for _, c := range cols {
 		agg := c.FromEvents
@@ -389,7 +470,7 @@ func and(cond string) string {
 
 // firstFrameColumns are the columns of qoe_first_frame, in events' order.
 func firstFrameColumns() []string {
-	cols := append([]string{"ts"}, RollupDims...)
+	cols := append([]string{"ts"}, CommonDims...)
 	cols = append(cols, "sample_rate")
 	for _, d := range FirstFrameTimes {
 		cols = append(cols, d.Field)

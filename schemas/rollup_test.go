@@ -7,27 +7,36 @@ import (
 )
 
 func TestRollupMigrationUpToDate(t *testing.T) {
-	got, err := os.ReadFile("migrations/0002_qoe_rollups.sql")
+	got, err := os.ReadFile("migrations/0008_qoe_rollups_dims.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(got) != RollupMigration() {
-		t.Fatal("migrations/0002_qoe_rollups.sql differs from schemas/rollup.go: a released migration must not change; " +
-			"add a new migration file for the change, or run `go generate ./schemas` if 0002 is unreleased")
+		t.Fatal("migrations/0008_qoe_rollups_dims.sql differs from schemas/rollup.go: a released migration must not change; " +
+			"add a new migration file for the change, or run `go generate ./schemas` if 0008 is unreleased")
 	}
 	ms, err := Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) < 2 || ms[1].Version != 2 {
-		t.Fatalf("migration 0002 missing: %+v", ms)
+	var m *Migration
+	for i := range ms {
+		if ms[i].Version == RollupsVersion {
+			m = &ms[i]
+		}
 	}
-	// Five tables, five views, three backfills; every statement idempotent.
-	if n := len(ms[1].Statements); n != 13 {
-		t.Errorf("0002 has %d statements, want 13", n)
+	if m == nil {
+		t.Fatalf("migration %04d missing: %+v", RollupsVersion, ms)
 	}
-	for _, st := range ms[1].Statements {
-		if !strings.Contains(st, "IF NOT EXISTS") && !strings.Contains(st, ") = 0") {
+	// Four columns, two views replaced, three views and three tables
+	// dropped, then three tables, three views, two backfills; every
+	// statement idempotent.
+	if n := len(m.Statements); n != 20 {
+		t.Errorf("0008 has %d statements, want 20", n)
+	}
+	for _, st := range m.Statements {
+		if !strings.Contains(st, "IF NOT EXISTS") && !strings.Contains(st, ") = 0") &&
+			!strings.Contains(st, "IF EXISTS") && !strings.HasPrefix(st, "CREATE OR REPLACE") {
 			t.Errorf("statement is not idempotent:\n%s", st)
 		}
 	}
@@ -36,9 +45,17 @@ func TestRollupMigrationUpToDate(t *testing.T) {
 // Every rollup key is a catalog dimension, and every measure names a kind
 // the sums rollup keeps.
 func TestRollupDefinitions(t *testing.T) {
-	for _, d := range RollupDims {
-		if EventColumns[EventColumnIndex[d]].Kind != KindDim {
-			t.Errorf("rollup dimension %s is not a dimension", d)
+	for _, d := range MetricDims {
+		i, ok := EventColumnIndex[d.Name]
+		if !ok {
+			t.Errorf("rollup dimension %s is not a column", d.Name)
+			continue
+		}
+		if f := EventColumns[i]; f.Kind != KindDim && d.SQL == "" && d.Name != "room_id" && d.Name != "stream_id" {
+			t.Errorf("rollup dimension %s is a %s, not a dimension", d.Name, f.Kind)
+		}
+		if d.Kind != "" && Lookup(d.Kind).index[d.Name] == 0 {
+			t.Errorf("rollup dimension %s is not a field of %s", d.Name, d.Kind)
 		}
 	}
 	kinds := map[string]bool{}

@@ -356,9 +356,13 @@ func TestFirstFrameBlocked(t *testing.T) {
 			if want := []string{"play_start", "play_stop", "play_start", "play_stop"}; !slices.Equal(rep.types(), want) {
 				t.Fatalf("events %v, want %v\n%s", rep.types(), want, describe(rep.events()))
 			}
-			for _, stop := range rep.of("play_stop") {
+			for i, stop := range rep.of("play_stop") {
 				if num(t, stop, "code") != int64(tc.code) || stop["first_frame_blocked"] != tc.blocked {
 					t.Errorf("play_stop %v, want code %d blocked %s", stop, tc.code, tc.blocked)
+				}
+				// One view: the first stop is retried, the last ends it.
+				if stop["will_retry"] != (i == 0) {
+					t.Errorf("play_stop %d will_retry %v", i, stop["will_retry"])
 				}
 				if d := num(t, stop, "play_duration_ms"); d > 1500 {
 					t.Errorf("attempt lasted %d ms with a 1 s first-frame timeout", d)
@@ -426,6 +430,18 @@ func TestDecodeModel(t *testing.T) {
 		}
 		if full == 0 {
 			t.Errorf("no whole render stall: %s", describe(rs))
+		}
+		// Heartbeats and play_stop report the same render stalls.
+		var n, ms, hbN, hbMs int64
+		for _, r := range rs {
+			n, ms = n+1, ms+num(t, r, "duration_ms")
+		}
+		for _, hb := range rep.of("heartbeat") {
+			hbN, hbMs = hbN+num(t, hb, "render_stall_count"), hbMs+num(t, hb, "render_stall_ms")
+		}
+		stop := rep.of("play_stop")[0]
+		if hbN != n || hbMs != ms || num(t, stop, "render_stall_count") != n || num(t, stop, "render_stall_total_ms") != ms {
+			t.Errorf("render stalls: %d of %d ms; heartbeats %d of %d ms; play_stop %v", n, ms, hbN, hbMs, stop)
 		}
 		if len(rep.of("stall")) != 0 {
 			t.Error("a render stall is not a rebuffering stall")

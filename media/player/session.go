@@ -100,15 +100,18 @@ type session struct {
 	stalls     int
 	stallMs    int64
 
-	rs           renderStall
-	renderStalls int
-	lastRSMedia  int64
+	rs            renderStall
+	renderStalls  int
+	renderStallMs int64
+	lastRSMedia   int64
 
 	hbLast, hbNext time.Time
 	hbBytes        int64
 	hbFrames       int
 	hbStalls       int
 	hbStallMs      int64
+	hbRS           int   // render stalls reported by heartbeats
+	hbRSMs         int64 // and their time
 
 	draining    bool
 	drainCode   int
@@ -451,6 +454,7 @@ func (s *session) attemptFailed(code int, reason string) {
 			"code": code, "first_frame_blocked": blocked,
 			"play_duration_ms": msOf(now.Sub(a.start)), "stall_count": 0, "stall_total_ms": 0,
 			"bytes": s.bytes.Load() - a.bytes0, "reason": truncate(reason),
+			"will_retry": canSwitch, // a retry continues the view
 		})
 		s.res.Code, s.res.Blocked, s.res.Reason = code, blocked, reason
 		if canSwitch {
@@ -749,11 +753,13 @@ func (s *session) endRenderStall(now time.Time, force bool) {
 		s.rs = renderStall{}
 		return
 	}
+	d := msOf(end.Sub(s.rs.start))
 	s.emit("render_stall", s.rs.start, report.Event{
-		"duration_ms": msOf(end.Sub(s.rs.start)), "dropped_frames": s.rs.dropped,
+		"duration_ms": d, "dropped_frames": s.rs.dropped,
 		"cause": "decoder", "buffer_ms_before": s.rs.buf,
 	})
 	s.renderStalls++
+	s.renderStallMs += d
 	s.rs = renderStall{}
 }
 
@@ -813,12 +819,16 @@ func (s *session) heartbeat(now time.Time) {
 		"stall_count":  s.stalls - s.hbStalls,
 		"stall_ms":     stalled - s.hbStallMs,
 		"state":        state,
+		// Render stalls are counted, whole, in the heartbeat after they end.
+		"render_stall_count": s.renderStalls - s.hbRS,
+		"render_stall_ms":    s.renderStallMs - s.hbRSMs,
 	}
 	if l := s.latency(now); l >= 0 {
 		fields["latency_ms"] = l
 	}
 	s.emit("heartbeat", now, fields)
 	s.hbLast, s.hbBytes, s.hbFrames, s.hbStalls, s.hbStallMs = now, s.bytes.Load(), 0, s.stalls, stalled
+	s.hbRS, s.hbRSMs = s.renderStalls, s.renderStallMs
 }
 
 // stopPlay ends a play that reached the first frame: a last heartbeat for
@@ -839,13 +849,14 @@ func (s *session) stopPlay(code int, reason string) {
 			return
 		}
 	}
+	s.endRenderStall(now, true) // first, so that the last heartbeat has it
 	s.heartbeat(now)
 	s.endStall(now)
-	s.endRenderStall(now, true)
 	fields := report.Event{
 		"code": code, "first_frame_blocked": "",
 		"play_duration_ms": msOf(now.Sub(s.playStart)),
 		"stall_count":      s.stalls, "stall_total_ms": s.stallMs,
+		"render_stall_count": s.renderStalls, "render_stall_total_ms": s.renderStallMs,
 		"bytes": s.bytes.Load() - s.playBytes0, "reason": truncate(reason),
 	}
 	if l := s.latency(now); l >= 0 {
