@@ -2,8 +2,38 @@
 // a signed push URL, pushes a real H.264/AAC stream (media/sample, padded to
 // the configured bitrate) over RTMP at real-time pace, and logs push_start,
 // push_stats every StatsEvery and push_stop. It can be told to degrade:
-// throttle its uplink below the bitrate (frames queue, then drop), stall for
-// a while, or disconnect.
+// cap its uplink below the bitrate, hold the link for a while, or
+// disconnect.
+//
+// # Uplink model
+//
+// The encoder produces tags at real-time pace into a send buffer; a sender
+// writes them, oldest first, to the RTMP connection through the link. A
+// capped link (Degrade.ThrottleKbps) lets at most the cap through on the
+// socket, from the moment the cap is set: a token bucket whose burst is one
+// UplinkPlan.Quantum, so idle time earns no credit and the server sees the
+// cap on the wire. Frames the link cannot carry wait in the send buffer.
+// When the video queued spans more than UplinkPlan.DropAfter, the encoder
+// drops every queued video frame except keyframes and the one being sent,
+// then every new video frame until the next keyframe, as OBS does; audio
+// is never dropped. UplinkPlan.MaxBytes bounds the buffer whatever it
+// holds. Lifting the cap sends what is queued at the socket's speed (at
+// most DropAfter of video and its keyframes) and then the stream's rate.
+//
+// What viewers then see follows from that: the ingest receives about the
+// cap in bits, made of each GOP's keyframe and the frames after it until
+// the buffer overflows, then nothing but audio until the next keyframe.
+// Every viewer of the room, on every CDN and rendition, renders a fraction
+// of the frames (a choppy picture, its frame rate falling with the cap),
+// and frames arrive up to DropAfter late. A viewer whose buffer is shorter
+// than the gaps also stalls: HLS players more often than HTTP-FLV ones,
+// whose edge sends the stream as it comes.
+//
+// push_stats report what happened in the interval: bitrate_kbps, the bytes
+// written on the wire (RTMP headers included) over the interval; fps, the
+// video frames sent; dropped_frames, the video frames dropped; and
+// send_buffer_ms, the video queued at the tick (newest minus oldest
+// timestamp). bytes is the total written on the wire.
 //
 // Every keyframe, and any frame clock.Every after the last stamp, carries
 // its capture time (when it was due from the camera, before any uplink
@@ -63,15 +93,20 @@ type Config struct {
 	StatsEvery                  time.Duration // default 5s
 	Duration                    time.Duration // 0: until ctx ends
 	HTTPClient                  *http.Client
+	// Uplink bounds the send buffer of a link slower than the stream;
+	// zero fields take DefaultUplinkPlan's.
+	Uplink UplinkPlan
 }
 
 // Degrade makes the uplink misbehave; the zero value is healthy.
 type Degrade struct {
-	// ThrottleKbps caps the uplink (0: no cap). Below the stream's bitrate
-	// frames queue; once a frame is more than a second late the encoder
-	// drops frames until the next keyframe, as real encoders do.
+	// ThrottleKbps caps the uplink (0: no cap): the socket carries at most
+	// this many kbit/s from the moment the cap is set. Below the stream's
+	// bitrate frames queue in the send buffer and, past Config.Uplink's
+	// bound, are dropped to the next keyframe (see the package doc).
 	ThrottleKbps int
-	// StallFor pauses sending once, for this long.
+	// StallFor holds the link once, for this long; the encoder goes on,
+	// so the send buffer fills and drops as under a cap.
 	StallFor time.Duration
 	// Disconnect cuts the connection.
 	Disconnect bool
@@ -86,8 +121,10 @@ type Publisher struct {
 	mu      sync.Mutex
 	degrade Degrade
 
+	// bytes written on the wire, video frames sent and dropped, over
+	// every Run.
 	bytes, frames, dropped atomic.Int64
-	lagMs                  atomic.Int64
+	up                     atomic.Pointer[uplink] // the current Run's send buffer
 }
 
 // New returns a publisher; Run pushes.
@@ -110,6 +147,7 @@ func New(cfg Config, rep Reporter, logger log.Logger) *Publisher {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
+	cfg.Uplink = cfg.Uplink.withDefaults()
 	return &Publisher{cfg: cfg, rep: rep, logger: logger}
 }
 
@@ -156,8 +194,11 @@ func (p *Publisher) Run(ctx context.Context) int {
 	}
 	info := src.Info()
 	t0 := time.Now()
+	// Every byte of the publish, handshake included, crosses the link.
+	lk := &link{quantum: p.cfg.Uplink.Quantum}
+	lk.setCap(p.currentDegrade().ThrottleKbps)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	pub, err := rtmp.DialPublish(dctx, pushURL)
+	pub, err := rtmp.DialPublishWith(dctx, pushURL, rtmp.DialOptions{WrapConn: func(nc net.Conn) net.Conn { return pacedConn{Conn: nc, l: lk} }})
 	cancel()
 	if err != nil {
 		return stop(CodeConnect, err.Error())
@@ -174,19 +215,37 @@ func (p *Publisher) Run(ctx context.Context) int {
 		"width": info.Width, "height": info.Height, "server_ip": serverIP, "connect_ms": connectMs})
 	level.Info(p.logger).Log("msg", "pushing", "room", p.cfg.Room, "url", redact(pushURL), "connect_ms", connectMs)
 
+	up := newUplink(p.cfg.Uplink)
+	p.up.Store(up)
 	statsDone := make(chan struct{})
 	go p.statsLoop(statsDone)
 	defer close(statsDone)
-	code, reason := p.push(ctx, pub, src)
+	code, reason := p.push(ctx, pub, src, up, lk)
 	pub.Close()
 	return stop(code, reason)
 }
 
-// push sends tags at real-time pace, as the degrade settings allow.
-func (p *Publisher) push(ctx context.Context, pub *rtmp.Publisher, src *sample.Source) (int, string) {
+// push is the encoder: it produces tags at real-time pace into the send
+// buffer, while send writes them through the link, as the degrade settings
+// allow.
+func (p *Publisher) push(ctx context.Context, pub *rtmp.Publisher, src *sample.Source, up *uplink, lk *link) (int, string) {
+	// The sender stops when push says so, never on its own when ctx ends:
+	// a nil from it then means nothing went wrong.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- p.send(sctx, pub, up) }()
+	code, reason := p.encode(ctx, src, up, lk, sendErr)
+	cancel()
+	if err := <-sendErr; err != nil && code == CodeOK {
+		code, reason = CodeConnLost, err.Error()
+	}
+	return code, reason
+}
+
+// encode feeds the send buffer until the push ends; it returns the stop
+// code and reason.
+func (p *Publisher) encode(ctx context.Context, src *sample.Source, up *uplink, lk *link, sendErr chan error) (int, string) {
 	begin := time.Now()
-	var sent float64 // bytes, for the throttle
-	skipping := false
 	stalled := false
 	st := stamper{}
 	for {
@@ -197,11 +256,14 @@ func (p *Publisher) push(ctx context.Context, pub *rtmp.Publisher, src *sample.S
 		if err != nil {
 			return CodeOK, "stopped"
 		}
-		due := begin.Add(time.Duration(t.Time) * time.Millisecond)
+		due := begin.Add(time.Duration(t.Time) * time.Millisecond) // the capture time
 		if d := time.Until(due); d > 0 {
 			select {
 			case <-ctx.Done():
 				return CodeOK, "stopped"
+			case err := <-sendErr:
+				sendErr <- err // push reads it again
+				return CodeConnLost, fmt.Sprint(err)
 			case <-time.After(d):
 			}
 		}
@@ -211,41 +273,13 @@ func (p *Publisher) push(ctx context.Context, pub *rtmp.Publisher, src *sample.S
 		}
 		if dg.StallFor > 0 && !stalled {
 			stalled = true
-			time.Sleep(dg.StallFor)
+			lk.pause(time.Now().Add(dg.StallFor))
 		} else if dg.StallFor == 0 {
 			stalled = false
 		}
-		// Throttle: the uplink sends at most ThrottleKbps; a frame due more
-		// than a second ago starts a drop until the next keyframe.
-		if dg.ThrottleKbps > 0 {
-			sent += float64(len(t.Data))
-			ready := begin.Add(time.Duration(sent * 8 / float64(dg.ThrottleKbps) * float64(time.Millisecond)))
-			if d := time.Until(ready); d > 0 {
-				time.Sleep(d)
-			}
-		} else {
-			sent = float64(time.Since(begin).Milliseconds()) * float64(p.cfg.BitrateKbps) / 8
-		}
-		lag := time.Since(due)
-		p.lagMs.Store(lag.Milliseconds())
-		if t.IsVideo() && !t.IsSequenceHeader() {
-			switch {
-			case lag > time.Second && !t.IsKeyframe():
-				skipping = true
-			case t.IsKeyframe():
-				skipping = false
-			}
-			if skipping {
-				p.dropped.Add(1)
-				continue
-			}
-			p.frames.Add(1)
-		}
+		lk.setCap(dg.ThrottleKbps)
 		st.stamp(&t, due)
-		if err := pub.WriteTag(&t); err != nil {
-			return CodeConnLost, err.Error()
-		}
-		p.bytes.Add(int64(len(t.Data)))
+		p.dropped.Add(int64(up.offer(t.Clone())))
 	}
 }
 
@@ -268,10 +302,40 @@ func (st *stamper) stamp(t *flv.Tag, at time.Time) {
 	}
 }
 
+// send writes the send buffer's tags to the server, oldest first; each
+// write takes as long as the link needs. It returns nil when ctx ends, or
+// the write error.
+func (p *Publisher) send(ctx context.Context, pub *rtmp.Publisher, up *uplink) error {
+	wire := pub.BytesWritten()
+	for ctx.Err() == nil {
+		t, ok := up.front()
+		if !ok {
+			select {
+			case <-ctx.Done():
+			case <-up.wake:
+			}
+			continue
+		}
+		if err := pub.WriteTag(&t); err != nil {
+			return err
+		}
+		if up.sent() {
+			p.frames.Add(1)
+		}
+		w := pub.BytesWritten()
+		p.bytes.Add(w - wire)
+		wire = w
+	}
+	return nil
+}
+
+// statsLoop logs push_stats every StatsEvery: what the link carried in the
+// interval (bytes on the wire, RTMP headers included), the video frames
+// sent and dropped, and the send buffer's fill at the tick.
 func (p *Publisher) statsLoop(done chan struct{}) {
 	tk := time.NewTicker(p.cfg.StatsEvery)
 	defer tk.Stop()
-	last, lastBytes, lastFrames, lastDropped := time.Now(), int64(0), int64(0), int64(0)
+	last, lastBytes, lastFrames, lastDropped := time.Now(), p.bytes.Load(), p.frames.Load(), p.dropped.Load()
 	for {
 		select {
 		case <-done:
@@ -279,8 +343,13 @@ func (p *Publisher) statsLoop(done chan struct{}) {
 		case now := <-tk.C:
 			b, f, d := p.bytes.Load(), p.frames.Load(), p.dropped.Load()
 			secs := now.Sub(last).Seconds()
+			var bufMs int64
+			if up := p.up.Load(); up != nil {
+				lv, _ := up.level()
+				bufMs = lv.Milliseconds()
+			}
 			p.log("push_stats", map[string]any{"bitrate_kbps": float64(b-lastBytes) * 8 / 1000 / secs, "fps": float64(f-lastFrames) / secs,
-				"dropped_frames": d - lastDropped, "bytes": b, "interval_ms": now.Sub(last).Milliseconds(), "send_buffer_ms": max(0, p.lagMs.Load())})
+				"dropped_frames": d - lastDropped, "bytes": b, "interval_ms": now.Sub(last).Milliseconds(), "send_buffer_ms": bufMs})
 			last, lastBytes, lastFrames, lastDropped = now, b, f, d
 		}
 	}

@@ -79,6 +79,19 @@ func ParseURL(rawURL string) (addr, app, name, tcURL string, err error) {
 // NetStream.Publish.Start, or with the server's refusal as the error. ctx
 // bounds the whole setup (10s when it has no deadline).
 func DialPublish(ctx context.Context, rawURL string) (*Publisher, error) {
+	return DialPublishWith(ctx, rawURL, DialOptions{})
+}
+
+// DialOptions change how DialPublishWith connects.
+type DialOptions struct {
+	// WrapConn, when set, wraps the TCP connection before the handshake:
+	// every byte of the publish then goes through it (e.g. a rate limiter
+	// standing for a slow uplink).
+	WrapConn func(net.Conn) net.Conn
+}
+
+// DialPublishWith is DialPublish with options.
+func DialPublishWith(ctx context.Context, rawURL string, opt DialOptions) (*Publisher, error) {
 	addr, app, name, tcURL, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
@@ -87,6 +100,9 @@ func DialPublish(ctx context.Context, rawURL string) (*Publisher, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("rtmp: dial %s: %w", addr, err)
+	}
+	if opt.WrapConn != nil {
+		nc = opt.WrapConn(nc)
 	}
 	deadline, ctxDeadline := ctx.Deadline()
 	if !ctxDeadline {
