@@ -135,8 +135,8 @@ func TestStackStreams(t *testing.T) {
 	var sids []string
 	rep.mu.Lock()
 	for _, ev := range rep.evs {
-		if ev["log_type"] == "edge_access" {
-			sids = append(sids, ev["session_id"].(string))
+		if sid, ok := ev["session_id"].(string); ok && ev["log_type"] == "edge_access" {
+			sids = append(sids, sid) // requests without a CMCD sid carry none
 		}
 	}
 	rep.mu.Unlock()
