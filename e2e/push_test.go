@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,48 @@ func TestScenarioPush(t *testing.T) {
 			t.Errorf("on %s room2 suffered in %.2f of %.0f plays, room1 in %.2f of %.0f; want room2 ≥ 0.5 of ≥ 10 plays and ≥ 5× room1 (≥ 5 plays)",
 				cdn, bad[0], bad[1], good[0], good[1])
 		}
+	}
+	checkPushMetrics(t, p, lb.Start.Add(10*time.Second), lb.End, cdns)
+}
+
+// checkPushMetrics reads the push fault through GET /api/v1/metrics, from
+// the heartbeats of [from, to) (from is past the first heartbeat interval
+// of the cap): frame_rate by room_id shows room2 rendering at most 0.6 of
+// room1's frames (room1 near its source's rate), and so on every CDN; the
+// rebuffering and view start failure of room1 stay at baseline.
+func checkPushMetrics(t *testing.T, p *proc, from, to time.Time, cdns map[string]bool) {
+	t.Helper()
+	get := func(metric, groupBy string) map[string]float64 {
+		v := url.Values{"metric": {metric}, "group_by": {groupBy}, "step": {"5s"},
+			"from": {from.UTC().Format(time.RFC3339Nano)}, "to": {to.UTC().Format(time.RFC3339Nano)}}
+		code, a, msg := p.getMetrics(t, v)
+		if code != 200 {
+			t.Fatalf("%s: %d %s", v.Encode(), code, msg)
+		}
+		got := totals(a)
+		t.Logf("%s by %s over the cap (%s): %v", metric, groupBy, a.Table, got)
+		return got
+	}
+	srcFPS := float64(p.sqlInt(t, "SELECT toInt64(any(fps)) FROM push_start WHERE room_id = 'room1'"))
+	byRoom := get("frame_rate", "room_id")
+	r1, ok1 := byRoom["room1"]
+	r2, ok2 := byRoom["room2"]
+	if !ok1 || !ok2 || !(r1 >= 0.8*srcFPS && r1 <= 1.05*srcFPS) || !(r2 <= 0.6*r1) {
+		t.Errorf("frame_rate by room_id during the cap: %v; want room1 within [0.8, 1.05] of its source's %.0f fps and room2 ≤ 0.6 × room1's", byRoom, srcFPS)
+	}
+	byCDN := get("frame_rate", "room_id,cdn")
+	for cdn := range cdns {
+		g, b := byCDN["room1/"+cdn], byCDN["room2/"+cdn]
+		if !(g >= 0.8*srcFPS) || !(b <= 0.6*g) {
+			t.Errorf("frame_rate on %s during the cap: room1 %.1f, room2 %.1f fps; want room1 ≥ 0.8 × %.0f and room2 ≤ 0.6 × room1", cdn, g, b, srcFPS)
+		}
+	}
+	// What else the cap does is logged; room1 must be at baseline (the
+	// baseline scenario fails under 5 % of its plays).
+	reb := get("rebuffering_ratio", "room_id")
+	vsf := get("view_start_failure_rate", "room_id")
+	if !(reb["room1"] < 2) || !(vsf["room1"] < 5) {
+		t.Errorf("room1 during room2's cap: rebuffering_ratio %.2f %%, view_start_failure_rate %.2f %%; want under 2 %% and 5 %%", reb["room1"], vsf["room1"])
 	}
 }
 

@@ -44,6 +44,7 @@ const (
 	unitMs      = "ms"
 	unitPerHour = "per_hour"
 	unitViewers = "viewers"
+	unitFPS     = "fps"
 )
 
 func rate(name, kind, doc string, num, den []term) metric {
@@ -75,6 +76,9 @@ var metricList = []metric{
 		Doc: "rebuffering events per hour of playing plus rebuffering time (heartbeats)"},
 	rate("session_rebuffer_rate", "play_stop", "ended plays with at least one stall, % of ended plays",
 		[]term{plus("w_rebuffered")}, []term{plus("w_started")}),
+	{Name: "frame_rate", Unit: unitFPS, Kind: "heartbeat", Scale: 1,
+		Num: []term{plus("w_frames_ms")}, Den: []term{plus("w_fps_ms")},
+		Doc: "rendered frames per second of playing plus rebuffering time: heartbeat fps weighted by interval_ms"},
 	{Name: "live_latency", Unit: unitMs, Kind: "heartbeat", Dists: []schemas.Distribution{schemas.Latency},
 		Doc: "quantile of end-to-end live latency reported by heartbeats (quantile=)"},
 	rate("render_stall_ratio", "heartbeat", "render-stall time, % of playing plus rebuffering time (heartbeats)",

@@ -112,7 +112,8 @@ func TestMetricsBadRequests(t *testing.T) {
 		{"metric=attempts&code=1001", "filter code applies to the metrics that read play_stop"},
 		{"metric=render_stall_ratio&group_by=first_frame_blocked", "not render_stall_ratio, which reads heartbeat"},
 		{"metric=views&group_by=room_id,stream,code", `unknown group_by dimension "stream"; dimensions: source, app_id, region, isp, cdn, node_id, protocol, rendition, codec, app_version, os, network, room_id, stream_id, code, first_frame_blocked`},
-		{"metric=live_latency&group_by=room_id&since=2d&step=1h", "live_latency by a dimension other than app_id, region, isp, cdn, node_id, protocol reads raw heartbeats"},
+		{"metric=live_latency&group_by=app_version&since=2d&step=1h", "live_latency by a dimension other than app_id, region, isp, cdn, node_id, protocol, room_id, stream_id reads raw heartbeats"},
+		{"metric=live_latency&os=ios&since=1h&read=rollup", "read=rollup: the latency rollup is kept by app_id, region, isp, cdn, node_id, protocol, room_id, stream_id only"},
 	} {
 		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/metrics?"+c.query, nil)
 		req.Header.Set("Authorization", "Bearer tok")
@@ -324,9 +325,15 @@ func genTemplates(rng *rand.Rand, base time.Time) [][]gev {
 					if rc == 0 && rng.IntN(2) == 0 {
 						rms = nil // older SDKs send neither
 					}
+					// Quarters are exact in binary, so sums of fps ×
+					// interval_ms are too, whatever their order.
+					var fps any = float64(ms(0, 121)) / 4
+					if rng.IntN(8) == 0 {
+						fps = nil
+					}
 					add("heartbeat", t0.Add(time.Duration(b)*10*time.Second), "session_id", sid, "interval_ms", iv,
 						"stall_ms", sc*ms(100, 2000), "stall_count", sc, "latency_ms", lat, "state", pick(gStates),
-						"render_stall_count", rc, "render_stall_ms", rms)
+						"render_stall_count", rc, "render_stall_ms", rms, "fps", fps)
 				}
 				add("stall", t0.Add(15*time.Second), "session_id", sid, "duration_ms", int64(500))
 				add("play_stop", t0.Add(time.Duration(beats)*10*time.Second+time.Second), "session_id", sid,
@@ -479,6 +486,9 @@ func bruteForce(events []gev, r bfReq) (map[string]map[int64]*float64, map[strin
 			if r.metric == "rebuffer_frequency" || r.metric == "render_stall_frequency" {
 				v = a.num / a.den * 3_600_000
 			}
+			if r.metric == "frame_rate" {
+				v = a.num / a.den
+			}
 		}
 		return &v
 	}
@@ -561,6 +571,14 @@ func bfAdd(a *bfAcc, e gev, r bfReq) {
 			"render_stall_ratio": "render_stall_ms", "render_stall_frequency": "render_stall_count"}[r.metric]
 		x, _ := e.int(field)
 		a.num += w * float64(x)
+	case "frame_rate":
+		fps, ok := e["fps"].(float64)
+		if s := e.str("state"); s == "paused" || s == "seeking" || !ok {
+			return
+		}
+		iv, _ := e.int("interval_ms")
+		a.den += w * float64(iv)
+		a.num += w * fps * float64(iv)
 	case "concurrent_viewers":
 		iv, _ := e.int("interval_ms")
 		a.num += w * float64(iv)
@@ -715,6 +733,19 @@ func compare(t *testing.T, ans *MetricsAnswer, r bfReq, points map[string]map[in
 	return n
 }
 
+// latencyRollupDims are what the latency rollups must keep: the dimensions
+// of delivery, and room and stream (live_latency by stream over days).
+var latencyRollupDims = []string{"app_id", "region", "isp", "cdn", "node_id", "protocol", "room_id", "stream_id"}
+
+func subset(xs, of []string) bool {
+	for _, x := range xs {
+		if indexOf(of, x) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // TestMetricsMatchBruteForce: every metric, on both paths, for the full data
 // set and its sampled twin, against the brute force; and the sampled answers
 // equal the full ones exactly.
@@ -749,6 +780,9 @@ func TestMetricsMatchBruteForce(t *testing.T) {
 				{from: d.base, to: d.base.Add(2 * time.Hour), step: 10 * time.Minute, groupBy: []string{"room_id", "stream_id"}, read: "raw"},
 				{from: d.base, to: d.base.Add(2 * time.Hour), step: time.Hour, groupBy: []string{"room_id"},
 					filter: map[string][]string{"stream_id": {"live/room-1/720p", "live/room-2/360p", "live/room-3/720p"}}, read: "auto"},
+				// by stream within rooms, from the minute rollups
+				{from: d.base.Add(3 * time.Minute), to: d.base.Add(2 * time.Hour), step: 5 * time.Minute, groupBy: []string{"stream_id", "cdn"},
+					filter: map[string][]string{"room_id": {"room-0", "room-2"}}, read: "auto"},
 			}
 			if m.Kind == "play_stop" {
 				// a play's outcome, raw and rollup
@@ -775,7 +809,7 @@ func TestMetricsMatchBruteForce(t *testing.T) {
 			for d := range c.filter {
 				dims = append(dims, d)
 			}
-			if c.read == "raw" || c.step < time.Minute || (c.metric == "live_latency" && !schemas.LatencyRollups[0].Covers(dims)) {
+			if c.read == "raw" || c.step < time.Minute || (c.metric == "live_latency" && !subset(dims, latencyRollupDims)) {
 				wantSource = "raw"
 			}
 			if ans.Source != wantSource {
@@ -822,7 +856,7 @@ func TestMetricsDataCoversOutcomes(t *testing.T) {
 	r := bfReq{app: appFull, from: d.base, to: d.base.Add(2 * time.Hour), step: 2 * time.Hour}
 	for _, m := range []string{"video_start_failure_rate", "exits_before_video_start_rate", "exits_before_video_start_1s_rate",
 		"video_playback_failure_rate", "rebuffering_ratio", "session_rebuffer_rate", "edge_error_rate", "back_to_source_rate",
-		"render_stall_ratio", "render_stall_session_rate", "view_start_failure_rate", "view_playback_failure_rate"} {
+		"render_stall_ratio", "render_stall_session_rate", "view_start_failure_rate", "view_playback_failure_rate", "frame_rate"} {
 		r.metric = m
 		_, totals := bruteForce(d.events, r)
 		if v := totals[""]; v == nil || *v <= 0 || *v >= 100 {
@@ -881,7 +915,10 @@ func TestMetricsDimsSource(t *testing.T) {
 		{"metric=render_stall_frequency&group_by=stream_id&since=2d&step=1h", "qoe_1h"},
 		{"metric=render_stall_session_rate&group_by=room_id&since=2d&step=1h", "qoe_1h"},
 		{"metric=video_startup_time&group_by=room_id,stream_id&since=7d&step=1h", "qoe_first_frame"},
-		{"metric=live_latency&group_by=stream_id&since=6h&step=1h", "events"},
+		{"metric=live_latency&group_by=stream_id&since=6h&step=1h", "qoe_latency_1h"},
+		{"metric=live_latency&group_by=room_id,cdn&stream_id=live/r1&since=3d&step=5m", "qoe_latency_1m"},
+		{"metric=live_latency&group_by=app_version,stream_id&since=6h&step=1h", "events"},
+		{"metric=frame_rate&group_by=room_id,cdn&since=7d&step=1h", "qoe_1h"},
 	} {
 		v, _ := url.ParseQuery(c.query)
 		req, err := parseMetricsRequest(newParams(v, now))

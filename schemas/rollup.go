@@ -21,13 +21,14 @@ import (
 //     scan, where quantile states per rollup row cost more at insert than
 //     all the other rollup columns together (measured; see docs/metrics.md).
 //   - qoe_latency_1m, qoe_latency_1h (AggregatingMergeTree): per minute
-//     (hour) and dimension of delivery, an exact weighted quantile state of
-//     heartbeat latency, rounded to three significant digits so that a
-//     state stays small. Migration 0002 created them; latency by the other
-//     dimensions is read from raw heartbeats.
+//     (hour), dimension of delivery, room and stream, an exact weighted
+//     quantile state of heartbeat latency, rounded to three significant
+//     digits so that a state stays small. Latency by the other dimensions
+//     is read from raw heartbeats.
 //
 // Migration 0008 rebuilt the first three with the dimensions and measures
-// below. The query package builds its raw-event SQL from the same definitions, so
+// of its time; migration 0009 rebuilt the sums rollups (frame-rate
+// measures) and the latency rollups (room_id, stream_id) as defined below. The query package builds its raw-event SQL from the same definitions, so
 // the raw path and the rollup path compute the same numbers by construction.
 
 // Rollup is an aggregated table keyed by time bucket and dimensions.
@@ -44,11 +45,13 @@ type Rollup struct {
 }
 
 // latencyDims are the dimensions of delivery, which decide latency: where
-// the viewer is and how the stream reaches them. A quantile state per row is
-// the costly part of a rollup (keyed by every dimension, latency cost as
-// much insert CPU as all of qoe_1m; keyed by these, a third of that), so
-// latency by the other dimensions is served from raw heartbeats.
-var latencyDims = []string{"app_id", "region", "isp", "cdn", "node_id", "protocol"}
+// the viewer is and how the stream reaches them, and which stream (a
+// broadcaster's uplink and the stream's transcode add to every viewer's
+// latency, so latency is read per stream). A quantile state per row is the
+// costly part of a rollup (keyed by every dimension, latency cost as much
+// insert CPU as all of qoe_1m), so latency by the other dimensions is
+// served from raw heartbeats.
+var latencyDims = []string{"app_id", "region", "isp", "cdn", "node_id", "protocol", "room_id", "stream_id"}
 
 // The rollup tables, finest first in each family.
 var (
@@ -183,6 +186,10 @@ type Measure struct {
 // (CMCD v2 player states; Conviva's rebuffering ratio leaves it out too).
 const notPausedOrSeeking = "state NOT IN ('paused', 'seeking')"
 
+// rendered keeps the heartbeats that count for the frame rate: viewing time
+// as for rebuffering, from a player that reported its rendered frame rate.
+const rendered = notPausedOrSeeking + " AND fps IS NOT NULL"
+
 // viewEnd keeps the play_stop that ends a view (a play session with its
 // retries): the player does not try again after it. A sender that never
 // sets will_retry makes each attempt a view.
@@ -218,6 +225,10 @@ var Measures = []Measure{
 		Doc: "render stalls"},
 	{Name: "w_render_stalled", Kind: "play_stop", Cond: "first_frame_blocked = '' AND render_stall_count > 0",
 		Doc: "ended plays with at least one render stall"},
+	{Name: "w_frames_ms", Kind: "heartbeat", Cond: rendered, Value: "fps * interval_ms",
+		Doc: "rendered frames × 1000: Σ fps × interval_ms, playing or rebuffering"},
+	{Name: "w_fps_ms", Kind: "heartbeat", Cond: rendered, Value: "interval_ms",
+		Doc: "viewing time in ms, playing or rebuffering, of heartbeats that carry fps"},
 	{Name: "w_view_end", Kind: "play_stop", Cond: viewEnd,
 		Doc: "ended views: the play_stop after which the player does not retry"},
 	{Name: "w_view_started", Kind: "play_stop", Cond: viewEnd + " AND first_frame_blocked = ''",
@@ -318,34 +329,46 @@ func sumsColumns() []aggColumn {
 	return cols
 }
 
-// RollupsVersion is the migration that last rebuilt the sums rollups and
-// the first-frame copy: RollupMigration renders it.
-const RollupsVersion = 8
+func latencyColumns() []aggColumn {
+	d := Latency
+	return []aggColumn{
+		{"rows", "SimpleAggregateFunction(sum, UInt64)", "count()", "sum(rows)"},
+		{"w", "SimpleAggregateFunction(sum, Float64)", "sum(" + Weight + ")", "sum(w)"},
+		{"q", "AggregateFunction(quantileExactWeighted, Int64, UInt64)",
+			fmt.Sprintf("quantileExactWeightedState(%s, %s)", d.ValueSQL(), QuantileWeight), "quantileExactWeightedMergeState(q)"},
+	}
+}
 
-// RollupMigration renders migration 0008 from the definitions above (0002,
-// which first created the rollups, is released and stays as it was); the
-// checked-in file must equal it (see TestRollupMigrationUpToDate). Once
-// released, a change here goes into a new migration.
+// RollupsVersion is the migration that last rebuilt the rollups:
+// RollupMigration renders it.
+const RollupsVersion = 9
+
+// RollupMigration renders migration 0009 from the definitions above (0002
+// and 0008, which built the rollups before, are released and stay as they
+// were); the checked-in file must equal it (see
+// TestRollupMigrationUpToDate). Once released, a change here goes into a
+// new migration.
 func RollupMigration() string {
 	var b strings.Builder
-	b.WriteString("-- 0008_qoe_rollups_dims: render-stall and view fields on heartbeat and play_stop; the sums rollups\n")
-	b.WriteString("-- keyed by room_id, stream_id and a play_stop's code and first_frame_blocked too, and the first-frame\n")
-	b.WriteString("-- copy by room_id and stream_id. Generated from schemas/catalog.go and schemas/rollup.go by\n")
-	b.WriteString("-- `go generate ./schemas`; see docs/metrics.md.\n")
+	b.WriteString("-- 0009_qoe_rollups_fps_latency: the sums rollups with the frame-rate measures, and the latency\n")
+	b.WriteString("-- rollups keyed by room_id and stream_id too. Generated from schemas/catalog.go and schemas/rollup.go\n")
+	b.WriteString("-- by `go generate ./schemas`; see docs/metrics.md.\n")
 	b.WriteString("-- The rebuilt tables are dropped and summarised again from the events table (they hold nothing the\n")
 	b.WriteString("-- events do not, and have the same retention). A rerun after a crash drops and rebuilds again;\n")
 	b.WriteString("-- migrations run before the processor starts, so nothing else writes meanwhile.\n")
 	b.WriteString(ColumnsMigration(RollupsVersion))
 	sumsWhere := fmt.Sprintf("log_type IN (%s)", kindList())
+	latWhere := fmt.Sprintf("log_type = '%s' AND %s IS NOT NULL", Latency.Kind, Latency.Field)
 	var sts []string
-	for _, v := range []string{SumsRollups[1].View, SumsRollups[0].View, FirstFrameView} {
+	// Hourly views first: each feeds on its minute table.
+	for _, v := range []string{SumsRollups[1].View, SumsRollups[0].View, LatencyRollups[1].View, LatencyRollups[0].View} {
 		sts = append(sts, "DROP VIEW IF EXISTS "+v)
 	}
-	for _, t := range []string{SumsRollups[0].Table, SumsRollups[1].Table, FirstFrameTable} {
+	for _, t := range []string{SumsRollups[0].Table, SumsRollups[1].Table, LatencyRollups[0].Table, LatencyRollups[1].Table} {
 		sts = append(sts, "DROP TABLE IF EXISTS "+t)
 	}
 	sts = append(sts, family(SumsRollups, sumsColumns(), sumsWhere)...)
-	sts = append(sts, firstFrameTableDDL(), firstFrameViewDDL(), backfillSQL(FirstFrameTable, firstFrameSelect))
+	sts = append(sts, family(LatencyRollups, latencyColumns(), latWhere)...)
 	for _, st := range sts {
 		b.WriteString("\n")
 		b.WriteString(st)

@@ -17,9 +17,10 @@ type faultView struct {
 
 // faultViews is the demo's suggestion per fault, by faultKey. Failures show
 // in video_start_failure_rate, stalls in rebuffering_ratio, slow starts in
-// video_startup_time, frozen pictures in render_stall_ratio.
+// video_startup_time, frozen pictures in render_stall_ratio, a throttled
+// uplink (frames dropped before the ingest) in a low frame_rate.
 var faultViews = map[string]faultView{
-	"push/throttle":                   {"rebuffering_ratio", "room_id"},
+	"push/throttle":                   {"frame_rate", "room_id"},
 	"push/disconnect":                 {"video_start_failure_rate", "room_id"},
 	"source/lose_stream":              {"video_start_failure_rate", "room_id"},
 	"source/unreachable":              {"video_start_failure_rate", "room_id"},

@@ -21,7 +21,7 @@ func TestFaultViews(t *testing.T) {
 		{scenario.Fault{Scope: "edge", Kind: "degrade"}, "rebuffering_ratio", "cdn,region"},
 		{scenario.Fault{Scope: "transcode", Kind: "fail"}, "video_start_failure_rate", "room_id,rendition"},
 		{scenario.Fault{Scope: "transcode", Kind: "lag"}, "rebuffering_ratio", "room_id,rendition"},
-		{scenario.Fault{Scope: "push", Kind: "throttle"}, "rebuffering_ratio", "room_id"},
+		{scenario.Fault{Scope: "push", Kind: "throttle"}, "frame_rate", "room_id"},
 		{scenario.Fault{Scope: "push", Kind: "disconnect"}, "video_start_failure_rate", "room_id"},
 		{scenario.Fault{Scope: "source", Kind: "lose_stream"}, "video_start_failure_rate", "room_id"},
 		{scenario.Fault{Scope: "source", Kind: "unreachable"}, "video_start_failure_rate", "room_id"},

@@ -13,9 +13,9 @@ import (
 func main() {
 	// go generate runs in the package directory (schemas/).
 	for path, body := range map[string][]byte{
-		"events.schema.json":                   schemas.JSONSchema(),
-		"migrations/0001_init.sql":             []byte(schemas.InitialMigration()),
-		"migrations/0008_qoe_rollups_dims.sql": []byte(schemas.RollupMigration()),
+		"events.schema.json":                          schemas.JSONSchema(),
+		"migrations/0001_init.sql":                    []byte(schemas.InitialMigration()),
+		"migrations/0009_qoe_rollups_fps_latency.sql": []byte(schemas.RollupMigration()),
 	} {
 		if err := os.WriteFile(path, body, 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "gen:", err)
