@@ -92,7 +92,7 @@ func inRange(t *testing.T, what string, r map[string][2]float64, faulty string, 
 	t.Helper()
 	f := r[faulty]
 	if !(f[1] >= minN) || !(f[0] >= lo && f[0] <= hi) {
-		t.Errorf("%s of %s = %.0f over %v rows, want %.0f–%.0f over ≥ %v; all: %v", what, faulty, f[0], f[1], lo, hi, minN, r)
+		t.Errorf("%s of %s = %.4g over %v rows, want %.4g–%.4g over ≥ %v; all: %v", what, faulty, f[0], f[1], lo, hi, minN, r)
 	}
 	peers := 0
 	for g, v := range r {
@@ -101,7 +101,7 @@ func inRange(t *testing.T, what string, r map[string][2]float64, faulty string, 
 		}
 		peers++
 		if !(v[0] <= peerMax) {
-			t.Errorf("%s of peer %s = %.0f over %v rows, want ≤ %.0f; all: %v", what, g, v[0], v[1], peerMax, r)
+			t.Errorf("%s of peer %s = %.4g over %v rows, want ≤ %.4g; all: %v", what, g, v[0], v[1], peerMax, r)
 		}
 	}
 	if peers == 0 {
