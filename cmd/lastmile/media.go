@@ -393,6 +393,7 @@ func mediaScenarioMain(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("app-key", "dev-key", "collector app key")
 	labels := fs.String("labels", "labels.json", "labels `FILE` to write (the ground truth, JSON)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	dry := fs.Bool("dry-faults", false, "label the faults but inject none (to check that a detector notices their absence)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -404,6 +405,7 @@ func mediaScenarioMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lastmile media scenario:", err)
 		return 2
 	}
+	sc.DryFaults = *dry
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(stdout, "scenario %s: %s (%s)\n", sc.Name, sc.Description, sc.Duration)

@@ -63,6 +63,7 @@ type Server struct {
 	streams     map[string]*live // by stream name: room, room_<rendition>
 	faults      map[string]TranscodeFault
 	unreachable map[string]bool // rooms whose pulls are refused and cut
+	lost        map[string]bool // rooms whose relays are cut and refused
 
 	pulls   *prometheus.CounterVec
 	streamG prometheus.Gauge
@@ -97,7 +98,7 @@ func New(cfg Config, rep Reporter, logger log.Logger) *Server {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
-	o := &Server{cfg: cfg, rep: rep, logger: logger, streams: map[string]*live{}, faults: map[string]TranscodeFault{}, unreachable: map[string]bool{},
+	o := &Server{cfg: cfg, rep: rep, logger: logger, streams: map[string]*live{}, faults: map[string]TranscodeFault{}, unreachable: map[string]bool{}, lost: map[string]bool{},
 		pulls:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_origin_pulls_total", Help: "HTTP-FLV pulls by outcome."}, []string{"outcome"}),
 		streamG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lastmile_origin_streams", Help: "Streams held, renditions included."}),
 	}
@@ -180,7 +181,8 @@ func (o *Server) isUnreachable(room string) bool {
 }
 
 // LoseStream cuts room's source as if its relay died: viewers and workers
-// see the stream end with an error, and origin_stream logs "lost".
+// see the stream end with an error, and origin_stream logs "lost". The
+// relay's connection is closed, so ingest redials.
 func (o *Server) LoseStream(room string) bool {
 	o.mu.Lock()
 	l := o.streams[room]
@@ -190,6 +192,21 @@ func (o *Server) LoseStream(room string) bool {
 	}
 	o.endStream(l, errors.New("origin lost the stream"), "lost")
 	return true
+}
+
+// SetLost holds room lost (LoseStream, and its relay's publishes refused)
+// until it is cleared with SetLost(room, false).
+func (o *Server) SetLost(room string, lost bool) {
+	o.mu.Lock()
+	if lost {
+		o.lost[room] = true
+	} else {
+		delete(o.lost, room)
+	}
+	o.mu.Unlock()
+	if lost {
+		o.LoseStream(room)
+	}
 }
 
 // Streams lists the names held.
@@ -208,6 +225,10 @@ func (o *Server) publish(ctx context.Context, info rtmp.PublishInfo) (rtmp.Sink,
 	src := &live{name: room, room: room, rendition: scheduler.SourceRendition,
 		hub: stream.New(room, o.cfg.Stream), start: time.Now(), done: make(chan struct{})}
 	o.mu.Lock()
+	if o.lost[room] {
+		o.mu.Unlock()
+		return nil, fmt.Errorf("origin: %s is lost (fault)", room)
+	}
 	if _, busy := o.streams[room]; busy {
 		o.mu.Unlock()
 		return nil, fmt.Errorf("origin: %s is already live", room)
@@ -234,6 +255,11 @@ type sink struct {
 }
 
 func (s *sink) WriteTag(t *flv.Tag) error {
+	select {
+	case <-s.l.done: // lost: closing the relay makes ingest notice
+		return errors.New("origin: stream " + s.l.name + " ended")
+	default:
+	}
 	s.l.hub.Write(t)
 	return nil
 }

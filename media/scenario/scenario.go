@@ -43,6 +43,10 @@ type Scenario struct {
 	// players.watch; seeded by players.seed).
 	Topology topology.Topology `yaml:"topology"`
 	Faults   []Fault           `yaml:"faults"`
+	// DryFaults labels the faults but injects none: a run whose ground
+	// truth is false on purpose, to check that a detector (or a test)
+	// notices the fault's absence.
+	DryFaults bool `yaml:"-"`
 }
 
 // Scopes of faults, as fault localization names them.
@@ -85,6 +89,77 @@ type Fault struct {
 	After      time.Duration `yaml:"after"`
 	Share      float64       `yaml:"share"`
 	Defect     string        `yaml:"defect"`
+}
+
+// What a fault does when its file leaves a parameter out, and the fixed
+// parameters of the kinds that take none.
+const (
+	DefaultLagDelay          = 60 * time.Millisecond // per video frame
+	DefaultDNSDelay          = 3 * time.Second
+	DefaultFirstByteDelay    = 2 * time.Second
+	DefaultStallAfter        = 5 * time.Second
+	DefaultStallFor          = 4 * time.Second
+	DefaultDegradeFirstByte  = 1500 * time.Millisecond
+	DefaultDegradeStallAfter = 5 * time.Second
+	DegradeStallFor          = 3 * time.Second
+	RenderStallEvery         = 3 * time.Second
+	RenderStallFor           = 500 * time.Millisecond
+)
+
+// withDefaults is f with every parameter its kind uses set: what is
+// injected and what the label states.
+func (f Fault) withDefaults() Fault {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	switch f.Scope + "/" + f.Kind {
+	case "transcode/lag":
+		def(&f.Delay, DefaultLagDelay)
+	case "client/dns_slow":
+		def(&f.Delay, DefaultDNSDelay)
+	case "edge/slow_first_byte":
+		def(&f.Delay, DefaultFirstByteDelay)
+	case "edge/stall":
+		def(&f.After, DefaultStallAfter)
+		def(&f.Delay, DefaultStallFor)
+	case "edge/degrade":
+		def(&f.Delay, DefaultDegradeFirstByte)
+		def(&f.After, DefaultDegradeStallAfter)
+	}
+	return f
+}
+
+// params are the injected strengths, as the label states them.
+func (f Fault) params() map[string]string {
+	f = f.withDefaults()
+	ms := func(d time.Duration) string { return fmt.Sprint(d.Milliseconds()) }
+	p := map[string]string{}
+	switch f.Scope + "/" + f.Kind {
+	case "push/throttle":
+		p["kbps"] = fmt.Sprint(f.Kbps)
+	case "transcode/lag":
+		p["frame_delay_ms"] = ms(f.Delay)
+	case "client/dns_slow":
+		p["dns_delay_ms"] = ms(f.Delay)
+	case "edge/slow_first_byte":
+		p["first_byte_delay_ms"] = ms(f.Delay)
+	case "edge/stall":
+		p["stall_after_ms"], p["stall_ms"] = ms(f.After), ms(f.Delay)
+	case "edge/degrade":
+		p["first_byte_delay_ms"], p["stall_after_ms"], p["stall_ms"] = ms(f.Delay), ms(f.After), ms(DegradeStallFor)
+	case "client/weak_network":
+		p["share"], p["kbps"] = fmt.Sprint(f.Share), fmt.Sprint(f.Kbps)
+	case "client/decoder_render_stall":
+		p["render_stall_every_ms"], p["render_stall_ms"] = ms(RenderStallEvery), ms(RenderStallFor)
+	case "rollout/ramp":
+		p["share"], p["defect"] = fmt.Sprint(f.Share), f.Defect
+		if f.Defect == "render_stall" {
+			p["render_stall_every_ms"], p["render_stall_ms"] = ms(RenderStallEvery), ms(RenderStallFor)
+		}
+	}
+	return p
 }
 
 // Label is the ground truth of one fault in a run.
@@ -223,9 +298,10 @@ func (sc *Scenario) Validate() error {
 }
 
 // Dims are the dimension values a fault affects, as the labels file and
-// fault localization name them.
+// fault localization name them, and its strength (params: kbps, delays in
+// ms, share, defect) as injected.
 func (f *Fault) Dims(top *topology.Topology) map[string]string {
-	d := map[string]string{}
+	d := f.params()
 	set := func(k, v string) {
 		if v != "" {
 			d[k] = v
@@ -333,7 +409,9 @@ func Run(ctx context.Context, sc *Scenario, st *stack.Stack, labelsPath string, 
 	defer cancel()
 
 	viewers := st.Audience()
-	applyClientFaults(sc, viewers)
+	if !sc.DryFaults {
+		applyClientFaults(sc, viewers)
+	}
 
 	var started, playing int64
 	var mu sync.Mutex
@@ -359,7 +437,10 @@ func Run(ctx context.Context, sc *Scenario, st *stack.Stack, labelsPath string, 
 				return
 			case <-time.After(time.Until(start.Add(f.At))):
 			}
-			level.Info(logger).Log("msg", "fault on", "scope", f.Scope, "kind", f.Kind, "for", f.For)
+			level.Info(logger).Log("msg", "fault on", "scope", f.Scope, "kind", f.Kind, "for", f.For, "dry", sc.DryFaults)
+			if sc.DryFaults {
+				return
+			}
 			if err := apply(st, &f, true); err != nil {
 				level.Error(logger).Log("msg", "fault failed", "scope", f.Scope, "kind", f.Kind, "err", err)
 			}
@@ -447,7 +528,7 @@ func applyClientFaults(sc *Scenario, vs []stack.Viewer) {
 			switch f.Scope + "/" + f.Kind {
 			case "client/decoder_render_stall":
 				if v.Config.AppVersion == f.AppVersion {
-					v.Config.Decode.RenderStallEvery, v.Config.Decode.RenderStallFor = 3*time.Second, 500*time.Millisecond
+					v.Config.Decode.RenderStallEvery, v.Config.Decode.RenderStallFor = RenderStallEvery, RenderStallFor
 				}
 			case "client/decoder_first_frame_fail":
 				if v.Config.AppVersion == f.AppVersion {
@@ -463,7 +544,7 @@ func applyClientFaults(sc *Scenario, vs []stack.Viewer) {
 					v.Config.AppVersion = f.AppVersion
 					switch f.Defect {
 					case "render_stall":
-						v.Config.Decode.RenderStallEvery, v.Config.Decode.RenderStallFor = 3*time.Second, 500*time.Millisecond
+						v.Config.Decode.RenderStallEvery, v.Config.Decode.RenderStallFor = RenderStallEvery, RenderStallFor
 					case "first_frame_fail":
 						v.Config.Decode.FailFirstDecode = true
 					}
@@ -475,6 +556,8 @@ func applyClientFaults(sc *Scenario, vs []stack.Viewer) {
 
 // apply sets (on) or clears a server-side or DNS fault.
 func apply(st *stack.Stack, f *Fault, on bool) error {
+	d := f.withDefaults()
+	f = &d
 	switch f.Scope + "/" + f.Kind {
 	case "push/throttle":
 		d := publisher.Degrade{}
@@ -485,9 +568,7 @@ func apply(st *stack.Stack, f *Fault, on bool) error {
 	case "push/disconnect":
 		return withPublisher(st, f.Room, func(p *publisher.Publisher) { p.SetDegrade(publisher.Degrade{Disconnect: on}) })
 	case "source/lose_stream":
-		if on {
-			st.Origin.LoseStream(f.Room)
-		}
+		st.Origin.SetLost(f.Room, on)
 		return nil
 	case "source/unreachable":
 		if on {
@@ -503,9 +584,6 @@ func apply(st *stack.Stack, f *Fault, on bool) error {
 		}
 		if on && f.Kind == "lag" {
 			tf.Lag = f.Delay
-			if tf.Lag <= 0 {
-				tf.Lag = 60 * time.Millisecond
-			}
 		}
 		st.Origin.SetTranscodeFault(f.Room, f.Rendition, tf)
 		return nil
@@ -535,11 +613,7 @@ func apply(st *stack.Stack, f *Fault, on bool) error {
 		if f.Kind == "dns_fail" {
 			d.SetFault(dns.Fault{Fail: true})
 		} else {
-			delay := f.Delay
-			if delay <= 0 {
-				delay = 3 * time.Second
-			}
-			d.SetFault(dns.Fault{Delay: delay})
+			d.SetFault(dns.Fault{Delay: f.Delay})
 		}
 		return nil
 	}
@@ -554,22 +628,11 @@ func edgeFault(f *Fault, on bool) edge.Fault {
 	case "refuse":
 		return edge.Fault{Refuse: true}
 	case "slow_first_byte":
-		d := f.Delay
-		if d <= 0 {
-			d = 2 * time.Second
-		}
-		return edge.Fault{FirstByteDelay: d}
+		return edge.Fault{FirstByteDelay: f.Delay}
 	case "stall":
-		after, d := f.After, f.Delay
-		if after <= 0 {
-			after = 5 * time.Second
-		}
-		if d <= 0 {
-			d = 4 * time.Second
-		}
-		return edge.Fault{StallAfter: after, StallFor: d}
+		return edge.Fault{StallAfter: f.After, StallFor: f.Delay}
 	default: // degrade
-		return edge.Fault{FirstByteDelay: 1500 * time.Millisecond, StallAfter: 5 * time.Second, StallFor: 3 * time.Second}
+		return edge.Fault{FirstByteDelay: f.Delay, StallAfter: f.After, StallFor: DegradeStallFor}
 	}
 }
 
