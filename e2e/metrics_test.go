@@ -40,6 +40,21 @@ func (p *proc) getMetrics(t testing.TB, q url.Values) (int, *query.MetricsAnswer
 }
 
 // totals maps each series' group (values joined by /) to its total.
+// metricTotals reads one metric over [from, to) grouped by groupBy (5 s
+// buckets) and returns each group's total, keyed "v1/v2/…".
+func (p *proc) metricTotals(t testing.TB, metric, groupBy string, from, to time.Time) map[string]float64 {
+	t.Helper()
+	v := url.Values{"metric": {metric}, "group_by": {groupBy}, "step": {"5s"},
+		"from": {from.UTC().Format(time.RFC3339Nano)}, "to": {to.UTC().Format(time.RFC3339Nano)}}
+	code, a, msg := p.getMetrics(t, v)
+	if code != 200 {
+		t.Fatalf("GET /api/v1/metrics?%s: %d %s", v.Encode(), code, msg)
+	}
+	got := totals(a)
+	t.Logf("%s by %s (%s): %v", metric, groupBy, a.Table, got)
+	return got
+}
+
 func totals(a *query.MetricsAnswer) map[string]float64 {
 	out := map[string]float64{}
 	for _, s := range a.Series {

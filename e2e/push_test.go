@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -109,17 +108,7 @@ func TestScenarioPush(t *testing.T) {
 // rebuffering and view start failure of room1 stay at baseline.
 func checkPushMetrics(t *testing.T, p *proc, from, to time.Time, cdns map[string]bool) {
 	t.Helper()
-	get := func(metric, groupBy string) map[string]float64 {
-		v := url.Values{"metric": {metric}, "group_by": {groupBy}, "step": {"5s"},
-			"from": {from.UTC().Format(time.RFC3339Nano)}, "to": {to.UTC().Format(time.RFC3339Nano)}}
-		code, a, msg := p.getMetrics(t, v)
-		if code != 200 {
-			t.Fatalf("%s: %d %s", v.Encode(), code, msg)
-		}
-		got := totals(a)
-		t.Logf("%s by %s over the cap (%s): %v", metric, groupBy, a.Table, got)
-		return got
-	}
+	get := func(metric, groupBy string) map[string]float64 { return p.metricTotals(t, metric, groupBy, from, to) }
 	srcFPS := float64(p.sqlInt(t, "SELECT toInt64(any(fps)) FROM push_start WHERE room_id = 'room1'"))
 	byRoom := get("frame_rate", "room_id")
 	r1, ok1 := byRoom["room1"]

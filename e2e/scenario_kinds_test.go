@@ -205,6 +205,18 @@ func TestScenarioTranscode(t *testing.T) {
 	// its viewers too. Pairs are few in an audience of 180: ≥ 3 attempts.
 	checkIsolation(t, rates(t, p, pair, window(fail)), "room1/480p",
 		isolation{min: 0.8, minN: 10, peerMax: 0.1, peerMinN: 3, skipPeers: []string{"room2/480p"}})
+	// Through the metrics API by room and rendition: only that pair
+	// stands out (the lagging pair is the concurrent fault, below).
+	vsf := p.metricTotals(t, "video_start_failure_rate", "room_id,rendition", fail.Start.Add(3*time.Second), fail.End)
+	for g, v := range vsf {
+		if g == "room1/480p" && !(v >= 50) || g != "room1/480p" && g != "room2/480p" && !(v <= 10) {
+			t.Errorf("video_start_failure_rate by room_id,rendition during %s: %v; want room1/480p ≥ 50 %% and every other pair but the lagging one ≤ 10 %%", fail.Name, vsf)
+			break
+		}
+	}
+	if !(vsf["room1/480p"] >= 3*vsf["room2/480p"]) {
+		t.Errorf("video_start_failure_rate: room1/480p %.1f %% does not stand out over the lagging room2/480p %.1f %%", vsf["room1/480p"], vsf["room2/480p"])
+	}
 	back := rates(t, p, pair, after(fail, until))
 	for _, g := range []string{"room1/480p", "room2/480p"} { // both faults end together
 		if v := back[g]; !(v[1] >= 3) || !(v[0] <= 0.1) {
@@ -287,18 +299,20 @@ func TestScenarioSource(t *testing.T) {
 	}
 }
 
-// TestScenarioClient: every client fault kind. isp-c fails at DNS; 5.3.0
+// TestScenarioClient: every client fault kind. isp-c fails at DNS; 5.2.1
 // fails its first decode; isp-b's DNS phase lasts the injected delay;
-// 5.2.1 render-stalls for the injected length; the weak share downloads
+// 5.3.0 render-stalls for the injected length (and only it shows in
+// render_stall_ratio by app_version); the weak share downloads
 // at the injected kbps. Each only in its cohort, and gone after.
 func TestScenarioClient(t *testing.T) {
 	p, l := playScenario(t, "client")
 	dnsFail, dec, dnsSlow, render, weak := l.Faults[0], l.Faults[1], l.Faults[2], l.Faults[3], l.Faults[4]
 	until := l.End.Add(-10 * time.Second)
+	decV, renV := dec.Dims["app_version"], render.Dims["app_version"]
 
 	t.Run("dns_fail", func(t *testing.T) {
 		// Client faults apply to the viewers arriving in the window.
-		w := window(dnsFail) + " AND app_version != '5.3.0' AND " + startedIn(dnsFail.Start, dnsFail.End)
+		w := window(dnsFail) + " AND app_version != '" + decV + "' AND " + startedIn(dnsFail.Start, dnsFail.End)
 		checkIsolation(t, rates(t, p, "isp", w), "isp-c", isolation{min: 0.8, minN: 10, peerMax: 0.1, peerMinN: 5})
 		if n := p.sqlInt(t, "SELECT countIf(code != 1001 OR first_frame_blocked != 'dns') FROM play_stop WHERE isp = 'isp-c' AND code != 0 AND "+w); n != 0 {
 			t.Errorf("%d isp-c failures not code 1001 blocked at dns", n)
@@ -310,13 +324,13 @@ func TestScenarioClient(t *testing.T) {
 	})
 	t.Run("decoder_first_frame_fail", func(t *testing.T) {
 		w := window(dec) + " AND isp != 'isp-c' AND " + startedIn(dec.Start, dec.End)
-		checkIsolation(t, rates(t, p, "app_version", w), "5.3.0", isolation{min: 0.8, minN: 8, peerMax: 0.1, peerMinN: 4})
-		if n := p.sqlInt(t, "SELECT countIf(code != 1007 OR first_frame_blocked != 'first_decode') FROM play_stop WHERE app_version = '5.3.0' AND code != 0 AND "+w); n != 0 {
-			t.Errorf("%d 5.3.0 failures not code 1007 blocked at first_decode", n)
+		checkIsolation(t, rates(t, p, "app_version", w), decV, isolation{min: 0.8, minN: 8, peerMax: 0.1, peerMinN: 4})
+		if n := p.sqlInt(t, "SELECT countIf(code != 1007 OR first_frame_blocked != 'first_decode') FROM play_stop WHERE app_version = '"+decV+"' AND code != 0 AND "+w); n != 0 {
+			t.Errorf("%d %s failures not code 1007 blocked at first_decode", n, decV)
 		}
 		back := rates(t, p, "app_version", afterClient(dec, until)+" AND network != 'weak'")
-		if v := back["5.3.0"]; !(v[1] >= 5) || !(v[0] <= 0.1) {
-			t.Errorf("5.3.0 after its window: %.2f of %v attempts failed, want ≤ 0.1", v[0], v[1])
+		if v := back[decV]; !(v[1] >= 5) || !(v[0] <= 0.1) {
+			t.Errorf("%s after its window: %.2f of %v attempts failed, want ≤ 0.1", decV, v[0], v[1])
 		}
 	})
 	t.Run("dns_slow", func(t *testing.T) {
@@ -336,12 +350,24 @@ func TestScenarioClient(t *testing.T) {
 		// first freeze.
 		r := stat(t, p, `SELECT app_version AS g, count() AS n, countIf(session_id IN (SELECT session_id FROM render_stall)) / count() AS v
 			FROM (SELECT DISTINCT app_version, session_id FROM first_frame WHERE network != 'weak' AND `+startedIn(render.Start, render.End)+`) GROUP BY g`)
-		inRange(t, "share of sessions with a render stall", r, "5.2.1", 0.8, 1, 5, 0)
-		if v := medianBy(t, p, "render_stall", "duration_ms", "app_version", w)["5.2.1"]; !(v[0] >= 0.8*d && v[0] <= 1.5*d) {
-			t.Errorf("5.2.1's render stalls: median %.0f ms over %v, want ≈ %.0f", v[0], v[1], d)
+		inRange(t, "share of sessions with a render stall", r, renV, 0.8, 1, 5, 0)
+		if v := medianBy(t, p, "render_stall", "duration_ms", "app_version", w)[renV]; !(v[0] >= 0.8*d && v[0] <= 1.5*d) {
+			t.Errorf("%s's render stalls: median %.0f ms over %v, want ≈ %.0f", renV, v[0], v[1], d)
 		}
-		if n := p.sqlInt(t, "SELECT count() FROM render_stall WHERE NOT (app_version = '5.2.1' AND "+startedIn(render.Start, render.End)+")"); n != 0 {
-			t.Errorf("%d render stalls outside 5.2.1's sessions of the window", n)
+		if n := p.sqlInt(t, "SELECT count() FROM render_stall WHERE NOT (app_version = '"+renV+"' AND "+startedIn(render.Start, render.End)+")"); n != 0 {
+			t.Errorf("%d render stalls outside %s's sessions of the window", n, renV)
+		}
+		// Through the metrics API, as an engineer would look: only the
+		// defective version has render-stall time.
+		ratio := p.metricTotals(t, "render_stall_ratio", "app_version", render.Start, render.End.Add(5*time.Second))
+		for v, x := range ratio {
+			if v == renV && !(x >= 3) || v != renV && x != 0 {
+				t.Errorf("render_stall_ratio by app_version during %s: %v; want %s ≥ 3 %% and every other version 0", render.Name, ratio, renV)
+				break
+			}
+		}
+		if _, ok := ratio[renV]; !ok {
+			t.Errorf("render_stall_ratio by app_version has no %s: %v", renV, ratio)
 		}
 	})
 	t.Run("weak_network", func(t *testing.T) {
