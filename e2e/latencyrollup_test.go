@@ -174,13 +174,7 @@ func TestLatencyRollupUpgrade(t *testing.T) {
 	if r, err := p.post(d.body, false, testKey); err != nil || r.Status != 200 || r.Accepted != d.n {
 		t.Fatalf("post: %v %+v", err, r)
 	}
-	waitFor(t, 60*time.Second, "the events stored by the old build", func() (bool, string) {
-		n, err := p.sql("SELECT count() AS n FROM events WHERE app_id = '" + testAppID + "'")
-		if err != nil || len(n) != 1 {
-			return false, fmt.Sprint(n, err)
-		}
-		return toInt(t, n[0]["n"]) == int64(d.n), fmt.Sprint(n)
-	})
+	waitStoredEvents(t, p, d.n)
 	p.stop()
 
 	p = start(t, "run", data, "--kafka-listen", "127.0.0.1:0")

@@ -253,13 +253,7 @@ func TestMetricsDimsUpgrade(t *testing.T) {
 	if r, err := p.post(d.body, false, testKey); err != nil || r.Status != 200 || r.Accepted != d.n {
 		t.Fatalf("post: %v %+v", err, r)
 	}
-	waitFor(t, 60*time.Second, "the events stored by the old build", func() (bool, string) {
-		n, err := p.sql("SELECT count() AS n FROM events WHERE app_id = '" + testAppID + "'")
-		if err != nil || len(n) != 1 {
-			return false, fmt.Sprint(n, err)
-		}
-		return toInt(t, n[0]["n"]) == int64(d.n), fmt.Sprint(n)
-	})
+	waitStoredEvents(t, p, d.n)
 	p.stop()
 
 	p = start(t, "run", data, "--kafka-listen", "127.0.0.1:0")
@@ -377,4 +371,16 @@ func withStreams(batches []*benchBatch, streams int) []*benchBatch {
 		out = append(out, nb)
 	}
 	return out
+}
+
+// waitStoredEvents waits until the test app has n events in the store.
+func waitStoredEvents(t *testing.T, p *proc, n int) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d stored events", n), func() (bool, string) {
+		rows, err := p.sql("SELECT count() AS n FROM events WHERE app_id = '" + testAppID + "'")
+		if err != nil || len(rows) != 1 {
+			return false, fmt.Sprint(rows, err)
+		}
+		return toInt(t, rows[0]["n"]) == int64(n), fmt.Sprint(rows)
+	})
 }

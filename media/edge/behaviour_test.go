@@ -11,10 +11,9 @@ import (
 	"time"
 
 	"github.com/lastmile-qoe/lastmile/media/flv"
+	"github.com/lastmile-qoe/lastmile/media/mediatest"
 	"github.com/lastmile-qoe/lastmile/media/origin"
 	"github.com/lastmile-qoe/lastmile/media/report"
-	"github.com/lastmile-qoe/lastmile/media/rtmp"
-	"github.com/lastmile-qoe/lastmile/media/sample"
 	"github.com/lastmile-qoe/lastmile/media/stream"
 )
 
@@ -63,31 +62,8 @@ func liveOrigin(t *testing.T, warm time.Duration) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	src, err := sample.New(sample.Options{Realtime: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := rtmp.DialPublish(ctx, "rtmp://"+ra.String()+"/live/room1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			tag, err := src.Next(ctx)
-			if err != nil || pub.WriteTag(&tag) != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		pub.Close()
-		o.Close(context.Background())
-	})
+	t.Cleanup(func() { o.Close(context.Background()) })
+	mediatest.PushSample(t, "rtmp://"+ra.String()+"/live/room1")
 	time.Sleep(warm)
 	return "http://" + ha.String()
 }

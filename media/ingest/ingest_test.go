@@ -11,10 +11,9 @@ import (
 	"time"
 
 	"github.com/lastmile-qoe/lastmile/media/flv"
+	"github.com/lastmile-qoe/lastmile/media/mediatest"
 	"github.com/lastmile-qoe/lastmile/media/origin"
 	"github.com/lastmile-qoe/lastmile/media/report"
-	"github.com/lastmile-qoe/lastmile/media/rtmp"
-	"github.com/lastmile-qoe/lastmile/media/sample"
 )
 
 // recorder keeps the events with the time they were logged.
@@ -123,35 +122,6 @@ func (o *testOrigin) readFrame(ctx context.Context, room string) error {
 	}
 }
 
-// publish pushes the sample in real time to url until ctx ends; the
-// returned channel gets why the push ended.
-func publish(ctx context.Context, t *testing.T, url string) <-chan error {
-	t.Helper()
-	src, err := sample.New(sample.Options{Realtime: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := rtmp.DialPublish(ctx, url)
-	if err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		defer pub.Close()
-		for {
-			tag, err := src.Next(ctx)
-			if err == nil {
-				err = pub.WriteTag(&tag)
-			}
-			if err != nil {
-				done <- err
-				return
-			}
-		}
-	}()
-	return done
-}
-
 // TestRelayBudgetPerOutage blips the origin five times with healthy
 // periods between: each outage gets the whole redial budget, so the
 // publish survives them all. A long outage then still cuts the publish
@@ -178,7 +148,7 @@ func TestRelayBudgetPerOutage(t *testing.T) {
 	defer ing.Close(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pushed := publish(ctx, t, "rtmp://"+addr.String()+"/live/room1")
+	pushed := mediatest.Publish(ctx, t, "rtmp://"+addr.String()+"/live/room1")
 	if err := org.hasMedia("room1", 10*time.Second); err != nil {
 		t.Fatalf("no media at the origin before any blip: %v", err)
 	}

@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/lastmile-qoe/lastmile/media/flv"
+	"github.com/lastmile-qoe/lastmile/media/mediatest"
 	"github.com/lastmile-qoe/lastmile/media/report"
-	"github.com/lastmile-qoe/lastmile/media/rtmp"
-	"github.com/lastmile-qoe/lastmile/media/sample"
 	"github.com/lastmile-qoe/lastmile/media/scheduler"
 )
 
@@ -48,31 +47,8 @@ func liveRoom(t *testing.T) (*Server, *behRep, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	src, err := sample.New(sample.Options{Realtime: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := rtmp.DialPublish(ctx, "rtmp://"+ra.String()+"/live/room1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			tag, err := src.Next(ctx)
-			if err != nil || pub.WriteTag(&tag) != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		pub.Close()
-		o.Close(context.Background())
-	})
+	t.Cleanup(func() { o.Close(context.Background()) })
+	mediatest.PushSample(t, "rtmp://"+ra.String()+"/live/room1")
 	waitStreams(t, o, []string{"room1", "room1_480p"}, nil)
 	time.Sleep(time.Second) // a GOP in the caches
 	return o, rep, "http://" + ha.String()
