@@ -38,7 +38,7 @@ func TestScenarioPush(t *testing.T) {
 	capKbps := float64(f.Kbps)
 	// The label states exactly what was injected.
 	if f.Room != "room2" || f.Kbps != 700 || nominal != 1500 || lb.Scope != "push" || lb.Kind != "throttle" ||
-		fmt.Sprint(lb.Dims) != fmt.Sprint(map[string]string{"room_id": "room2", "stream_id": "live/room2"}) ||
+		fmt.Sprint(lb.Dims) != fmt.Sprint(map[string]string{"kbps": "700", "room_id": "room2", "stream_id": "live/room2"}) ||
 		!strings.Contains(lb.Name, "700 kbit/s") || !strings.Contains(sc.Description, "700 kbit/s") {
 		t.Fatalf("scenario fault %+v (room at %d kbit/s), label %+v: want room2 at 1500 kbit/s capped at 700 kbit/s, and a label that says so", f, nominal, lb)
 	}
