@@ -52,20 +52,53 @@ type Plan struct {
 	NextGain float64
 	// MaxCauses is the most causes returned.
 	MaxCauses int
+	// Ripple decides granularity. A chosen set is widened to its parent
+	// (one attribute dropped) when the parent's other leaves rise by at
+	// least Ripple times the set's own relative rise; a child rising less
+	// than that counts as normal when splitting (see RefineMass). 0 turns
+	// both off.
+	Ripple float64
+	// RippleScore: the parent's other leaves count as rising only with at
+	// least this likelihood-ratio score.
+	RippleScore float64
+	// CoarsenMass: a set is also widened to its parent when the parent's
+	// other leaves hold less than this share of the parent's viewers (the
+	// finer set is practically the parent).
+	CoarsenMass float64
+	// RefineMass: a chosen set is split into its rising children along one
+	// attribute when its normal children hold at least this share of its
+	// expected numerator (0: never split).
+	RefineMass float64
+	// RefineExcess: ... and the rising children (two or more) hold at least
+	// this share of its excess.
+	RefineExcess float64
+	// RefineNormal: when splitting, a child whose relative rise is below
+	// RefineNormal times the parent's counts as normal.
+	RefineNormal float64
+	// NextShare: a second or later cause must explain at least this share
+	// of the minute's excess (on top of MinShare and NextGain).
+	NextShare float64
 }
 
 // DefaultPlan is the plan tuned on the RS development set.
 var DefaultPlan = Plan{
 	BaselineMinutes: 4,
-	PriorViewers:    10,
+	PriorViewers:    20,
 	MaxOrder:        3,
 	MinSupport:      5,
 	MinDeviation:    0.2,
 	MinScore:        10,
 	MinShare:        0.05,
 	OrderBias:       1,
-	NextGain:        0.3,
+	NextGain:        0,
 	MaxCauses:       3,
+	Ripple:          0.05,
+	RefineMass:      0,
+	RefineExcess:    0.8,
+	RippleScore:     10,
+	CoarsenMass:     0,
+	RefineNormal:    0.4,
+	NextShare:       0.1,
 }
 
 // A Cause is one conjunction of attribute values that explains part of an
@@ -97,7 +130,7 @@ var ErrNoRows = errors.New("no rows at that minute")
 
 // group is one candidate: a conjunction over the attributes of its mask.
 type group struct {
-	mask  int   // index into masks
+	mask  int // index into masks
 	vals  []uint32
 	v, e  float64 // numerator, working expectation
 	c     float64
@@ -253,9 +286,35 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 	}
 
 	explained := make([]bool, len(leaves))
-	var chosen []int
+	work := func(li int) float64 {
+		if explained[li] {
+			return leaves[li].v
+		}
+		return e[li]
+	}
+	aggr := func(cj conj) (s sums) {
+		for li, l := range leaves {
+			if cj.match(l.key) {
+				s.v += l.v
+				s.c += l.c
+				s.e += work(li)
+				s.e0 += e[li]
+				s.vb += l.vb
+				s.cb += l.cb
+			}
+		}
+		return s
+	}
+	groupConj := func(g int) conj {
+		return conj{attrs: masks[groups[g].mask], vals: groups[g].vals}
+	}
+	keys := make([][]uint32, len(leaves))
+	for li, l := range leaves {
+		keys[li] = l.key
+	}
+	var chosen []conj
 	var firstScore float64
-	for len(chosen) < p.MaxCauses {
+	for len(res.Causes) < p.MaxCauses {
 		// Recompute the working expectations: explained leaves expect what
 		// they got.
 		for g := range groups {
@@ -263,94 +322,144 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 		}
 		for mi := range masks {
 			for li := range leaves {
-				ex := e[li]
-				if explained[li] {
-					ex = leaves[li].v
-				}
-				groups[member[mi][li]].e += ex
+				groups[member[mi][li]].e += work(li)
 			}
 		}
 		best, bestScore := -1, 0.0
 		for g := range groups {
 			gr := &groups[g]
 			gr.score = 0
-			if gr.c < p.MinSupport || gr.v <= gr.e {
+			s := sums{v: gr.v, e: gr.e, c: gr.c}
+			if !p.eligible(s, shareOf) {
 				continue
 			}
-			ee := max(gr.e, 0.5)
-			if gr.v/ee-1 < p.MinDeviation || shareOf(gr.v-gr.e) < p.MinShare {
-				continue
-			}
-			lr := gr.v*math.Log(gr.v/ee) - (gr.v - ee)
-			if lr < p.MinScore {
-				continue
-			}
-			gr.score = lr * math.Pow(p.OrderBias, float64(len(masks[gr.mask])-1))
-			if gr.score > bestScore && !nested(masks, groups, chosen, g) {
+			gr.score = s.lr() * math.Pow(p.OrderBias, float64(len(masks[gr.mask])-1))
+			if gr.score > bestScore && !nestedAny(chosen, groupConj(g)) {
 				best, bestScore = g, gr.score
 			}
 		}
-		if best < 0 || (len(chosen) > 0 && bestScore < p.NextGain*firstScore) {
+		if best < 0 || (len(res.Causes) > 0 && (bestScore < p.NextGain*firstScore ||
+			shareOf(groups[best].v-groups[best].e) < p.NextShare)) {
 			break
 		}
-		if len(chosen) == 0 {
+		if len(res.Causes) == 0 {
 			firstScore = bestScore
-		}
-		chosen = append(chosen, best)
-		gr := groups[best]
-		c := Cause{
-			Element:  map[string]string{},
-			Share:    shareOf(gr.v - gr.e),
-			Support:  gr.c,
-			Excess:   gr.v - gr.e,
-			Score:    gr.score,
-		}
-		if gr.c > 0 {
-			c.KPI, c.Expected = gr.v/gr.c, gr.e0/gr.c
-		}
-		if gr.cb > 0 {
-			c.Baseline = gr.vb / gr.cb
-		}
-		for x, j := range masks[gr.mask] {
-			c.Element[t.Attrs[j]] = t.Values[j][gr.vals[x]]
 		}
 		// Confidence: its share of the anomaly, times its margin over the
 		// best overlapping candidate one attribute coarser or finer.
 		rival := 0.0
 		for g := range groups {
-			if g != best && adjacent(masks, groups, best, g) {
+			if g != best && adjacent(groupConj(best), groupConj(g)) {
 				rival = max(rival, groups[g].score)
 			}
 		}
-		c.Confidence = c.Share * max(0, 1-rival/gr.score)
-		res.Causes = append(res.Causes, c)
-		for li := range leaves {
-			if member[gr.mask][li] == int32(best) {
-				explained[li] = true
+		margin := max(0, 1-rival/bestScore)
+
+		// Granularity: split a set whose rise sits in a few children along
+		// one attribute (several causes), then widen each piece while the
+		// rest of its parent rises too (the ripple of one cause).
+		pieces, split := p.refine(groupConj(best), aggr, keys, shareOf)
+		for _, cj := range pieces {
+			if len(res.Causes) >= p.MaxCauses {
+				break
+			}
+			cj = p.coarsen(cj, split, aggr)
+			if nestedAny(chosen, cj) {
+				continue
+			}
+			s := aggr(cj)
+			c := Cause{
+				Element:    map[string]string{},
+				Share:      shareOf(s.v - s.e),
+				Support:    s.c,
+				Excess:     s.v - s.e,
+				Score:      s.lr(),
+				Confidence: 0,
+			}
+			if s.c > 0 {
+				c.KPI, c.Expected = s.v/s.c, s.e0/s.c
+			}
+			if s.cb > 0 {
+				c.Baseline = s.vb / s.cb
+			}
+			for x, j := range cj.attrs {
+				c.Element[t.Attrs[j]] = t.Values[j][cj.vals[x]]
+			}
+			c.Confidence = c.Share * margin
+			res.Causes = append(res.Causes, c)
+			chosen = append(chosen, cj)
+			for li, l := range leaves {
+				if cj.match(l.key) {
+					explained[li] = true
+				}
 			}
 		}
 	}
 	return res, nil
 }
 
-// contains reports whether conjunction a implies b: b's attributes are a
-// subset of a's with the same values.
-func contains(masks [][]int, groups []group, a, b int) bool {
-	ma, mb := masks[groups[a].mask], masks[groups[b].mask]
-	for y, j := range mb {
-		x := slices.Index(ma, j)
-		if x < 0 || groups[a].vals[x] != groups[b].vals[y] {
+// sums aggregates a set of leaves.
+type sums struct{ v, e, c, e0, vb, cb float64 }
+
+// dev is the relative rise of the numerator over its expectation.
+func (s sums) dev() float64 { return s.v/max(s.e, 0.5) - 1 }
+
+// lr is the Poisson log likelihood-ratio of "the set's numerator rose by one
+// factor" against "as expected" (0 when it did not rise).
+func (s sums) lr() float64 {
+	ee := max(s.e, 0.5)
+	if s.v <= ee {
+		return 0
+	}
+	return s.v*math.Log(s.v/ee) - (s.v - ee)
+}
+
+func (p Plan) eligible(s sums, shareOf func(float64) float64) bool {
+	return s.c >= p.MinSupport && s.v > s.e && s.dev() >= p.MinDeviation &&
+		shareOf(s.v-s.e) >= p.MinShare && s.lr() >= p.MinScore
+}
+
+// A conj is a conjunction of attribute values, attributes ascending.
+type conj struct {
+	attrs []int
+	vals  []uint32
+}
+
+func (c conj) match(key []uint32) bool {
+	for x, j := range c.attrs {
+		if key[j] != c.vals[x] {
 			return false
 		}
 	}
 	return true
 }
 
-// nested reports whether candidate g is a coarser or finer form of a cause
-// already chosen.
-func nested(masks [][]int, groups []group, chosen []int, g int) bool {
+func (c conj) has(j int) bool { return slices.Contains(c.attrs, j) }
+
+func (c conj) with(j int, v uint32) conj {
+	x, _ := slices.BinarySearch(c.attrs, j)
+	return conj{attrs: slices.Insert(slices.Clone(c.attrs), x, j), vals: slices.Insert(slices.Clone(c.vals), x, v)}
+}
+
+func (c conj) without(j int) conj {
+	x := slices.Index(c.attrs, j)
+	return conj{attrs: slices.Delete(slices.Clone(c.attrs), x, x+1), vals: slices.Delete(slices.Clone(c.vals), x, x+1)}
+}
+
+// implies reports whether a implies b: b's attribute values are among a's.
+func (a conj) implies(b conj) bool {
+	for y, j := range b.attrs {
+		x := slices.Index(a.attrs, j)
+		if x < 0 || a.vals[x] != b.vals[y] {
+			return false
+		}
+	}
+	return true
+}
+
+func nestedAny(chosen []conj, g conj) bool {
 	for _, c := range chosen {
-		if contains(masks, groups, c, g) || contains(masks, groups, g, c) {
+		if c.implies(g) || g.implies(c) {
 			return true
 		}
 	}
@@ -358,15 +467,114 @@ func nested(masks [][]int, groups []group, chosen []int, g int) bool {
 }
 
 // adjacent reports whether g is b with one attribute added or removed.
-func adjacent(masks [][]int, groups []group, b, g int) bool {
-	lb, lg := len(masks[groups[b].mask]), len(masks[groups[g].mask])
-	switch lg - lb {
+func adjacent(b, g conj) bool {
+	switch len(g.attrs) - len(b.attrs) {
 	case 1:
-		return contains(masks, groups, g, b)
+		return g.implies(b)
 	case -1:
-		return contains(masks, groups, b, g)
+		return b.implies(g)
 	}
 	return false
+}
+
+// refine splits s along the attribute where its rise is most concentrated:
+// children rising less than Ripple times s's own rise are "normal"; when they
+// hold at least RefineMass of s's expected numerator and two or more rising
+// children hold at least RefineExcess of its excess, those children replace
+// s. It returns the pieces and the split attribute (-1: none).
+func (p Plan) refine(s conj, aggr func(conj) sums, keys [][]uint32, shareOf func(float64) float64) ([]conj, int) {
+	if p.RefineMass <= 0 {
+		return []conj{s}, -1
+	}
+	ss := aggr(s)
+	devS, exS := ss.dev(), ss.v-ss.e
+	if exS <= 0 {
+		return []conj{s}, -1
+	}
+	na := 0
+	if len(keys) > 0 {
+		na = len(keys[0])
+	}
+	bestA, bestMass := -1, 0.0
+	var bestKids []conj
+	for a := 0; a < na; a++ {
+		if s.has(a) {
+			continue
+		}
+		seen := map[uint32]bool{}
+		var normalE, anomEx float64
+		var kids []conj
+		for _, k := range keys {
+			if !s.match(k) || seen[k[a]] {
+				continue
+			}
+			seen[k[a]] = true
+			cj := s.with(a, k[a])
+			cs := aggr(cj)
+			if cs.dev() < p.RefineNormal*devS {
+				normalE += cs.e
+			} else if p.eligible(cs, shareOf) {
+				anomEx += cs.v - cs.e
+				kids = append(kids, cj)
+			}
+		}
+		mass := normalE / max(ss.e, 0.5)
+		if len(kids) >= 2 && len(kids) <= p.MaxCauses && mass >= p.RefineMass && anomEx >= p.RefineExcess*exS && mass > bestMass {
+			bestA, bestMass, bestKids = a, mass, kids
+		}
+	}
+	if bestA < 0 {
+		return []conj{s}, -1
+	}
+	slices.SortFunc(bestKids, func(x, y conj) int {
+		ex, ey := aggr(x), aggr(y)
+		return cmpDesc(ex.v-ex.e, ey.v-ey.e)
+	})
+	return bestKids, bestA
+}
+
+func cmpDesc(a, b float64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+// coarsen drops attributes from s (never keep) while the rest of the parent,
+// the parent's leaves outside s, rises by at least Ripple times s's rise:
+// then the cause is the parent.
+func (p Plan) coarsen(s conj, keep int, aggr func(conj) sums) conj {
+	if p.Ripple <= 0 {
+		return s
+	}
+	for len(s.attrs) > 1 {
+		ss := aggr(s)
+		devS := ss.dev()
+		best, bestLR := -1, 0.0
+		for _, a := range s.attrs {
+			if a == keep {
+				continue
+			}
+			ps := aggr(s.without(a))
+			r := sums{v: ps.v - ss.v, e: ps.e - ss.e, c: ps.c - ss.c}
+			rises := r.c >= p.MinSupport && r.v > r.e && r.dev() >= p.Ripple*devS && r.lr() >= p.RippleScore
+			small := r.c < p.CoarsenMass*ps.c
+			if !rises && !small {
+				continue
+			}
+			if lr := ps.lr(); lr > bestLR {
+				best, bestLR = a, lr
+			}
+		}
+		if best < 0 {
+			return s
+		}
+		s = s.without(best)
+	}
+	return s
 }
 
 // String renders a cause's element as attr=value pairs, sorted by attribute.

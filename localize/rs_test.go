@@ -176,13 +176,15 @@ func evalPlan(tb testing.TB, p Plan, cases []rsCase, verbose bool) rsScore {
 // rsGrid is the small grid of plans the 2-fold figure chooses from.
 func rsGrid() []Plan {
 	var ps []Plan
-	for _, prior := range []float64{2, 10, 50} {
-		for _, bias := range []float64{0.8, 1, 1.25} {
-			for _, next := range []float64{0.2, 0.35, 0.5} {
-				for _, dev := range []float64{0.1, 0.3} {
-					p := DefaultPlan
-					p.PriorViewers, p.OrderBias, p.NextGain, p.MinDeviation = prior, bias, next, dev
-					ps = append(ps, p)
+	for _, ripple := range []float64{0.03, 0.05, 0.1} {
+		for _, rscore := range []float64{5, 10, 30} {
+			for _, next := range []float64{0.1, 0.2} {
+				for _, prior := range []float64{5, 20} {
+					for _, bias := range []float64{0.8, 1} {
+						p := DefaultPlan
+						p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.OrderBias = ripple, rscore, next, prior, bias
+						ps = append(ps, p)
+					}
 				}
 			}
 		}
@@ -231,12 +233,16 @@ func TestRSDev(t *testing.T) {
 		p, in := bestPlan(t, grid, f.train)
 		out := evalPlan(t, p, f.test, false)
 		pooled.add(out)
-		t.Logf("fold %s: chose prior=%g bias=%g next=%g dev=%g (train F1 %.3f), test F1 %.3f",
-			f.name, p.PriorViewers, p.OrderBias, p.NextGain, p.MinDeviation, in.f1(), out.f1())
+		t.Logf("fold %s: chose Ripple=%g RippleScore=%g NextShare=%g PriorViewers=%g OrderBias=%g (train F1 %.3f), test F1 %.3f",
+			f.name, p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.OrderBias, in.f1(), out.f1())
 	}
 	t.Logf("RS dev 2-fold micro-F1 %.3f (tp %d fp %d fn %d)", pooled.f1(), pooled.tp, pooled.fp, pooled.fn)
-	if bp, bs := bestPlan(t, grid, cases); verbose {
+	if verbose {
+		bp, bs := bestPlan(t, grid, cases)
 		t.Logf("best in-sample on grid: %+v F1 %.3f", bp, bs.f1())
+		for _, p := range grid {
+			t.Logf("grid %+v F1 %.3f", p, evalPlan(t, p, cases, false).f1())
+		}
 	}
 }
 
