@@ -126,7 +126,7 @@ type Result struct {
 }
 
 // ErrNoRows is returned when the table has no row at the requested minute.
-var ErrNoRows = errors.New("no rows at that minute")
+var ErrNoRows = errors.New("no rows at minute")
 
 // group is one candidate: a conjunction over the attributes of its mask.
 type group struct {
@@ -156,7 +156,10 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 	mins := t.Minutes()
 	i := sort.Search(len(mins), func(i int) bool { return mins[i] >= at })
 	if i == len(mins) || mins[i] != at {
-		return nil, fmt.Errorf("%w %d", ErrNoRows, at)
+		if len(mins) == 0 {
+			return nil, fmt.Errorf("%w %d: the table is empty", ErrNoRows, at)
+		}
+		return nil, fmt.Errorf("%w %d: the table has %d minutes from %d to %d", ErrNoRows, at, len(mins), mins[0], mins[len(mins)-1])
 	}
 	if i == 0 {
 		return nil, fmt.Errorf("no minute before %d to form a baseline", at)
