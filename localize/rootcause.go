@@ -61,6 +61,14 @@ type Plan struct {
 	// RippleScore: the parent's other leaves count as rising only with at
 	// least this likelihood-ratio score.
 	RippleScore float64
+	// RippleBroad: see coarsen; the share of the parent's other leaves'
+	// expected numerator that must sit in rising siblings (0: no test).
+	RippleBroad float64
+	// Starts is how many of the best first-round candidates each start a
+	// greedy answer (1: plain greedy); the answer with the highest total
+	// score, times CauseDiscount per cause beyond the first, wins.
+	Starts        int
+	CauseDiscount float64
 	// CoarsenMass: a set is also widened to its parent when the parent's
 	// other leaves hold less than this share of the parent's viewers (the
 	// finer set is practically the parent).
@@ -83,12 +91,12 @@ type Plan struct {
 // DefaultPlan is the plan tuned on the RS development set.
 var DefaultPlan = Plan{
 	BaselineMinutes: 4,
-	PriorViewers:    20,
+	PriorViewers:    5,
 	MaxOrder:        3,
 	MinSupport:      5,
 	MinDeviation:    0.2,
 	MinScore:        10,
-	MinShare:        0.05,
+	MinShare:        0.1,
 	OrderBias:       1,
 	NextGain:        0,
 	MaxCauses:       3,
@@ -97,6 +105,9 @@ var DefaultPlan = Plan{
 	RefineExcess:    0.8,
 	RippleScore:     10,
 	CoarsenMass:     0,
+	RippleBroad:     0,
+	Starts:          1,
+	CauseDiscount:   0.8,
 	RefineNormal:    0.4,
 	NextShare:       0.1,
 }
@@ -315,11 +326,10 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 	for li, l := range leaves {
 		keys[li] = l.key
 	}
-	var chosen []conj
-	var firstScore float64
-	for len(res.Causes) < p.MaxCauses {
-		// Recompute the working expectations: explained leaves expect what
-		// they got.
+	// score recomputes the working expectations (explained leaves expect
+	// what they got) and every candidate's score, skipping candidates nested
+	// in chosen; it returns the best one (-1: none).
+	score := func(chosen []conj) (int, float64) {
 		for g := range groups {
 			groups[g].e = 0
 		}
@@ -341,61 +351,114 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 				best, bestScore = g, gr.score
 			}
 		}
-		if best < 0 || (len(res.Causes) > 0 && (bestScore < p.NextGain*firstScore ||
-			shareOf(groups[best].v-groups[best].e) < p.NextShare)) {
-			break
-		}
-		if len(res.Causes) == 0 {
-			firstScore = bestScore
-		}
-		// Confidence: its share of the anomaly, times its margin over the
-		// best overlapping candidate one attribute coarser or finer.
-		rival := 0.0
-		for g := range groups {
-			if g != best && adjacent(groupConj(best), groupConj(g)) {
-				rival = max(rival, groups[g].score)
+		return best, bestScore
+	}
+	// solve takes causes greedily, the first one forced when forced ≥ 0; it
+	// returns them and the sum of their likelihood-ratio scores.
+	solve := func(forced int) ([]Cause, float64) {
+		clear(explained)
+		var causes []Cause
+		var chosen []conj
+		var firstScore, total float64
+		for len(causes) < p.MaxCauses {
+			best, bestScore := score(chosen)
+			if len(causes) == 0 && forced >= 0 {
+				best, bestScore = forced, groups[forced].score
 			}
-		}
-		margin := max(0, 1-rival/bestScore)
-
-		// Granularity: split a set whose rise sits in a few children along
-		// one attribute (several causes), then widen each piece while the
-		// rest of its parent rises too (the ripple of one cause).
-		pieces, split := p.refine(groupConj(best), aggr, keys, shareOf)
-		for _, cj := range pieces {
-			if len(res.Causes) >= p.MaxCauses {
+			if best < 0 || bestScore <= 0 || (len(causes) > 0 && (bestScore < p.NextGain*firstScore ||
+				shareOf(groups[best].v-groups[best].e) < p.NextShare)) {
 				break
 			}
-			cj = p.coarsen(cj, split, aggr)
-			if nestedAny(chosen, cj) {
-				continue
+			if len(causes) == 0 {
+				firstScore = bestScore
 			}
-			s := aggr(cj)
-			c := Cause{
-				Element:    map[string]string{},
-				Share:      shareOf(s.v - s.e),
-				Support:    s.c,
-				Excess:     s.v - s.e,
-				Score:      s.lr(),
-				Confidence: 0,
-			}
-			if s.c > 0 {
-				c.KPI, c.Expected = s.v/s.c, s.e0/s.c
-			}
-			if s.cb > 0 {
-				c.Baseline = s.vb / s.cb
-			}
-			for x, j := range cj.attrs {
-				c.Element[t.Attrs[j]] = t.Values[j][cj.vals[x]]
-			}
-			c.Confidence = c.Share * margin
-			res.Causes = append(res.Causes, c)
-			chosen = append(chosen, cj)
-			for li, l := range leaves {
-				if cj.match(l.key) {
-					explained[li] = true
+			// Confidence: its share of the anomaly, times its margin over
+			// the best overlapping candidate one attribute coarser or finer.
+			rival := 0.0
+			for g := range groups {
+				if g != best && adjacent(groupConj(best), groupConj(g)) {
+					rival = max(rival, groups[g].score)
 				}
 			}
+			margin := max(0, 1-rival/bestScore)
+
+			// Granularity: split a set whose rise sits in a few children
+			// along one attribute (several causes), then widen each piece
+			// while the rest of its parent rises too (one cause's ripple).
+			pieces, split := p.refine(groupConj(best), aggr, keys, shareOf)
+			took := false
+			for _, cj := range pieces {
+				if len(causes) >= p.MaxCauses {
+					break
+				}
+				cj = p.coarsen(cj, split, aggr, keys)
+				if nestedAny(chosen, cj) {
+					continue
+				}
+				s := aggr(cj)
+				c := Cause{
+					Element: map[string]string{},
+					Share:   shareOf(s.v - s.e),
+					Support: s.c,
+					Excess:  s.v - s.e,
+					Score:   s.lr(),
+				}
+				if s.c > 0 {
+					c.KPI, c.Expected = s.v/s.c, s.e0/s.c
+				}
+				if s.cb > 0 {
+					c.Baseline = s.vb / s.cb
+				}
+				for x, j := range cj.attrs {
+					c.Element[t.Attrs[j]] = t.Values[j][cj.vals[x]]
+				}
+				c.Confidence = c.Share * margin
+				causes = append(causes, c)
+				chosen = append(chosen, cj)
+				total += c.Score
+				took = true
+				for li, l := range leaves {
+					if cj.match(l.key) {
+						explained[li] = true
+					}
+				}
+			}
+			if !took {
+				break
+			}
+		}
+		return causes, total
+	}
+
+	// Several starts: the greedy answer, and the answers that begin with
+	// each of the next best first-round candidates; the best total score
+	// wins, discounted per extra cause.
+	clear(explained)
+	score(nil)
+	order := make([]int, 0, len(groups))
+	for g := range groups {
+		if groups[g].score > 0 {
+			order = append(order, g)
+		}
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmpDesc(groups[x].score, groups[y].score) })
+	if len(order) > max(p.Starts, 1) {
+		order = order[:max(p.Starts, 1)]
+	}
+	first := make([]float64, len(groups))
+	for g := range groups {
+		first[g] = groups[g].score
+	}
+	bestVal := -1.0
+	for _, g := range order {
+		// restore the first-round scores that solve's forced start reads
+		for h := range groups {
+			groups[h].score = first[h]
+		}
+		causes, total := solve(g)
+		val := total * math.Pow(p.CauseDiscount, float64(max(len(causes)-1, 0)))
+		if val > bestVal {
+			bestVal, res.Causes = val, causes
 		}
 	}
 	return res, nil
@@ -547,9 +610,13 @@ func cmpDesc(a, b float64) int {
 }
 
 // coarsen drops attributes from s (never keep) while the rest of the parent,
-// the parent's leaves outside s, rises by at least Ripple times s's rise:
-// then the cause is the parent.
-func (p Plan) coarsen(s conj, keep int, aggr func(conj) sums) conj {
+// the parent's leaves outside s, rises too: by at least Ripple times s's
+// relative rise with a score of at least RippleScore, and broadly, its rising
+// siblings (the rest split by the dropped attribute) holding at least
+// RippleBroad of its expected numerator. Then the cause is the parent. The
+// breadth test keeps a second, separate cause among the siblings from
+// widening the first.
+func (p Plan) coarsen(s conj, keep int, aggr func(conj) sums, keys [][]uint32) conj {
 	if p.Ripple <= 0 {
 		return s
 	}
@@ -557,16 +624,32 @@ func (p Plan) coarsen(s conj, keep int, aggr func(conj) sums) conj {
 		ss := aggr(s)
 		devS := ss.dev()
 		best, bestLR := -1, 0.0
-		for _, a := range s.attrs {
+		for x, a := range s.attrs {
 			if a == keep {
 				continue
 			}
-			ps := aggr(s.without(a))
+			parent := s.without(a)
+			ps := aggr(parent)
 			r := sums{v: ps.v - ss.v, e: ps.e - ss.e, c: ps.c - ss.c}
-			rises := r.c >= p.MinSupport && r.v > r.e && r.dev() >= p.Ripple*devS && r.lr() >= p.RippleScore
-			small := r.c < p.CoarsenMass*ps.c
-			if !rises && !small {
+			if r.c < p.MinSupport || r.v <= r.e || r.dev() < p.Ripple*devS || r.lr() < p.RippleScore {
 				continue
+			}
+			if p.RippleBroad > 0 {
+				seen := map[uint32]bool{s.vals[x]: true}
+				risingE := 0.0
+				for _, k := range keys {
+					if seen[k[a]] || !parent.match(k) {
+						continue
+					}
+					seen[k[a]] = true
+					sib := aggr(parent.with(a, k[a]))
+					if sib.dev() >= p.Ripple*devS {
+						risingE += sib.e
+					}
+				}
+				if risingE < p.RippleBroad*r.e {
+					continue
+				}
 			}
 			if lr := ps.lr(); lr > bestLR {
 				best, bestLR = a, lr

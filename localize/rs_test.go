@@ -180,9 +180,9 @@ func rsGrid() []Plan {
 		for _, rscore := range []float64{5, 10, 30} {
 			for _, next := range []float64{0.1, 0.2} {
 				for _, prior := range []float64{5, 20} {
-					for _, bias := range []float64{0.8, 1} {
+					for _, share := range []float64{0.05, 0.1} {
 						p := DefaultPlan
-						p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.OrderBias = ripple, rscore, next, prior, bias
+						p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.MinShare = ripple, rscore, next, prior, share
 						ps = append(ps, p)
 					}
 				}
@@ -233,8 +233,8 @@ func TestRSDev(t *testing.T) {
 		p, in := bestPlan(t, grid, f.train)
 		out := evalPlan(t, p, f.test, false)
 		pooled.add(out)
-		t.Logf("fold %s: chose Ripple=%g RippleScore=%g NextShare=%g PriorViewers=%g OrderBias=%g (train F1 %.3f), test F1 %.3f",
-			f.name, p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.OrderBias, in.f1(), out.f1())
+		t.Logf("fold %s: chose Ripple=%g RippleScore=%g NextShare=%g PriorViewers=%g MinShare=%g (train F1 %.3f), test F1 %.3f",
+			f.name, p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.MinShare, in.f1(), out.f1())
 	}
 	t.Logf("RS dev 2-fold micro-F1 %.3f (tp %d fp %d fn %d)", pooled.f1(), pooled.tp, pooled.fp, pooled.fn)
 	if verbose {
