@@ -23,6 +23,8 @@ import (
 // dilutes it with normal leaves. Causes are taken greedily: after each, its
 // leaves count as explained and the scores are computed again.
 type Plan struct {
+	// Baseline and expectation.
+
 	// BaselineMinutes is how many minutes before the anomalous one form the
 	// baseline (the latest ones present in the table).
 	BaselineMinutes int
@@ -30,16 +32,20 @@ type Plan struct {
 	// baseline ratio in each leaf's baseline ratio: a leaf with few baseline
 	// viewers is expected to behave like the whole table.
 	PriorViewers float64
+
+	// Candidates: which conjunctions may be a cause.
+
 	// MaxOrder is the most attributes in one cause (1..4).
 	MaxOrder int
 	// MinSupport is the least denominator (viewers) a cause has in the
 	// anomalous minute.
 	MinSupport float64
-	// MinDeviation is the least relative rise of a cause's numerator over its
-	// expectation (V/E − 1).
+	// MinDeviation is the least relative rise of a cause's numerator over
+	// its expectation (V/E − 1).
 	MinDeviation float64
 	// MinScore is the least likelihood-ratio score (natural-log units) of a
-	// cause; below it the minute counts as normal and no cause is returned.
+	// cause; when no candidate reaches it the minute counts as normal and no
+	// cause is returned.
 	MinScore float64
 	// MinShare is the least share of the minute's excess numerator a cause
 	// explains.
@@ -47,35 +53,26 @@ type Plan struct {
 	// OrderBias multiplies a candidate's score once per attribute beyond the
 	// first: below 1 it prefers coarser causes, above 1 finer ones.
 	OrderBias float64
-	// NextGain: a second or later cause must score at least NextGain times
-	// the first one's score.
-	NextGain float64
-	// MaxCauses is the most causes returned.
-	MaxCauses int
-	// Ripple decides granularity. A chosen set is widened to its parent
-	// (one attribute dropped) when the parent's other leaves rise by at
-	// least Ripple times the set's own relative rise; a child rising less
-	// than that counts as normal when splitting (see RefineMass). 0 turns
-	// both off.
+
+	// Granularity.
+
+	// Ripple: a chosen set is widened to its parent (one attribute
+	// dropped) when the parent's other leaves rise too, by at least Ripple
+	// times the set's own relative rise (0: never widen).
 	Ripple float64
-	// RippleScore: the parent's other leaves count as rising only with at
-	// least this likelihood-ratio score.
+	// RippleScore: ... and with a likelihood-ratio score of at least this.
 	RippleScore float64
-	// RippleBroad: see coarsen; the share of the parent's other leaves'
-	// expected numerator that must sit in rising siblings (0: no test).
+	// RippleBroad: ... and broadly, the siblings that rise holding at least
+	// this share of the other leaves' expected numerator (0: no test). Off
+	// by default: it cost RS dev F1.
 	RippleBroad float64
-	// Starts is how many of the best first-round candidates each start a
-	// greedy answer (1: plain greedy); the answer with the highest total
-	// score, times CauseDiscount per cause beyond the first, wins.
-	Starts        int
-	CauseDiscount float64
-	// CoarsenMass: a set is also widened to its parent when the parent's
-	// other leaves hold less than this share of the parent's viewers (the
-	// finer set is practically the parent).
+	// CoarsenMass: a set is also widened when the parent's other leaves
+	// hold less than this share of the parent's viewers (0: off; it cost RS
+	// dev F1).
 	CoarsenMass float64
 	// RefineMass: a chosen set is split into its rising children along one
 	// attribute when its normal children hold at least this share of its
-	// expected numerator (0: never split).
+	// expected numerator (0: never split, the default: it cost RS dev F1).
 	RefineMass float64
 	// RefineExcess: ... and the rising children (two or more) hold at least
 	// this share of its excess.
@@ -83,9 +80,22 @@ type Plan struct {
 	// RefineNormal: when splitting, a child whose relative rise is below
 	// RefineNormal times the parent's counts as normal.
 	RefineNormal float64
+
+	// Several causes.
+
+	// MaxCauses is the most causes returned.
+	MaxCauses int
 	// NextShare: a second or later cause must explain at least this share
-	// of the minute's excess (on top of MinShare and NextGain).
+	// of the minute's excess (on top of MinShare)...
 	NextShare float64
+	// NextGain: ... and score at least NextGain times the first cause.
+	NextGain float64
+	// Starts is how many of the best first-round candidates each start a
+	// greedy answer (1: plain greedy, the default: more cost RS dev F1);
+	// the answer with the highest total score, times CauseDiscount per
+	// cause beyond the first, wins.
+	Starts        int
+	CauseDiscount float64
 }
 
 // DefaultPlan is the plan tuned on the RS development set.
@@ -98,18 +108,18 @@ var DefaultPlan = Plan{
 	MinScore:        10,
 	MinShare:        0.1,
 	OrderBias:       1,
-	NextGain:        0,
-	MaxCauses:       3,
 	Ripple:          0.05,
+	RippleScore:     10,
+	RippleBroad:     0,
+	CoarsenMass:     0,
 	RefineMass:      0,
 	RefineExcess:    0.8,
-	RippleScore:     10,
-	CoarsenMass:     0,
-	RippleBroad:     0,
+	RefineNormal:    0.3,
+	MaxCauses:       3,
+	NextShare:       0.1,
+	NextGain:        0,
 	Starts:          1,
 	CauseDiscount:   0.8,
-	RefineNormal:    0.4,
-	NextShare:       0.1,
 }
 
 // A Cause is one conjunction of attribute values that explains part of an
@@ -323,8 +333,9 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 		return conj{attrs: masks[groups[g].mask], vals: groups[g].vals}
 	}
 	keys := make([][]uint32, len(leaves))
+	leafV := make([]float64, len(leaves))
 	for li, l := range leaves {
-		keys[li] = l.key
+		keys[li], leafV[li] = l.key, l.v
 	}
 	// score recomputes the working expectations (explained leaves expect
 	// what they got) and every candidate's score, skipping candidates nested
@@ -372,15 +383,6 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 			if len(causes) == 0 {
 				firstScore = bestScore
 			}
-			// Confidence: its share of the anomaly, times its margin over
-			// the best overlapping candidate one attribute coarser or finer.
-			rival := 0.0
-			for g := range groups {
-				if g != best && adjacent(groupConj(best), groupConj(g)) {
-					rival = max(rival, groups[g].score)
-				}
-			}
-			margin := max(0, 1-rival/bestScore)
 
 			// Granularity: split a set whose rise sits in a few children
 			// along one attribute (several causes), then widen each piece
@@ -412,7 +414,7 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 				for x, j := range cj.attrs {
 					c.Element[t.Attrs[j]] = t.Values[j][cj.vals[x]]
 				}
-				c.Confidence = c.Share * margin
+				c.Confidence = c.Share * p.purity(cj, keys, leafV, e)
 				causes = append(causes, c)
 				chosen = append(chosen, cj)
 				total += c.Score
@@ -597,6 +599,26 @@ func (p Plan) refine(s conj, aggr func(conj) sums, keys [][]uint32, shareOf func
 		return cmpDesc(ex.v-ex.e, ey.v-ey.e)
 	})
 	return bestKids, bestA
+}
+
+// purity is the share of s's expected numerator that sits in leaves which
+// rose by at least MinDeviation themselves: 1 when the whole set is hit, low
+// when s mixes hit and normal leaves (too coarse).
+func (p Plan) purity(s conj, keys [][]uint32, v, e []float64) float64 {
+	var all, hit float64
+	for li, k := range keys {
+		if !s.match(k) {
+			continue
+		}
+		all += e[li]
+		if v[li] >= (1+p.MinDeviation)*e[li] {
+			hit += e[li]
+		}
+	}
+	if all <= 0 {
+		return 0
+	}
+	return hit / all
 }
 
 func cmpDesc(a, b float64) int {

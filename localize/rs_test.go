@@ -142,7 +142,10 @@ func scoreCase(pred []Cause, truth []map[string]string) (tp, fp, fn int) {
 	return tp, fp, len(truth) - tp
 }
 
-type rsScore struct{ tp, fp, fn int }
+type rsScore struct {
+	tp, fp, fn     int
+	confTP, confFP float64 // summed confidence of right and wrong causes
+}
 
 func (s rsScore) f1() float64 {
 	if s.tp == 0 {
@@ -151,7 +154,13 @@ func (s rsScore) f1() float64 {
 	return 2 * float64(s.tp) / float64(2*s.tp+s.fp+s.fn)
 }
 
-func (s *rsScore) add(o rsScore) { s.tp += o.tp; s.fp += o.fp; s.fn += o.fn }
+func (s *rsScore) add(o rsScore) {
+	s.tp += o.tp
+	s.fp += o.fp
+	s.fn += o.fn
+	s.confTP += o.confTP
+	s.confFP += o.confFP
+}
 
 func evalPlan(tb testing.TB, p Plan, cases []rsCase, verbose bool) rsScore {
 	var s rsScore
@@ -161,7 +170,18 @@ func evalPlan(tb testing.TB, p Plan, cases []rsCase, verbose bool) rsScore {
 			tb.Fatalf("%s: %v", c.name, err)
 		}
 		tp, fp, fn := scoreCase(r.Causes, c.truth)
-		s.add(rsScore{tp, fp, fn})
+		s.add(rsScore{tp: tp, fp: fp, fn: fn})
+		for _, x := range r.Causes {
+			hit := false
+			for _, el := range c.truth {
+				hit = hit || sameElement(x.Element, el)
+			}
+			if hit {
+				s.confTP += x.Confidence
+			} else {
+				s.confFP += x.Confidence
+			}
+		}
 		if verbose && (fp > 0 || fn > 0) {
 			var got []string
 			for _, x := range r.Causes {
@@ -211,7 +231,8 @@ func TestRSDev(t *testing.T) {
 	cases := loadRS(t)
 	verbose := os.Getenv("LASTMILE_RS_VERBOSE") != ""
 	s := evalPlan(t, DefaultPlan, cases, verbose)
-	t.Logf("RS dev, DefaultPlan: micro-F1 %.3f (tp %d fp %d fn %d, %d cases)", s.f1(), s.tp, s.fp, s.fn, len(cases))
+	t.Logf("RS dev, DefaultPlan: micro-F1 %.3f (tp %d fp %d fn %d, %d cases); mean confidence of right causes %.2f, of wrong ones %.2f",
+		s.f1(), s.tp, s.fp, s.fn, len(cases), s.confTP/float64(max(s.tp, 1)), s.confFP/float64(max(s.fp, 1)))
 
 	if testing.Short() {
 		return
