@@ -77,6 +77,10 @@ type Plan struct {
 	// RefineExcess: ... and the rising children (two or more) hold at least
 	// this share of its excess.
 	RefineExcess float64
+	// RefineLateral: keep a split only when every piece then widens out of
+	// the split set (two causes across it, such as two bitrates that both
+	// sit mostly under p2p=1), not when the pieces stay inside it.
+	RefineLateral bool
 	// RefineNormal: when splitting, a child whose relative rise is below
 	// RefineNormal times the parent's counts as normal.
 	RefineNormal float64
@@ -112,9 +116,10 @@ var DefaultPlan = Plan{
 	RippleScore:     10,
 	RippleBroad:     0,
 	CoarsenMass:     0,
-	RefineMass:      0,
+	RefineMass:      0.05,
 	RefineExcess:    0.8,
-	RefineNormal:    0.3,
+	RefineNormal:    0.2,
+	RefineLateral:   true,
 	MaxCauses:       3,
 	NextShare:       0.1,
 	NextGain:        0,
@@ -388,6 +393,16 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 			// along one attribute (several causes), then widen each piece
 			// while the rest of its parent rises too (one cause's ripple).
 			pieces, split := p.refine(groupConj(best), aggr, keys, shareOf)
+			if split >= 0 && p.RefineLateral {
+				// keep the split only when every piece widens out of the
+				// set: the causes lie across it, not inside it
+				for _, cj := range pieces {
+					if p.coarsen(cj, split, aggr, keys).implies(groupConj(best)) {
+						pieces, split = []conj{groupConj(best)}, -1
+						break
+					}
+				}
+			}
 			took := false
 			for _, cj := range pieces {
 				if len(causes) >= p.MaxCauses {

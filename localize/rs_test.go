@@ -198,11 +198,11 @@ func rsGrid() []Plan {
 	var ps []Plan
 	for _, ripple := range []float64{0.03, 0.05, 0.1} {
 		for _, rscore := range []float64{5, 10, 30} {
-			for _, next := range []float64{0.1, 0.2} {
-				for _, prior := range []float64{5, 20} {
+			for _, mass := range []float64{0.02, 0.05, 0.2} {
+				for _, normal := range []float64{0.2, 0.35} {
 					for _, share := range []float64{0.05, 0.1} {
 						p := DefaultPlan
-						p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.MinShare = ripple, rscore, next, prior, share
+						p.Ripple, p.RippleScore, p.RefineMass, p.RefineNormal, p.MinShare = ripple, rscore, mass, normal, share
 						ps = append(ps, p)
 					}
 				}
@@ -254,8 +254,8 @@ func TestRSDev(t *testing.T) {
 		p, in := bestPlan(t, grid, f.train)
 		out := evalPlan(t, p, f.test, false)
 		pooled.add(out)
-		t.Logf("fold %s: chose Ripple=%g RippleScore=%g NextShare=%g PriorViewers=%g MinShare=%g (train F1 %.3f), test F1 %.3f",
-			f.name, p.Ripple, p.RippleScore, p.NextShare, p.PriorViewers, p.MinShare, in.f1(), out.f1())
+		t.Logf("fold %s: chose Ripple=%g RippleScore=%g RefineMass=%g RefineNormal=%g MinShare=%g (train F1 %.3f), test F1 %.3f",
+			f.name, p.Ripple, p.RippleScore, p.RefineMass, p.RefineNormal, p.MinShare, in.f1(), out.f1())
 	}
 	t.Logf("RS dev 2-fold micro-F1 %.3f (tp %d fp %d fn %d)", pooled.f1(), pooled.tp, pooled.fp, pooled.fn)
 	if verbose {
