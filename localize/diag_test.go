@@ -5,6 +5,10 @@ import (
 	"testing"
 )
 
+// TestRSDiag is a development aid: RS_CASE=<case name> prints, for that RS
+// dev case, every one-attribute candidate holding over 10% of the excess and
+// its two-attribute refinements (numerator, expectation, viewers, rise,
+// score), recomputed independently of Localize. Skipped without RS_CASE.
 func TestRSDiag(t *testing.T) {
 	name := os.Getenv("RS_CASE")
 	if name == "" {

@@ -20,8 +20,12 @@ import (
 // likelihood-ratio of "this set's numerator rose by one common factor"
 // against "nothing changed", which is largest at the granularity where the
 // rise is concentrated: a finer set misses part of the excess, a coarser one
-// dilutes it with normal leaves. Causes are taken greedily: after each, its
-// leaves count as explained and the scores are computed again.
+// dilutes it with normal leaves. The chosen set is then split when its rise
+// sits in a few children that each also rise outside it (two bitrates both
+// mostly under p2p=1), and widened to a parent while the parent's other
+// leaves rise too (the ripple of one cause). Causes are taken greedily:
+// after each, its leaves count as explained and the scores are computed
+// again.
 type Plan struct {
 	// Baseline and expectation.
 
@@ -72,7 +76,7 @@ type Plan struct {
 	CoarsenMass float64
 	// RefineMass: a chosen set is split into its rising children along one
 	// attribute when its normal children hold at least this share of its
-	// expected numerator (0: never split, the default: it cost RS dev F1).
+	// expected numerator (0: never split).
 	RefineMass float64
 	// RefineExcess: ... and the rising children (two or more) hold at least
 	// this share of its excess.
