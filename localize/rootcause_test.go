@@ -60,6 +60,23 @@ func elems(cs []Cause) []string {
 func TestLocalizeSynthetic(t *testing.T) {
 	dense := func(r *rand.Rand) float64 { return float64(200 + r.IntN(100)) }
 	sparse := func(r *rand.Rand) float64 { return float64(2 + r.IntN(5)) }
+	// skewed: under b=b0, a1 and a3 hold nearly all viewers, so {b=b0}
+	// gathers most of a cause at a1 and a3 and outscores each of them.
+	// Leaves are drawn in a, b, c order, 60 a minute.
+	n := 0
+	skewed := func(r *rand.Rand) float64 {
+		a, b := n/12%5, n/3%4
+		n++
+		switch hot := a == 1 || a == 3; {
+		case b == 0 && hot:
+			return float64(600 + r.IntN(100))
+		case b == 0:
+			return float64(50 + r.IntN(10))
+		case hot:
+			return float64(60 + r.IntN(10))
+		}
+		return float64(100 + r.IntN(20))
+	}
 	for _, tc := range []struct {
 		name   string
 		den    func(*rand.Rand) float64
@@ -75,6 +92,8 @@ func TestLocalizeSynthetic(t *testing.T) {
 			[]map[string]string{{"a": "a3"}, {"b": "b0", "c": "c1"}}, []string{"{a=a3}", "{b=b0, c=c1}"}},
 		{"sparse leaves, one cause", sparse, 0.6,
 			[]map[string]string{{"a": "a2"}}, []string{"{a=a2}"}},
+		{"two causes mostly under one value of another attribute", skewed, 0.3,
+			[]map[string]string{{"a": "a1"}, {"a": "a3"}}, []string{"{a=a1}", "{a=a3}"}},
 		{"no anomaly", dense, 0.05, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +104,7 @@ func TestLocalizeSynthetic(t *testing.T) {
 					t.Fatal(err)
 				}
 				if got := elems(res.Causes); !slices.Equal(got, tc.want) {
-					t.Errorf("seed %d: causes %v, want %v", seed, got, tc.want)
+					t.Errorf("seed %d: causes %v, want %v (%+v)", seed, got, tc.want, res.Causes)
 				}
 				for _, c := range res.Causes {
 					if c.Share <= 0 || c.Share > 1 || c.Confidence < 0 || c.Confidence > 1 || c.KPI <= c.Expected || c.Support <= 0 {
