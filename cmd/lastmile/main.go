@@ -39,6 +39,7 @@ Commands:
   metrics     print a QoE metric as a table from the query API
   media       the instrumented streaming stack: lastmile media up | ingest | origin | edge | scenario | ...
   demo        the pipeline, a streaming stack and a scenario with real faults, in one command
+  localize    root cause of a KPI anomaly in a leaf table: lastmile localize --csv FILE --at UNIX_SECONDS
   version     print the version
 
 Run 'lastmile <command> -h' for the flags of a command.
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return mediaMain(rest, stdout, stderr)
 	case "demo":
 		return demoMain(rest, stdout, stderr)
+	case "localize":
+		return localizeMain(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2
