@@ -82,7 +82,37 @@ func playScenario(t *testing.T, name string) (*proc, scenario.Labels) {
 		m := pipe.sqlInt(t, "SELECT count() FROM play_stop")
 		return n > 0 && n == m, fmt.Sprintf("%d then %d", n, m)
 	})
+	if dir := os.Getenv("LASTMILE_E2E_DUMP"); dir != "" {
+		dumpEvents(t, pipe, labels, filepath.Join(dir, name))
+	}
 	return pipe, labels
+}
+
+// dumpEvents writes the run's events (JSONEachRow) and labels under prefix,
+// for developing the localizer on real scenario data without replaying it.
+func dumpEvents(t *testing.T, p *proc, labels scenario.Labels, prefix string) {
+	t.Helper()
+	os.MkdirAll(filepath.Dir(prefix), 0o755)
+	f, err := os.Create(prefix + ".events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for off := 0; ; off += 50000 {
+		rows, err := p.sql(fmt.Sprintf("SELECT * FROM events ORDER BY event_id LIMIT 50000 OFFSET %d", off))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			b, _ := json.Marshal(r)
+			f.Write(append(b, '\n'))
+		}
+		if len(rows) < 50000 {
+			break
+		}
+	}
+	b, _ := json.MarshalIndent(labels, "", "  ")
+	os.WriteFile(prefix+".labels.json", b, 0o644)
 }
 
 // window is the SQL condition for events inside a fault's window, with a
