@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lastmile-qoe/lastmile/query"
 	"github.com/lastmile-qoe/lastmile/sampling"
+	"github.com/lastmile-qoe/lastmile/trace"
 )
 
 // TestEdgeLogsWithoutSession: a real edge's logs of requests without a
@@ -263,13 +263,13 @@ func getTraceStatus(t *testing.T, p *proc, q string) (int, []byte) {
 }
 
 // getTrace asks the read API for a trace and decodes it.
-func getTrace(t *testing.T, p *proc, q string) *query.TraceResponse {
+func getTrace(t *testing.T, p *proc, q string) *trace.Response {
 	t.Helper()
 	code, b := getTraceStatus(t, p, q)
 	if code != http.StatusOK {
 		t.Fatalf("trace?%s: %d %s", q, code, b)
 	}
-	var r query.TraceResponse
+	var r trace.Response
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatalf("trace?%s: %v\n%s", q, err, b)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lastmile-qoe/lastmile/query"
+	"github.com/lastmile-qoe/lastmile/trace"
 )
 
 // sqlAnswer runs q through /api/v1/sql (GET) and returns status and body.
@@ -248,7 +249,7 @@ func TestSQLWindowCannotStallIngest(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		var res query.TraceResponse
+		var res trace.Response
 		if resp.StatusCode != 200 || json.Unmarshal(b, &res) != nil {
 			return false, fmt.Sprintf("%d %.300s", resp.StatusCode, b)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 
 	"github.com/lastmile-qoe/lastmile/query"
+	"github.com/lastmile-qoe/lastmile/trace"
 )
 
 // tev is one event to post; ts is given as an offset from the scenario's base.
@@ -131,13 +132,13 @@ func setupTraceScenario(t *testing.T) *traceScenario {
 }
 
 // trace calls the API and decodes the answer; status must be 200.
-func (s *traceScenario) trace(t *testing.T, q string) *query.TraceResponse {
+func (s *traceScenario) trace(t *testing.T, q string) *trace.Response {
 	t.Helper()
 	status, body := s.get(t, q, queryToken, "")
 	if status != 200 {
 		t.Fatalf("trace?%s: %d %s", q, status, body)
 	}
-	var res query.TraceResponse
+	var res trace.Response
 	if err := json.Unmarshal(body, &res); err != nil {
 		t.Fatalf("trace?%s: %v\n%s", q, err, body)
 	}
@@ -162,7 +163,7 @@ func (s *traceScenario) get(t *testing.T, q, token, accept string) (int, []byte)
 	return resp.StatusCode, b
 }
 
-func traceLogTypes(evs []query.TraceEvent) string {
+func traceLogTypes(evs []trace.Event) string {
 	var out []string
 	for _, e := range evs {
 		s := e.LogType
@@ -175,7 +176,7 @@ func traceLogTypes(evs []query.TraceEvent) string {
 }
 
 // only returns the single session of an answer.
-func onlySession(t *testing.T, res *query.TraceResponse) *query.TraceSession {
+func onlySession(t *testing.T, res *trace.Response) *trace.Session {
 	t.Helper()
 	if len(res.Sessions) != 1 {
 		t.Fatalf("want 1 session, got %d: %+v", len(res.Sessions), res.Sessions)
@@ -183,7 +184,7 @@ func onlySession(t *testing.T, res *query.TraceResponse) *query.TraceSession {
 	return &res.Sessions[0]
 }
 
-func traceSummaryJSON(s query.TraceSummary) string {
+func traceSummaryJSON(s trace.Summary) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
@@ -389,7 +390,7 @@ func TestTrace(t *testing.T) {
 			t.Errorf("rejected not shown:\n%s", out)
 		}
 		out, _, code = run("--device", "dev-block", "--token", queryToken, "--json")
-		var res query.TraceResponse
+		var res trace.Response
 		if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || len(res.Sessions) != 1 {
 			t.Errorf("--json: exit %d, %v: %s", code, err, out)
 		}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lastmile-qoe/lastmile/trace"
 )
 
 // FuzzSQLGuard: the guard never panics, and what it accepts is one
@@ -127,10 +129,10 @@ func FuzzParams(f *testing.F) {
 			return
 		}
 		if req, err := parseTraceRequest(v, now); err == nil {
-			if !req.From.Before(req.To) || req.To.Sub(req.From) > traceMaxWindow {
+			if !req.From.Before(req.To) || req.To.Sub(req.From) > trace.MaxWindow {
 				t.Fatalf("%q: trace window %s..%s", raw, req.From, req.To)
 			}
-			if req.Limit < 1 || req.Limit > traceMaxLimit || req.ID == "" || len(req.ID) > traceMaxIDLen {
+			if req.Limit < 1 || req.Limit > trace.MaxLimit || req.ID == "" || len(req.ID) > trace.MaxIDLen {
 				t.Fatalf("%q: trace request %+v", raw, req)
 			}
 		}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lastmile-qoe/lastmile/query"
+	"github.com/lastmile-qoe/lastmile/trace"
 )
 
 // traceMain is `lastmile trace`: one device's, user's, session's, room's or
@@ -79,7 +79,7 @@ Flags:
 	if *limit > 0 {
 		q.Set("limit", fmt.Sprint(*limit))
 	}
-	var res query.TraceResponse
+	var res trace.Response
 	if done, code := getAnswer("trace", *addr, *token, *dataDir, "/api/v1/trace", q, *asJSON, stdout, stderr, "a trace", &res); done {
 		return code
 	}
@@ -101,7 +101,7 @@ Flags:
 }
 
 // printTrace renders the answer as a timeline.
-func printTrace(w io.Writer, res *query.TraceResponse, loc *time.Location) {
+func printTrace(w io.Writer, res *trace.Response, loc *time.Location) {
 	q := res.Query
 	fmt.Fprintf(w, "%s %s: %d session(s), %s → %s\n", q.By, q.ID, len(res.Sessions),
 		q.From.In(loc).Format("2006-01-02 15:04:05"), q.To.In(loc).Format("2006-01-02 15:04:05 MST"))
@@ -124,7 +124,7 @@ func printTrace(w io.Writer, res *query.TraceResponse, loc *time.Location) {
 	}
 }
 
-func printTraceSession(w io.Writer, s *query.TraceSession, loc *time.Location) {
+func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location) {
 	sum := &s.Summary
 	fmt.Fprintf(w, "\n== %s session %s   %s → %s (%s)\n", s.Kind, s.SessionID,
 		s.Start.In(loc).Format("2006-01-02 15:04:05.000"), s.End.In(loc).Format("15:04:05.000"), s.End.Sub(s.Start).Round(time.Millisecond))
@@ -186,12 +186,12 @@ func printTraceSession(w io.Writer, s *query.TraceSession, loc *time.Location) {
 
 	type row struct {
 		kind string
-		ev   *query.TraceEvent
+		ev   *trace.Event
 	}
 	var rows []row
 	for _, l := range []struct {
 		kind string
-		evs  []query.TraceEvent
+		evs  []trace.Event
 	}{{"client", s.Events}, {"server", s.ServerEvents}, {"stream", s.StreamEvents}} {
 		for i := range l.evs {
 			rows = append(rows, row{l.kind, &l.evs[i]})
@@ -230,7 +230,7 @@ func printTraceSession(w io.Writer, s *query.TraceSession, loc *time.Location) {
 var traceDims = map[string]bool{"region": true, "isp": true, "cdn": true, "node_id": true, "protocol": true, "rendition": true,
 	"codec": true, "app_version": true, "os": true, "network": true, "line": true}
 
-func tracePhases(sum *query.TraceSummary) string {
+func tracePhases(sum *trace.Summary) string {
 	var p []string
 	for _, ph := range []struct {
 		name string

@@ -1,4 +1,4 @@
-package query
+package trace
 
 import (
 	"bytes"
@@ -10,17 +10,17 @@ import (
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 )
 
-// TraceEvent is one stored event in a trace: its time, its log_type and its
+// Event is one stored event in a trace: its time, its log_type and its
 // other non-empty columns in catalog order. Values stay the JSON the store
 // printed, so an event passes through without being re-typed.
-type TraceEvent struct {
+type Event struct {
 	TS      time.Time
 	LogType string
-	Fields  []TraceField
+	Fields  []Field
 }
 
-// TraceField is one column of an event.
-type TraceField struct {
+// Field is one column of an event.
+type Field struct {
 	Name  string
 	Value json.RawMessage
 }
@@ -28,7 +28,7 @@ type TraceField struct {
 // traceHidden are columns left out of an event's JSON because they repeat on
 // every row (app_id is on the session, source on the list the event is in)
 // or are pipeline bookkeeping. The Arrow output keeps them.
-func traceHidden(f *TraceField) bool {
+func traceHidden(f *Field) bool {
 	switch f.Name {
 	case "app_id", "source", "received_at":
 		return true
@@ -39,7 +39,7 @@ func traceHidden(f *TraceField) bool {
 }
 
 // MarshalJSON writes {"ts":…,"log_type":…, then the fields in catalog order}.
-func (e TraceEvent) MarshalJSON() ([]byte, error) {
+func (e Event) MarshalJSON() ([]byte, error) {
 	b := make([]byte, 0, 64+32*len(e.Fields))
 	b = append(b, `{"ts":"`...)
 	b = e.TS.UTC().AppendFormat(b, traceTimeFormat)
@@ -63,12 +63,12 @@ const traceTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // UnmarshalJSON reads what MarshalJSON wrote, keeping the field order (the
 // CLI prints fields in it).
-func (e *TraceEvent) UnmarshalJSON(b []byte) error {
+func (e *Event) UnmarshalJSON(b []byte) error {
 	fields, err := decodeOrdered(b)
 	if err != nil {
 		return err
 	}
-	*e = TraceEvent{}
+	*e = Event{}
 	for _, f := range fields {
 		switch f.Name {
 		case "ts":
@@ -91,13 +91,13 @@ func (e *TraceEvent) UnmarshalJSON(b []byte) error {
 }
 
 // decodeOrdered splits a flat JSON object into its fields, in order.
-func decodeOrdered(b []byte) ([]TraceField, error) {
+func decodeOrdered(b []byte) ([]Field, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil, fmt.Errorf("not a JSON object: %.80q", b)
 	}
-	var out []TraceField
+	var out []Field
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
@@ -108,13 +108,13 @@ func decodeOrdered(b []byte) ([]TraceField, error) {
 		if err := dec.Decode(&v); err != nil {
 			return nil, fmt.Errorf("field %s: %w", name, err)
 		}
-		out = append(out, TraceField{Name: name, Value: v})
+		out = append(out, Field{Name: name, Value: v})
 	}
 	return out, nil
 }
 
 // Get returns a field's raw value, nil when the event does not have it.
-func (e *TraceEvent) Get(name string) json.RawMessage {
+func (e *Event) Get(name string) json.RawMessage {
 	for i := range e.Fields {
 		if e.Fields[i].Name == name {
 			return e.Fields[i].Value
@@ -124,7 +124,7 @@ func (e *TraceEvent) Get(name string) json.RawMessage {
 }
 
 // Str returns a string field, "" when absent.
-func (e *TraceEvent) Str(name string) string {
+func (e *Event) Str(name string) string {
 	v := e.Get(name)
 	if len(v) == 0 {
 		return ""
@@ -138,7 +138,7 @@ func (e *TraceEvent) Str(name string) string {
 
 // Int returns a whole-number field; ok is false when absent or not a number.
 // The store may quote 64-bit integers, so quoted numbers are read too.
-func (e *TraceEvent) Int(name string) (n int64, ok bool) {
+func (e *Event) Int(name string) (n int64, ok bool) {
 	v := bytes.Trim(e.Get(name), `"`)
 	if len(v) == 0 {
 		return 0, false
@@ -155,7 +155,7 @@ func (e *TraceEvent) Int(name string) (n int64, ok bool) {
 }
 
 // Float returns a number field; ok is false when absent or not a number.
-func (e *TraceEvent) Float(name string) (float64, bool) {
+func (e *Event) Float(name string) (float64, bool) {
 	v := bytes.Trim(e.Get(name), `"`)
 	if len(v) == 0 {
 		return 0, false
@@ -165,7 +165,7 @@ func (e *TraceEvent) Float(name string) (float64, bool) {
 }
 
 // Bool returns a boolean field; ok is false when absent.
-func (e *TraceEvent) Bool(name string) (b, ok bool) {
+func (e *Event) Bool(name string) (b, ok bool) {
 	switch string(bytes.Trim(e.Get(name), `"`)) {
 	case "true", "1":
 		return true, true

@@ -1,4 +1,4 @@
-package query
+package trace
 
 import (
 	"bytes"
@@ -14,19 +14,9 @@ import (
 	"time"
 
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
-
-// traceDirectRows bounds the rows a session lookup fetches before it knows
-// its page. Up to it, one query returns the page's client events and the
-// page is cut in Go; a busier session has the store find the page first.
-const traceDirectRows = 5000
-
-// traceIndexRows bounds the trace_sessions rows a device or user lookup
-// groups in Go (a session has a row per insert and day until parts merge);
-// a busier id (a TV left playing for weeks, a shared test account) has the
-// store group them and find the page.
-const traceIndexRows = 5000
 
 // tracePage finds the page of sessions, and for a session its client events
 // too: one query does for both. A device or a user is looked up in
@@ -35,17 +25,17 @@ const traceIndexRows = 5000
 // key; a session through its bloom filter. For a room or stream, and for a
 // busier session, the store lists the sessions from the events, and their
 // events are fetched by trace key with the edge and stream events.
-func (s *Server) tracePage(ctx context.Context, req *traceRequest) ([]*tracePageSession, []traceRow, error) {
+func (s *searcher) tracePage(ctx context.Context, req *Request) ([]*tracePageSession, []traceRow, error) {
 	switch req.By {
 	case "device_id", "user_id":
-		page, err := s.traceIndex(ctx, req, traceIndexRows)
+		page, err := s.traceIndex(ctx, req, s.IndexRows)
 		return page, nil, err
 	case "session_id":
-		rows, err := s.traceFetch(ctx, traceFetchQuery{fetchClient, directSQL(req)})
+		rows, err := s.traceFetch(ctx, traceFetchQuery{fetchClient, s.directSQL(req)})
 		if err != nil {
 			return nil, nil, err
 		}
-		if len(rows) <= traceDirectRows {
+		if len(rows) <= s.DirectRows {
 			return pageFromRows(req, rows), rows, nil
 		}
 	}
@@ -56,14 +46,14 @@ func (s *Server) tracePage(ctx context.Context, req *traceRequest) ([]*tracePage
 // indexCond selects the rows of the id looked up whose day meets the window.
 // The day bounds are a day wider than the window because the table's days
 // are in the store's time zone; the spans are checked after grouping.
-func indexCond(req *traceRequest) string {
+func indexCond(req *Request) string {
 	return fmt.Sprintf("lookup = %s AND lookup_id = %s AND day >= toDate(%s) AND day <= toDate(%s)%s",
 		sqlString(req.By), sqlString(req.ID), sqlTime(req.From.Add(-24*time.Hour)), sqlTime(req.To.Add(24*time.Hour)), traceAppCond(req))
 }
 
 // indexSQL reads the id's rows of trace_sessions as they are, up to limit+1:
 // grouping a few rows in Go is cheaper than an aggregation in the store.
-func indexSQL(req *traceRequest, limit int) string {
+func indexSQL(req *Request, limit int) string {
 	return fmt.Sprintf(`SELECT app_id, session_id, toUnixTimestamp64Milli(first_ts) AS start_ms, toUnixTimestamp64Milli(last_ts) AS end_ms,
   trace_key, stream_id, rendition
 FROM trace_sessions
@@ -74,7 +64,7 @@ SETTINGS %s`, indexCond(req), limit+1, traceSettings)
 
 // indexGroupSQL has the store group the id's rows and cut the page, as
 // pageFromIndex does in Go.
-func indexGroupSQL(req *traceRequest) string {
+func indexGroupSQL(req *Request) string {
 	from, to, q := req.From.UnixMilli(), req.To.UnixMilli(), schemas.TraceSessionQuantum.Milliseconds()
 	var b strings.Builder
 	fmt.Fprintf(&b, `SELECT app_id, session_id,
@@ -95,7 +85,7 @@ HAVING toUnixTimestamp64Milli(max(last_ts)) + %d >= %d AND toUnixTimestamp64Mill
 
 // traceIndex finds a device's or user's page of sessions in trace_sessions:
 // in Go up to limit rows, else in the store.
-func (s *Server) traceIndex(ctx context.Context, req *traceRequest, limit int) ([]*tracePageSession, error) {
+func (s *searcher) traceIndex(ctx context.Context, req *Request, limit int) ([]*tracePageSession, error) {
 	out, err := s.store.QueryJSON(ctx, indexSQL(req, limit))
 	if err != nil {
 		return nil, fmt.Errorf("finding sessions: %w", err)
@@ -140,7 +130,7 @@ type indexRow struct {
 // schemas.TraceSessionQuantum after its last_ts, the most its events may run
 // past it; a session that turns out to have no events in the window is left
 // out of the answer (assembleTrace).
-func pageFromIndex(req *traceRequest, rows []indexRow) []*tracePageSession {
+func pageFromIndex(req *Request, rows []indexRow) []*tracePageSession {
 	by := map[[2]string]*tracePageSession{}
 	var all []*tracePageSession
 	for _, r := range rows {
@@ -170,19 +160,19 @@ func pageFromIndex(req *traceRequest, rows []indexRow) []*tracePageSession {
 }
 
 // directSQL fetches a session's client events, with their trace keys.
-func directSQL(req *traceRequest) string {
+func (p Plan) directSQL(req *Request) string {
 	prewhere, types := traceLookup(req)
 	return fmt.Sprintf(`SELECT %s, trace_key
 FROM events
 PREWHERE %s
 WHERE log_type IN %s AND ts >= %s AND ts < %s%s
 LIMIT %d
-SETTINGS %s`, clientCols(types), prewhere, traceIn(types), sqlTime(req.From), sqlTime(req.To), traceAppCond(req), traceDirectRows+1, traceSettings2)
+SETTINGS %s`, clientCols(types), prewhere, traceIn(types), sqlTime(req.From), sqlTime(req.To), traceAppCond(req), p.DirectRows+1, traceSettings2)
 }
 
 // pageFromRows groups a session lookup's client events into sessions, as
 // sessionsSQL does in the store, and cuts the page.
-func pageFromRows(req *traceRequest, rows []traceRow) []*tracePageSession {
+func pageFromRows(req *Request, rows []traceRow) []*tracePageSession {
 	by := map[[2]string]*tracePageSession{}
 	var all []*tracePageSession
 	for i := range rows {
@@ -210,7 +200,7 @@ func pageFromRows(req *traceRequest, rows []traceRow) []*tracePageSession {
 
 // cutPage orders sessions by start and keeps those after the cursor, limit+1
 // of them (one more says there is a next page).
-func cutPage(req *traceRequest, all []*tracePageSession) []*tracePageSession {
+func cutPage(req *Request, all []*tracePageSession) []*tracePageSession {
 	slices.SortFunc(all, func(a, b *tracePageSession) int {
 		return cmp.Or(cmp.Compare(a.StartMs, b.StartMs), cmp.Compare(a.AppID, b.AppID), cmp.Compare(a.SessionID, b.SessionID))
 	})
@@ -232,14 +222,14 @@ func traceAddUniq(list *[]string, x string) {
 // sessions in the events table, through the bloom-filter indexes (a device
 // or user goes through trace_sessions). prewhere is the selective part: see
 // the note below.
-func traceLookup(req *traceRequest) (prewhere string, types []string) {
+func traceLookup(req *Request) (prewhere string, types []string) {
 	return req.By + " = " + sqlString(req.ID), traceLookupTypes(req)
 }
 
 // traceLookupTypes are the log types whose session_id makes a session of the
 // lookup: a device or user has play sessions; a session, room or stream
 // plays and pushes.
-func traceLookupTypes(req *traceRequest) []string {
+func traceLookupTypes(req *Request) []string {
 	if req.By == "device_id" || req.By == "user_id" {
 		return tracePlayTypes
 	}
@@ -263,7 +253,7 @@ func traceIn(xs []string) string {
 	return "(" + strings.Join(q, ", ") + ")"
 }
 
-func traceAppCond(req *traceRequest) string {
+func traceAppCond(req *Request) string {
 	if req.AppID == "" {
 		return ""
 	}
@@ -271,7 +261,7 @@ func traceAppCond(req *traceRequest) string {
 }
 
 // sessionsSQL lists one page (plus one, to know there is a next) of sessions.
-func sessionsSQL(req *traceRequest) string {
+func sessionsSQL(req *Request) string {
 	prewhere, types := traceLookup(req)
 	var b strings.Builder
 	fmt.Fprintf(&b, `SELECT app_id, session_id,
@@ -293,7 +283,7 @@ GROUP BY app_id, session_id
 	return b.String()
 }
 
-func (s *Server) traceSessions(ctx context.Context, req *traceRequest) ([]*tracePageSession, error) {
+func (s *searcher) traceSessions(ctx context.Context, req *Request) ([]*tracePageSession, error) {
 	out, err := s.store.QueryJSON(ctx, sessionsSQL(req))
 	if err != nil {
 		return nil, fmt.Errorf("finding sessions: %w", err)
@@ -445,7 +435,7 @@ type traceFetchQuery struct {
 // and with few terms whatever the page size (planning costs grow with every
 // IN list and OR branch). The exact join to each session is done in
 // assembleTrace.
-func traceFetches(req *traceRequest, page []*tracePageSession, withClient bool) []traceFetchQuery {
+func (p Plan) traceFetches(req *Request, page []*tracePageSession, withClient bool) []traceFetchQuery {
 	if len(page) == 0 {
 		return nil
 	}
@@ -473,7 +463,7 @@ func traceFetches(req *traceRequest, page []*tracePageSession, withClient bool) 
 	// No ORDER BY or LIMIT BY: sorting and dropping a duplicated event_id
 	// (see docs/storage.md, exactly once) are cheaper in Go than as two
 	// more pipeline stages.
-	tail := fmt.Sprintf("\nLIMIT %d\nSETTINGS %s", traceMaxRows+1, traceSettings)
+	tail := fmt.Sprintf("\nLIMIT %d\nSETTINGS %s", p.MaxRows+1, traceSettings)
 	// edge_access is keyed by session (its trace_key is its session_id), and
 	// read from trace_context: in the events table each session looked up
 	// cost the key search of every part of the window, ~150 µs (25 sessions
@@ -484,7 +474,7 @@ func traceFetches(req *traceRequest, page []*tracePageSession, withClient bool) 
 FROM `+schemas.TraceContextTable+`
 PREWHERE trace_key IN %s
 WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
-		sidIn, appIn, traceIn(traceEdgeTypes), sqlTime(req.From.Add(-traceMargin)), sqlTime(req.To.Add(traceMargin))) + tail}}
+		sidIn, appIn, traceIn(traceEdgeTypes), sqlTime(req.From.Add(-p.Margin)), sqlTime(req.To.Add(p.Margin))) + tail}}
 	if withClient {
 		// Each key's sessions as one range of the sort key, from the first
 		// one's start to the last one's end: the store reads only the parts
@@ -505,17 +495,17 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 			spans = append(spans, traceKeySpan{k, keySpans[k][0], keySpans[k][1]})
 		}
 		where := fmt.Sprintf("%s\nWHERE app_id IN %s AND session_id IN %s AND log_type IN %s", traceSpanTerms(spans), appIn, sidIn, traceIn(types))
-		if len(spans) > traceMaxSpanTerms {
+		if len(spans) > p.MaxSpanTerms {
 			where = fmt.Sprintf("trace_key IN %s\nWHERE app_id IN %s AND session_id IN %s AND log_type IN %s AND ts >= %s AND ts < %s",
 				traceIn(slices.Sorted(maps.Keys(keySpans))), appIn, sidIn, traceIn(types), sqlTime(req.From), sqlTime(req.To))
 		}
 		out = append(out, traceFetchQuery{fetchClient, fmt.Sprintf("SELECT %s\nFROM events\nPREWHERE %s", clientCols(types), where) + tail})
 	}
-	set, streams, lo, hi := traceStreamBuckets(page)
+	set, streams, lo, hi := p.traceStreamBuckets(page)
 	if len(streams) == 0 {
 		return out
 	}
-	// Each stream over its own sessions' spans (±traceMargin): a user's
+	// Each stream over its own sessions' spans (±Margin): a user's
 	// plays of different streams at different times must not fetch every
 	// stream at every time. From trace_context, one column, by the 10-minute
 	// buckets the spans meet, as one set of (app_id, trace_key, bucket): the
@@ -523,10 +513,10 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 	// (trace_key, ts) cost planning for each and kept the granules where one
 	// stream's rows end and the next one's start in every part. The whole
 	// buckets come back; assembleTrace keeps each session's span. Past
-	// traceMaxStreamBuckets (plays of hours), the streams over the spans'
+	// MaxStreamBuckets (plays of hours), the streams over the spans'
 	// hull.
 	var q string
-	if len(set) <= traceMaxStreamBuckets {
+	if len(set) <= p.MaxStreamBuckets {
 		q = fmt.Sprintf(`SELECT doc
 FROM `+schemas.TraceContextTable+`
 PREWHERE (app_id, trace_key, bucket) IN (%s)
@@ -542,31 +532,27 @@ WHERE app_id IN %s AND log_type IN %s AND ts >= %s AND ts <= %s`,
 	if !allRenditions {
 		q += " AND (log_type != 'transcode' OR rendition IN " + traceIn(traceUniq(rends)) + ")"
 	}
-	return append(out, traceFetchQuery{fetchStream, q + fmt.Sprintf("\nLIMIT %d\nSETTINGS %s", traceMaxRows+1, traceSettings)})
+	return append(out, traceFetchQuery{fetchStream, q + fmt.Sprintf("\nLIMIT %d\nSETTINGS %s", p.MaxRows+1, traceSettings)})
 }
-
-// traceMaxStreamBuckets bounds the (app_id, trace_key, bucket) set of the
-// stream query: 144 buckets are a day of one stream.
-const traceMaxStreamBuckets = 2048
 
 // traceStreamBuckets lists, as SQL tuples in key order, the
 // (app_id, stream, bucket) of trace_context that the page's sessions' spans
-// (±traceMargin) of their streams meet, up to traceMaxStreamBuckets+1 of
+// (±Margin) of their streams meet, up to MaxStreamBuckets+1 of
 // them; and the streams and the spans' hull.
-func traceStreamBuckets(page []*tracePageSession) (set, streams []string, lo, hi int64) {
+func (p Plan) traceStreamBuckets(page []*tracePageSession) (set, streams []string, lo, hi int64) {
 	type bucket struct {
 		app, stream string
 		n           int64
 	}
 	seen := map[bucket]bool{}
 	lo, hi = math.MaxInt64, math.MinInt64
-	width, margin := schemas.TraceContextBucket.Milliseconds(), traceMargin.Milliseconds()
+	width, margin := schemas.TraceContextBucket.Milliseconds(), p.Margin.Milliseconds()
 	for _, ps := range page {
 		from, to := ps.StartMs-margin, ps.EndMs+margin
 		for _, st := range ps.Streams {
 			streams = append(streams, st)
 			lo, hi = min(lo, from), max(hi, to)
-			for n := from / width; n <= to/width && len(seen) <= traceMaxStreamBuckets; n++ {
+			for n := from / width; n <= to/width && len(seen) <= p.MaxStreamBuckets; n++ {
 				if b := (bucket{ps.AppID, st, n}); !seen[b] {
 					seen[b] = true
 					set = append(set, fmt.Sprintf("(%s, %s, %d)", sqlString(b.app), sqlString(b.stream), b.n))
@@ -596,12 +582,6 @@ func traceSpanTerms(spans []traceKeySpan) string {
 	return strings.Join(terms, " OR ")
 }
 
-// traceMaxSpanTerms bounds the per-span terms of the client query (see
-// traceFetches). Each costs ~1–2 ms (chDB 26.5, 2 cores, 50M
-// events): past 32, a read of the keys over the window (~90 ms for a user) is
-// cheaper.
-const traceMaxSpanTerms = 32
-
 func traceUniq(xs []string) []string {
 	slices.Sort(xs)
 	return slices.Compact(xs)
@@ -610,10 +590,10 @@ func traceUniq(xs []string) []string {
 // traceRow is one fetched event with the keys it is joined by.
 type traceRow struct {
 	app, session, stream, rendition, key, eventID string
-	ev                                            TraceEvent
+	ev                                            Event
 }
 
-func (s *Server) traceFetch(ctx context.Context, f traceFetchQuery) ([]traceRow, error) {
+func (s *searcher) traceFetch(ctx context.Context, f traceFetchQuery) ([]traceRow, error) {
 	what := [...]string{"client events", "edge events", "stream events"}[f.kind]
 	out, err := s.store.QueryJSON(ctx, f.sql)
 	if err != nil {
@@ -660,7 +640,7 @@ func parseTraceRow(line []byte, scratch []flatjson.Field) (traceRow, []flatjson.
 		return traceRow{}, fields, err
 	}
 	var r traceRow
-	r.ev.Fields = make([]TraceField, 0, 16)
+	r.ev.Fields = make([]Field, 0, 16)
 	for i := range fields {
 		f := &fields[i]
 		if f.Kind == flatjson.Null || (f.Kind == flatjson.String && len(f.Raw) == 2) {
@@ -701,7 +681,7 @@ func parseTraceRow(line []byte, scratch []flatjson.Field) (traceRow, []flatjson.
 			// anyone wrote the id.
 			v = flatjson.AppendString(nil, f.Str())
 		}
-		r.ev.Fields = append(r.ev.Fields, TraceField{Name: name, Value: v})
+		r.ev.Fields = append(r.ev.Fields, Field{Name: name, Value: v})
 	}
 	return r, fields, nil
 }
@@ -717,7 +697,7 @@ func traceTimeColumn(name string) bool {
 // the page's sessions stand in; for a session, room or stream, a rejected
 // event without a session_id (a malformed event may not have one) is
 // matched by the sessions' devices.
-func rejectedCond(req *traceRequest, page []*tracePageSession) string {
+func rejectedCond(req *Request, page []*tracePageSession) string {
 	id := sqlString(req.ID)
 	var devices, sids []string
 	for _, ps := range page {
@@ -744,42 +724,50 @@ func rejectedCond(req *traceRequest, page []*tracePageSession) string {
 	return c
 }
 
-func rejectedSQL(req *traceRequest, cond string) string {
+func (p Plan) rejectedSQL(req *Request, cond string) string {
 	return fmt.Sprintf(`SELECT toUnixTimestamp64Milli(received_at) AS received_ms, app_id, log_type, device_id, user_id, session_id,
   stage, code, field, reason, raw, event_index, request_id, event_id
 FROM rejected
 WHERE %s AND received_at >= %s AND received_at < %s%s
 ORDER BY received_at DESC, event_id
 LIMIT %d
-SETTINGS %s`, cond, sqlTime(req.From), sqlTime(req.To), traceAppCond(req), traceMaxRejected+1, traceSettings)
+SETTINGS %s`, cond, sqlTime(req.From), sqlTime(req.To), traceAppCond(req), p.MaxRejected+1, traceSettings)
 }
 
-func (s *Server) traceRejected(ctx context.Context, req *traceRequest, cond string) ([]TraceRejected, bool, error) {
-	out, err := s.store.QueryJSON(ctx, rejectedSQL(req, cond))
+func (s *searcher) traceRejected(ctx context.Context, req *Request, cond string) ([]Rejected, bool, error) {
+	out, err := s.store.QueryJSON(ctx, s.rejectedSQL(req, cond))
 	if err != nil {
 		return nil, false, fmt.Errorf("fetching rejected events: %w", err)
 	}
-	rej := []TraceRejected{}
+	rej := []Rejected{}
 	err = traceLines(out, func(line []byte) error {
 		var r struct {
-			TraceRejected
+			Rejected
 			ReceivedMs json.Number `json:"received_ms"`
 		}
 		if err := json.Unmarshal(line, &r); err != nil {
 			return fmt.Errorf("fetching rejected events: row %.200q: %w", line, err)
 		}
 		ms, _ := r.ReceivedMs.Int64()
-		r.TraceRejected.ReceivedAt = time.UnixMilli(ms).UTC()
-		rej = append(rej, r.TraceRejected)
+		r.Rejected.ReceivedAt = time.UnixMilli(ms).UTC()
+		rej = append(rej, r.Rejected)
 		return nil
 	})
 	if err != nil {
 		return nil, false, err
 	}
-	truncated := len(rej) > traceMaxRejected
+	truncated := len(rej) > s.MaxRejected
 	if truncated {
-		rej = rej[:traceMaxRejected]
+		rej = rej[:s.MaxRejected]
 	}
 	slices.Reverse(rej) // oldest first, like the timelines
 	return rej, truncated, nil
+}
+
+// sqlString quotes a string literal.
+var sqlString = store.QuoteString
+
+// sqlTime renders t as a DateTime64(3) value in UTC.
+func sqlTime(t time.Time) string {
+	return fmt.Sprintf("fromUnixTimestamp64Milli(%d, 'UTC')", t.UnixMilli())
 }

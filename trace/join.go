@@ -1,4 +1,4 @@
-package query
+package trace
 
 import (
 	"slices"
@@ -10,14 +10,14 @@ import (
 // assembleTrace joins the fetched rows to the page's sessions: a session's
 // own and edge events by (app_id, session_id), its streams' events by stream,
 // time span and rendition. One stream row can belong to several sessions.
-func assembleTrace(page []*tracePageSession, fetched [][]traceRow) []TraceSession {
-	sessions := make([]TraceSession, len(page))
+func (p Plan) assembleTrace(page []*tracePageSession, fetched [][]traceRow) []Session {
+	sessions := make([]Session, len(page))
 	bySession := map[[2]string]*tracePageSession{}
 	byStream := map[[2]string][]*tracePageSession{}
 	for i, ps := range page {
 		ps.out = &sessions[i]
-		*ps.out = TraceSession{Kind: "play", AppID: ps.AppID, SessionID: ps.SessionID,
-			Events: []TraceEvent{}, ServerEvents: []TraceEvent{}, StreamEvents: []TraceEvent{}}
+		*ps.out = Session{Kind: "play", AppID: ps.AppID, SessionID: ps.SessionID,
+			Events: []Event{}, ServerEvents: []Event{}, StreamEvents: []Event{}}
 		if ps.Push != 0 {
 			ps.out.Kind = "push"
 		}
@@ -42,7 +42,7 @@ func assembleTrace(page []*tracePageSession, fetched [][]traceRow) []TraceSessio
 			}
 		}
 	}
-	margin := traceMargin.Milliseconds()
+	margin := p.Margin.Milliseconds()
 	for kind, rows := range fetched {
 		for i := range rows {
 			r := &rows[i]
@@ -73,7 +73,7 @@ func assembleTrace(page []*tracePageSession, fetched [][]traceRow) []TraceSessio
 		if len(s.Events) == 0 {
 			continue
 		}
-		for _, l := range [][]TraceEvent{s.Events, s.ServerEvents, s.StreamEvents} {
+		for _, l := range [][]Event{s.Events, s.ServerEvents, s.StreamEvents} {
 			sortTraceEvents(l)
 		}
 		fillSessionIDs(s, page[i])
@@ -93,7 +93,7 @@ var traceCatalogPos = func() map[string]int {
 	return m
 }()
 
-func sortTraceEvents(evs []TraceEvent) {
+func sortTraceEvents(evs []Event) {
 	sort.SliceStable(evs, func(i, j int) bool {
 		a, b := &evs[i], &evs[j]
 		if !a.TS.Equal(b.TS) {
@@ -108,7 +108,7 @@ func sortTraceEvents(evs []TraceEvent) {
 
 // fillSessionIDs takes a session's ids and span from its own events (the
 // first non-empty value of each), else from what the sessions query saw.
-func fillSessionIDs(s *TraceSession, ps *tracePageSession) {
+func fillSessionIDs(s *Session, ps *tracePageSession) {
 	for _, e := range s.Events {
 		for _, id := range []struct {
 			dst  *string
@@ -128,11 +128,11 @@ func fillSessionIDs(s *TraceSession, ps *tracePageSession) {
 	s.Start, s.End = s.Events[0].TS, s.Events[len(s.Events)-1].TS // assembleTrace keeps sessions with events
 }
 
-// summarizeSession condenses a session's events; see TraceSummary for what each
+// summarizeSession condenses a session's events; see Summary for what each
 // value means.
-func summarizeSession(s *TraceSession) TraceSummary {
-	var sum TraceSummary
-	ptr := func(e *TraceEvent, name string) *int64 {
+func summarizeSession(s *Session) Summary {
+	var sum Summary
+	ptr := func(e *Event, name string) *int64 {
 		if n, ok := e.Int(name); ok {
 			return &n
 		}

@@ -1,4 +1,4 @@
-package query
+package trace
 
 import (
 	"io"
@@ -13,12 +13,15 @@ import (
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
-// TraceArrowSchema is the schema of the Arrow answer of /api/v1/trace: one
+// ArrowMedia is what a client sends in Accept to get Arrow IPC.
+const ArrowMedia = "application/vnd.apache.arrow.stream"
+
+// ArrowSchema is the schema of the Arrow answer of /api/v1/trace: one
 // row per event of each session — trace_session_id (the session the row is
 // joined to), kind (client, server or stream), then every column of the
 // events table in catalog order but source and received_at (ts as
 // timestamp[ms, UTC]). A column an event lacks is null.
-var TraceArrowSchema = func() *arrow.Schema {
+var ArrowSchema = func() *arrow.Schema {
 	fields := []arrow.Field{
 		{Name: "trace_session_id", Type: arrow.BinaryTypes.String},
 		{Name: "kind", Type: arrow.BinaryTypes.String},
@@ -44,12 +47,12 @@ var traceArrowColumns = func() []schemas.Field {
 // traceArrowBatch is how many rows go into one record batch.
 const traceArrowBatch = 8192
 
-// writeTraceArrow writes the sessions' events as an Arrow IPC stream, each
+// WriteArrow writes the sessions' events as an Arrow IPC stream, each
 // session's client, server and stream events interleaved in time order. The
 // next page's cursor is in the schema metadata (next_cursor) as well as in
 // the X-Lastmile-Next-Cursor header.
-func writeTraceArrow(w io.Writer, res *TraceResponse) error {
-	schema := TraceArrowSchema
+func WriteArrow(w io.Writer, res *Response) error {
+	schema := ArrowSchema
 	if res.NextCursor != "" || res.Truncated {
 		md := arrow.NewMetadata([]string{"next_cursor", "truncated"}, []string{res.NextCursor, strconv.FormatBool(res.Truncated)})
 		schema = arrow.NewSchema(schema.Fields(), &md)
@@ -87,16 +90,16 @@ func writeTraceArrow(w io.Writer, res *TraceResponse) error {
 
 type traceKindEvent struct {
 	kind string
-	ev   *TraceEvent
+	ev   *Event
 }
 
 // flatTraceSession interleaves a session's three lists by time; at the same
 // millisecond client events come first, then server, then stream.
-func flatTraceSession(s *TraceSession) []traceKindEvent {
+func flatTraceSession(s *Session) []traceKindEvent {
 	out := make([]traceKindEvent, 0, len(s.Events)+len(s.ServerEvents)+len(s.StreamEvents))
 	for _, l := range []struct {
 		kind string
-		evs  []TraceEvent
+		evs  []Event
 	}{{"client", s.Events}, {"server", s.ServerEvents}, {"stream", s.StreamEvents}} {
 		for i := range l.evs {
 			out = append(out, traceKindEvent{l.kind, &l.evs[i]})
@@ -108,7 +111,7 @@ func flatTraceSession(s *TraceSession) []traceKindEvent {
 
 // appendTraceArrowRow appends one event; columns come after the two leading
 // ones, in EventColumns order.
-func appendTraceArrowRow(b *array.RecordBuilder, cols []schemas.Field, e *TraceEvent) {
+func appendTraceArrowRow(b *array.RecordBuilder, cols []schemas.Field, e *Event) {
 	// Both lists are in catalog order: walk them together.
 	j := 0
 	for i := range cols {
@@ -133,7 +136,7 @@ func appendTraceArrowRow(b *array.RecordBuilder, cols []schemas.Field, e *TraceE
 			fb.AppendNull()
 			continue
 		}
-		ev := TraceEvent{Fields: []TraceField{{Name: name, Value: raw}}}
+		ev := Event{Fields: []Field{{Name: name, Value: raw}}}
 		switch cols[i].Kind {
 		case schemas.KindInt:
 			if n, ok := ev.Int(name); ok {
