@@ -49,6 +49,8 @@ type Plan struct {
 	MaxRows int
 	// MaxRejected bounds the rejected events listed (the latest ones).
 	MaxRejected int
+	// Diagnosis judges each play session (diagnosis.go).
+	Diagnosis DiagnosisPlan
 }
 
 // DefaultPlan is the plan of the API.
@@ -60,6 +62,7 @@ var DefaultPlan = Plan{
 	Margin:           30 * time.Second,
 	MaxRows:          100_000,
 	MaxRejected:      1000,
+	Diagnosis:        DefaultDiagnosisPlan,
 }
 
 // Search runs a lookup on st.

@@ -186,6 +186,8 @@ type Summary struct {
 	// PlayDurationMs is play_stop's play_duration_ms (push_stop's
 	// duration_ms), else the span of the session's events.
 	PlayDurationMs int64 `json:"play_duration_ms"`
+	// Diagnosis judges a play session (diagnosis.go); null for a push.
+	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`
 }
 
 // Rejected is one refused event: why it is not in the trace.
@@ -313,5 +315,8 @@ func (s *searcher) trace(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	res.Sessions = s.assembleTrace(page, rows)
+	if err := s.diagnoseAll(ctx, res.Sessions); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
