@@ -184,7 +184,10 @@ func onlySession(t *testing.T, res *trace.Response) *trace.Session {
 	return &res.Sessions[0]
 }
 
+// traceSummaryJSON is the summary but its diagnosis (which TestTrace checks
+// by verdict, and e2e/diagnosis_test.go in full).
 func traceSummaryJSON(s trace.Summary) string {
+	s.Diagnosis = nil
 	b, _ := json.Marshal(s)
 	return string(b)
 }
@@ -195,6 +198,7 @@ func TestTrace(t *testing.T) {
 	type want struct {
 		events, server, stream string
 		summary                string
+		verdict                string
 	}
 	for _, c := range []struct {
 		device, session string
@@ -204,28 +208,31 @@ func TestTrace(t *testing.T) {
 			`{"reached_first_frame":true,"first_frame_total_ms":800,"dns_ms":20,"tcp_connect_ms":30,"tcp_first_packet_ms":50,` +
 				`"video_first_packet_ms":400,"first_decode_ms":250,"first_render_ms":50,"stop_code":0,"stall_count":0,"stall_total_ms":0,` +
 				`"reported_stall_count":0,"reported_stall_total_ms":0,"node_id":"edge-1","cdn":"cdn-a","region":"north","rendition":"720p",` +
-				`"protocol":"http-flv","edge_http_status":200,"back_to_source":false,"play_duration_ms":19200}`}},
+				`"protocol":"http-flv","edge_http_status":200,"back_to_source":false,"play_duration_ms":19200}`, trace.VerdictFine}},
 		{"dev-stall", "s-stall", want{"play_start first_frame stall stall stall play_stop", "", "",
 			`{"reached_first_frame":true,"first_frame_total_ms":1000,"stop_code":0,"stall_count":3,"stall_total_ms":1800,` +
 				`"reported_stall_count":3,"reported_stall_total_ms":1800,"cdn":"cdn-a","region":"north","rendition":"720p",` +
-				`"protocol":"http-flv","back_to_source":null,"play_duration_ms":39000}`}},
+				`"protocol":"http-flv","back_to_source":null,"play_duration_ms":39000}`, trace.VerdictStalls}},
 		{"dev-block", "s-block", want{"play_start play_stop", "", "",
 			`{"reached_first_frame":false,"first_frame_total_ms":null,"first_frame_blocked":"tcp_connect","stop_code":1002,` +
 				`"stop_reason":"connect timeout","stall_count":0,"stall_total_ms":0,"cdn":"cdn-a","region":"north","rendition":"720p",` +
-				`"protocol":"http-flv","back_to_source":null,"play_duration_ms":5000}`}},
+				`"protocol":"http-flv","back_to_source":null,"play_duration_ms":5000}`, trace.VerdictFailed}},
 		{"dev-rej", "s-rej", want{"play_start play_stop", "", "",
 			`{"reached_first_frame":false,"first_frame_total_ms":null,"stop_code":0,"stall_count":0,"stall_total_ms":0,` +
-				`"cdn":"cdn-a","region":"north","rendition":"720p","protocol":"http-flv","back_to_source":null,"play_duration_ms":9000}`}},
+				`"cdn":"cdn-a","region":"north","rendition":"720p","protocol":"http-flv","back_to_source":null,"play_duration_ms":9000}`, trace.VerdictSlowFirstFrame}},
 		// The 480p transcode, the push_start 10 minutes earlier and the
 		// push_stats 5 minutes later are the stream's, not this play's.
 		{"dev-bts", "s-bts", want{"play_start first_frame play_stop", "edge_access", "push_stats transcode/720p origin_stream",
 			`{"reached_first_frame":true,"first_frame_total_ms":1200,"stop_code":0,"stall_count":0,"stall_total_ms":0,` +
 				`"node_id":"edge-9","cdn":"cdn-a","region":"north","rendition":"720p","protocol":"http-flv","edge_http_status":200,` +
-				`"back_to_source":true,"back_to_source_ms":240,"play_duration_ms":58800}`}},
+				`"back_to_source":true,"back_to_source_ms":240,"play_duration_ms":58800}`, trace.VerdictFine}},
 	} {
 		for _, q := range []string{"device_id=" + c.device, "session_id=" + c.session} {
 			ss := onlySession(t, s.trace(t, q))
-			got := want{traceLogTypes(ss.Events), traceLogTypes(ss.ServerEvents), traceLogTypes(ss.StreamEvents), traceSummaryJSON(ss.Summary)}
+			got := want{traceLogTypes(ss.Events), traceLogTypes(ss.ServerEvents), traceLogTypes(ss.StreamEvents), traceSummaryJSON(ss.Summary), ""}
+			if d := ss.Summary.Diagnosis; d != nil {
+				got.verdict = d.Verdict
+			}
 			if got != c.want {
 				t.Errorf("%s:\n got %+v\nwant %+v", q, got, c.want)
 			}
@@ -376,10 +383,23 @@ func TestTrace(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{"== play session s-bts", "device dev-bts", "edge edge-9", "first frame 1200 ms",
-			"back-to-source 240 ms", "server edge_access", "cache_hit=false", "stream transcode", "rendition=720p", "│ "} {
+		// By default the stream context of a fine component is one line.
+		for _, want := range []string{"== play session s-bts", "device dev-bts", "edge edge-9", "first frame 1,200 ms",
+			"back-to-source 240 ms", "\n   transcode ok 720p", "\n   edge      ok edge-9 · 1 requests · status 200", "\n   push      ok 3,000 kbps"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("timeline lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "stream transcode") || strings.Contains(out, "server edge_access") {
+			t.Errorf("fine context events not folded:\n%s", out)
+		}
+		out, stderr, code = run("--device", "dev-bts", "--token", queryToken, "--utc", "--verbose")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		for _, want := range []string{"== play session s-bts", "server edge_access", "cache_hit=false", "stream transcode", "rendition=720p", "│ "} {
+			if !strings.Contains(out, want) {
+				t.Errorf("--verbose timeline lacks %q:\n%s", want, out)
 			}
 		}
 		if strings.Contains(out, "480p") {

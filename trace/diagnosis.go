@@ -11,7 +11,7 @@ import (
 // Verdicts of a play session's diagnosis, worst first.
 const (
 	VerdictFailed           = "failed"             // an attempt ended with an error code before (or after) its first frame
-	VerdictSlowFirstFrame   = "slow_first_frame"   // the first frame came late, or never came and the viewer left (code 0)
+	VerdictSlowFirstFrame   = "slow_first_frame"   // the first frame came late, or never came and the viewer left (code 0 without a first frame)
 	VerdictStalls           = "stalls"             // playback stalled (rebuffering)
 	VerdictRenderStallsOnly = "render_stalls_only" // frames were there but not rendered in time; no stall
 	VerdictFine             = "fine"
@@ -77,7 +77,7 @@ type DiagnosisPlan struct {
 
 // DefaultDiagnosisPlan is the plan of the API.
 var DefaultDiagnosisPlan = DiagnosisPlan{
-	SlowFirstFrameMs:    1000,
+	SlowFirstFrameMs:    2000,
 	CohortWindow:        10 * time.Minute,
 	CohortDims:          []string{"protocol", "cdn"},
 	MaxCohortQueries:    4,
@@ -103,21 +103,37 @@ type attempt struct {
 	start, stopped time.Time
 }
 
-// attempts splits a session's client events at each play_start.
+// attempts splits a session's client events at each play_start. A retry's
+// play_start may share the millisecond of the failed attempt's play_stop
+// and sort before it, so a play_stop ends the earliest open attempt and a
+// first_frame belongs to the latest.
 func attempts(s *Session) []attempt {
 	var out []attempt
+	open := func(latest bool) *attempt {
+		for i := range out {
+			j := i
+			if latest {
+				j = len(out) - 1 - i
+			}
+			if out[j].stop == nil {
+				return &out[j]
+			}
+		}
+		return nil
+	}
 	for i := range s.Events {
 		e := &s.Events[i]
-		if e.LogType == "play_start" || len(out) == 0 {
+		a := open(true)
+		if e.LogType == "play_start" || a == nil {
 			out = append(out, attempt{start: e.TS, nodeID: e.Str("node_id")})
 		}
-		a := &out[len(out)-1]
 		switch e.LogType {
 		case "first_frame":
-			if a.firstFrame == nil {
+			if a := open(true); a.firstFrame == nil {
 				a.firstFrame = e
 			}
 		case "play_stop":
+			a := open(false)
 			a.stop, a.stopped = e, e.TS
 		}
 	}
@@ -152,7 +168,7 @@ func (dp DiagnosisPlan) diagnose(s *Session, med *phaseMedians) *Diagnosis {
 		}
 		code, _ := a.stop.Int("code")
 		blocked := a.stop.Str("first_frame_blocked")
-		if code == 0 && (a.firstFrame != nil || blocked == "") {
+		if code == 0 && a.firstFrame != nil {
 			continue
 		}
 		d.Verdict, d.Phase, d.Reason = VerdictFailed, blocked, a.stop.Str("reason")
@@ -232,8 +248,16 @@ func (dp DiagnosisPlan) abnormalPhase(d *Diagnosis, ff *Event, med *phaseMedians
 // to]: the edge's answers, then the stream's side; and guesses the scope
 // from the phase when the servers say nothing.
 func (dp DiagnosisPlan) startEvidence(d *Diagnosis, s *Session, from, to time.Time) {
-	edge := dp.edgeEvidence(d, s, from.Add(-dp.Near), to.Add(dp.Near))
-	stream := dp.streamEvidence(d, s, from.Add(-dp.Near), to.Add(dp.Near))
+	// An edge logs a response when it ends (an FLV stream with the play):
+	// its node's answers to the session from the start on count.
+	edge := dp.edgeEvidence(d, s, d.NodeID, from.Add(-dp.Near), s.End.Add(dp.Near))
+	// The stream's side matters once the edge is reached and media is
+	// awaited: not for a name that did not resolve, a connection refused,
+	// or media that came but did not decode.
+	stream := ""
+	if d.Phase == "" || d.Phase == "tcp_first_packet" || d.Phase == "video_first_packet" {
+		stream = dp.streamEvidence(d, s, from.Add(-dp.Near), to.Add(dp.Near))
+	}
 	switch d.Phase {
 	case "dns":
 		d.Scope = localize.ScopeClient
@@ -241,8 +265,7 @@ func (dp DiagnosisPlan) startEvidence(d *Diagnosis, s *Session, from, to time.Ti
 	case "tcp_connect":
 		d.Scope = localize.ScopeEdge
 		if !edge {
-			d.add(localize.ScopeEdge, "edge_access", fmt.Sprintf("%s logged no request for the attempt: the connection failed before HTTP%s",
-				cmpOr(d.NodeID, "the edge"), reasonSuffix(d.Reason)))
+			d.add(localize.ScopeEdge, "edge_access", cmpOr(d.NodeID, "the edge")+" logged no request for the attempt: the connection failed before HTTP")
 		}
 	case "tcp_first_packet":
 		d.Scope = localize.ScopeEdge
@@ -252,7 +275,7 @@ func (dp DiagnosisPlan) startEvidence(d *Diagnosis, s *Session, from, to time.Ti
 		d.Scope = localize.ScopeClient
 		d.add(localize.ScopeClient, "first_frame", "the media arrived; decoding or rendering it was slow (player, device)")
 	}
-	if stream != "" && d.Phase != "dns" && d.Phase != "first_decode" && d.Phase != "first_render" {
+	if stream != "" {
 		d.Scope = stream // the stream itself was down or degraded: the edge had nothing to send
 	}
 	if d.Scope == "" {
@@ -271,41 +294,46 @@ func (d *Diagnosis) add(scope, source, text string) {
 	d.Evidence = append(d.Evidence, localize.Evidence{Scope: scope, Source: source, Text: text})
 }
 
-// edgeEvidence adds the session's edge answers in [from, to] that were
-// errors or slow; it says whether there was any edge_access in the span.
-func (dp DiagnosisPlan) edgeEvidence(d *Diagnosis, s *Session, from, to time.Time) bool {
-	any, errs, slow := false, 0, 0
-	var firstErr, slowest *Event
-	var slowestMs int64
+// edgeEvidence adds the session's edge answers in [from, to] (from node
+// when given) that were errors or slow; it says whether there was any
+// edge_access of the node in the span.
+func (dp DiagnosisPlan) edgeEvidence(d *Diagnosis, s *Session, node string, from, to time.Time) bool {
+	any, bad := false, 0
+	var worst *Event
+	var worstWhy string
 	for i := range s.ServerEvents {
 		e := &s.ServerEvents[i]
-		if e.LogType != "edge_access" || e.TS.Before(from) || e.TS.After(to) {
+		if e.LogType != "edge_access" || e.TS.Before(from) || e.TS.After(to) || (node != "" && e.Str("node_id") != node) {
 			continue
 		}
 		any = true
-		if st, _ := e.Int("http_status"); st >= 500 {
-			if errs++; firstErr == nil {
-				firstErr = e
-			}
-		}
-		if fb, ok := e.Int("first_byte_ms"); ok && fb >= dp.EdgeSlowFirstByteMs {
-			if slow++; fb > slowestMs {
-				slowest, slowestMs = e, fb
+		if why := dp.Abnormal(e, 0); why != "" {
+			if bad++; worst == nil || edgeWorse(e, worst) {
+				worst, worstWhy = e, why
 			}
 		}
 	}
-	if errs > 0 {
-		st, _ := firstErr.Int("http_status")
-		d.add(localize.ScopeEdge, "edge_access", fmt.Sprintf("%s answered %d (%d of its answers to this session were 5xx)", firstErr.Str("node_id"), st, errs))
+	if worst == nil {
+		return any
 	}
-	if slow > 0 {
-		d.add(localize.ScopeEdge, "edge_access", fmt.Sprintf("%s's first byte took %s ms (%s; %d slow answers)",
-			slowest.Str("node_id"), Thousands(slowestMs), slowest.Str("path"), slow))
-		if bts, ok := slowest.Int("back_to_source_ms"); ok && hitFalse(slowest) && bts >= dp.EdgeSlowFirstByteMs {
-			d.add(localize.ScopeSource, "edge_access", fmt.Sprintf("it went back to source, which took %s ms", Thousands(bts)))
-		}
+	d.add(localize.ScopeEdge, "edge_access", fmt.Sprintf("%s %s (%s; %d such answers to this session)", worst.Str("node_id"), worstWhy, worst.Str("path"), bad))
+	if bts, ok := worst.Int("back_to_source_ms"); ok && hitFalse(worst) && bts >= dp.EdgeSlowFirstByteMs {
+		d.add(localize.ScopeSource, "edge_access", fmt.Sprintf("it went back to source, which took %s ms", Thousands(bts)))
 	}
 	return any
+}
+
+// edgeWorse: an error answer is worse than a slow one, a slower worse than
+// a faster.
+func edgeWorse(a, b *Event) bool {
+	sa, _ := a.Int("http_status")
+	sb, _ := b.Int("http_status")
+	if (sa >= 400) != (sb >= 400) {
+		return sa >= 400
+	}
+	fa, _ := a.Int("first_byte_ms")
+	fb, _ := b.Int("first_byte_ms")
+	return fa > fb
 }
 
 func hitFalse(e *Event) bool {
@@ -317,14 +345,7 @@ func hitFalse(e *Event) bool {
 // starve a viewer (push stalled or stopped, transcode failing, origin lost)
 // and returns the scope it points to, "" when it was fine.
 func (dp DiagnosisPlan) streamEvidence(d *Diagnosis, s *Session, from, to time.Time) string {
-	bestFPS := 0.0
-	for i := range s.StreamEvents {
-		if e := &s.StreamEvents[i]; e.LogType == "push_stats" {
-			if f, ok := e.Float("fps"); ok {
-				bestFPS = max(bestFPS, f)
-			}
-		}
-	}
+	bestFPS := BestPushFPS(s)
 	scope := ""
 	note := func(sc, src, text string) {
 		if scope == "" {
@@ -332,50 +353,57 @@ func (dp DiagnosisPlan) streamEvidence(d *Diagnosis, s *Session, from, to time.T
 		}
 		d.add(sc, src, text)
 	}
-	var pushBad, pushStats int
-	var dropped int64
-	minFPS := -1.0
+	// push_stats and ingest_session come every few seconds: one line each.
+	type periodic struct {
+		bad, all int
+		dropped  int64
+		minFPS   float64
+	}
+	per := map[string]*periodic{"push_stats": {minFPS: -1}, "ingest_session": {minFPS: -1}}
 	for i := range s.StreamEvents {
 		e := &s.StreamEvents[i]
 		if e.TS.Before(from) || e.TS.After(to) {
 			continue
 		}
+		pe := per[e.LogType]
+		if pe != nil {
+			pe.all++
+		}
+		why := dp.Abnormal(e, bestFPS)
+		if why == "" {
+			continue
+		}
+		at := e.TS.Format("15:04:05")
 		switch e.LogType {
-		case "push_stats":
-			pushStats++
-			f, fok := e.Float("fps")
+		case "push_stats", "ingest_session":
+			pe.bad++
 			n, _ := e.Int("dropped_frames")
-			if n > 0 || (fok && bestFPS > 0 && f < dp.PushFPSRatio*bestFPS) {
-				pushBad++
-				dropped += n
-				if fok && (minFPS < 0 || f < minFPS) {
-					minFPS = f
-				}
+			pe.dropped += n
+			if f, ok := e.Float("fps"); ok && (pe.minFPS < 0 || f < pe.minFPS) {
+				pe.minFPS = f
 			}
 		case "push_stop":
-			if c, _ := e.Int("code"); c != 0 {
-				note(localize.ScopePush, "push_stop", fmt.Sprintf("the broadcaster's push stopped at %s with code %d%s", e.TS.Format("15:04:05"), c, reasonSuffix(e.Str("reason"))))
-			}
+			note(localize.ScopePush, e.LogType, "the broadcaster's push "+why+" at "+at)
 		case "transcode":
-			if st := e.Str("status"); st == "error" || st == "lagging" {
-				note(localize.ScopeTranscode, "transcode", fmt.Sprintf("transcode %s was %s at %s", e.Str("rendition"), st, e.TS.Format("15:04:05")))
-			}
-		case "origin_stream":
-			if st := e.Str("state"); st == "lost" {
-				note(localize.ScopeSource, "origin_stream", fmt.Sprintf("the origin lost the stream at %s", e.TS.Format("15:04:05")))
-			}
-		case "relay":
-			if e.Str("state") == "error" {
-				note(localize.ScopeSource, "relay", fmt.Sprintf("the relay to the origin failed at %s%s", e.TS.Format("15:04:05"), reasonSuffix(e.Str("error"))))
-			}
+			note(localize.ScopeTranscode, e.LogType, "transcode "+why+" at "+at)
+		case "origin_stream", "relay":
+			note(localize.ScopeSource, e.LogType, e.LogType+": "+why+" at "+at)
 		}
 	}
-	if pushBad > 0 {
-		text := fmt.Sprintf("the push side degraded meanwhile: %d of %d push_stats with %s dropped frames", pushBad, pushStats, Thousands(dropped))
-		if minFPS >= 0 {
-			text += fmt.Sprintf(", fps down to %s (best %s)", Round1(minFPS), Round1(bestFPS))
+	for _, lt := range []string{"push_stats", "ingest_session"} {
+		pe := per[lt]
+		if pe.bad == 0 {
+			continue
 		}
-		note(localize.ScopePush, "push_stats", text)
+		who := map[string]string{"push_stats": "the push side", "ingest_session": "ingest"}[lt]
+		text := fmt.Sprintf("%s degraded meanwhile: %d of %d %s", who, pe.bad, pe.all, lt)
+		if pe.dropped > 0 {
+			text += fmt.Sprintf(" with %s dropped frames", Thousands(pe.dropped))
+		}
+		if pe.minFPS >= 0 {
+			text += fmt.Sprintf(", fps down to %s (best %s)", Round1(pe.minFPS), Round1(bestFPS))
+		}
+		note(localize.ScopePush, lt, text)
 	}
 	return scope
 }
@@ -409,7 +437,7 @@ func (dp DiagnosisPlan) stallEvidence(d *Diagnosis, s *Session) {
 		return
 	}
 	before := len(d.Evidence)
-	if dp.edgeEvidence(d, s, from.Add(-dp.Near), to.Add(dp.Near)); len(d.Evidence) > before {
+	if dp.edgeEvidence(d, s, "", from.Add(-dp.Near), to.Add(dp.Near)); len(d.Evidence) > before {
 		d.Scope = localize.ScopeEdge
 		return
 	}
@@ -424,4 +452,63 @@ func (dp DiagnosisPlan) cohortKey(ff *Event) []string {
 		out[i] = ff.Str(dim)
 	}
 	return out
+}
+
+// Abnormal says why a server or stream event is out of the ordinary for a
+// viewer (an edge error or slow first byte, push frames dropped or its fps
+// under PushFPSRatio of bestFPS, a stop with a code, a transcode not ok, an
+// origin that lost the stream, a relay error), "" when it is not. The CLI
+// folds the events for which it is "" into one line per component.
+func (dp DiagnosisPlan) Abnormal(e *Event, bestFPS float64) string {
+	n := func(name string) int64 { v, _ := e.Int(name); return v }
+	switch e.LogType {
+	case "edge_access":
+		if st := n("http_status"); st >= 400 {
+			return fmt.Sprintf("answered %d", st)
+		}
+		if fb := n("first_byte_ms"); fb >= dp.EdgeSlowFirstByteMs {
+			return fmt.Sprintf("first byte took %s ms", Thousands(fb))
+		}
+		if d := n("dropped_packets"); d > 0 {
+			return fmt.Sprintf("dropped %s packets", Thousands(d))
+		}
+	case "push_stats", "ingest_session":
+		if d := n("dropped_frames"); d > 0 {
+			return fmt.Sprintf("%s dropped frames", Thousands(d))
+		}
+		if f, ok := e.Float("fps"); ok && bestFPS > 0 && f < dp.PushFPSRatio*bestFPS {
+			return fmt.Sprintf("fps %s (best %s)", Round1(f), Round1(bestFPS))
+		}
+	case "push_stop":
+		if c := n("code"); c != 0 {
+			return fmt.Sprintf("stopped with code %d%s", c, reasonSuffix(e.Str("reason")))
+		}
+	case "transcode":
+		if st := e.Str("status"); st == "error" || st == "lagging" {
+			return fmt.Sprintf("%s %s", e.Str("rendition"), st)
+		}
+	case "origin_stream":
+		if e.Str("state") == "lost" {
+			return "lost the stream"
+		}
+	case "relay":
+		if e.Str("state") == "error" {
+			return "relay error" + reasonSuffix(e.Str("error"))
+		}
+	}
+	return ""
+}
+
+// BestPushFPS is the best fps the broadcaster's stats reported in a
+// session's stream context: what Abnormal compares a push's fps with.
+func BestPushFPS(s *Session) float64 {
+	best := 0.0
+	for i := range s.StreamEvents {
+		if e := &s.StreamEvents[i]; e.LogType == "push_stats" {
+			if f, ok := e.Float("fps"); ok {
+				best = max(best, f)
+			}
+		}
+	}
+	return best
 }

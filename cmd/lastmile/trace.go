@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +23,12 @@ func traceMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `Usage: lastmile trace (--device ID | --user ID | --session ID | --room ID | --stream ID) [flags]
 
 Prints the play sessions of one viewer (or the sessions of one room or
-stream) in a time window: a header with the session's summary, then one
-line per event, the server (edge) and stream-level events interleaved by
-time. Rejected events of the same ids are listed at the end.
+stream) in a time window: each session's diagnosis first (verdict, the
+phase to blame, the server evidence, a scope guess), its summary, one line
+per component of its stream context (push, ingest, relay, origin,
+transcode, edge) when that component was fine, then its events by time
+with the abnormal server and stream events among them (--verbose: every
+event). Rejected events of the same ids are listed at the end.
 
 Flags:
 `)
@@ -51,6 +55,7 @@ Flags:
 	dataDir := fs.String("data", "data", "`DIR` whose query-token file to use when no token is given")
 	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
 	utc := fs.Bool("utc", false, "print times in UTC instead of the local time zone")
+	verbose := fs.Bool("verbose", false, "print every server and stream event instead of one line per component that was fine")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -87,7 +92,7 @@ Flags:
 	if *utc {
 		loc = time.UTC
 	}
-	printTrace(stdout, &res, loc)
+	printTrace(stdout, &res, loc, *verbose)
 	if res.NextCursor != "" {
 		var again []string
 		fs.Visit(func(f *flag.Flag) {
@@ -101,7 +106,7 @@ Flags:
 }
 
 // printTrace renders the answer as a timeline.
-func printTrace(w io.Writer, res *trace.Response, loc *time.Location) {
+func printTrace(w io.Writer, res *trace.Response, loc *time.Location, verbose bool) {
 	q := res.Query
 	fmt.Fprintf(w, "%s %s: %d session(s), %s → %s\n", q.By, q.ID, len(res.Sessions),
 		q.From.In(loc).Format("2006-01-02 15:04:05"), q.To.In(loc).Format("2006-01-02 15:04:05 MST"))
@@ -109,7 +114,7 @@ func printTrace(w io.Writer, res *trace.Response, loc *time.Location) {
 		fmt.Fprintln(w, "  (truncated: too many events for one answer; narrow the window or --limit)")
 	}
 	for i := range res.Sessions {
-		printTraceSession(w, &res.Sessions[i], loc)
+		printTraceSession(w, &res.Sessions[i], loc, verbose)
 	}
 	if len(res.Rejected) > 0 {
 		fmt.Fprintf(w, "\nrejected events (%d%s): refused by the pipeline, not stored\n", len(res.Rejected), map[bool]string{true: ", the latest", false: ""}[res.RejectedTruncated])
@@ -124,7 +129,7 @@ func printTrace(w io.Writer, res *trace.Response, loc *time.Location) {
 	}
 }
 
-func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location) {
+func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location, verbose bool) {
 	sum := &s.Summary
 	fmt.Fprintf(w, "\n== %s session %s   %s → %s (%s)\n", s.Kind, s.SessionID,
 		s.Start.In(loc).Format("2006-01-02 15:04:05.000"), s.End.In(loc).Format("15:04:05.000"), s.End.Sub(s.Start).Round(time.Millisecond))
@@ -134,6 +139,7 @@ func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location) {
 			ids = append(ids, kv[0]+" "+kv[1])
 		}
 	}
+	printDiagnosis(w, sum.Diagnosis)
 	fmt.Fprintf(w, "   %s\n", strings.Join(ids, "  "))
 	var where []string
 	for _, kv := range [][2]string{{"edge", sum.NodeID}, {"cdn", sum.CDN}, {"region", sum.Region}, {"rendition", sum.Rendition}, {"protocol", sum.Protocol}} {
@@ -165,13 +171,13 @@ func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location) {
 		line = append(line, "no stop event")
 	}
 	if s.Kind == "play" {
-		st := fmt.Sprintf("stalls %d (%d ms)", sum.StallCount, sum.StallTotalMs)
+		st := fmt.Sprintf("stalls %d (%s ms)", sum.StallCount, trace.Thousands(sum.StallTotalMs))
 		if sum.ReportedStallCount != nil && *sum.ReportedStallCount != sum.StallCount {
 			st += fmt.Sprintf(", play_stop says %d", *sum.ReportedStallCount)
 		}
 		line = append(line, st)
 		if sum.RenderStallCount > 0 {
-			line = append(line, fmt.Sprintf("render stalls %d (%d ms)", sum.RenderStallCount, sum.RenderStallTotalMs))
+			line = append(line, fmt.Sprintf("render stalls %d (%s ms)", sum.RenderStallCount, trace.Thousands(sum.RenderStallTotalMs)))
 		}
 		if sum.BackToSource != nil {
 			if *sum.BackToSource {
@@ -198,6 +204,22 @@ func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location) {
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b row) int { return a.ev.TS.Compare(b.ev.TS) })
+	if !verbose {
+		// Fine components fold into a line each; abnormal events stay.
+		best := trace.BestPushFPS(s)
+		var ctx []*trace.Event
+		for _, r := range rows {
+			if r.kind != "client" {
+				ctx = append(ctx, r.ev)
+			}
+		}
+		for _, l := range foldContext(ctx, best) {
+			fmt.Fprintf(w, "   %s\n", l)
+		}
+		rows = slices.DeleteFunc(rows, func(r row) bool {
+			return r.kind != "client" && trace.DefaultDiagnosisPlan.Abnormal(r.ev, best) == ""
+		})
+	}
 	same := map[string]string{"device_id": s.DeviceID, "user_id": s.UserID, "session_id": s.SessionID, "room_id": s.RoomID, "stream_id": s.StreamID}
 	// A client's dimensions are printed on its first event and then only
 	// when they change (a network switch, a new edge): a line shows news.
@@ -215,7 +237,7 @@ func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location) {
 				}
 				last[f.Name] = v
 			}
-			kv = append(kv, f.Name+"="+v)
+			kv = append(kv, f.Name+"="+traceRound(f.Value, v))
 		}
 		mark := "  "
 		if r.kind != "client" {
@@ -238,7 +260,7 @@ func tracePhases(sum *trace.Summary) string {
 	}{{"dns", sum.DNSMs}, {"tcp_connect", sum.TCPConnectMs}, {"tcp_first_packet", sum.TCPFirstPacketMs},
 		{"video_first_packet", sum.VideoFirstPacketMs}, {"first_decode", sum.FirstDecodeMs}, {"first_render", sum.FirstRenderMs}} {
 		if ph.v != nil {
-			p = append(p, fmt.Sprintf("%s %d", ph.name, *ph.v))
+			p = append(p, ph.name+" "+trace.Thousands(*ph.v))
 		}
 	}
 	if len(p) == 0 {
@@ -251,7 +273,16 @@ func traceMs(v *int64) string {
 	if v == nil {
 		return "-"
 	}
-	return fmt.Sprintf("%d ms", *v)
+	return trace.Thousands(*v) + " ms"
+}
+
+// traceRound prints a fractional number rounded (bitrate_kbps=235, fps=2.6);
+// other values as they are.
+func traceRound(raw []byte, v string) string {
+	if f, err := strconv.ParseFloat(string(raw), 64); err == nil && strings.ContainsAny(string(raw), ".eE") {
+		return trace.Round1(f)
+	}
+	return v
 }
 
 func traceDash(s string) string {
