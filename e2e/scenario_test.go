@@ -32,23 +32,8 @@ func playScenario(t *testing.T, name string) (*proc, scenario.Labels) {
 		args = append(args, "--dry-faults")
 	}
 	cmd := exec.Command(lastmileBin(t), args...)
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("lastmile media scenario %s: %v\n%s", name, err, out.String())
-		}
-	case <-time.After(4 * time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("lastmile media scenario %s still running after 4 minutes:\n%s", name, out.String())
-	}
+	runBounded(t, cmd, 4*time.Minute, "lastmile media scenario "+name)
 	t.Logf("scenario %s ran in %s", name, time.Since(t0).Round(time.Second))
 
 	b, err := os.ReadFile(labelsPath)
@@ -76,12 +61,7 @@ func playScenario(t *testing.T, name string) (*proc, scenario.Labels) {
 		}
 	}
 	// Everything posted has been processed before the checks.
-	waitFor(t, 30*time.Second, "the scenario's play_stop events in ClickHouse", func() (bool, string) {
-		n := pipe.sqlInt(t, "SELECT count() FROM play_stop")
-		time.Sleep(time.Second)
-		m := pipe.sqlInt(t, "SELECT count() FROM play_stop")
-		return n > 0 && n == m, fmt.Sprintf("%d then %d", n, m)
-	})
+	waitScenarioStored(t, pipe)
 	if dir := os.Getenv("LASTMILE_E2E_DUMP"); dir != "" {
 		dumpEvents(t, pipe, labels, filepath.Join(dir, name))
 	}
