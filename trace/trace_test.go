@@ -530,6 +530,36 @@ func TestTraceLookups(t *testing.T) {
 	}
 }
 
+// TestPlanBranches: a plan whose thresholds are all 0 takes the other branch
+// of every choice (the sessions query for a session, the store's grouping of
+// trace_sessions, the keys over the window for client events, the streams
+// over the spans' hull) and must answer the same as DefaultPlan.
+func TestPlanBranches(t *testing.T) {
+	s := loadTraceScenario(t)
+	other := DefaultPlan
+	other.DirectRows, other.IndexRows, other.MaxSpanTerms, other.MaxStreamBuckets = 0, 0, 0, 0
+	for _, q := range []string{"device_id=d1", "user_id=u1", "session_id=s4", "session_id=p1", "stream_id=live/r1", "room_id=r1&app_id=ua",
+		"user_id=u1&limit=2", "device_id=d1&app_id=ua&from=" + strconv.FormatInt(s.base.Add(61*time.Second).UnixMilli(), 10)} {
+		v, _ := url.ParseQuery(q)
+		req := testRequest(t, v, time.Now())
+		var answers [2]string
+		for i, p := range []Plan{DefaultPlan, other} {
+			res, err := p.Search(context.Background(), s.st, req)
+			if err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			b, _ := json.Marshal(res)
+			answers[i] = string(b)
+		}
+		if answers[0] != answers[1] {
+			t.Errorf("%s: the plans answer differently:\ndefault %s\nother   %s", q, answers[0], answers[1])
+		}
+		if !strings.Contains(answers[0], `"session_id"`) {
+			t.Errorf("%s: no session found: %s", q, answers[0])
+		}
+	}
+}
+
 func TestTracePaging(t *testing.T) {
 	s := loadTraceScenario(t)
 	var got []string
