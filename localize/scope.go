@@ -55,12 +55,18 @@ type ScopePlan struct {
 	EdgeMinRequests float64
 
 	// A client cohort on at least ClientMinNodes edge nodes is not one
-	// edge's problem. ClientPhaseShare of the cohort's failed starts
-	// blocked in one phase names that phase; ClientPhaseRatio × the
-	// others' average time in a first-frame phase marks it slow.
+	// edge's problem. The cohort's failed starts blocked in one phase name
+	// it when there are at least MinBlocked and, per play,
+	// ClientPhaseRatio × other viewers'; the same ratio of the others'
+	// average time in a first-frame phase (and ClientPhaseMs at least)
+	// marks that phase slow. Stalls or render stalls are the cohort's own
+	// when they come at least MinPerPlay per play and ClientPhaseRatio ×
+	// other viewers'.
 	ClientMinNodes   int
-	ClientPhaseShare float64
+	MinBlocked       float64
 	ClientPhaseRatio float64
+	ClientPhaseMs    float64
+	MinPerPlay       float64
 
 	// An app version is new (a rollout) when it had under
 	// RolloutPriorShare of the plays before the span; with no plays at all
@@ -93,8 +99,10 @@ var DefaultScopePlan = ScopePlan{
 	EdgeRequestDrop:    0.3,
 	EdgeMinRequests:    5,
 	ClientMinNodes:     2,
-	ClientPhaseShare:   0.5,
+	MinBlocked:         2,
+	ClientPhaseMs:      200,
 	ClientPhaseRatio:   3,
+	MinPerPlay:         0.2,
 	RolloutPriorShare:  0.05,
 	RolloutRamp:        1.5,
 	UnsupportedFactor:  0.5,
@@ -271,6 +279,19 @@ func splitList(v string) []string {
 	return out
 }
 
+// streamOf says a stream is one of the cohort's (any, when it names none).
+func (c *cohort) streamOf(s string) bool {
+	if len(c.streams) == 0 {
+		return true
+	}
+	for _, x := range c.streams {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *cohort) hasEdge() bool   { return c.node != "" || c.cdn != "" || c.region != "" }
 func (c *cohort) hasStream() bool { return len(c.streams) > 0 }
 
@@ -315,16 +336,31 @@ func (c *cohort) outside() []string {
 }
 
 func (c *cohort) outsideText(scope string, f *facts) string {
-	nodes, cdns := f.cohortSpread()
+	in := f.cohortSet(func(p playRow) string { return p.Stream })
+	nodes := f.cohortSet(func(p playRow) string { return p.Node })
+	cdns := f.cohortSet(func(p playRow) string { return p.CDN })
 	switch scope {
 	case ScopePush, ScopeSource:
-		return fmt.Sprintf("the cohort is not one stream: its plays watched %d streams", len(f.cohortStreams()))
+		return fmt.Sprintf("the cohort is not a stream's audience: it watched %s; %s", strings.Join(keys(in), ", "),
+			f.peersText("other viewers of the same streams", func(p playRow) bool { return in[p.Stream] }))
 	case ScopeTranscode:
-		return "the cohort is not one transcoded rendition"
+		return "the cohort is not one transcoded rendition of a stream"
 	case ScopeEdge:
-		return fmt.Sprintf("the cohort is not one edge: its plays were on %d nodes of %d CDNs", nodes, cdns)
+		return fmt.Sprintf("the cohort is not one edge: its plays were on %d nodes of %d CDNs; %s", len(nodes), len(cdns),
+			f.peersText("other viewers on those nodes", func(p playRow) bool { return nodes[p.Node] }))
 	default:
-		return "the cohort is not a client group (ISP, app version, network, OS)"
+		isps, versions := map[string]bool{}, map[string]bool{}
+		for _, p := range f.plays {
+			if p.InCohort == 1 {
+				for _, v := range p.ISPs {
+					isps[v] = true
+				}
+				for _, v := range p.Versions {
+					versions[v] = true
+				}
+			}
+		}
+		return fmt.Sprintf("the cohort is not a client group: its viewers used %d ISPs and %d app versions", len(isps), len(versions))
 	}
 }
 
@@ -339,9 +375,12 @@ func (c *cohort) cohortFact(scope string, inc *Incident) Evidence {
 	for i, k := range keys {
 		parts[i] = k + "=" + inc.Dims[k]
 	}
-	return Evidence{Scope: scope, Source: "cohort",
-		Text: fmt.Sprintf("affected cohort %s: %.0f of %.0f views (%s %.1f%% against %.1f%% expected)",
-			strings.Join(parts, " "), inc.Affected, inc.Views, inc.KPI, 100*inc.Value, 100*inc.Expected)}
+	text := "affected cohort " + strings.Join(parts, " ")
+	if inc.Views > 0 {
+		text += fmt.Sprintf(": %.0f of %.0f views (%s %.1f%% against %.1f%% expected)",
+			inc.Affected, inc.Views, inc.KPI, 100*inc.Value, 100*inc.Expected)
+	}
+	return Evidence{Scope: scope, Source: "cohort", Text: text}
 }
 
 // addContext adds an edge node's CDN and region, and a stream's room (or

@@ -189,6 +189,9 @@ func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 		}
 	}
 	fd.support = append(fd.support, sp.blockedAt(f, ScopeEdge, "tcp_connect", "tcp_first_packet", "video_first_packet")...)
+	if e, ok := sp.moreOften(f, "stall", func(p playRow) bool { return c.streamOf(p.Stream) }); ok {
+		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "stall", Text: e + " on the same streams"})
+	}
 	if len(fd.support) == 0 {
 		fd.clean = append(fd.clean, Evidence{Scope: ScopeEdge, Source: "edge_access",
 			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests failed, %.1f%% slow first bytes (other nodes %.1f%%, %.1f%%)",
@@ -244,27 +247,54 @@ func (c *cohort) edgeAmbiguity(f *facts, nodes map[string]bool) []Evidence {
 		Text: fmt.Sprintf("%s × %s has one edge node, %s: the node and the CDN's region cannot be told apart", cdn, region, node)}}
 }
 
-// blockedAt is support when most of the cohort's failed starts were
-// blocked in one of phases.
+// blockedAt is support when the cohort's failed starts were blocked in
+// one of phases far more often than other viewers' (per play, at least
+// ClientPhaseRatio × theirs, and MinBlocked plays); the phase with the
+// largest excess is named.
 func (sp ScopePlan) blockedAt(f *facts, scope string, phases ...string) []Evidence {
-	var failed float64
-	by := map[string]float64{}
+	type tally struct{ plays, failed float64 }
+	var all [2]tally
+	by := [2]map[string]float64{{}, {}}
 	code := map[string]float64{}
 	for _, p := range f.plays {
-		if p.InCohort != 1 || p.LogType != "play_stop" || p.Failed == 0 {
+		if p.LogType != "play_stop" || p.InCohort > 1 {
 			continue
 		}
-		failed += p.Failed
-		by[p.Blocked] += p.Failed
-		code[p.Blocked] = p.Code
-	}
-	for _, ph := range phases {
-		if by[ph] >= 2 && by[ph] >= sp.ClientPhaseShare*failed {
-			return []Evidence{{Scope: scope, Source: "play_stop",
-				Text: fmt.Sprintf("%.0f of the cohort's %.0f failed plays were blocked at %s (code %.0f)", by[ph], failed, ph, code[ph])}}
+		all[p.InCohort].plays += p.N
+		all[p.InCohort].failed += p.Failed
+		by[p.InCohort][p.Blocked] += p.Failed
+		if p.InCohort == 1 && p.Failed > 0 {
+			code[p.Blocked] = p.Code
 		}
 	}
-	return nil
+	best, excess := "", 0.0
+	for _, ph := range phases {
+		a, b := share(by[1][ph], all[1].plays), share(by[0][ph], all[0].plays)
+		if by[1][ph] >= sp.MinBlocked && a >= sp.ClientPhaseRatio*b && a-b > excess {
+			best, excess = ph, a-b
+		}
+	}
+	if best == "" {
+		return nil
+	}
+	return []Evidence{{Scope: scope, Source: "play_stop",
+		Text: fmt.Sprintf("%.0f of the cohort's %.0f failed plays (%.0f plays) were blocked at %s (code %.0f): %.1f%% of its plays, %.1f%% of other viewers'",
+			by[1][best], all[1].failed, all[1].plays, best, code[best], pct(by[1][best], all[1].plays), pct(by[0][best], all[0].plays))}}
+}
+
+// moreOften compares a client event's rate per play in the cohort with
+// other viewers' (those peer selects): at least MinPerPlay and
+// ClientPhaseRatio × theirs.
+func (sp ScopePlan) moreOften(f *facts, logType string, peer func(playRow) bool) (string, bool) {
+	per := func(in uint8) float64 {
+		keep := func(p playRow) bool { return p.InCohort == in && (in == 1 || peer(p)) }
+		ev := f.playSum(func(p playRow) bool { return keep(p) && p.LogType == logType }).n
+		plays := f.playSum(func(p playRow) bool { return keep(p) && p.LogType == "play_stop" }).n
+		return share(ev, plays)
+	}
+	a, b := per(1), per(0)
+	return fmt.Sprintf("%s: %.2f per play in the cohort, %.2f for other viewers", logType, a, b),
+		a >= sp.MinPerPlay && a >= sp.ClientPhaseRatio*b
 }
 
 // checkClient looks at what the cohort's players saw that others did
@@ -284,24 +314,18 @@ func (sp ScopePlan) checkClient(c *cohort, f *facts) finding {
 		{"video_first_packet", fin.videoPk, fout.videoPk}, {"first_decode", fin.decode, fout.decode}, {"first_render", fin.render, fout.render}}
 	for _, ph := range phases {
 		a, b := share(ph.in, fin.n), share(ph.out, fout.n)
-		if fin.n >= 2 && a >= 200 && a >= sp.ClientPhaseRatio*b {
+		if fin.n >= sp.MinBlocked && a >= sp.ClientPhaseMs && a >= sp.ClientPhaseRatio*b {
 			fd.support = append(fd.support, Evidence{Scope: ScopeClient, Source: "first_frame",
 				Text: fmt.Sprintf("first_frame: %s took %.0f ms on average in the cohort (%.0f first frames), %.0f ms for other viewers", ph.name, a, fin.n, b)})
 		}
 	}
 	for _, lt := range []string{"render_stall", "stall"} {
-		per := func(in uint8) float64 {
-			ev := f.playSum(func(p playRow) bool { return p.InCohort == in && p.LogType == lt }).n
-			plays := f.playSum(func(p playRow) bool { return p.InCohort == in && p.LogType == "play_stop" }).n
-			return share(ev, plays)
-		}
-		a, b := per(1), per(0)
-		if a >= 0.2 && a >= sp.ClientPhaseRatio*b {
-			fd.support = append(fd.support, Evidence{Scope: ScopeClient, Source: lt,
-				Text: fmt.Sprintf("%s: %.2f per play in the cohort, %.2f for other viewers", lt, a, b)})
+		if e, ok := sp.moreOften(f, lt, func(playRow) bool { return true }); ok {
+			fd.support = append(fd.support, Evidence{Scope: ScopeClient, Source: lt, Text: e})
 		}
 	}
-	nodes, cdns := f.cohortSpread()
+	nodes := len(f.cohortSet(func(p playRow) string { return p.Node }))
+	cdns := len(f.cohortSet(func(p playRow) string { return p.CDN }))
 	if len(fd.support) == 0 {
 		fd.clean = append(fd.clean, Evidence{Scope: ScopeClient, Source: "play_stop",
 			Text: "the cohort's players show no failure of their own (DNS, decoding, a slow first-frame phase, render stalls) beyond other viewers'"})

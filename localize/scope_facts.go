@@ -3,6 +3,7 @@ package localize
 import (
 	"context"
 	"fmt"
+	"sort"
 )
 
 // facts are what the scope checks read from the store: a few grouped
@@ -180,26 +181,39 @@ func (f *facts) stream(stream, rendition, logType string) streamRow {
 	return streamRow{Stream: stream, LogType: logType}
 }
 
-// cohortSpread counts the edge nodes and CDNs the cohort's plays used.
-func (f *facts) cohortSpread() (nodes, cdns int) {
-	ns, cs := map[string]bool{}, map[string]bool{}
+// cohortSet is the set of a play column's values in the cohort.
+func (f *facts) cohortSet(col func(playRow) string) map[string]bool {
+	set := map[string]bool{}
 	for _, p := range f.plays {
-		if p.InCohort == 1 && p.Node != "" {
-			ns[p.Node], cs[p.CDN] = true, true
+		if v := col(p); p.InCohort == 1 && v != "" {
+			set[v] = true
 		}
 	}
-	return len(ns), len(cs)
+	return set
 }
 
-// cohortStreams are the streams the cohort's plays watched.
-func (f *facts) cohortStreams() map[string]bool {
-	ss := map[string]bool{}
-	for _, p := range f.plays {
-		if p.InCohort == 1 && p.Stream != "" {
-			ss[p.Stream] = true
-		}
+// peersText describes viewers outside the cohort that keep selects: how
+// many of their plays failed and how often they stalled.
+func (f *facts) peersText(who string, keep func(playRow) bool) string {
+	sum := func(lt string) playSum {
+		return f.playSum(func(p playRow) bool { return p.InCohort == 0 && p.LogType == lt && keep(p) })
 	}
-	return ss
+	stops := sum("play_stop")
+	if stops.n == 0 {
+		return who + ": none"
+	}
+	return fmt.Sprintf("%s: %.1f%% of %.0f plays failed, %.2f stalls and %.2f render stalls per play",
+		who, pct(stops.failed, stops.n), stops.n, share(sum("stall").n, stops.n), share(sum("render_stall").n, stops.n))
+}
+
+// keys lists a set's members in order.
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // edgeSum adds up edge rows that pass keep.
