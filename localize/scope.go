@@ -44,10 +44,10 @@ type ScopePlan struct {
 	// Edge requests fail when at least EdgeErrorShare of them (and
 	// EdgeRatio × their peers' share) end with an HTTP status ≥ 400 or an
 	// error; they are slow when that share of them waits EdgeFirstByteMs
-	// or more for the first byte. A node stopped answering when its
-	// requests per second fall under EdgeRequestDrop × its own rate before
-	// the span while its peers' do not. EdgeMinRequests is the fewest
-	// requests a share is judged on.
+	// or more for the first byte. A node stopped answering when its share
+	// of the requests for the same streams in the span (without margins)
+	// falls under EdgeRequestDrop × its share before the span.
+	// EdgeMinRequests is the fewest requests a share is judged on.
 	EdgeErrorShare  float64
 	EdgeRatio       float64
 	EdgeFirstByteMs float64
@@ -160,7 +160,7 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 			break
 		}
 	}
-	why := "it is upstream or narrower"
+	why := whyOver[verdict]
 	if verdict == ScopePush && sourceFirst(found[ScopePush], found[ScopeSource]) {
 		verdict = ScopeSource
 		why = fmt.Sprintf("the source failed first, at %s, and the uplink itself held up",
@@ -190,6 +190,17 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	}
 	c.addContext(inc, f)
 	return nil
+}
+
+// whyOver says why a verdict explains a rival that a server log also
+// supports.
+var whyOver = map[string]string{
+	ScopeTranscode: "only that rendition suffers",
+	ScopeEdge:      "the cohort is an edge's viewers",
+	ScopePush:      "the uplink failed first, and upstream of it",
+	ScopeSource:    "the source failed upstream of it",
+	ScopeRollout:   "the version is new",
+	ScopeClient:    "the cohort is a client group",
 }
 
 // sourceFirst says a push-side failure is the source's doing: a publisher

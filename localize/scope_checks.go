@@ -179,14 +179,10 @@ func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests waited %.0f ms or more for the first byte, %.1f%% on %d other nodes",
 				where, pct(in.slow, in.n), in.n, sp.EdgeFirstByteMs, pct(out.slow, out.n), len(peers))})
 	}
-	if f.before > 0 && f.during > 0 && in.before >= sp.EdgeMinRequests {
-		rate, was := in.n/f.during, in.before/f.before
-		prate, pwas := out.n/f.during, out.before/f.before
-		if rate < sp.EdgeRequestDrop*was && (pwas == 0 || prate >= sp.EdgeRequestDrop*pwas) {
-			fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "edge_access",
-				Text: fmt.Sprintf("edge_access on %s: %.2f requests/s in the span against %.2f/s before (other nodes %.2f/s against %.2f/s): it stopped answering",
-					where, rate, was, prate, pwas)})
-		}
+	if was := share(in.before, in.before+out.before); in.before >= sp.EdgeMinRequests && share(in.core, in.core+out.core) < sp.EdgeRequestDrop*was {
+		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: its share of the same streams' requests fell to %.1f%% in the span from %.1f%% before it (it stopped answering, or its viewers gave up)",
+				where, pct(in.core, in.core+out.core), 100*was)})
 	}
 	fd.support = append(fd.support, sp.blockedAt(f, ScopeEdge, "tcp_connect", "tcp_first_packet", "video_first_packet")...)
 	if e, ok := sp.moreOften(f, "stall", func(p playRow) bool { return c.streamOf(p.Stream) }); ok {

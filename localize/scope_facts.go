@@ -9,11 +9,10 @@ import (
 // facts are what the scope checks read from the store: a few grouped
 // queries over the incident's span (± Margin) and the History before it.
 type facts struct {
-	during, before float64 // seconds in the span (with margins) and before it
-	streams        []streamRow
-	edge           []edgeRow
-	plays          []playRow
-	versions       []versionRow
+	streams  []streamRow
+	edge     []edgeRow
+	plays    []playRow
+	versions []versionRow
 }
 
 // streamRow is one stream's (and rendition's) publish-side log type in the
@@ -52,6 +51,7 @@ type edgeRow struct {
 	Rendition string  `json:"rendition"`
 	N         float64 `json:"n"`
 	NBefore   float64 `json:"n_before"`
+	NCore     float64 `json:"n_core"`    // in the span without its margins
 	Errs      float64 `json:"errs"`      // http_status ≥ 400 or an error
 	Slow      float64 `json:"slow"`      // first byte ≥ EdgeFirstByteMs
 	FirstErr  int64   `json:"first_err"` // Unix ms of the first error, 0 for none
@@ -102,7 +102,7 @@ const weight = "if(sample_rate > 0, 1 / sample_rate, 1)"
 // cohort.
 func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *cohort) (*facts, error) {
 	lo, hi, hist := inc.From.Add(-sp.Margin), inc.To.Add(sp.Margin), inc.From.Add(-sp.Margin-sp.History)
-	f := &facts{during: hi.Sub(lo).Seconds(), before: lo.Sub(hist).Seconds()}
+	f := &facts{}
 	span := fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(hist), sqlMs(hi))
 	d := "ts >= " + sqlMs(lo)
 	var err error
@@ -124,7 +124,7 @@ GROUP BY stream_id, room_id, rendition, log_type`, d, span, streamBad))
 		return nil, err
 	}
 	f.edge, err = query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition,
-	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before,
+	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before, toFloat64(countIf(%[4]s)) AS n_core,
 	toFloat64(countIf(%[1]s AND (http_status >= 400 OR error != ''))) AS errs,
 	toUnixTimestamp64Milli(minIf(ts, %[1]s AND (http_status >= 400 OR error != ''))) AS first_err,
 	toFloat64(countIf(%[1]s AND first_byte_ms >= %[3]d)) AS slow,
@@ -132,7 +132,8 @@ GROUP BY stream_id, room_id, rendition, log_type`, d, span, streamBad))
 	toFloat64(maxIf(http_status, %[1]s AND http_status >= 400)) AS status_max
 FROM events
 WHERE log_type = 'edge_access' AND %[2]s
-GROUP BY node_id, cdn, region, stream_id, rendition`, d, span, int64(sp.EdgeFirstByteMs)))
+GROUP BY node_id, cdn, region, stream_id, rendition`, d, span, int64(sp.EdgeFirstByteMs),
+		fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(inc.From), sqlMs(inc.To))))
 	if err != nil {
 		return nil, err
 	}
@@ -218,8 +219,8 @@ func keys(m map[string]bool) []string {
 
 // edgeSum adds up edge rows that pass keep.
 type edgeSum struct {
-	n, before, errs, slow float64
-	first                 int64 // Unix ms of the first error, 0 for none
+	n, before, core, errs, slow float64
+	first                       int64 // Unix ms of the first error, 0 for none
 }
 
 func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes map[string]bool) {
@@ -230,6 +231,7 @@ func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes m
 		}
 		s.n += e.N
 		s.before += e.NBefore
+		s.core += e.NCore
 		s.errs += e.Errs
 		s.slow += e.Slow
 		if e.FirstErr > 0 && (s.first == 0 || e.FirstErr < s.first) {
