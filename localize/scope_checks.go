@@ -350,8 +350,8 @@ func (sp ScopePlan) checkRollout(c *cohort, f *facts, inc *Incident) finding {
 	prior, h1, h2 := share(me.Before, tot.Before), share(me.H1, tot.H1), share(me.H2, tot.H2)
 	text := fmt.Sprintf("play_start: %s had %.0f%% of %.0f plays before the span, %.0f%% in its first half and %.0f%% in its second (first seen %s)",
 		v, 100*prior, tot.Before, 100*h1, 100*h2, me.First)
-	isNew := tot.Before >= sp.EdgeMinRequests && prior < sp.RolloutPriorShare ||
-		tot.Before < sp.EdgeMinRequests && h2 > 0 && h2 >= sp.RolloutRamp*h1
+	isNew := me.H1+me.H2 > 0 && (tot.Before >= sp.EdgeMinRequests && prior < sp.RolloutPriorShare ||
+		tot.Before < sp.EdgeMinRequests && h2 >= sp.RolloutRamp*h1)
 	if isNew {
 		fd.support = append(fd.support, Evidence{Scope: ScopeRollout, Source: "play_start", Text: text + ": a new version"})
 	} else {

@@ -181,8 +181,9 @@ func TestScopeVerdicts(t *testing.T) {
 		dims  map[string]string
 		scope string
 		// evidence: a fact (source: text fragment) the verdict must cite;
-		// ruled: one it must rule a rival out with ("" for none).
-		evidence, ruled string
+		// ruled: one it must rule a rival out with ("" for none); note:
+		// another fact it must cite, topology rather than the fault's.
+		evidence, ruled, note string
 	}{{
 		name: "uplink collapse is push",
 		fault: func(w *world) {
@@ -279,7 +280,8 @@ func TestScopeVerdicts(t *testing.T) {
 				}
 			}
 		},
-		dims: map[string]string{"cdn": "cdn-b", "region": "north"}, scope: ScopeEdge, evidence: "edge_access: cannot be told apart",
+		dims: map[string]string{"cdn": "cdn-b", "region": "north"}, scope: ScopeEdge, evidence: "edge_access: 1000 ms or more for the first byte",
+		note: "edge_access: cannot be told apart",
 	}, {
 		name: "DNS failures of one ISP on every node is client",
 		fault: func(w *world) {
@@ -332,11 +334,34 @@ func TestScopeVerdicts(t *testing.T) {
 			if !cites(inc.Evidence, tc.scope, tc.evidence) {
 				t.Errorf("evidence does not cite %q", tc.evidence)
 			}
+			if tc.note != "" && !cites(inc.Evidence, tc.scope, tc.note) {
+				t.Errorf("evidence does not cite %q", tc.note)
+			}
 			if tc.ruled != "" {
 				scope, rest, _ := strings.Cut(tc.ruled, " ")
 				if !cites(inc.RuledOut, scope, rest) {
 					t.Errorf("ruled out does not cite %q", tc.ruled)
 				}
+			}
+		})
+		if tc.fault == nil {
+			continue
+		}
+		// The same incident without the fault in the logs: the evidence
+		// must come from the logs, not from the cohort.
+		t.Run(tc.name+"/control", func(t *testing.T) {
+			w := newWorld()
+			st := loadWorld(t, w)
+			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: tc.dims, Confidence: 1}
+			if err := DefaultScopePlan.Decide(context.Background(), st, inc); err != nil {
+				t.Fatal(err)
+			}
+			if cites(inc.Evidence, tc.scope, tc.evidence) {
+				logIncident(t, inc)
+				t.Errorf("evidence cites %q with no fault in the logs", tc.evidence)
+			}
+			if inc.Confidence >= 1 {
+				t.Errorf("confidence %.2f with no server evidence", inc.Confidence)
 			}
 		})
 	}
