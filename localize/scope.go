@@ -145,7 +145,7 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 		inc.RuledOut = nil
 		return nil
 	}
-	f, err := sp.gather(ctx, st, inc, c)
+	f, err := sp.gather(ctx, st, inc, c, cands)
 	if err != nil {
 		return err
 	}
@@ -451,21 +451,24 @@ func cohortCond(dims map[string]string) string {
 	known := append(append(append([]string{"rendition"}, streamDims...), edgeDims...), clientDims...)
 	var conds []string
 	for _, k := range known {
-		vals := splitList(dims[k])
-		if len(vals) == 0 {
-			continue
+		if vals := splitList(dims[k]); len(vals) > 0 {
+			conds = append(conds, inList(k, vals))
 		}
-		q := make([]string, len(vals))
-		for i, v := range vals {
-			q[i] = store.QuoteString(v)
-		}
-		conds = append(conds, fmt.Sprintf("%s IN (%s)", store.QuoteIdent(k), strings.Join(q, ", ")))
 	}
 	if len(conds) == 0 {
 		return "1"
 	}
 	sort.Strings(conds)
 	return strings.Join(conds, " AND ")
+}
+
+// inList is the SQL condition "column is one of vals", quoted.
+func inList(col string, vals []string) string {
+	q := make([]string, len(vals))
+	for i, v := range vals {
+		q[i] = store.QuoteString(v)
+	}
+	return fmt.Sprintf("%s IN (%s)", store.QuoteIdent(col), strings.Join(q, ", "))
 }
 
 func pct(n, d float64) float64 {

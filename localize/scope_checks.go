@@ -114,7 +114,17 @@ func (sp ScopePlan) worse(x, peers, min float64) bool {
 // or error, frame rate under the source's, capture-to-output latency.
 func (sp ScopePlan) checkTranscode(c *cohort, f *facts) finding {
 	var fd finding
-	for _, s := range c.streams {
+	streams := c.streams
+	if len(streams) == 0 { // the rendition of every stream
+		seen := map[string]bool{}
+		for _, r := range f.streams {
+			if r.LogType == "transcode" && r.Rendition == c.rendition {
+				seen[r.Stream] = true
+			}
+		}
+		streams = keys(seen)
+	}
+	for _, s := range streams {
 		tr, origin := f.stream(s, c.rendition, "transcode"), f.stream(s, "source", "origin_stream")
 		if tr.N == 0 && tr.NBefore == 0 {
 			continue

@@ -121,7 +121,7 @@ func loadDump(t *testing.T, st *store.Embedded, path string) {
 }
 
 // insertRows inserts JSONEachRow bytes into events, about 1 MB at a time.
-func insertRows(t *testing.T, st *store.Embedded, b []byte) {
+func insertRows(t testing.TB, st *store.Embedded, b []byte) {
 	t.Helper()
 	const batch = 1 << 20
 	for len(b) > 0 {

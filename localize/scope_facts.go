@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 )
 
 // facts are what the scope checks read from the store: a few grouped
@@ -97,16 +98,57 @@ const streamBad = "(state IN ('error', 'lost') OR status IN ('lagging', 'error')
 // weight is an event's sampling weight.
 const weight = "if(sample_rate > 0, 1 / sample_rate, 1)"
 
-// gather runs the plan's queries: stream, edge and play facts always (a
-// verdict rules out its rivals with them), app versions for a version
-// cohort.
-func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *cohort) (*facts, error) {
-	lo, hi, hist := inc.From.Add(-sp.Margin), inc.To.Add(sp.Margin), inc.From.Add(-sp.Margin-sp.History)
+// window bounds the queries: the span with its margins [lo, hi], the
+// history before it from hist, and the span proper [from, to].
+type window struct{ hist, lo, from, to, hi time.Time }
+
+// during is the SQL condition of the span with its margins (the queries
+// read [hist, hi]).
+func (w window) during() string { return "ts >= " + sqlMs(w.lo) }
+
+func (w window) all() string { return fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(w.hist), sqlMs(w.hi)) }
+
+// gather runs the queries the cohort's candidates need: publish-side facts
+// for a stream or rendition, edge_access for an edge or a source (its
+// back-to-source errors), viewers' client logs always (a verdict rules
+// its rivals out with them), app versions for a version.
+func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *cohort, cands []string) (*facts, error) {
+	w := window{hist: inc.From.Add(-sp.Margin - sp.History), lo: inc.From.Add(-sp.Margin), from: inc.From, to: inc.To, hi: inc.To.Add(sp.Margin)}
+	need := map[string]bool{}
+	for _, s := range cands {
+		need[s] = true
+	}
 	f := &facts{}
-	span := fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(hist), sqlMs(hi))
-	d := "ts >= " + sqlMs(lo)
 	var err error
-	f.streams, err = query[streamRow](ctx, st, "stream", fmt.Sprintf(`SELECT stream_id, room_id, rendition, log_type,
+	if need[ScopePush] || need[ScopeSource] || need[ScopeTranscode] {
+		if f.streams, err = streamFacts(ctx, st, w, c.streams); err != nil {
+			return nil, err
+		}
+	}
+	if need[ScopeEdge] || need[ScopeSource] {
+		if f.edge, err = sp.edgeFacts(ctx, st, w); err != nil {
+			return nil, err
+		}
+	}
+	if f.plays, err = playFacts(ctx, st, w, inc.Dims); err != nil {
+		return nil, err
+	}
+	if need[ScopeRollout] {
+		if f.versions, err = versionFacts(ctx, st, w); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// streamFacts reads the publish side by stream, rendition and log type:
+// the cohort's streams, or every stream when it names none.
+func streamFacts(ctx context.Context, st Store, w window, streams []string) ([]streamRow, error) {
+	which := ""
+	if len(streams) > 0 { // trace_key is the stream of these log types: the sort key skips other streams
+		which = " AND " + inList("stream_id", streams) + " AND " + inList("trace_key", streams)
+	}
+	return query[streamRow](ctx, st, "stream", fmt.Sprintf(`SELECT stream_id, room_id, rendition, log_type,
 	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before,
 	avgIf(fps, %[1]s) AS fps_avg, avgIf(fps, NOT (%[1]s)) AS fps_before, max(fps) AS fps_max,
 	avgIf(bitrate_kbps, %[1]s) AS kbps, max(target_bitrate_kbps) AS target,
@@ -118,12 +160,13 @@ func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *coho
 	anyIf(if(error != '', error, if(reason != '', reason, stop_reason)), %[1]s AND (error != '' OR (log_type = 'push_stop' AND code != 0))) AS err,
 	toFloat64(maxIf(code, %[1]s AND log_type = 'push_stop' AND code != 0)) AS code_max
 FROM events
-WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'relay', 'origin_stream', 'transcode') AND %[2]s
-GROUP BY stream_id, room_id, rendition, log_type`, d, span, streamBad))
-	if err != nil {
-		return nil, err
-	}
-	f.edge, err = query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition,
+WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'relay', 'origin_stream', 'transcode') AND %[2]s%[4]s
+GROUP BY stream_id, room_id, rendition, log_type`, w.during(), w.all(), streamBad, which))
+}
+
+// edgeFacts reads edge_access by node, stream and rendition.
+func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRow, error) {
+	return query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition,
 	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before, toFloat64(countIf(%[4]s)) AS n_core,
 	toFloat64(countIf(%[1]s AND (http_status >= 400 OR error != ''))) AS errs,
 	toUnixTimestamp64Milli(minIf(ts, %[1]s AND (http_status >= 400 OR error != ''))) AS first_err,
@@ -132,35 +175,33 @@ GROUP BY stream_id, room_id, rendition, log_type`, d, span, streamBad))
 	toFloat64(maxIf(http_status, %[1]s AND http_status >= 400)) AS status_max
 FROM events
 WHERE log_type = 'edge_access' AND %[2]s
-GROUP BY node_id, cdn, region, stream_id, rendition`, d, span, int64(sp.EdgeFirstByteMs),
-		fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(inc.From), sqlMs(inc.To))))
-	if err != nil {
-		return nil, err
-	}
-	f.plays, err = query[playRow](ctx, st, "play", fmt.Sprintf(`SELECT toUInt8(%[3]s) AS in_cohort, node_id, cdn, stream_id, log_type,
+GROUP BY node_id, cdn, region, stream_id, rendition`, w.during(), w.all(), int64(sp.EdgeFirstByteMs),
+		fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(w.from), sqlMs(w.to))))
+}
+
+// playFacts reads viewers' client logs in the span, in and out of the
+// cohort.
+func playFacts(ctx context.Context, st Store, w window, dims map[string]string) ([]playRow, error) {
+	return query[playRow](ctx, st, "play", fmt.Sprintf(`SELECT toUInt8(%[3]s) AS in_cohort, node_id, cdn, stream_id, log_type,
 	first_frame_blocked AS blocked, groupUniqArray(isp) AS isps, groupUniqArray(app_version) AS versions,
 	sum(%[4]s) AS n, sumIf(%[4]s, code != 0) AS failed, toFloat64(maxIf(code, code != 0)) AS code_max,
 	sum(dns_ms * %[4]s) AS dns, sum(tcp_connect_ms * %[4]s) AS connect, sum(tcp_first_packet_ms * %[4]s) AS first_packet,
 	sum(video_first_packet_ms * %[4]s) AS video_packet, sum(first_decode_ms * %[4]s) AS decode, sum(first_render_ms * %[4]s) AS render
 FROM events
 WHERE log_type IN ('play_stop', 'first_frame', 'stall', 'render_stall') AND %[1]s AND ts <= %[2]s
-GROUP BY in_cohort, node_id, cdn, stream_id, log_type, blocked`, d, sqlMs(hi), cohortCond(inc.Dims), weight))
-	if err != nil {
-		return nil, err
-	}
-	if v := c.client["app_version"]; v != "" {
-		mid := inc.From.Add(inc.To.Sub(inc.From) / 2)
-		f.versions, err = query[versionRow](ctx, st, "app version", fmt.Sprintf(`SELECT app_version AS version,
+GROUP BY in_cohort, node_id, cdn, stream_id, log_type, blocked`, w.during(), sqlMs(w.hi), cohortCond(dims), weight))
+}
+
+// versionFacts reads plays by app version before the span and in its two
+// halves.
+func versionFacts(ctx context.Context, st Store, w window) ([]versionRow, error) {
+	mid := w.from.Add(w.to.Sub(w.from) / 2)
+	return query[versionRow](ctx, st, "app version", fmt.Sprintf(`SELECT app_version AS version,
 	sumIf(%[1]s, ts < %[2]s) AS before, sumIf(%[1]s, ts >= %[2]s AND ts < %[3]s) AS h1, sumIf(%[1]s, ts >= %[3]s) AS h2,
 	toString(min(ts)) AS first
 FROM events
 WHERE log_type = 'play_start' AND ts >= %[4]s AND ts <= %[5]s
-GROUP BY version`, weight, sqlMs(inc.From), sqlMs(mid), sqlMs(hist), sqlMs(inc.To)))
-		if err != nil {
-			return nil, err
-		}
-	}
-	return f, nil
+GROUP BY version`, weight, sqlMs(w.from), sqlMs(mid), sqlMs(w.hist), sqlMs(w.to)))
 }
 
 func query[T any](ctx context.Context, st Store, what, sql string) ([]T, error) {

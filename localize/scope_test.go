@@ -64,6 +64,15 @@ func (w *world) add(lt string, at time.Duration, kv map[string]any) map[string]a
 	for k, v := range kv {
 		ev[k] = v
 	}
+	// As the processor keys rows for traces (schemas.Catalog TraceKey).
+	switch {
+	case ev["source"] == "client" && !strings.HasPrefix(lt, "push_"):
+		ev["trace_key"] = ev["device_id"]
+	case lt == "edge_access":
+		ev["trace_key"] = fmt.Sprintf("sess-%d", w.n%500)
+	default:
+		ev["trace_key"] = ev["stream_id"]
+	}
 	w.rows = append(w.rows, ev)
 	return ev
 }
@@ -313,6 +322,39 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: map[string]string{"app_version": "6.0.0"}, scope: ScopeRollout, evidence: "play_start: a new version", ruled: "client render_stall: the rollout failure explains it",
 	}, {
+		name: "a rendition on every stream is transcode",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "transcode" && w.inTS(ev) {
+					ev["status"], ev["error"] = "error", "transcode worker failed"
+				}
+			}
+		},
+		dims: map[string]string{"rendition": "480p"}, scope: ScopeTranscode, evidence: "transcode: of live/room2 480p",
+	}, {
+		// Cohorts cut across scopes: a stream on one node, the logs decide.
+		name: "a stream on one node failing there only is edge, not push",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["node_id"] == "edge-b-south-1" && ev["stream_id"] == "live/room2" && w.inTS(ev) {
+					ev["http_status"], ev["error"] = 502, "back to source: upstream reset"
+				}
+			}
+		},
+		dims:  map[string]string{"stream_id": "live/room2", "node_id": "edge-b-south-1"},
+		scope: ScopeEdge, evidence: "edge_access: requests failed", ruled: "push push_stats: 0 dropped frames",
+	}, {
+		name: "a stream on one CDN with its uplink collapsed is push, not edge",
+		fault: func(w *world) {
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && w.in(at) && ev["log_type"] == "push_stats" {
+					ev["fps"], ev["dropped_frames"] = 6.0, 120
+				}
+			}
+		},
+		dims:  map[string]string{"stream_id": "live/room2", "cdn": "cdn-a"},
+		scope: ScopePush, evidence: "push_stats: the uplink collapsed", ruled: "edge edge_access: 0.0% of",
+	}, {
 		name: "everyone is system",
 		dims: map[string]string{}, scope: ScopeSystem, evidence: "cohort: every viewer",
 	}}
@@ -398,3 +440,48 @@ func (w *world) tsOf(ev map[string]any) time.Duration {
 func (w *world) inTS(ev map[string]any) bool { return w.in(w.tsOf(ev)) }
 
 func (w *world) afterTS(ev map[string]any, at time.Duration) bool { return w.tsOf(ev) >= at }
+
+// BenchmarkScopeDecide decides a stream incident's scope over about 1M
+// events: a 30-minute synthetic run whose rows are copied 50 times (same
+// times, new ids), the live localizer's window size.
+func BenchmarkScopeDecide(b *testing.B) {
+	w := newWorld()
+	w.t0 = w.t0.Add(-30 * time.Minute)
+	w.dur, w.from, w.to = 30*time.Minute, 20*time.Minute, 25*time.Minute
+	st := storetest.Embedded(b)
+	ctx := context.Background()
+	if err := st.Exec(ctx, "TRUNCATE TABLE "+schemas.EventsTable); err != nil {
+		b.Fatal(err)
+	}
+	insertRows(b, st, w.build())
+	if err := st.Exec(ctx, "INSERT INTO "+schemas.EventsTable+" SELECT e.* REPLACE (concat(e.event_id, '-', toString(number)) AS event_id) FROM "+
+		schemas.EventsTable+" AS e, numbers(49) AS k"); err != nil {
+		b.Fatal(err)
+	}
+	out, err := st.QueryJSON(ctx, "SELECT count() AS n FROM "+schemas.EventsTable)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("events: %s", bytes.TrimSpace(out))
+	for _, dims := range []map[string]string{{"stream_id": "live/room2"}, {"node_id": "edge-a-north-1"}, {"app_version": "5.3.0"}} {
+		b.Run(strings.Join(keys(setOf(dims)), ","), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: map[string]string{}}
+				for k, v := range dims {
+					inc.Dims[k] = v
+				}
+				if err := DefaultScopePlan.Decide(ctx, st, inc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func setOf(m map[string]string) map[string]bool {
+	s := map[string]bool{}
+	for k := range m {
+		s[k] = true
+	}
+	return s
+}
