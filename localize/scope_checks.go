@@ -84,9 +84,12 @@ func (sp ScopePlan) checkSource(c *cohort, f *facts) finding {
 		}
 		in, err, nodes := f.edgeSum(func(e edgeRow) bool { return e.Stream == s })
 		out, _, _ := f.edgeSum(func(e edgeRow) bool { return e.Stream != s && e.Stream != "" })
-		text := fmt.Sprintf("edge_access for %s: %.1f%% of %.0f requests failed on %d nodes, other streams %.1f%% of %.0f",
-			s, pct(in.errs, in.n), in.n, len(nodes), pct(out.errs, out.n), out.n)
-		if in.n >= sp.EdgeMinRequests && len(nodes) >= 2 && sp.worse(share(in.errs, in.n), share(out.errs, out.n), sp.EdgeErrorShare) {
+		failing := sp.failingNodes(f, s)
+		text := fmt.Sprintf("edge_access for %s: %.1f%% of %.0f requests failed, on %d of its %d nodes at least %.0f%%; other streams %.1f%% of %.0f",
+			s, pct(in.errs, in.n), in.n, failing, len(nodes), 100*sp.EdgeErrorShare, pct(out.errs, out.n), out.n)
+		// Failing on most nodes serving it, and worse than the other
+		// streams (another stream may be failing at the same time).
+		if in.n >= sp.EdgeMinRequests && failing >= 2 && 2*failing >= len(nodes) && share(in.errs, in.n) > share(out.errs, out.n) {
 			fd.first = earliest(fd.first, in.first)
 			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text + " (" + err + ")"})
 		} else if in.n > 0 {
@@ -94,6 +97,25 @@ func (sp ScopePlan) checkSource(c *cohort, f *facts) finding {
 		}
 	}
 	return fd
+}
+
+// failingNodes counts the nodes whose requests for a stream failed at
+// EdgeErrorShare or more (with EdgeMinRequests at least).
+func (sp ScopePlan) failingNodes(f *facts, stream string) int {
+	n, errs := map[string]float64{}, map[string]float64{}
+	for _, e := range f.edge {
+		if e.Stream == stream {
+			n[e.Node] += e.N
+			errs[e.Node] += e.Errs
+		}
+	}
+	count := 0
+	for node, x := range n {
+		if x >= sp.EdgeMinRequests && errs[node] >= sp.EdgeErrorShare*x {
+			count++
+		}
+	}
+	return count
 }
 
 // earliest is the earlier of two Unix ms times, 0 meaning none.

@@ -57,8 +57,7 @@ func TestScopeScenarioDev(t *testing.T) {
 	}
 	sort.Strings(files)
 	st := storetest.Embedded(t)
-	ctx := context.Background()
-	total, right := 0, 0
+	total, right := map[bool]int{}, map[bool]int{}
 	for _, lf := range files {
 		ef := strings.TrimSuffix(lf, ".labels.json") + ".events.jsonl"
 		if _, err := os.Stat(ef); err != nil {
@@ -73,36 +72,60 @@ func TestScopeScenarioDev(t *testing.T) {
 			t.Fatalf("%s: %v", lf, err)
 		}
 		loadDump(t, st, ef)
-		n, ok := 0, 0
-		for _, fl := range lb.Faults {
-			inc := &Incident{From: fl.Start, To: fl.End, Dims: map[string]string{}, Confidence: 1}
-			for _, k := range labelDims {
-				if v := fl.Dims[k]; v != "" {
-					inc.Dims[k] = v
-				}
-			}
-			if err := DefaultScopePlan.Decide(ctx, st, inc); err != nil {
-				t.Fatalf("%s %s: %v", lb.Scenario, fl.Name, err)
-			}
-			n++
-			if inc.Scope == fl.Scope {
-				ok++
-			} else {
-				t.Errorf("%s: %q (%s/%s): scope %s, want %s", lb.Scenario, fl.Name, fl.Scope, fl.Kind, inc.Scope, fl.Scope)
-			}
-			t.Logf("%s: %q (%s/%s) → %s, confidence %.2f", lb.Scenario, fl.Name, fl.Scope, fl.Kind, inc.Scope, inc.Confidence)
-			for _, e := range inc.Evidence {
-				t.Logf("    + [%s %s] %s", e.Scope, e.Source, e.Text)
-			}
-			for _, e := range inc.RuledOut {
-				t.Logf("    - [%s %s] %s", e.Scope, e.Source, e.Text)
+		for _, minutes := range []bool{false, true} {
+			ok, n := decideLabels(t, st, &lb, minutes)
+			t.Logf("SCOPE ACCURACY %s (%s): %d/%d", lb.Scenario, windowName(minutes), ok, n)
+			right[minutes] += ok
+			total[minutes] += n
+		}
+	}
+	for _, minutes := range []bool{false, true} {
+		t.Logf("SCOPE ACCURACY all (%s): %d/%d", windowName(minutes), right[minutes], total[minutes])
+	}
+}
+
+func windowName(minutes bool) string {
+	if minutes {
+		return "whole minutes around the label window"
+	}
+	return "label window"
+}
+
+// decideLabels decides each labelled fault's incident: the label's
+// dimension values over its window, or (minutes) over the whole minutes
+// around it, as the live localizer's windows are; the wider window may
+// take in a neighbouring fault.
+func decideLabels(t *testing.T, st Store, lb *devLabels, minutes bool) (ok, n int) {
+	t.Helper()
+	for _, fl := range lb.Faults {
+		from, to := fl.Start, fl.End
+		if minutes {
+			from, to = from.Truncate(time.Minute), to.Add(time.Minute-1).Truncate(time.Minute)
+		}
+		inc := &Incident{From: from, To: to, Dims: map[string]string{}, Confidence: 1}
+		for _, k := range labelDims {
+			if v := fl.Dims[k]; v != "" {
+				inc.Dims[k] = v
 			}
 		}
-		t.Logf("SCOPE ACCURACY %s: %d/%d", lb.Scenario, ok, n)
-		total += n
-		right += ok
+		if err := DefaultScopePlan.Decide(context.Background(), st, inc); err != nil {
+			t.Fatalf("%s %s: %v", lb.Scenario, fl.Name, err)
+		}
+		n++
+		if inc.Scope == fl.Scope {
+			ok++
+		} else {
+			t.Errorf("%s (%s): %q (%s/%s): scope %s, want %s", lb.Scenario, windowName(minutes), fl.Name, fl.Scope, fl.Kind, inc.Scope, fl.Scope)
+		}
+		t.Logf("%s (%s): %q (%s/%s) → %s, confidence %.2f", lb.Scenario, windowName(minutes), fl.Name, fl.Scope, fl.Kind, inc.Scope, inc.Confidence)
+		for _, e := range inc.Evidence {
+			t.Logf("    + [%s %s] %s", e.Scope, e.Source, e.Text)
+		}
+		for _, e := range inc.RuledOut {
+			t.Logf("    - [%s %s] %s", e.Scope, e.Source, e.Text)
+		}
 	}
-	t.Logf("SCOPE ACCURACY all: %d/%d", right, total)
+	return ok, n
 }
 
 // loadDump empties the events table and inserts a JSONEachRow dump in

@@ -243,7 +243,7 @@ func TestScopeVerdicts(t *testing.T) {
 				}
 			}
 		},
-		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 nodes", ruled: "push push_stats: 0 dropped frames",
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes", ruled: "push push_stats: 0 dropped frames",
 	}, {
 		name: "a lagging rendition is transcode",
 		fault: func(w *world) {
