@@ -149,24 +149,24 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	if err != nil {
 		return err
 	}
-	found := map[string]finding{}
+	checked := map[string]finding{}
 	for _, s := range cands {
-		found[s] = sp.check(s, c, f, inc)
+		checked[s] = sp.check(s, c, f, inc)
 	}
 	verdict := cands[0]
 	for _, s := range cands {
-		if len(found[s].support) > 0 {
+		if len(checked[s].support) > 0 {
 			verdict = s
 			break
 		}
 	}
 	why := whyOver[verdict]
-	if verdict == ScopePush && sourceFirst(found[ScopePush], found[ScopeSource]) {
+	if verdict == ScopePush && sourceFirst(checked[ScopePush], checked[ScopeSource]) {
 		verdict = ScopeSource
 		why = fmt.Sprintf("the source failed first, at %s, and the uplink itself held up",
-			time.UnixMilli(found[ScopeSource].first).UTC().Format("15:04:05.000"))
+			time.UnixMilli(checked[ScopeSource].first).UTC().Format("15:04:05.000"))
 	}
-	fv := found[verdict]
+	fv := checked[verdict]
 	inc.Scope = verdict
 	inc.Evidence = append([]Evidence{c.cohortFact(verdict, inc)}, fv.support...)
 	inc.Evidence = append(inc.Evidence, fv.ambiguous...)
@@ -183,7 +183,7 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 		if s == verdict {
 			continue
 		}
-		inc.RuledOut = append(inc.RuledOut, ruleOut(s, verdict, why, found[s])...)
+		inc.RuledOut = append(inc.RuledOut, ruleOut(s, verdict, why, checked[s])...)
 	}
 	for _, s := range c.outside() {
 		inc.RuledOut = append(inc.RuledOut, Evidence{Scope: s, Source: "cohort", Text: c.outsideText(s, f)})
@@ -377,16 +377,7 @@ func (c *cohort) outsideText(scope string, f *facts) string {
 
 // cohortFact states the cohort as the first piece of evidence.
 func (c *cohort) cohortFact(scope string, inc *Incident) Evidence {
-	keys := make([]string, 0, len(inc.Dims))
-	for k := range inc.Dims {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + inc.Dims[k]
-	}
-	text := "affected cohort " + strings.Join(parts, " ")
+	text := "affected cohort " + Cause{Element: inc.Dims}.String()
 	if inc.Views > 0 {
 		text += fmt.Sprintf(": %.0f of %.0f views (%s %.1f%% against %.1f%% expected)",
 			inc.Affected, inc.Views, inc.KPI, 100*inc.Value, 100*inc.Expected)

@@ -13,15 +13,14 @@ import (
 
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
+	"github.com/lastmile-qoe/lastmile/media/scenario"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
-func TestMain(m *testing.M) { storetest.Main(m) }
-
-// scenDataDir holds dumps of real scenario runs (e2e LASTMILE_E2E_DUMP):
+// scopeDumpDir holds dumps of real scenario runs (e2e LASTMILE_E2E_DUMP):
 // <scenario>.events.jsonl and <scenario>.labels.json. It is not in the
 // repository; LASTMILE_SCEN_DATA overrides where it is looked for.
-func scenDataDir() string {
+func scopeDumpDir() string {
 	if d := os.Getenv("LASTMILE_SCEN_DATA"); d != "" {
 		return d
 	}
@@ -32,25 +31,13 @@ func scenDataDir() string {
 // strength (kbps, delay_ms, share, defect), not a cohort.
 var labelDims = []string{"room_id", "stream_id", "rendition", "node_id", "cdn", "region", "isp", "app_version", "network"}
 
-type devLabels struct {
-	Scenario string `json:"scenario"`
-	Faults   []struct {
-		Name  string            `json:"name"`
-		Scope string            `json:"scope"`
-		Kind  string            `json:"kind"`
-		Dims  map[string]string `json:"dims"`
-		Start time.Time         `json:"start"`
-		End   time.Time         `json:"end"`
-	} `json:"faults"`
-}
-
 // TestScopeScenarioDev loads each dumped scenario run into an emptied
 // embedded store and, for each labelled fault, decides the scope of the
 // incident a perfect cohort search would report (the label's window and
 // dimension values). It prints accuracy per scenario and fails on a wrong
 // verdict.
 func TestScopeScenarioDev(t *testing.T) {
-	dir := scenDataDir()
+	dir := scopeDumpDir()
 	files, _ := filepath.Glob(filepath.Join(dir, "*.labels.json"))
 	if len(files) == 0 {
 		t.Skipf("no scenario dumps in %s", dir)
@@ -63,7 +50,7 @@ func TestScopeScenarioDev(t *testing.T) {
 		if _, err := os.Stat(ef); err != nil {
 			continue
 		}
-		var lb devLabels
+		var lb scenario.Labels
 		b, err := os.ReadFile(lf)
 		if err != nil {
 			t.Fatal(err)
@@ -71,7 +58,7 @@ func TestScopeScenarioDev(t *testing.T) {
 		if err := json.Unmarshal(b, &lb); err != nil {
 			t.Fatalf("%s: %v", lf, err)
 		}
-		loadDump(t, st, ef)
+		loadScopeDump(t, st, ef)
 		for _, minutes := range []bool{false, true} {
 			ok, n := decideLabels(t, st, &lb, minutes)
 			t.Logf("SCOPE ACCURACY %s (%s): %d/%d", lb.Scenario, windowName(minutes), ok, n)
@@ -95,7 +82,7 @@ func windowName(minutes bool) string {
 // dimension values over its window, or (minutes) over the whole minutes
 // around it, as the live localizer's windows are; the wider window may
 // take in a neighbouring fault.
-func decideLabels(t *testing.T, st Store, lb *devLabels, minutes bool) (ok, n int) {
+func decideLabels(t *testing.T, st Store, lb *scenario.Labels, minutes bool) (ok, n int) {
 	t.Helper()
 	for _, fl := range lb.Faults {
 		from, to := fl.Start, fl.End
@@ -128,9 +115,9 @@ func decideLabels(t *testing.T, st Store, lb *devLabels, minutes bool) (ok, n in
 	return ok, n
 }
 
-// loadDump empties the events table and inserts a JSONEachRow dump in
+// loadScopeDump empties the events table and inserts a JSONEachRow dump in
 // batches.
-func loadDump(t *testing.T, st *store.Embedded, path string) {
+func loadScopeDump(t *testing.T, st *store.Embedded, path string) {
 	t.Helper()
 	ctx := context.Background()
 	if err := st.Exec(ctx, "TRUNCATE TABLE "+schemas.EventsTable); err != nil {
