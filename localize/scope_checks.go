@@ -184,49 +184,63 @@ func (sp ScopePlan) checkTranscode(c *cohort, f *facts) finding {
 // cohort's failed starts blocked connecting to the edge.
 func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 	var fd finding
-	ofStreams := func(e edgeRow) bool {
-		if len(c.streams) == 0 {
-			return e.Stream != ""
-		}
-		for _, s := range c.streams {
-			if e.Stream == s {
-				return true
-			}
-		}
-		return false
-	}
+	ofStreams := func(e edgeRow) bool { return e.Stream != "" && c.streamOf(e.Stream) }
 	match := func(e edgeRow) bool {
 		return (c.node == "" || e.Node == c.node) && (c.cdn == "" || e.CDN == c.cdn) && (c.region == "" || e.Region == c.region)
 	}
-	in, err, nodes := f.edgeSum(func(e edgeRow) bool { return match(e) && ofStreams(e) })
-	out, _, peers := f.edgeSum(func(e edgeRow) bool { return !match(e) && ofStreams(e) })
+	in := func(e edgeRow) bool { return match(e) && ofStreams(e) }
+	out := func(e edgeRow) bool { return !match(e) && ofStreams(e) }
 	where := c.edgeName()
-	if in.n >= sp.EdgeMinRequests && sp.worse(share(in.errs, in.n), share(out.errs, out.n), sp.EdgeErrorShare) {
-		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "edge_access",
-			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests failed (%s), %.1f%% on %d other nodes serving the same streams",
-				where, pct(in.errs, in.n), in.n, err, pct(out.errs, out.n), len(peers))})
-	}
-	if in.n >= sp.EdgeMinRequests && sp.worse(share(in.slow, in.n), share(out.slow, out.n), sp.EdgeErrorShare) {
-		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "edge_access",
-			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests waited %.0f ms or more for the first byte, %.1f%% on %d other nodes",
-				where, pct(in.slow, in.n), in.n, sp.EdgeFirstByteMs, pct(out.slow, out.n), len(peers))})
-	}
-	if was := share(in.before, in.before+out.before); in.before >= sp.EdgeMinRequests && share(in.core, in.core+out.core) < sp.EdgeRequestDrop*was {
-		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "edge_access",
-			Text: fmt.Sprintf("edge_access on %s: its share of the same streams' requests fell to %.1f%% in the span from %.1f%% before it (it stopped answering, or its viewers gave up)",
-				where, pct(in.core, in.core+out.core), 100*was)})
+	_, _, nodes := f.edgeSum(in)
+	fd.support = sp.edgeCompare(f, where, in, out)
+	if len(fd.support) == 0 && c.node == "" {
+		// A CDN or region whose fault sits on one of its nodes: that node
+		// against the nodes outside the cohort.
+		for _, n := range keys(nodes) {
+			if ev := sp.edgeCompare(f, n+" (of "+where+")", func(e edgeRow) bool { return e.Node == n && ofStreams(e) }, out); len(ev) > 0 {
+				fd.support = ev
+				break
+			}
+		}
 	}
 	fd.support = append(fd.support, sp.blockedAt(f, ScopeEdge, "tcp_connect", "tcp_first_packet", "video_first_packet")...)
 	if e, ok := sp.moreOften(f, "stall", func(p playRow) bool { return c.streamOf(p.Stream) }); ok {
 		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "stall", Text: e + " on the same streams"})
 	}
 	if len(fd.support) == 0 {
+		a, _, _ := f.edgeSum(in)
+		b, _, _ := f.edgeSum(out)
 		fd.clean = append(fd.clean, Evidence{Scope: ScopeEdge, Source: "edge_access",
 			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests failed, %.1f%% slow first bytes (other nodes %.1f%%, %.1f%%)",
-				where, pct(in.errs, in.n), in.n, pct(in.slow, in.n), pct(out.errs, out.n), pct(out.slow, out.n))})
+				where, pct(a.errs, a.n), a.n, pct(a.slow, a.n), pct(b.errs, b.n), pct(b.slow, b.n))})
 	}
 	fd.ambiguous = c.edgeAmbiguity(f, nodes)
 	return fd
+}
+
+// edgeCompare compares the edge_access rows in selects with those out
+// selects: errors, slow first bytes, and in's share of the requests
+// falling in the span.
+func (sp ScopePlan) edgeCompare(f *facts, where string, in, out func(edgeRow) bool) []Evidence {
+	var ev []Evidence
+	a, err, _ := f.edgeSum(in)
+	b, _, peers := f.edgeSum(out)
+	if a.n >= sp.EdgeMinRequests && sp.worse(share(a.errs, a.n), share(b.errs, b.n), sp.EdgeErrorShare) {
+		ev = append(ev, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests failed (%s), %.1f%% on %d other nodes serving the same streams",
+				where, pct(a.errs, a.n), a.n, err, pct(b.errs, b.n), len(peers))})
+	}
+	if a.n >= sp.EdgeMinRequests && sp.worse(share(a.slow, a.n), share(b.slow, b.n), sp.EdgeErrorShare) {
+		ev = append(ev, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests waited %.0f ms or more for the first byte, %.1f%% on %d other nodes",
+				where, pct(a.slow, a.n), a.n, sp.EdgeFirstByteMs, pct(b.slow, b.n), len(peers))})
+	}
+	if was := share(a.before, a.before+b.before); a.before >= sp.EdgeMinRequests && share(a.core, a.core+b.core) < sp.EdgeRequestDrop*was {
+		ev = append(ev, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: its share of the same streams' requests fell to %.1f%% in the span from %.1f%% before it (it stopped answering, or its viewers gave up)",
+				where, pct(a.core, a.core+b.core), 100*was)})
+	}
+	return ev
 }
 
 // edgeName names the cohort's edge part ("edge-a-south-1", "cdn-b × north").

@@ -292,6 +292,19 @@ func TestScopeVerdicts(t *testing.T) {
 		dims: map[string]string{"cdn": "cdn-b", "region": "north"}, scope: ScopeEdge, evidence: "edge_access: 1000 ms or more for the first byte",
 		note: "edge_access: cannot be told apart",
 	}, {
+		name: "a region whose slow node is diluted by a healthy one is edge, naming the node",
+		fault: func(w *world) {
+			k := 0
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["node_id"] == "edge-b-south-1" && w.inTS(ev) {
+					if k++; k%6 == 0 { // 1 request in 6: under EdgeErrorShare over the region's two nodes
+						ev["first_byte_ms"] = 2500
+					}
+				}
+			}
+		},
+		dims: map[string]string{"region": "south"}, scope: ScopeEdge, evidence: "edge_access: edge-b-south-1 (of south)",
+	}, {
 		name: "DNS failures of one ISP on every node is client",
 		fault: func(w *world) {
 			w.play = func(p *play) {
