@@ -151,7 +151,7 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	}
 	checked := map[string]finding{}
 	for _, s := range cands {
-		checked[s] = sp.check(s, c, f, inc)
+		checked[s] = sp.check(s, c, f)
 	}
 	verdict := cands[0]
 	for _, s := range cands {
@@ -225,7 +225,7 @@ func ruleOut(s, verdict, why string, fs finding) []Evidence {
 }
 
 // check runs one scope's check.
-func (sp ScopePlan) check(scope string, c *cohort, f *facts, inc *Incident) finding {
+func (sp ScopePlan) check(scope string, c *cohort, f *facts) finding {
 	switch scope {
 	case ScopePush:
 		return sp.checkPush(c, f)
@@ -236,7 +236,7 @@ func (sp ScopePlan) check(scope string, c *cohort, f *facts, inc *Incident) find
 	case ScopeEdge:
 		return sp.checkEdge(c, f)
 	case ScopeRollout:
-		return sp.checkRollout(c, f, inc)
+		return sp.checkRollout(c, f)
 	case ScopeClient:
 		return sp.checkClient(c, f)
 	}
@@ -245,10 +245,9 @@ func (sp ScopePlan) check(scope string, c *cohort, f *facts, inc *Incident) find
 
 // cohort is an incident's dims sorted by what they point at.
 type cohort struct {
-	dims      map[string]string
-	streams   []string // stream_id values, or live/<room_id>
-	rooms     []string
-	rendition string // a transcoded rendition ("" or "source": none)
+	streams   []string // stream_id values (of the rooms, when it names rooms)
+	rooms     []string // room_id values, when it names no stream
+	rendition string   // a transcoded rendition ("" or "source": none)
 	node      string
 	cdn       string
 	region    string
@@ -256,15 +255,10 @@ type cohort struct {
 }
 
 func newCohort(dims map[string]string) *cohort {
-	c := &cohort{dims: dims, client: map[string]string{}}
-	for _, s := range splitList(dims["stream_id"]) {
-		c.streams = append(c.streams, s)
-	}
-	for _, r := range splitList(dims["room_id"]) {
-		c.rooms = append(c.rooms, r)
-		if dims["stream_id"] == "" {
-			c.streams = append(c.streams, "live/"+r)
-		}
+	c := &cohort{client: map[string]string{}}
+	c.streams = splitList(dims["stream_id"])
+	if len(c.streams) == 0 {
+		c.rooms = splitList(dims["room_id"]) // their streams are read from the logs (gather)
 	}
 	if r := dims["rendition"]; r != "source" {
 		c.rendition = r
@@ -304,7 +298,7 @@ func (c *cohort) streamOf(s string) bool {
 }
 
 func (c *cohort) hasEdge() bool   { return c.node != "" || c.cdn != "" || c.region != "" }
-func (c *cohort) hasStream() bool { return len(c.streams) > 0 }
+func (c *cohort) hasStream() bool { return len(c.streams) > 0 || len(c.rooms) > 0 }
 
 // candidates are the scopes the cohort fits, most specific first: a
 // rendition before its stream, an edge before the streams it serves, the

@@ -381,7 +381,7 @@ func (sp ScopePlan) checkClient(c *cohort, f *facts) finding {
 // checkRollout asks whether the cohort's app version is new: under
 // RolloutPriorShare of the plays before the span, or (no plays before)
 // its share ramping up through the span.
-func (sp ScopePlan) checkRollout(c *cohort, f *facts, inc *Incident) finding {
+func (sp ScopePlan) checkRollout(c *cohort, f *facts) finding {
 	var fd finding
 	v := c.client["app_version"]
 	var tot, me versionRow

@@ -121,8 +121,15 @@ func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *coho
 	f := &facts{}
 	var err error
 	if need[ScopePush] || need[ScopeSource] || need[ScopeTranscode] {
-		if f.streams, err = streamFacts(ctx, st, w, c.streams); err != nil {
+		if f.streams, err = streamFacts(ctx, st, w, c); err != nil {
 			return nil, err
+		}
+		if len(c.rooms) > 0 { // a room's streams, as its publish side names them
+			seen := map[string]bool{}
+			for _, r := range f.streams {
+				seen[r.Stream] = true
+			}
+			c.streams = keys(seen)
 		}
 	}
 	if need[ScopeEdge] || need[ScopeSource] {
@@ -142,11 +149,14 @@ func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *coho
 }
 
 // streamFacts reads the publish side by stream, rendition and log type:
-// the cohort's streams, or every stream when it names none.
-func streamFacts(ctx context.Context, st Store, w window, streams []string) ([]streamRow, error) {
+// the cohort's streams or rooms, or every stream when it names none.
+func streamFacts(ctx context.Context, st Store, w window, c *cohort) ([]streamRow, error) {
 	which := ""
-	if len(streams) > 0 { // trace_key is the stream of these log types: the sort key skips other streams
-		which = " AND " + inList("stream_id", streams) + " AND " + inList("trace_key", streams)
+	switch {
+	case len(c.streams) > 0: // trace_key is the stream of these log types: the sort key skips other streams
+		which = " AND " + inList("stream_id", c.streams) + " AND " + inList("trace_key", c.streams)
+	case len(c.rooms) > 0:
+		which = " AND " + inList("room_id", c.rooms)
 	}
 	return query[streamRow](ctx, st, "stream", fmt.Sprintf(`SELECT stream_id, room_id, rendition, log_type,
 	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before,

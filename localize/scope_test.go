@@ -204,6 +204,16 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: room2, scope: ScopePush, evidence: "push_stats: the uplink collapsed", ruled: "source origin_stream: not lost",
 	}, {
+		name: "a room's collapsed uplink is push, its stream found in the logs",
+		fault: func(w *world) {
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && w.in(at) && ev["log_type"] == "push_stats" {
+					ev["fps"], ev["dropped_frames"] = 5.0, 100
+				}
+			}
+		},
+		dims: map[string]string{"room_id": "room2"}, scope: ScopePush, evidence: "push_stats: of live/room2: the uplink collapsed",
+	}, {
 		name: "publisher cut is push",
 		fault: func(w *world) {
 			w.extraRows = func(w *world) {
