@@ -151,7 +151,7 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	}
 	checked := map[string]finding{}
 	for _, s := range cands {
-		checked[s] = sp.check(s, c, f)
+		checked[s] = checks[s](sp, c, f)
 	}
 	verdict := cands[0]
 	for _, s := range cands {
@@ -224,23 +224,14 @@ func ruleOut(s, verdict, why string, fs finding) []Evidence {
 	return []Evidence{{Scope: s, Source: "cohort", Text: "no server log shows a failure there"}}
 }
 
-// check runs one scope's check.
-func (sp ScopePlan) check(scope string, c *cohort, f *facts) finding {
-	switch scope {
-	case ScopePush:
-		return sp.checkPush(c, f)
-	case ScopeSource:
-		return sp.checkSource(c, f)
-	case ScopeTranscode:
-		return sp.checkTranscode(c, f)
-	case ScopeEdge:
-		return sp.checkEdge(c, f)
-	case ScopeRollout:
-		return sp.checkRollout(c, f)
-	case ScopeClient:
-		return sp.checkClient(c, f)
-	}
-	return finding{}
+// checks are each candidate scope's check.
+var checks = map[string]func(ScopePlan, *cohort, *facts) finding{
+	ScopePush:      ScopePlan.checkPush,
+	ScopeSource:    ScopePlan.checkSource,
+	ScopeTranscode: ScopePlan.checkTranscode,
+	ScopeEdge:      ScopePlan.checkEdge,
+	ScopeRollout:   ScopePlan.checkRollout,
+	ScopeClient:    ScopePlan.checkClient,
 }
 
 // cohort is an incident's dims sorted by what they point at.
