@@ -138,6 +138,12 @@ type finding struct {
 func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	c := newCohort(inc.Dims)
 	cands := c.candidates()
+	if len(cands) == 0 && len(inc.Dims) > 0 {
+		inc.Scope, inc.RuledOut = ScopeUnknown, nil
+		inc.Evidence = []Evidence{{Scope: ScopeUnknown, Source: "cohort",
+			Text: "affected cohort " + Cause{Element: inc.Dims}.String() + ": no dimension a verdict is known for"}}
+		return nil
+	}
 	if len(cands) == 0 {
 		inc.Scope = ScopeSystem
 		inc.Evidence = []Evidence{{Scope: ScopeSystem, Source: "cohort",

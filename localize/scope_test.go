@@ -378,6 +378,9 @@ func TestScopeVerdicts(t *testing.T) {
 		dims:  map[string]string{"stream_id": "live/room2", "cdn": "cdn-a"},
 		scope: ScopePush, evidence: "push_stats: the uplink collapsed", ruled: "edge edge_access: 0.0% of",
 	}, {
+		name: "a cohort of unknown dimensions is unknown",
+		dims: map[string]string{"line": "backup"}, scope: ScopeUnknown, evidence: "cohort: no dimension a verdict is known for",
+	}, {
 		name: "everyone is system",
 		dims: map[string]string{}, scope: ScopeSystem, evidence: "cohort: every viewer",
 	}}
