@@ -1,0 +1,407 @@
+package localize
+
+import (
+	"fmt"
+	"strings"
+)
+
+// checkPush looks at each cohort stream's uplink: push_stats collapsing
+// (frame rate, bitrate, dropped frames, send buffer), push_stats stopping,
+// push_stop with an error code, the publisher reconnecting.
+func (sp ScopePlan) checkPush(c *cohort, f *facts) finding {
+	var fd finding
+	for _, s := range c.streams {
+		ps, start := f.stream(s, "", "push_stats"), f.stream(s, "", "push_start")
+		stop, ingest := f.stream(s, "", "push_stop"), f.stream(s, "", "ingest_session")
+		nominal := ps.FPSBefore
+		if nominal == 0 {
+			nominal = start.FPSMax
+		}
+		target := start.Target
+		switch {
+		case ps.N > 0:
+			var bad []string
+			if nominal > 0 && ps.FPS < sp.PushFPSRatio*nominal {
+				bad = append(bad, fmt.Sprintf("%.1f fps against %.0f", ps.FPS, nominal))
+			}
+			if target > 0 && ps.Kbps < sp.PushBitrateRatio*target {
+				bad = append(bad, fmt.Sprintf("%.0f kbps against a %.0f kbps target", ps.Kbps, target))
+			}
+			if ps.Dropped >= sp.PushDroppedFrames {
+				bad = append(bad, fmt.Sprintf("%.0f dropped frames", ps.Dropped))
+			}
+			if ps.SendBuf >= sp.PushSendBufferMs {
+				bad = append(bad, fmt.Sprintf("send buffer up to %.0f ms", ps.SendBuf))
+			}
+			text := fmt.Sprintf("push_stats of %s: %.0f reports, %.0f kbps, %.1f fps, %.0f dropped frames, send buffer up to %.0f ms",
+				s, ps.N, ps.Kbps, ps.FPS, ps.Dropped, ps.SendBuf)
+			if len(bad) > 0 {
+				text = fmt.Sprintf("push_stats of %s: the uplink collapsed: %s (%.0f reports)", s, strings.Join(bad, ", "), ps.N)
+				fd.sustained = true
+				fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stats", Text: text})
+			} else {
+				fd.clean = append(fd.clean, Evidence{Scope: ScopePush, Source: "push_stats", Text: text})
+			}
+		case ps.NBefore > 0:
+			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stats",
+				Text: fmt.Sprintf("push_stats of %s stopped: none in the span, %.0f before it", s, ps.NBefore)})
+		}
+		if stop.Bad > 0 {
+			fd.first = earliest(fd.first, stop.FirstBad)
+			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stop",
+				Text: fmt.Sprintf("push_stop of %s: %.0f stops with code %.0f (%s)", s, stop.Bad, stop.Code, stop.Err)})
+		}
+		if start.Starts > 0 && (stop.Stops > 0 || ingest.Stops > 0) {
+			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_start",
+				Text: fmt.Sprintf("the publisher of %s reconnected: %.0f push_start, %.0f ingest_session stops in the span", s, start.Starts, ingest.Stops)})
+		}
+	}
+	return fd
+}
+
+// checkSource looks past the uplink: origin_stream lost, relay errors
+// and retries, and edges failing back to source for the cohort's streams
+// on several nodes while other streams are served.
+func (sp ScopePlan) checkSource(c *cohort, f *facts) finding {
+	var fd finding
+	for _, s := range c.streams {
+		origin, relay := f.stream(s, "source", "origin_stream"), f.stream(s, "", "relay")
+		if origin.Bad > 0 {
+			fd.first = earliest(fd.first, origin.FirstBad)
+			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "origin_stream",
+				Text: fmt.Sprintf("origin_stream of %s: lost %.0f times (%s)", s, origin.Bad, origin.Err)})
+		} else if origin.N > 0 {
+			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "origin_stream",
+				Text: fmt.Sprintf("origin_stream of %s: %.0f reports, not lost, %.1f fps, %.0f kbps", s, origin.N, origin.FPS, origin.Kbps)})
+		}
+		if relay.Bad > 0 {
+			fd.first = earliest(fd.first, relay.FirstBad)
+			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "relay",
+				Text: fmt.Sprintf("relay of %s to the origin: %.0f errors, %.0f redials (%s)", s, relay.Bad, relay.Retries, relay.Err)})
+		} else if relay.N > 0 {
+			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "relay",
+				Text: fmt.Sprintf("relay of %s: %.0f reports, no error", s, relay.N)})
+		}
+		in, err, nodes := f.edgeSum(func(e edgeRow) bool { return e.Stream == s })
+		out, _, _ := f.edgeSum(func(e edgeRow) bool { return e.Stream != s && e.Stream != "" })
+		failing := sp.failingNodes(f, s)
+		text := fmt.Sprintf("edge_access for %s: %.1f%% of %.0f requests failed, on %d of its %d nodes at least %.0f%%; other streams %.1f%% of %.0f",
+			s, pct(in.errs, in.n), in.n, failing, len(nodes), 100*sp.EdgeErrorShare, pct(out.errs, out.n), out.n)
+		// Failing on most nodes serving it, and worse than the other
+		// streams (another stream may be failing at the same time).
+		if in.n >= sp.EdgeMinRequests && failing >= 2 && 2*failing >= len(nodes) && share(in.errs, in.n) > share(out.errs, out.n) {
+			fd.first = earliest(fd.first, in.first)
+			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text + " (" + err + ")"})
+		} else if in.n > 0 {
+			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text})
+		}
+	}
+	return fd
+}
+
+// failingNodes counts the nodes whose requests for a stream failed at
+// EdgeErrorShare or more (with EdgeMinRequests at least).
+func (sp ScopePlan) failingNodes(f *facts, stream string) int {
+	n, errs := map[string]float64{}, map[string]float64{}
+	for _, e := range f.edge {
+		if e.Stream == stream {
+			n[e.Node] += e.N
+			errs[e.Node] += e.Errs
+		}
+	}
+	count := 0
+	for node, x := range n {
+		if x >= sp.EdgeMinRequests && errs[node] >= sp.EdgeErrorShare*x {
+			count++
+		}
+	}
+	return count
+}
+
+// earliest is the earlier of two Unix ms times, 0 meaning none.
+func earliest(a, b int64) int64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// worse says a share is abnormal: at least min, and EdgeRatio × the
+// peers' share.
+func (sp ScopePlan) worse(x, peers, min float64) bool {
+	return x >= min && x >= sp.EdgeRatio*peers
+}
+
+// checkTranscode looks at the cohort rendition's worker: status lagging
+// or error, frame rate under the source's, capture-to-output latency.
+func (sp ScopePlan) checkTranscode(c *cohort, f *facts) finding {
+	var fd finding
+	streams := c.streams
+	if len(streams) == 0 { // the rendition of every stream
+		seen := map[string]bool{}
+		for _, r := range f.streams {
+			if r.LogType == "transcode" && r.Rendition == c.rendition {
+				seen[r.Stream] = true
+			}
+		}
+		streams = keys(seen)
+	}
+	for _, s := range streams {
+		tr, origin := f.stream(s, c.rendition, "transcode"), f.stream(s, "source", "origin_stream")
+		if tr.N == 0 && tr.NBefore == 0 {
+			continue
+		}
+		var bad []string
+		if tr.Bad > 0 {
+			bad = append(bad, fmt.Sprintf("%.0f reports lagging or failed", tr.Bad))
+			if tr.Err != "" {
+				bad[len(bad)-1] += " (" + tr.Err + ")"
+			}
+		}
+		if tr.N > 0 && origin.FPS > 0 && tr.FPS > 0 && tr.FPS < sp.TranscodeFPSRatio*origin.FPS {
+			bad = append(bad, fmt.Sprintf("%.1f fps against %.1f at the source", tr.FPS, origin.FPS))
+		}
+		if tr.Latency >= sp.TranscodeLatencyMs {
+			bad = append(bad, fmt.Sprintf("latency up to %.0f ms", tr.Latency))
+		}
+		if tr.N == 0 {
+			bad = append(bad, fmt.Sprintf("no report in the span, %.0f before it", tr.NBefore))
+		}
+		if len(bad) > 0 {
+			fd.support = append(fd.support, Evidence{Scope: ScopeTranscode, Source: "transcode",
+				Text: fmt.Sprintf("transcode of %s %s: %s", s, c.rendition, strings.Join(bad, ", "))})
+			continue
+		}
+		fd.clean = append(fd.clean, Evidence{Scope: ScopeTranscode, Source: "transcode",
+			Text: fmt.Sprintf("transcode of %s %s: %.0f reports, ok, %.1f fps (source %.1f), latency up to %.0f ms", s, c.rendition, tr.N, tr.FPS, origin.FPS, tr.Latency)})
+	}
+	return fd
+}
+
+// checkEdge compares the cohort's edge_access (its node, or CDN × region,
+// or CDN; and its streams if it names any) with the other nodes serving
+// the same streams: errors, slow first bytes, requests stopping; and the
+// cohort's failed starts blocked connecting to the edge.
+func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
+	var fd finding
+	ofStreams := func(e edgeRow) bool { return e.Stream != "" && c.streamOf(e.Stream) }
+	match := func(e edgeRow) bool {
+		return (c.node == "" || e.Node == c.node) && (c.cdn == "" || e.CDN == c.cdn) && (c.region == "" || e.Region == c.region)
+	}
+	in := func(e edgeRow) bool { return match(e) && ofStreams(e) }
+	out := func(e edgeRow) bool { return !match(e) && ofStreams(e) }
+	where := c.edgeName()
+	_, _, nodes := f.edgeSum(in)
+	fd.support = sp.edgeCompare(f, where, in, out)
+	if len(fd.support) == 0 && c.node == "" {
+		// A CDN or region whose fault sits on one of its nodes: that node
+		// against the nodes outside the cohort.
+		for _, n := range keys(nodes) {
+			if ev := sp.edgeCompare(f, n+" (of "+where+")", func(e edgeRow) bool { return e.Node == n && ofStreams(e) }, out); len(ev) > 0 {
+				fd.support = ev
+				break
+			}
+		}
+	}
+	fd.support = append(fd.support, sp.blockedAt(f, ScopeEdge, "tcp_connect", "tcp_first_packet", "video_first_packet")...)
+	if e, ok := sp.moreOften(f, "stall", func(p playRow) bool { return c.streamOf(p.Stream) }); ok {
+		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "stall", Text: e + " on the same streams"})
+	}
+	if len(fd.support) == 0 {
+		a, _, _ := f.edgeSum(in)
+		b, _, _ := f.edgeSum(out)
+		fd.clean = append(fd.clean, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests failed, %.1f%% slow first bytes (other nodes %.1f%%, %.1f%%)",
+				where, pct(a.errs, a.n), a.n, pct(a.slow, a.n), pct(b.errs, b.n), pct(b.slow, b.n))})
+	}
+	fd.ambiguous = c.edgeAmbiguity(f, nodes)
+	return fd
+}
+
+// edgeCompare compares the edge_access rows in selects with those out
+// selects: errors, slow first bytes, and in's share of the requests
+// falling in the span.
+func (sp ScopePlan) edgeCompare(f *facts, where string, in, out func(edgeRow) bool) []Evidence {
+	var ev []Evidence
+	a, err, _ := f.edgeSum(in)
+	b, _, peers := f.edgeSum(out)
+	if a.n >= sp.EdgeMinRequests && sp.worse(share(a.errs, a.n), share(b.errs, b.n), sp.EdgeErrorShare) {
+		ev = append(ev, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests failed (%s), %.1f%% on %d other nodes serving the same streams",
+				where, pct(a.errs, a.n), a.n, err, pct(b.errs, b.n), len(peers))})
+	}
+	if a.n >= sp.EdgeMinRequests && sp.worse(share(a.slow, a.n), share(b.slow, b.n), sp.EdgeErrorShare) {
+		ev = append(ev, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: %.1f%% of %.0f requests waited %.0f ms or more for the first byte, %.1f%% on %d other nodes",
+				where, pct(a.slow, a.n), a.n, sp.EdgeFirstByteMs, pct(b.slow, b.n), len(peers))})
+	}
+	if was := share(a.before, a.before+b.before); a.before >= sp.EdgeMinRequests && share(a.core, a.core+b.core) < sp.EdgeRequestDrop*was {
+		ev = append(ev, Evidence{Scope: ScopeEdge, Source: "edge_access",
+			Text: fmt.Sprintf("edge_access on %s: its share of the same streams' requests fell to %.1f%% in the span from %.1f%% before it (it stopped answering, or its viewers gave up)",
+				where, pct(a.core, a.core+b.core), 100*was)})
+	}
+	return ev
+}
+
+// edgeName names the cohort's edge part ("edge-a-south-1", "cdn-b × north").
+func (c *cohort) edgeName() string {
+	var parts []string
+	for _, v := range []string{c.node, c.cdn, c.region} {
+		if v != "" {
+			parts = append(parts, v)
+		}
+	}
+	if c.node != "" {
+		return c.node
+	}
+	return strings.Join(parts, " × ")
+}
+
+// edgeAmbiguity says when the cohort's node and its CDN region cannot be
+// told apart: the region has a single node.
+func (c *cohort) edgeAmbiguity(f *facts, nodes map[string]bool) []Evidence {
+	cdn, region := c.cdn, c.region
+	if c.node != "" {
+		for _, e := range f.edge {
+			if e.Node == c.node {
+				cdn, region = e.CDN, e.Region
+				break
+			}
+		}
+	}
+	if cdn == "" || region == "" {
+		return nil
+	}
+	all := map[string]bool{}
+	for _, e := range f.edge {
+		if e.CDN == cdn && e.Region == region && e.Node != "" {
+			all[e.Node] = true
+		}
+	}
+	if len(all) != 1 {
+		return nil
+	}
+	var node string
+	for n := range all {
+		node = n
+	}
+	return []Evidence{{Scope: ScopeEdge, Source: "edge_access",
+		Text: fmt.Sprintf("%s × %s has one edge node, %s: the node and the CDN's region cannot be told apart", cdn, region, node)}}
+}
+
+// blockedAt is support when the cohort's failed starts were blocked in
+// one of phases far more often than other viewers' (per play, at least
+// ClientPhaseRatio × theirs, and MinBlocked plays); the phase with the
+// largest excess is named.
+func (sp ScopePlan) blockedAt(f *facts, scope string, phases ...string) []Evidence {
+	type tally struct{ plays, failed float64 }
+	var all [2]tally
+	by := [2]map[string]float64{{}, {}}
+	code := map[string]float64{}
+	for _, p := range f.plays {
+		if p.LogType != "play_stop" || p.InCohort > 1 {
+			continue
+		}
+		all[p.InCohort].plays += p.N
+		all[p.InCohort].failed += p.Failed
+		by[p.InCohort][p.Blocked] += p.Failed
+		if p.InCohort == 1 && p.Failed > 0 {
+			code[p.Blocked] = p.Code
+		}
+	}
+	best, excess := "", 0.0
+	for _, ph := range phases {
+		a, b := share(by[1][ph], all[1].plays), share(by[0][ph], all[0].plays)
+		if by[1][ph] >= sp.MinBlocked && a >= sp.ClientPhaseRatio*b && a-b > excess {
+			best, excess = ph, a-b
+		}
+	}
+	if best == "" {
+		return nil
+	}
+	return []Evidence{{Scope: scope, Source: "play_stop",
+		Text: fmt.Sprintf("%.0f of the cohort's %.0f failed plays (%.0f plays) were blocked at %s (code %.0f): %.1f%% of its plays, %.1f%% of other viewers'",
+			by[1][best], all[1].failed, all[1].plays, best, code[best], pct(by[1][best], all[1].plays), pct(by[0][best], all[0].plays))}}
+}
+
+// moreOften compares a client event's rate per play in the cohort with
+// other viewers' (those peer selects): at least MinPerPlay and
+// ClientPhaseRatio × theirs.
+func (sp ScopePlan) moreOften(f *facts, logType string, peer func(playRow) bool) (string, bool) {
+	per := func(in uint8) float64 {
+		keep := func(p playRow) bool { return p.InCohort == in && (in == 1 || peer(p)) }
+		ev := f.playSum(func(p playRow) bool { return keep(p) && p.LogType == logType }).n
+		plays := f.playSum(func(p playRow) bool { return keep(p) && p.LogType == "play_stop" }).n
+		return share(ev, plays)
+	}
+	a, b := per(1), per(0)
+	return fmt.Sprintf("%s: %.2f per play in the cohort, %.2f for other viewers", logType, a, b),
+		a >= sp.MinPerPlay && a >= sp.ClientPhaseRatio*b
+}
+
+// checkClient looks at what the cohort's players saw that others did
+// not: failed starts blocked at DNS or decoding, a slow first-frame
+// phase, render stalls, stalls on every node.
+func (sp ScopePlan) checkClient(c *cohort, f *facts) finding {
+	var fd finding
+	fd.support = append(fd.support, sp.blockedAt(f, ScopeClient, "dns", "first_decode", "first_render")...)
+	ff := func(in uint8) playSum {
+		return f.playSum(func(p playRow) bool { return p.InCohort == in && p.LogType == "first_frame" })
+	}
+	fin, fout := ff(1), ff(0)
+	phases := []struct {
+		name    string
+		in, out float64
+	}{{"dns", fin.dns, fout.dns}, {"tcp_connect", fin.connect, fout.connect}, {"tcp_first_packet", fin.firstPk, fout.firstPk},
+		{"video_first_packet", fin.videoPk, fout.videoPk}, {"first_decode", fin.decode, fout.decode}, {"first_render", fin.render, fout.render}}
+	for _, ph := range phases {
+		a, b := share(ph.in, fin.n), share(ph.out, fout.n)
+		if fin.n >= sp.MinBlocked && a >= sp.ClientPhaseMs && a >= sp.ClientPhaseRatio*b {
+			fd.support = append(fd.support, Evidence{Scope: ScopeClient, Source: "first_frame",
+				Text: fmt.Sprintf("first_frame: %s took %.0f ms on average in the cohort (%.0f first frames), %.0f ms for other viewers", ph.name, a, fin.n, b)})
+		}
+	}
+	for _, lt := range []string{"render_stall", "stall"} {
+		if e, ok := sp.moreOften(f, lt, func(playRow) bool { return true }); ok {
+			fd.support = append(fd.support, Evidence{Scope: ScopeClient, Source: lt, Text: e})
+		}
+	}
+	nodes := len(f.cohortSet(func(p playRow) string { return p.Node }))
+	cdns := len(f.cohortSet(func(p playRow) string { return p.CDN }))
+	if len(fd.support) == 0 {
+		fd.clean = append(fd.clean, Evidence{Scope: ScopeClient, Source: "play_stop",
+			Text: "the cohort's players show no failure of their own (DNS, decoding, a slow first-frame phase, render stalls) beyond other viewers'"})
+	} else if nodes >= sp.ClientMinNodes {
+		fd.support = append(fd.support, Evidence{Scope: ScopeClient, Source: "play_start",
+			Text: fmt.Sprintf("the cohort's plays were spread over %d edge nodes of %d CDNs", nodes, cdns)})
+	}
+	return fd
+}
+
+// checkRollout asks whether the cohort's app version is new: under
+// RolloutPriorShare of the plays before the span, or (no plays before)
+// its share ramping up through the span.
+func (sp ScopePlan) checkRollout(c *cohort, f *facts) finding {
+	var fd finding
+	v := c.client["app_version"]
+	var tot, me versionRow
+	for _, r := range f.versions {
+		tot.Before += r.Before
+		tot.H1 += r.H1
+		tot.H2 += r.H2
+		if r.Version == v {
+			me = r
+		}
+	}
+	prior, h1, h2 := share(me.Before, tot.Before), share(me.H1, tot.H1), share(me.H2, tot.H2)
+	text := fmt.Sprintf("play_start: %s had %.0f%% of %.0f plays before the span, %.0f%% in its first half and %.0f%% in its second (first seen %s)",
+		v, 100*prior, tot.Before, 100*h1, 100*h2, me.First)
+	isNew := me.H1+me.H2 > 0 && (tot.Before >= sp.EdgeMinRequests && prior < sp.RolloutPriorShare ||
+		tot.Before < sp.EdgeMinRequests && h2 >= sp.RolloutRamp*h1)
+	if isNew {
+		fd.support = append(fd.support, Evidence{Scope: ScopeRollout, Source: "play_start", Text: text + ": a new version"})
+	} else {
+		fd.clean = append(fd.clean, Evidence{Scope: ScopeRollout, Source: "play_start", Text: text + ": not a new version"})
+	}
+	return fd
+}
