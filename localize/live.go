@@ -1,0 +1,771 @@
+package localize
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+// KPILowFrameRate is the share of frames missing from what viewers should
+// have seen: a frame rate well below the usual (a push uplink that cannot
+// carry the stream, a transcode that falls behind). Live only.
+const KPILowFrameRate = "low_frame_rate"
+
+// LiveKPIs are the KPIs the live localizer watches, in report order.
+var LiveKPIs = []string{KPIStartFailure, KPIPlaybackFailure, KPISlowStart, KPIRebuffering, KPIRenderStall, KPILowFrameRate}
+
+// decideScope fills an incident's Scope, Evidence and RuledOut from its
+// cohort and the server logs (the scope verdict, localize/scope.go).
+var decideScope func(ctx context.Context, st Store, inc *Incident) error
+
+// LivePlan holds every choice of the live localizer as a field: where it
+// reads, how it cuts time, what it expects, when an anomaly counts.
+// DefaultLivePlan is tuned on real scenario runs (docs/localize.md).
+//
+// The method: per KPI and time bucket, each leaf (a full combination of the
+// attributes' values) gets numerator and denominator from the store; its
+// expected numerator is its denominator times the expected ratio: the
+// robust ratio of its peers in the same bucket (per attribute, the
+// denominator-weighted median of the values' ratios; the least of those, so
+// a cohort that rose does not lift its own expectation), capped by the
+// median whole-population ratio of the range's buckets (own history: an
+// everyone-at-once rise is not its own baseline), and never below the
+// KPI's absolute floor (a quiet period, where the ratio is near zero, yields
+// nothing). Plan.Search then finds the causes; causes of consecutive buckets
+// with the same KPI and cohort merge into one incident.
+type LivePlan struct {
+	// Search is the root-cause search run on each bucket's leaves.
+	Search Plan
+	// Attrs are the dimensions a cause may combine: those of qoe_1m that
+	// can be a cause. Context maps a dimension to others the cohort report
+	// adds when they have one value in it (a node's CDN and region, a
+	// stream's room); dimensions only in Context are read, not searched.
+	Attrs   []string
+	Context map[string][]string
+
+	// RawWindow: ranges up to this long read raw events, in RawBucket
+	// buckets; longer ones read the qoe_1m rollup, by the minute.
+	RawWindow time.Duration
+	RawBucket time.Duration
+
+	// Floor is each KPI's least expected ratio.
+	Floor map[string]float64
+	// SlowStartFactor, SlowStartMinMs: a first frame is slow when its
+	// total time exceeds both SlowStartFactor times the median of its
+	// protocol's first frames in the range and SlowStartMinMs.
+	SlowStartFactor float64
+	SlowStartMinMs  float64
+	// FrameUnitS is the viewing time, in seconds, that counts as one
+	// sample of the low-frame-rate KPI (a heartbeat's interval), so its
+	// counts are on the scale of the others'.
+	FrameUnitS float64
+	// MinAffected is the least numerator (affected views) of an incident.
+	MinAffected float64
+	// MergeGap is how many empty buckets may lie between two buckets of one
+	// incident.
+	MergeGap int
+	// MaxIncidents is the most incidents answered; Sessions the affected
+	// sessions each names.
+	MaxIncidents int
+	Sessions     int
+}
+
+// DefaultLivePlan is the plan tuned on the scenario runs.
+var DefaultLivePlan = LivePlan{
+	Search: func() Plan {
+		p := DefaultPlan
+		p.MinSupport = 3
+		p.MinScore = 8
+		return p
+	}(),
+	Attrs: []string{"cdn", "region", "node_id", "isp", "app_version", "rendition", "stream_id", "protocol", "network", "os"},
+	Context: map[string][]string{
+		"node_id":   {"cdn", "region"},
+		"stream_id": {"room_id"},
+	},
+	RawWindow: 15 * time.Minute,
+	RawBucket: 30 * time.Second,
+	Floor: map[string]float64{
+		KPIStartFailure:    0.02,
+		KPIPlaybackFailure: 0.02,
+		KPISlowStart:       0.03,
+		KPIRebuffering:     0.05,
+		KPIRenderStall:     0.03,
+		KPILowFrameRate:    0.05,
+	},
+	SlowStartFactor: 3,
+	SlowStartMinMs:  1000,
+	FrameUnitS:      10,
+	MinAffected:     3,
+	MergeGap:        1,
+	MaxIncidents:    10,
+	Sessions:        3,
+}
+
+// LiveRequest is what to localize: a time range and optional filters.
+type LiveRequest struct {
+	From, To time.Time
+	RoomID   string
+	StreamID string
+	AppID    string
+	// KPI restricts the search to one KPI ("" for all of LiveKPIs).
+	KPI string
+}
+
+// kpiDef says where a KPI's numerator and denominator come from: sums of
+// schemas.Measures over one log_type's rows.
+type kpiDef struct {
+	kind     string // the log_type
+	num, den string // measure names; den "w" is the kind's weighted count
+	// cond is the SQL over events rows of an affected row, for the
+	// sessions an incident names ("" when computed in Go).
+	cond string
+}
+
+var kpiDefs = map[string]kpiDef{
+	KPIStartFailure:    {"play_stop", "w_start_failed", "w", ""},
+	KPIPlaybackFailure: {"play_stop", "w_play_failed", "w_started", ""},
+	KPIRebuffering:     {"play_stop", "w_rebuffered", "w_started", ""},
+	KPIRenderStall:     {"play_stop", "w_render_stalled", "w_started", ""},
+}
+
+// sumsMeasures are the measures the leaf query reads, in column order.
+var sumsMeasures = []struct{ col, measure, kind string }{
+	{"ps_w", "w", "play_stop"},
+	{"w_start_failed", "w_start_failed", ""},
+	{"w_play_failed", "w_play_failed", ""},
+	{"w_started", "w_started", ""},
+	{"w_rebuffered", "w_rebuffered", ""},
+	{"w_render_stalled", "w_render_stalled", ""},
+	{"w_frames_ms", "w_frames_ms", ""},
+	{"w_fps_ms", "w_fps_ms", ""},
+}
+
+// Localize finds the anomalies of req's range and answers them as
+// incidents, best first; none for a quiet range.
+func (lp LivePlan) Localize(ctx context.Context, st Store, req LiveRequest) ([]Incident, error) {
+	if !req.To.After(req.From) {
+		return nil, fmt.Errorf("empty range: from %s is not before to %s", req.From.Format(time.RFC3339), req.To.Format(time.RFC3339))
+	}
+	kpis := LiveKPIs
+	if req.KPI != "" {
+		if !slices.Contains(LiveKPIs, req.KPI) {
+			return nil, fmt.Errorf("metric %q: want one of %s", req.KPI, strings.Join(LiveKPIs, ", "))
+		}
+		kpis = []string{req.KPI}
+	}
+	rd, err := lp.read(ctx, st, req, kpis)
+	if err != nil {
+		return nil, err
+	}
+	var found []Incident
+	for _, kpi := range kpis {
+		found = append(found, lp.merge(kpi, rd, lp.detect(kpi, rd))...)
+	}
+	slices.SortStableFunc(found, func(a, b Incident) int { return cmpDesc(a.Score, b.Score) })
+	if len(found) > lp.MaxIncidents {
+		found = found[:lp.MaxIncidents]
+	}
+	for i := range found {
+		inc := &found[i]
+		if err := lp.sessions(ctx, st, req, rd, inc); err != nil {
+			return nil, err
+		}
+		if decideScope != nil {
+			if err := decideScope(ctx, st, inc); err != nil {
+				return nil, fmt.Errorf("scope of %s incident on %v: %w", inc.KPI, inc.Dims, err)
+			}
+		}
+	}
+	return found, nil
+}
+
+// readout is what the store answered: per KPI, bucket and leaf, the
+// numerator and denominator.
+type readout struct {
+	step    time.Duration
+	attrs   []string
+	values  [][]string
+	index   []map[string]uint32
+	ctx     map[string]map[string]map[string]bool // context dim → searched value → its values
+	leaves  map[string]map[int64][]Leaf           // kpi → bucket start (Unix s) → leaves
+	slowMs  map[string]float64                    // protocol → slow first-frame threshold
+	fpsRef  float64                               // the usual frame rate
+	buckets []int64
+}
+
+func (rd *readout) key(vals []string) []uint32 {
+	k := make([]uint32, len(vals))
+	for j, v := range vals {
+		id, ok := rd.index[j][v]
+		if !ok {
+			id = uint32(len(rd.values[j]))
+			rd.index[j][v] = id
+			rd.values[j] = append(rd.values[j], v)
+		}
+		k[j] = id
+	}
+	return k
+}
+
+func (rd *readout) add(kpi string, b int64, key []uint32, v, c float64) {
+	if c <= 0 {
+		return
+	}
+	byB := rd.leaves[kpi]
+	if byB == nil {
+		byB = map[int64][]Leaf{}
+		rd.leaves[kpi] = byB
+	}
+	byB[b] = append(byB[b], Leaf{Key: key, V: v, C: c})
+}
+
+// raw reports whether the range reads raw events.
+func (lp LivePlan) raw(req LiveRequest) bool { return req.To.Sub(req.From) <= lp.RawWindow }
+
+// where is the WHERE clause of the range and filters over table.
+func (lp LivePlan) where(req LiveRequest, timeCol string) string {
+	conds := []string{
+		fmt.Sprintf("%s >= %s AND %s < %s", timeCol, sqlTime(req.From), timeCol, sqlTime(req.To)),
+	}
+	for col, v := range map[string]string{"room_id": req.RoomID, "stream_id": req.StreamID, "app_id": req.AppID} {
+		if v != "" {
+			conds = append(conds, col+" = "+sqlString(v))
+		}
+	}
+	slices.Sort(conds[1:])
+	return strings.Join(conds, " AND ")
+}
+
+// dimCols are the dimensions read: the searched ones, then those only in
+// Context.
+func (lp LivePlan) dimCols() []string {
+	cols := slices.Clone(lp.Attrs)
+	var extra []string
+	for _, cs := range lp.Context {
+		for _, c := range cs {
+			if !slices.Contains(cols, c) && !slices.Contains(extra, c) {
+				extra = append(extra, c)
+			}
+		}
+	}
+	slices.Sort(extra)
+	return append(cols, extra...)
+}
+
+func (lp LivePlan) read(ctx context.Context, st Store, req LiveRequest, kpis []string) (*readout, error) {
+	rd := &readout{
+		attrs:  lp.Attrs,
+		values: make([][]string, len(lp.Attrs)),
+		index:  make([]map[string]uint32, len(lp.Attrs)),
+		ctx:    map[string]map[string]map[string]bool{},
+		leaves: map[string]map[int64][]Leaf{},
+		slowMs: map[string]float64{},
+	}
+	for j := range rd.index {
+		rd.index[j] = map[string]uint32{}
+	}
+	cols := lp.dimCols()
+	needSums := slices.ContainsFunc(kpis, func(k string) bool { return k != KPISlowStart })
+	if needSums {
+		if err := lp.readSums(ctx, st, req, kpis, cols, rd); err != nil {
+			return nil, err
+		}
+	} else {
+		rd.step = lp.RawBucket
+		if !lp.raw(req) {
+			rd.step = time.Minute
+		}
+	}
+	if slices.Contains(kpis, KPISlowStart) {
+		if err := lp.readFirstFrames(ctx, st, req, cols, rd); err != nil {
+			return nil, err
+		}
+	}
+	for b := req.From.Unix() / int64(rd.step.Seconds()) * int64(rd.step.Seconds()); b < req.To.Unix(); b += int64(rd.step.Seconds()) {
+		rd.buckets = append(rd.buckets, b)
+	}
+	return rd, nil
+}
+
+// row is one JSONEachRow row of a leaf query: the bucket, dimension values
+// and sums.
+type row map[string]any
+
+func (r row) str(k string) string {
+	s, _ := r[k].(string)
+	return s
+}
+
+func (r row) num(k string) float64 {
+	switch v := r[k].(type) {
+	case float64:
+		return v
+	case string: // ClickHouse quotes 64-bit integers
+		f, _ := strconv.ParseFloat(v, 64)
+		return f
+	}
+	return 0
+}
+
+func queryRows(ctx context.Context, st Store, sql string) ([]row, error) {
+	out, err := st.QueryJSON(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	var rows []row
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var r row
+		if err := dec.Decode(&r); err != nil {
+			return nil, fmt.Errorf("decoding a row: %w", err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// readSums reads the sums of every leaf and bucket: raw events for short
+// ranges, the minute rollup for long ones; the same measures either way.
+func (lp LivePlan) readSums(ctx context.Context, st Store, req LiveRequest, kpis, cols []string, rd *readout) error {
+	var sel []string
+	var sql string
+	if lp.raw(req) {
+		rd.step = lp.RawBucket
+		for _, m := range sumsMeasures {
+			ms := *schemas.MeasureByName[m.measure]
+			if m.kind != "" {
+				ms.Kind = m.kind
+			}
+			sel = append(sel, ms.SumSQL(true)+" AS "+m.col)
+		}
+		sql = fmt.Sprintf("SELECT toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND)) AS b, %s, %s FROM %s WHERE log_type IN ('play_stop', 'heartbeat') AND %s GROUP BY b, %s",
+			int(lp.RawBucket.Seconds()), strings.Join(cols, ", "), strings.Join(sel, ", "), schemas.EventsTable, lp.where(req, "ts"), strings.Join(cols, ", "))
+	} else {
+		rd.step = time.Minute
+		for _, m := range sumsMeasures {
+			if m.kind != "" {
+				sel = append(sel, fmt.Sprintf("sumIf(%s, kind = '%s') AS %s", m.measure, m.kind, m.col))
+			} else {
+				sel = append(sel, fmt.Sprintf("sum(%s) AS %s", m.measure, m.col))
+			}
+		}
+		sql = fmt.Sprintf("SELECT toUnixTimestamp(minute) AS b, %s, %s FROM qoe_1m WHERE kind IN ('play_stop', 'heartbeat') AND %s GROUP BY b, %s",
+			strings.Join(cols, ", "), strings.Join(sel, ", "), lp.where(req, "minute"), strings.Join(cols, ", "))
+	}
+	rows, err := queryRows(ctx, st, sql)
+	if err != nil {
+		return fmt.Errorf("reading the leaves: %w", err)
+	}
+	// The usual frame rate: the viewing-time-weighted median of the leaves'.
+	var fps []weighted
+	for _, r := range rows {
+		if ms := r.num("w_fps_ms"); ms > 0 {
+			fps = append(fps, weighted{r.num("w_frames_ms") / ms, ms})
+		}
+	}
+	rd.fpsRef = weightedMedian(fps)
+	vals := make([]string, len(lp.Attrs))
+	for _, r := range rows {
+		for j, a := range lp.Attrs {
+			vals[j] = r.str(a)
+		}
+		rd.noteContext(lp, r)
+		key := rd.key(vals)
+		b := int64(r.num("b"))
+		for _, kpi := range kpis {
+			if d, ok := kpiDefs[kpi]; ok {
+				den := r.num(d.den)
+				if d.den == "w" {
+					den = r.num("ps_w")
+				}
+				rd.add(kpi, b, key, r.num(d.num), den)
+			}
+		}
+		if slices.Contains(kpis, KPILowFrameRate) && rd.fpsRef > 0 {
+			// frames missing against the usual rate, in samples of FrameUnitS
+			unit := lp.FrameUnitS * 1000
+			ms := r.num("w_fps_ms")
+			missing := max(0, rd.fpsRef*ms-r.num("w_frames_ms")) / rd.fpsRef
+			rd.add(KPILowFrameRate, b, key, missing/unit, ms/unit)
+		}
+	}
+	return nil
+}
+
+// readFirstFrames reads the slow-start leaves from the first-frame copy: a
+// first frame is slow against its protocol's median in the range.
+func (lp LivePlan) readFirstFrames(ctx context.Context, st Store, req LiveRequest, cols []string, rd *readout) error {
+	where := lp.where(req, "ts")
+	meds, err := queryRows(ctx, st, fmt.Sprintf("SELECT protocol, quantileExactWeighted(0.5)(total_ms, %s) AS med FROM %s WHERE total_ms IS NOT NULL AND %s GROUP BY protocol",
+		schemas.QuantileWeight, schemas.FirstFrameTable, where))
+	if err != nil {
+		return fmt.Errorf("reading first-frame medians: %w", err)
+	}
+	if len(meds) == 0 {
+		return nil
+	}
+	var cases []string
+	for _, m := range meds {
+		thr := max(lp.SlowStartMinMs, lp.SlowStartFactor*m.num("med"))
+		rd.slowMs[m.str("protocol")] = thr
+		cases = append(cases, fmt.Sprintf("protocol = %s, %g", sqlString(m.str("protocol")), thr))
+	}
+	slices.Sort(cases)
+	slow := fmt.Sprintf("total_ms > multiIf(%s, 1e18)", strings.Join(cases, ", "))
+	sql := fmt.Sprintf("SELECT toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND)) AS b, %s, sum(%s) AS den, sumIf(%s, %s) AS num FROM %s WHERE total_ms IS NOT NULL AND %s GROUP BY b, %s",
+		int(rd.step.Seconds()), strings.Join(cols, ", "), schemas.Weight, schemas.Weight, slow, schemas.FirstFrameTable, where, strings.Join(cols, ", "))
+	rows, err := queryRows(ctx, st, sql)
+	if err != nil {
+		return fmt.Errorf("reading first frames: %w", err)
+	}
+	vals := make([]string, len(lp.Attrs))
+	for _, r := range rows {
+		for j, a := range lp.Attrs {
+			vals[j] = r.str(a)
+		}
+		rd.noteContext(lp, r)
+		rd.add(KPISlowStart, int64(r.num("b")), rd.key(vals), r.num("num"), r.num("den"))
+	}
+	return nil
+}
+
+func (rd *readout) noteContext(lp LivePlan, r row) {
+	for from, tos := range lp.Context {
+		v := r.str(from)
+		for _, to := range tos {
+			m := rd.ctx[to]
+			if m == nil {
+				m = map[string]map[string]bool{}
+				rd.ctx[to] = m
+			}
+			k := from + "\x00" + v
+			if m[k] == nil {
+				m[k] = map[string]bool{}
+			}
+			m[k][r.str(to)] = true
+		}
+	}
+}
+
+type weighted struct{ x, w float64 }
+
+// weightedMedian is the value below and above which half the weight lies (0
+// when there is none).
+func weightedMedian(xs []weighted) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.SortFunc(xs, func(a, b weighted) int { return cmpDesc(b.x, a.x) })
+	var all float64
+	for _, x := range xs {
+		all += x.w
+	}
+	var acc float64
+	for _, x := range xs {
+		acc += x.w
+		if acc >= all/2 {
+			return x.x
+		}
+	}
+	return xs[len(xs)-1].x
+}
+
+// found is one cause in one bucket.
+type found struct {
+	b     int64
+	cause Cause
+	v, c  float64 // the cohort's numerator and denominator
+	e     float64 // its expected numerator
+}
+
+// detect runs the search on each bucket of one KPI, against the expected
+// ratio of each bucket.
+func (lp LivePlan) detect(kpi string, rd *readout) []found {
+	byB := rd.leaves[kpi]
+	// own history: the median whole-population ratio of the range's buckets
+	var hist []weighted
+	for _, b := range rd.buckets {
+		var v, c float64
+		for _, l := range byB[b] {
+			v += l.V
+			c += l.C
+		}
+		if c >= lp.Search.MinSupport {
+			hist = append(hist, weighted{v / c, 1})
+		}
+	}
+	rHist := math.Inf(1)
+	if len(hist) > 0 {
+		rHist = weightedMedian(hist)
+	}
+	var out []found
+	for _, b := range rd.buckets {
+		leaves := byB[b]
+		if len(leaves) == 0 {
+			continue
+		}
+		rate := max(lp.Floor[kpi], min(peerRatio(leaves, len(rd.attrs)), rHist))
+		for i := range leaves {
+			leaves[i].E = leaves[i].C * rate
+		}
+		for _, c := range lp.Search.Search(rd.attrs, rd.values, leaves) {
+			f := found{b: b, cause: c}
+			for _, l := range leaves {
+				if matchElement(rd, c.Element, l.Key) {
+					f.v += l.V
+					f.c += l.C
+					f.e += l.E
+				}
+			}
+			if f.v >= lp.MinAffected {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+func matchElement(rd *readout, el map[string]string, key []uint32) bool {
+	for j, a := range rd.attrs {
+		if v, ok := el[a]; ok && rd.values[j][key[j]] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// peerRatio is the ratio of the bucket's non-rising bulk: per attribute,
+// the denominator-weighted median of its values' ratios; the least of those
+// over the attributes, so that a cohort's rise (a minority of its attribute)
+// does not lift it.
+func peerRatio(leaves []Leaf, na int) float64 {
+	best := math.Inf(1)
+	for j := 0; j < na; j++ {
+		type vc struct{ v, c float64 }
+		byVal := map[uint32]*vc{}
+		for _, l := range leaves {
+			s := byVal[l.Key[j]]
+			if s == nil {
+				s = &vc{}
+				byVal[l.Key[j]] = s
+			}
+			s.v += l.V
+			s.c += l.C
+		}
+		xs := make([]weighted, 0, len(byVal))
+		for _, s := range byVal {
+			xs = append(xs, weighted{s.v / s.c, s.c})
+		}
+		best = min(best, weightedMedian(xs))
+	}
+	if math.IsInf(best, 1) {
+		return 0
+	}
+	return best
+}
+
+// merge joins one KPI's causes of consecutive buckets with the same cohort
+// into incidents.
+func (lp LivePlan) merge(kpi string, rd *readout, fs []found) []Incident {
+	step := int64(rd.step.Seconds())
+	groups := map[string][]found{}
+	var order []string
+	for _, f := range fs {
+		k := f.cause.String()
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], f)
+	}
+	var out []Incident
+	for _, k := range order {
+		g := groups[k]
+		sort.Slice(g, func(i, j int) bool { return g[i].b < g[j].b })
+		start := 0
+		for i := 1; i <= len(g); i++ {
+			if i < len(g) && g[i].b-g[i-1].b <= step*int64(1+lp.MergeGap) {
+				continue
+			}
+			out = append(out, lp.incident(kpi, rd, g[start:i]))
+			start = i
+		}
+	}
+	return out
+}
+
+func (lp LivePlan) incident(kpi string, rd *readout, run []found) Incident {
+	step := int64(rd.step.Seconds())
+	inc := Incident{
+		From: time.Unix(run[0].b, 0).UTC(),
+		To:   time.Unix(run[len(run)-1].b+step, 0).UTC(),
+		KPI:  kpi,
+		Dims: map[string]string{},
+	}
+	var e, shareW float64
+	for _, f := range run {
+		inc.Views += f.c
+		inc.Affected += f.v
+		e += f.e
+		inc.Score += f.cause.Score
+		shareW += f.cause.Share * f.cause.Excess
+		inc.Confidence = max(inc.Confidence, f.cause.Confidence)
+	}
+	if inc.Views > 0 {
+		inc.Value, inc.Expected = inc.Affected/inc.Views, e/inc.Views
+	}
+	if ex := inc.Affected - e; ex > 0 {
+		inc.Share = min(1, shareW/ex)
+	}
+	for a, v := range run[0].cause.Element {
+		inc.Dims[a] = v
+	}
+	// the natural cohort: a node's CDN and region, a stream's room
+	for from, tos := range lp.Context {
+		v, ok := inc.Dims[from]
+		if !ok {
+			continue
+		}
+		for _, to := range tos {
+			if _, has := inc.Dims[to]; has {
+				continue
+			}
+			if vs := rd.ctx[to][from+"\x00"+v]; len(vs) == 1 {
+				for x := range vs {
+					if x != "" {
+						inc.Dims[to] = x
+					}
+				}
+			}
+		}
+	}
+	return inc
+}
+
+// affectedCond is the SQL over events rows of a view the KPI counts as
+// affected, and the log_type it reads.
+func (lp LivePlan) affectedCond(kpi string, rd *readout) string {
+	if d, ok := kpiDefs[kpi]; ok {
+		m := schemas.MeasureByName[d.num]
+		return fmt.Sprintf("log_type = '%s' AND (%s)", m.Kind, m.Cond)
+	}
+	switch kpi {
+	case KPISlowStart:
+		var cases []string
+		for p, thr := range rd.slowMs {
+			cases = append(cases, fmt.Sprintf("protocol = %s, %g", sqlString(p), thr))
+		}
+		slices.Sort(cases)
+		if len(cases) == 0 {
+			return "0"
+		}
+		return fmt.Sprintf("log_type = 'first_frame' AND total_ms > multiIf(%s, 1e18)", strings.Join(cases, ", "))
+	case KPILowFrameRate:
+		return fmt.Sprintf("log_type = 'heartbeat' AND fps < %g", rd.fpsRef/2)
+	}
+	return "0"
+}
+
+// sessions names a few affected sessions of the incident and the commands
+// that trace them.
+func (lp LivePlan) sessions(ctx context.Context, st Store, req LiveRequest, rd *readout, inc *Incident) error {
+	if lp.Sessions <= 0 {
+		return nil
+	}
+	conds := []string{lp.affectedCond(inc.KPI, rd)}
+	dims := make([]string, 0, len(inc.Dims))
+	for d := range inc.Dims {
+		dims = append(dims, d)
+	}
+	slices.Sort(dims)
+	for _, d := range dims {
+		conds = append(conds, d+" = "+sqlString(inc.Dims[d]))
+	}
+	r := req
+	r.From, r.To = inc.From, inc.To
+	sql := fmt.Sprintf("SELECT device_id, session_id FROM %s WHERE %s AND %s AND session_id != '' GROUP BY device_id, session_id ORDER BY min(ts) LIMIT %d",
+		schemas.EventsTable, lp.where(r, "ts"), strings.Join(conds, " AND "), lp.Sessions)
+	rows, err := queryRows(ctx, st, sql)
+	if err != nil {
+		return fmt.Errorf("affected sessions of %s on %v: %w", inc.KPI, inc.Dims, err)
+	}
+	for _, row := range rows {
+		s := SessionRef{DeviceID: row.str("device_id"), SessionID: row.str("session_id")}
+		inc.Sessions = append(inc.Sessions, s)
+		inc.Traces = append(inc.Traces, fmt.Sprintf("lastmile trace --session %s --from %s --to %s",
+			s.SessionID, inc.From.Add(-time.Minute).Format(time.RFC3339), inc.To.Add(time.Minute).Format(time.RFC3339)))
+	}
+	return nil
+}
+
+// sqlString quotes s as a ClickHouse string literal.
+func sqlString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
+	return "'" + r.Replace(s) + "'"
+}
+
+// sqlTime is t as a ClickHouse DateTime64(3) literal, UTC.
+func sqlTime(t time.Time) string {
+	return "toDateTime64('" + t.UTC().Format("2006-01-02 15:04:05.000") + "', 3, 'UTC')"
+}
+
+// SameCohort compares a cohort got (an incident's dims) with a wanted one
+// (for example a scenario label's dims, whose other keys, strength
+// parameters such as kbps or share, are ignored). exact: the same
+// dimensions and values. same: they agree on every dimension both name, and
+// each dimension only one names is either Context of one both name (a
+// node's cdn, a stream's room) or has all its Context named by both (a node
+// inside the cdn and region both name: one node per CDN and region cannot
+// be told from the cohort).
+func (lp LivePlan) SameCohort(want, got map[string]string) (same, exact bool) {
+	dims := lp.dimCols()
+	w := map[string]string{}
+	for k, v := range want {
+		if slices.Contains(dims, k) {
+			w[k] = v
+		}
+	}
+	if len(w) == 0 || len(got) == 0 {
+		return len(w) == len(got), len(w) == len(got)
+	}
+	exact = len(w) == len(got)
+	both := func(d string) bool {
+		_, a := w[d]
+		_, b := got[d]
+		return a && b
+	}
+	for k, v := range w {
+		if g, ok := got[k]; ok && g != v {
+			return false, false
+		} else if !ok {
+			exact = false
+		}
+	}
+	for _, m := range []map[string]string{w, got} {
+		for k := range m {
+			if both(k) {
+				continue
+			}
+			ok := false
+			for from, tos := range lp.Context {
+				ok = ok || (both(from) && slices.Contains(tos, k))
+			}
+			if tos, isFrom := lp.Context[k]; isFrom && !ok {
+				ok = !slices.ContainsFunc(tos, func(t string) bool { return !both(t) })
+			}
+			if !ok {
+				return false, false
+			}
+		}
+	}
+	return true, exact
+}
