@@ -156,11 +156,11 @@ func (lp LivePlan) Localize(ctx context.Context, st Store, req LiveRequest) ([]I
 	if !req.To.After(req.From) {
 		return nil, fmt.Errorf("empty range: from %s is not before to %s", req.From.Format(time.RFC3339), req.To.Format(time.RFC3339))
 	}
+	if err := CheckKPI(req.KPI); err != nil {
+		return nil, err
+	}
 	kpis := LiveKPIs
 	if req.KPI != "" {
-		if !slices.Contains(LiveKPIs, req.KPI) {
-			return nil, fmt.Errorf("metric %q: want one of %s", req.KPI, strings.Join(LiveKPIs, ", "))
-		}
 		kpis = []string{req.KPI}
 	}
 	rd, err := lp.read(ctx, st, req, kpis)
@@ -187,6 +187,14 @@ func (lp LivePlan) Localize(ctx context.Context, st Store, req LiveRequest) ([]I
 		}
 	}
 	return found, nil
+}
+
+// CheckKPI checks a KPI name: one of LiveKPIs, or "" for all.
+func CheckKPI(kpi string) error {
+	if kpi != "" && !slices.Contains(LiveKPIs, kpi) {
+		return fmt.Errorf("metric=%q: want one of %s", kpi, strings.Join(LiveKPIs, ", "))
+	}
+	return nil
 }
 
 // readout is what the store answered: per KPI, bucket and leaf, the
@@ -518,7 +526,8 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		for i := range leaves {
 			leaves[i].E = leaves[i].C * rate
 		}
-		for _, c := range lp.Search.Search(rd.attrs, rd.values, leaves) {
+		attrs, values, proj := varying(rd, leaves)
+		for _, c := range lp.Search.Search(attrs, values, proj) {
 			f := found{b: b, cause: c}
 			for _, l := range leaves {
 				if matchElement(rd, c.Element, l.Key) {
@@ -533,6 +542,34 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		}
 	}
 	return out
+}
+
+// varying projects a bucket's leaves on the attributes with two values or
+// more in it: a constant attribute adds nothing to a cohort but a tie with
+// the cohort without it.
+func varying(rd *readout, leaves []Leaf) ([]string, [][]string, []Leaf) {
+	var keep []int
+	for j := range rd.attrs {
+		first := leaves[0].Key[j]
+		if slices.ContainsFunc(leaves, func(l Leaf) bool { return l.Key[j] != first }) {
+			keep = append(keep, j)
+		}
+	}
+	attrs := make([]string, len(keep))
+	values := make([][]string, len(keep))
+	for x, j := range keep {
+		attrs[x], values[x] = rd.attrs[j], rd.values[j]
+	}
+	out := make([]Leaf, len(leaves))
+	for i, l := range leaves {
+		k := make([]uint32, len(keep))
+		for x, j := range keep {
+			k[x] = l.Key[j]
+		}
+		out[i] = l
+		out[i].Key = k
+	}
+	return attrs, values, out
 }
 
 func matchElement(rd *readout, el map[string]string, key []uint32) bool {

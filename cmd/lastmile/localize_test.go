@@ -45,6 +45,7 @@ func TestLocalizeCSV(t *testing.T) {
 		{[]string{"--csv", bad, "--at", "60", "--json"}, 1, "", "missing column(s) cnt"},
 		{[]string{"--csv", good}, 2, "", "--at UNIX_SECONDS is required"},
 		{[]string{"--at", "300"}, 2, "", "--csv FILE is required"},
+		{[]string{"--since", "30m", "--metric", "nope", "--addr", "http://127.0.0.1:1", "--token", "x"}, 1, "", "127.0.0.1:1"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(append([]string{"localize"}, tc.args...), &out, &errb)
