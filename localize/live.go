@@ -68,6 +68,13 @@ type LivePlan struct {
 	// sample of the low-frame-rate KPI (a heartbeat's interval), so its
 	// counts are on the scale of the others'.
 	FrameUnitS float64
+	// GateScore, GateDeviation: a bucket is searched, over an attribute,
+	// when one of the attribute's values has a likelihood-ratio score of
+	// at least GateScore and a relative rise of at least GateDeviation
+	// against the attribute's other values (looser than the search's, so
+	// that a finer cause diluted in its values still passes).
+	GateScore     float64
+	GateDeviation float64
 	// MinAffected is the least numerator (affected views) of an incident.
 	MinAffected float64
 	// MergeGap is how many empty buckets may lie between two buckets of one
@@ -105,6 +112,8 @@ var DefaultLivePlan = LivePlan{
 	SlowStartFactor: 3,
 	SlowStartMinMs:  1000,
 	FrameUnitS:      10,
+	GateScore:       5,
+	GateDeviation:   0.1,
 	MinAffected:     3,
 	MergeGap:        1,
 	MaxIncidents:    10,
@@ -152,6 +161,13 @@ var sumsMeasures = []struct{ col, measure, kind string }{
 
 // Localize finds the anomalies of req's range and answers them as
 // incidents, best first; none for a quiet range.
+//
+// It reads in two stages, so that a long range over many events stays
+// cheap: first each bucket's sums per attribute value (the marginals),
+// which give each bucket's expected ratio and show which buckets and
+// attributes are anomalous (a value whose ratio stands out from its
+// attribute's other values); then, for those buckets only, the leaves over
+// those attributes, for the root-cause search.
 func (lp LivePlan) Localize(ctx context.Context, st Store, req LiveRequest) ([]Incident, error) {
 	if !req.To.After(req.From) {
 		return nil, fmt.Errorf("empty range: from %s is not before to %s", req.From.Format(time.RFC3339), req.To.Format(time.RFC3339))
@@ -163,8 +179,14 @@ func (lp LivePlan) Localize(ctx context.Context, st Store, req LiveRequest) ([]I
 	if req.KPI != "" {
 		kpis = []string{req.KPI}
 	}
-	rd, err := lp.read(ctx, st, req, kpis)
-	if err != nil {
+	rd := lp.newReadout(req)
+	if err := lp.readMarginals(ctx, st, req, kpis, rd); err != nil {
+		return nil, err
+	}
+	for _, kpi := range kpis {
+		lp.gate(kpi, rd)
+	}
+	if err := lp.readLeaves(ctx, st, req, rd); err != nil {
 		return nil, err
 	}
 	var found []Incident
@@ -197,35 +219,86 @@ func CheckKPI(kpi string) error {
 	return nil
 }
 
-// readout is what the store answered: per KPI, bucket and leaf, the
-// numerator and denominator.
+// vc is a numerator and a denominator.
+type vc struct{ v, c float64 }
+
+// readout is what the store answered and what the gate made of it.
 type readout struct {
 	step    time.Duration
+	buckets []int64
 	attrs   []string
 	values  [][]string
 	index   []map[string]uint32
-	ctx     map[string]map[string]map[string]bool // context dim → searched value → its values
-	leaves  map[string]map[int64][]Leaf           // kpi → bucket start (Unix s) → leaves
+	ctx     map[string]map[string]map[string]bool // context dim → "dim\x00value" → its values
 	slowMs  map[string]float64                    // protocol → slow first-frame threshold
 	fpsRef  float64                               // the usual frame rate
-	buckets []int64
+	// marg[kpi][bucket][j][value id]: the marginal sums per attribute value.
+	marg map[string]map[int64][]map[uint32]vc
+	// rate[kpi][bucket]: the expected ratio; keep: the anomalous
+	// attributes of a flagged bucket (empty: the whole population rose).
+	rate map[string]map[int64]float64
+	keep map[string]map[int64][]int
+	// leaves[kpi][bucket]: the flagged buckets' leaves.
+	leaves map[string]map[int64][]Leaf
 }
 
-func (rd *readout) key(vals []string) []uint32 {
-	k := make([]uint32, len(vals))
-	for j, v := range vals {
-		id, ok := rd.index[j][v]
-		if !ok {
-			id = uint32(len(rd.values[j]))
-			rd.index[j][v] = id
-			rd.values[j] = append(rd.values[j], v)
-		}
-		k[j] = id
+func (lp LivePlan) newReadout(req LiveRequest) *readout {
+	rd := &readout{
+		step:   lp.RawBucket,
+		attrs:  lp.Attrs,
+		values: make([][]string, len(lp.Attrs)),
+		index:  make([]map[string]uint32, len(lp.Attrs)),
+		ctx:    map[string]map[string]map[string]bool{},
+		slowMs: map[string]float64{},
+		marg:   map[string]map[int64][]map[uint32]vc{},
+		rate:   map[string]map[int64]float64{},
+		keep:   map[string]map[int64][]int{},
+		leaves: map[string]map[int64][]Leaf{},
 	}
-	return k
+	if !lp.raw(req) {
+		rd.step = time.Minute
+	}
+	for j := range rd.index {
+		rd.index[j] = map[string]uint32{}
+	}
+	sec := int64(rd.step.Seconds())
+	for b := req.From.Unix() / sec * sec; b < req.To.Unix(); b += sec {
+		rd.buckets = append(rd.buckets, b)
+	}
+	return rd
 }
 
-func (rd *readout) add(kpi string, b int64, key []uint32, v, c float64) {
+func (rd *readout) id(j int, v string) uint32 {
+	id, ok := rd.index[j][v]
+	if !ok {
+		id = uint32(len(rd.values[j]))
+		rd.index[j][v] = id
+		rd.values[j] = append(rd.values[j], v)
+	}
+	return id
+}
+
+func (rd *readout) addMarginal(kpi string, b int64, j int, val string, v, c float64) {
+	if c <= 0 {
+		return
+	}
+	byB := rd.marg[kpi]
+	if byB == nil {
+		byB = map[int64][]map[uint32]vc{}
+		rd.marg[kpi] = byB
+	}
+	if byB[b] == nil {
+		byB[b] = make([]map[uint32]vc, len(rd.attrs))
+		for x := range byB[b] {
+			byB[b][x] = map[uint32]vc{}
+		}
+	}
+	id := rd.id(j, val)
+	s := byB[b][j][id]
+	byB[b][j][id] = vc{s.v + v, s.c + c}
+}
+
+func (rd *readout) addLeaf(kpi string, b int64, key []uint32, v, c float64) {
 	if c <= 0 {
 		return
 	}
@@ -254,59 +327,324 @@ func (lp LivePlan) where(req LiveRequest, timeCol string) string {
 	return strings.Join(conds, " AND ")
 }
 
-// dimCols are the dimensions read: the searched ones, then those only in
-// Context.
-func (lp LivePlan) dimCols() []string {
-	cols := slices.Clone(lp.Attrs)
-	var extra []string
-	for _, cs := range lp.Context {
-		for _, c := range cs {
-			if !slices.Contains(cols, c) && !slices.Contains(extra, c) {
-				extra = append(extra, c)
+// source is where a query of the sums reads: its table, time column, kind
+// condition, bucket expression and measure columns.
+func (lp LivePlan) source(req LiveRequest, rd *readout) (table, kind, bucket string, sel []string) {
+	if lp.raw(req) {
+		for _, m := range sumsMeasures {
+			ms := *schemas.MeasureByName[m.measure]
+			if m.kind != "" {
+				ms.Kind = m.kind
 			}
+			sel = append(sel, ms.SumSQL(true)+" AS "+m.col)
+		}
+		return schemas.EventsTable + " WHERE log_type IN ('play_stop', 'heartbeat') AND " + lp.where(req, "ts"), "",
+			fmt.Sprintf("toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND))", int(rd.step.Seconds())), sel
+	}
+	for _, m := range sumsMeasures {
+		if m.kind != "" {
+			sel = append(sel, fmt.Sprintf("sumIf(%s, kind = '%s') AS %s", m.measure, m.kind, m.col))
+		} else {
+			sel = append(sel, fmt.Sprintf("sum(%s) AS %s", m.measure, m.col))
 		}
 	}
-	slices.Sort(extra)
-	return append(cols, extra...)
+	return "qoe_1m WHERE kind IN ('play_stop', 'heartbeat') AND " + lp.where(req, "minute"), "", "toUnixTimestamp(minute)", sel
 }
 
-func (lp LivePlan) read(ctx context.Context, st Store, req LiveRequest, kpis []string) (*readout, error) {
-	rd := &readout{
-		attrs:  lp.Attrs,
-		values: make([][]string, len(lp.Attrs)),
-		index:  make([]map[string]uint32, len(lp.Attrs)),
-		ctx:    map[string]map[string]map[string]bool{},
-		leaves: map[string]map[int64][]Leaf{},
-		slowMs: map[string]float64{},
+// attrPairs is the ARRAY JOIN list that turns a row into one row per
+// attribute: (index, value).
+func (lp LivePlan) attrPairs() string {
+	ps := make([]string, len(lp.Attrs))
+	for j, a := range lp.Attrs {
+		ps[j] = fmt.Sprintf("(%d, %s)", j, a)
 	}
-	for j := range rd.index {
-		rd.index[j] = map[string]uint32{}
-	}
-	cols := lp.dimCols()
-	needSums := slices.ContainsFunc(kpis, func(k string) bool { return k != KPISlowStart })
-	if needSums {
-		if err := lp.readSums(ctx, st, req, kpis, cols, rd); err != nil {
-			return nil, err
+	return "[" + strings.Join(ps, ", ") + "]"
+}
+
+// kpiValues maps one row of sums to each KPI's numerator and denominator.
+func (lp LivePlan) kpiValues(r row, kpis []string, fpsRef float64, each func(kpi string, v, c float64)) {
+	for _, kpi := range kpis {
+		if d, ok := kpiDefs[kpi]; ok {
+			den := r.num(d.den)
+			if d.den == "w" {
+				den = r.num("ps_w")
+			}
+			each(kpi, r.num(d.num), den)
 		}
-	} else {
-		rd.step = lp.RawBucket
-		if !lp.raw(req) {
-			rd.step = time.Minute
+	}
+	if slices.Contains(kpis, KPILowFrameRate) && fpsRef > 0 {
+		// frames missing against the usual rate, in samples of FrameUnitS
+		unit := lp.FrameUnitS * 1000
+		ms := r.num("w_fps_ms")
+		missing := max(0, fpsRef*ms-r.num("w_frames_ms")) / fpsRef
+		each(KPILowFrameRate, missing/unit, ms/unit)
+	}
+}
+
+// readMarginals reads each bucket's sums per attribute value, and the
+// slow-start thresholds and usual frame rate they need.
+func (lp LivePlan) readMarginals(ctx context.Context, st Store, req LiveRequest, kpis []string, rd *readout) error {
+	if slices.ContainsFunc(kpis, func(k string) bool { return k != KPISlowStart }) {
+		from, _, bucket, sel := lp.source(req, rd)
+		rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b, a.1 AS j, a.2 AS val, %s FROM %s GROUP BY b, j, val",
+			bucket, strings.Join(sel, ", "), strings.Replace(from, " WHERE ", " ARRAY JOIN "+lp.attrPairs()+" AS a WHERE ", 1)))
+		if err != nil {
+			return fmt.Errorf("reading the marginals: %w", err)
+		}
+		// the usual frame rate: the viewing-time-weighted median of the
+		// attribute values'
+		var fps []weighted
+		for _, r := range rows {
+			if ms := r.num("w_fps_ms"); ms > 0 {
+				fps = append(fps, weighted{r.num("w_frames_ms") / ms, ms})
+			}
+		}
+		rd.fpsRef = weightedMedian(fps)
+		for _, r := range rows {
+			b, j, val := int64(r.num("b")), int(r.num("j")), r.str("val")
+			lp.kpiValues(r, kpis, rd.fpsRef, func(kpi string, v, c float64) { rd.addMarginal(kpi, b, j, val, v, c) })
 		}
 	}
 	if slices.Contains(kpis, KPISlowStart) {
-		if err := lp.readFirstFrames(ctx, st, req, cols, rd); err != nil {
-			return nil, err
+		if err := lp.readFirstFrameMarginals(ctx, st, req, rd); err != nil {
+			return err
 		}
 	}
-	for b := req.From.Unix() / int64(rd.step.Seconds()) * int64(rd.step.Seconds()); b < req.To.Unix(); b += int64(rd.step.Seconds()) {
-		rd.buckets = append(rd.buckets, b)
-	}
-	return rd, nil
+	return nil
 }
 
-// row is one JSONEachRow row of a leaf query: the bucket, dimension values
-// and sums.
+// slowCond is the SQL of a slow first frame: slower than its protocol's
+// threshold ("0" when there is none).
+func (rd *readout) slowCond() string {
+	var cases []string
+	for p, thr := range rd.slowMs {
+		cases = append(cases, fmt.Sprintf("protocol = %s, %g", sqlString(p), thr))
+	}
+	if len(cases) == 0 {
+		return "0"
+	}
+	slices.Sort(cases)
+	return fmt.Sprintf("total_ms > multiIf(%s, 1e18)", strings.Join(cases, ", "))
+}
+
+func (lp LivePlan) firstFrameBucket(rd *readout) string {
+	return fmt.Sprintf("toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND))", int(rd.step.Seconds()))
+}
+
+// readFirstFrameMarginals sets the slow thresholds from the range's
+// medians per protocol and reads the slow-start marginals from the
+// first-frame copy.
+func (lp LivePlan) readFirstFrameMarginals(ctx context.Context, st Store, req LiveRequest, rd *readout) error {
+	where := lp.where(req, "ts")
+	meds, err := queryRows(ctx, st, fmt.Sprintf("SELECT protocol, quantileExactWeighted(0.5)(total_ms, %s) AS med FROM %s WHERE total_ms IS NOT NULL AND %s GROUP BY protocol",
+		schemas.QuantileWeight, schemas.FirstFrameTable, where))
+	if err != nil {
+		return fmt.Errorf("reading first-frame medians: %w", err)
+	}
+	for _, m := range meds {
+		rd.slowMs[m.str("protocol")] = max(lp.SlowStartMinMs, lp.SlowStartFactor*m.num("med"))
+	}
+	if len(meds) == 0 {
+		return nil
+	}
+	rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b, a.1 AS j, a.2 AS val, sum(%s) AS den, sumIf(%s, %s) AS num FROM %s ARRAY JOIN %s AS a WHERE total_ms IS NOT NULL AND %s GROUP BY b, j, val",
+		lp.firstFrameBucket(rd), schemas.Weight, schemas.Weight, rd.slowCond(), schemas.FirstFrameTable, lp.attrPairs(), where))
+	if err != nil {
+		return fmt.Errorf("reading first frames: %w", err)
+	}
+	for _, r := range rows {
+		rd.addMarginal(KPISlowStart, int64(r.num("b")), int(r.num("j")), r.str("val"), r.num("num"), r.num("den"))
+	}
+	return nil
+}
+
+// gate sets each bucket's expected ratio of one KPI and flags the buckets
+// worth a search, with the attributes to search: those with a value whose
+// ratio stands out from the attribute's other values (GateScore,
+// GateDeviation). A bucket whose whole population rose against the range's
+// history, with no attribute standing out, is flagged with none.
+func (lp LivePlan) gate(kpi string, rd *readout) {
+	byB := rd.marg[kpi]
+	total := func(ms []map[uint32]vc) (s vc) {
+		for _, x := range ms[0] {
+			s.v += x.v
+			s.c += x.c
+		}
+		return s
+	}
+	// own history: the median whole-population ratio of the range's buckets
+	var hist []weighted
+	for _, b := range rd.buckets {
+		if ms := byB[b]; ms != nil {
+			if t := total(ms); t.c >= lp.Search.MinSupport {
+				hist = append(hist, weighted{t.v / t.c, 1})
+			}
+		}
+	}
+	rHist := math.Inf(1)
+	if len(hist) > 0 {
+		rHist = weightedMedian(hist)
+	}
+	rd.rate[kpi] = map[int64]float64{}
+	rd.keep[kpi] = map[int64][]int{}
+	for _, b := range rd.buckets {
+		ms := byB[b]
+		if ms == nil {
+			continue
+		}
+		rate := max(lp.Floor[kpi], min(peerRatio(ms), rHist))
+		rd.rate[kpi][b] = rate
+		var keep []int
+		for j, vals := range ms {
+			var all vc
+			for _, x := range vals {
+				all.v += x.v
+				all.c += x.c
+			}
+			for _, x := range vals {
+				// against the attribute's other values, or the expected
+				// ratio when they are lower
+				rest := vc{all.v - x.v, all.c - x.c}
+				r := rate
+				if rest.c > 0 {
+					r = max(rate, rest.v/rest.c)
+				}
+				s := sums{v: x.v, e: x.c * r, c: x.c}
+				if x.v >= lp.MinAffected && s.dev() >= lp.GateDeviation && s.lr() >= lp.GateScore {
+					keep = append(keep, j)
+					break
+				}
+			}
+		}
+		t := total(ms)
+		whole := sums{v: t.v, e: t.c * max(lp.Floor[kpi], rHist), c: t.c}
+		if len(keep) > 0 || (t.v >= lp.MinAffected && whole.dev() >= lp.Search.MinDeviation && whole.lr() >= lp.Search.MinScore) {
+			rd.keep[kpi][b] = keep
+		}
+	}
+}
+
+// readLeaves reads the leaves of the flagged buckets, over the attributes
+// any KPI keeps there (and their context).
+func (lp LivePlan) readLeaves(ctx context.Context, st Store, req LiveRequest, rd *readout) error {
+	sumsB, ffB := map[int64]bool{}, map[int64]bool{}
+	keepSums, keepFF := map[int]bool{}, map[int]bool{}
+	var sumsKPIs []string
+	for kpi, byB := range rd.keep {
+		bs, ks := sumsB, keepSums
+		if kpi == KPISlowStart {
+			bs, ks = ffB, keepFF
+		} else if len(byB) > 0 {
+			sumsKPIs = append(sumsKPIs, kpi)
+		}
+		for b, keep := range byB {
+			bs[b] = true
+			for _, j := range keep {
+				ks[j] = true
+			}
+		}
+	}
+	slices.Sort(sumsKPIs)
+	if len(sumsB) > 0 {
+		from, _, bucket, sel := lp.source(req, rd)
+		cols := lp.leafCols(keepSums)
+		rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b%s, %s FROM %s AND %s IN (%s) GROUP BY b%s",
+			bucket, prefixed(cols), strings.Join(sel, ", "), from, bucket, bucketList(sumsB), prefixed(cols)))
+		if err != nil {
+			return fmt.Errorf("reading the leaves: %w", err)
+		}
+		for _, r := range rows {
+			b, key := int64(r.num("b")), rd.rowKey(lp, r)
+			lp.kpiValues(r, sumsKPIs, rd.fpsRef, func(kpi string, v, c float64) {
+				if _, ok := rd.keep[kpi][b]; ok {
+					rd.addLeaf(kpi, b, key, v, c)
+				}
+			})
+		}
+	}
+	if len(ffB) > 0 {
+		cols := lp.leafCols(keepFF)
+		bucket := lp.firstFrameBucket(rd)
+		rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b%s, sum(%s) AS den, sumIf(%s, %s) AS num FROM %s WHERE total_ms IS NOT NULL AND %s AND %s IN (%s) GROUP BY b%s",
+			bucket, prefixed(cols), schemas.Weight, schemas.Weight, rd.slowCond(), schemas.FirstFrameTable, lp.where(req, "ts"), bucket, bucketList(ffB), prefixed(cols)))
+		if err != nil {
+			return fmt.Errorf("reading first-frame leaves: %w", err)
+		}
+		for _, r := range rows {
+			rd.addLeaf(KPISlowStart, int64(r.num("b")), rd.rowKey(lp, r), r.num("num"), r.num("den"))
+		}
+	}
+	return nil
+}
+
+// leafCols are the columns a leaf query groups by: the kept attributes and
+// their Context.
+func (lp LivePlan) leafCols(keep map[int]bool) []string {
+	var cols []string
+	for j, a := range lp.Attrs {
+		if keep[j] {
+			cols = append(cols, a)
+		}
+	}
+	for _, a := range slices.Clone(cols) {
+		for _, c := range lp.Context[a] {
+			if !slices.Contains(cols, c) {
+				cols = append(cols, c)
+			}
+		}
+	}
+	return cols
+}
+
+func prefixed(cols []string) string {
+	if len(cols) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(cols, ", ")
+}
+
+func bucketList(bs map[int64]bool) string {
+	xs := make([]string, 0, len(bs))
+	for b := range bs {
+		xs = append(xs, strconv.FormatInt(b, 10))
+	}
+	slices.Sort(xs)
+	return strings.Join(xs, ", ")
+}
+
+// rowKey is a leaf row's key over every attribute ("" for the attributes
+// the query did not group by), and notes its context values.
+func (rd *readout) rowKey(lp LivePlan, r row) []uint32 {
+	key := make([]uint32, len(rd.attrs))
+	for j, a := range rd.attrs {
+		key[j] = rd.id(j, r.str(a))
+	}
+	for from, tos := range lp.Context {
+		v, ok := r[from].(string)
+		if !ok {
+			continue
+		}
+		for _, to := range tos {
+			if _, ok := r[to]; !ok {
+				continue
+			}
+			m := rd.ctx[to]
+			if m == nil {
+				m = map[string]map[string]bool{}
+				rd.ctx[to] = m
+			}
+			k := from + "\x00" + v
+			if m[k] == nil {
+				m[k] = map[string]bool{}
+			}
+			m[k][r.str(to)] = true
+		}
+	}
+	return key
+}
+
+// row is one JSONEachRow row of a query: the bucket, dimension values and
+// sums.
 type row map[string]any
 
 func (r row) str(k string) string {
@@ -342,129 +680,6 @@ func queryRows(ctx context.Context, st Store, sql string) ([]row, error) {
 	return rows, nil
 }
 
-// readSums reads the sums of every leaf and bucket: raw events for short
-// ranges, the minute rollup for long ones; the same measures either way.
-func (lp LivePlan) readSums(ctx context.Context, st Store, req LiveRequest, kpis, cols []string, rd *readout) error {
-	var sel []string
-	var sql string
-	if lp.raw(req) {
-		rd.step = lp.RawBucket
-		for _, m := range sumsMeasures {
-			ms := *schemas.MeasureByName[m.measure]
-			if m.kind != "" {
-				ms.Kind = m.kind
-			}
-			sel = append(sel, ms.SumSQL(true)+" AS "+m.col)
-		}
-		sql = fmt.Sprintf("SELECT toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND)) AS b, %s, %s FROM %s WHERE log_type IN ('play_stop', 'heartbeat') AND %s GROUP BY b, %s",
-			int(lp.RawBucket.Seconds()), strings.Join(cols, ", "), strings.Join(sel, ", "), schemas.EventsTable, lp.where(req, "ts"), strings.Join(cols, ", "))
-	} else {
-		rd.step = time.Minute
-		for _, m := range sumsMeasures {
-			if m.kind != "" {
-				sel = append(sel, fmt.Sprintf("sumIf(%s, kind = '%s') AS %s", m.measure, m.kind, m.col))
-			} else {
-				sel = append(sel, fmt.Sprintf("sum(%s) AS %s", m.measure, m.col))
-			}
-		}
-		sql = fmt.Sprintf("SELECT toUnixTimestamp(minute) AS b, %s, %s FROM qoe_1m WHERE kind IN ('play_stop', 'heartbeat') AND %s GROUP BY b, %s",
-			strings.Join(cols, ", "), strings.Join(sel, ", "), lp.where(req, "minute"), strings.Join(cols, ", "))
-	}
-	rows, err := queryRows(ctx, st, sql)
-	if err != nil {
-		return fmt.Errorf("reading the leaves: %w", err)
-	}
-	// The usual frame rate: the viewing-time-weighted median of the leaves'.
-	var fps []weighted
-	for _, r := range rows {
-		if ms := r.num("w_fps_ms"); ms > 0 {
-			fps = append(fps, weighted{r.num("w_frames_ms") / ms, ms})
-		}
-	}
-	rd.fpsRef = weightedMedian(fps)
-	vals := make([]string, len(lp.Attrs))
-	for _, r := range rows {
-		for j, a := range lp.Attrs {
-			vals[j] = r.str(a)
-		}
-		rd.noteContext(lp, r)
-		key := rd.key(vals)
-		b := int64(r.num("b"))
-		for _, kpi := range kpis {
-			if d, ok := kpiDefs[kpi]; ok {
-				den := r.num(d.den)
-				if d.den == "w" {
-					den = r.num("ps_w")
-				}
-				rd.add(kpi, b, key, r.num(d.num), den)
-			}
-		}
-		if slices.Contains(kpis, KPILowFrameRate) && rd.fpsRef > 0 {
-			// frames missing against the usual rate, in samples of FrameUnitS
-			unit := lp.FrameUnitS * 1000
-			ms := r.num("w_fps_ms")
-			missing := max(0, rd.fpsRef*ms-r.num("w_frames_ms")) / rd.fpsRef
-			rd.add(KPILowFrameRate, b, key, missing/unit, ms/unit)
-		}
-	}
-	return nil
-}
-
-// readFirstFrames reads the slow-start leaves from the first-frame copy: a
-// first frame is slow against its protocol's median in the range.
-func (lp LivePlan) readFirstFrames(ctx context.Context, st Store, req LiveRequest, cols []string, rd *readout) error {
-	where := lp.where(req, "ts")
-	meds, err := queryRows(ctx, st, fmt.Sprintf("SELECT protocol, quantileExactWeighted(0.5)(total_ms, %s) AS med FROM %s WHERE total_ms IS NOT NULL AND %s GROUP BY protocol",
-		schemas.QuantileWeight, schemas.FirstFrameTable, where))
-	if err != nil {
-		return fmt.Errorf("reading first-frame medians: %w", err)
-	}
-	if len(meds) == 0 {
-		return nil
-	}
-	var cases []string
-	for _, m := range meds {
-		thr := max(lp.SlowStartMinMs, lp.SlowStartFactor*m.num("med"))
-		rd.slowMs[m.str("protocol")] = thr
-		cases = append(cases, fmt.Sprintf("protocol = %s, %g", sqlString(m.str("protocol")), thr))
-	}
-	slices.Sort(cases)
-	slow := fmt.Sprintf("total_ms > multiIf(%s, 1e18)", strings.Join(cases, ", "))
-	sql := fmt.Sprintf("SELECT toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND)) AS b, %s, sum(%s) AS den, sumIf(%s, %s) AS num FROM %s WHERE total_ms IS NOT NULL AND %s GROUP BY b, %s",
-		int(rd.step.Seconds()), strings.Join(cols, ", "), schemas.Weight, schemas.Weight, slow, schemas.FirstFrameTable, where, strings.Join(cols, ", "))
-	rows, err := queryRows(ctx, st, sql)
-	if err != nil {
-		return fmt.Errorf("reading first frames: %w", err)
-	}
-	vals := make([]string, len(lp.Attrs))
-	for _, r := range rows {
-		for j, a := range lp.Attrs {
-			vals[j] = r.str(a)
-		}
-		rd.noteContext(lp, r)
-		rd.add(KPISlowStart, int64(r.num("b")), rd.key(vals), r.num("num"), r.num("den"))
-	}
-	return nil
-}
-
-func (rd *readout) noteContext(lp LivePlan, r row) {
-	for from, tos := range lp.Context {
-		v := r.str(from)
-		for _, to := range tos {
-			m := rd.ctx[to]
-			if m == nil {
-				m = map[string]map[string]bool{}
-				rd.ctx[to] = m
-			}
-			k := from + "\x00" + v
-			if m[k] == nil {
-				m[k] = map[string]bool{}
-			}
-			m[k][r.str(to)] = true
-		}
-	}
-}
-
 type weighted struct{ x, w float64 }
 
 // weightedMedian is the value below and above which half the weight lies (0
@@ -496,41 +711,40 @@ type found struct {
 	e     float64 // its expected numerator
 }
 
-// detect runs the search on each bucket of one KPI, against the expected
-// ratio of each bucket.
+// detect runs the search on each flagged bucket of one KPI, over the
+// bucket's kept attributes; a bucket flagged with none is one cause of
+// everyone.
 func (lp LivePlan) detect(kpi string, rd *readout) []found {
-	byB := rd.leaves[kpi]
-	// own history: the median whole-population ratio of the range's buckets
-	var hist []weighted
-	for _, b := range rd.buckets {
-		var v, c float64
-		for _, l := range byB[b] {
-			v += l.V
-			c += l.C
-		}
-		if c >= lp.Search.MinSupport {
-			hist = append(hist, weighted{v / c, 1})
-		}
-	}
-	rHist := math.Inf(1)
-	if len(hist) > 0 {
-		rHist = weightedMedian(hist)
-	}
 	var out []found
 	for _, b := range rd.buckets {
-		leaves := byB[b]
-		if len(leaves) == 0 {
+		keep, ok := rd.keep[kpi][b]
+		if !ok {
 			continue
 		}
-		rate := max(lp.Floor[kpi], min(peerRatio(leaves, len(rd.attrs)), rHist))
+		attrs, values, leaves := project(rd, keep, rd.leaves[kpi][b])
+		rate := rd.rate[kpi][b]
+		if kpi == KPILowFrameRate && len(leaves) > 0 {
+			// leaves clip their own missing frames at 0, the marginals
+			// clipped sums: the peers' ratio is the leaves'
+			rate = max(lp.Floor[kpi], peerRatioLeaves(leaves, len(attrs)))
+		}
+		var s sums
 		for i := range leaves {
 			leaves[i].E = leaves[i].C * rate
+			s.v += leaves[i].V
+			s.c += leaves[i].C
+			s.e += leaves[i].E
 		}
-		attrs, values, proj := varying(rd, leaves)
-		for _, c := range lp.Search.Search(attrs, values, proj) {
+		var causes []Cause
+		if len(attrs) > 0 {
+			causes = lp.Search.Search(attrs, values, leaves)
+		} else if s.lr() > 0 {
+			causes = []Cause{{Element: map[string]string{}, Share: 1, Score: s.lr(), Excess: s.v - s.e, Confidence: 1}}
+		}
+		for _, c := range causes {
 			f := found{b: b, cause: c}
 			for _, l := range leaves {
-				if matchElement(rd, c.Element, l.Key) {
+				if matchNames(attrs, values, c.Element, l.Key) {
 					f.v += l.V
 					f.c += l.C
 					f.e += l.E
@@ -544,71 +758,83 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 	return out
 }
 
-// varying projects a bucket's leaves on the attributes with two values or
-// more in it: a constant attribute adds nothing to a cohort but a tie with
-// the cohort without it.
-func varying(rd *readout, leaves []Leaf) ([]string, [][]string, []Leaf) {
-	var keep []int
-	for j := range rd.attrs {
-		first := leaves[0].Key[j]
-		if slices.ContainsFunc(leaves, func(l Leaf) bool { return l.Key[j] != first }) {
-			keep = append(keep, j)
+// project returns leaves on the attributes keep (merging leaves that then
+// share a key), leaving out those with a single value among them: a
+// constant attribute adds nothing to a cohort but a tie with the cohort
+// without it.
+func project(rd *readout, keep []int, leaves []Leaf) ([]string, [][]string, []Leaf) {
+	var js []int
+	for _, j := range keep {
+		if len(leaves) > 0 && slices.ContainsFunc(leaves, func(l Leaf) bool { return l.Key[j] != leaves[0].Key[j] }) {
+			js = append(js, j)
 		}
 	}
-	attrs := make([]string, len(keep))
-	values := make([][]string, len(keep))
-	for x, j := range keep {
+	attrs := make([]string, len(js))
+	values := make([][]string, len(js))
+	for x, j := range js {
 		attrs[x], values[x] = rd.attrs[j], rd.values[j]
 	}
-	out := make([]Leaf, len(leaves))
-	for i, l := range leaves {
-		k := make([]uint32, len(keep))
-		for x, j := range keep {
+	idx := map[string]int{}
+	var out []Leaf
+	buf := make([]byte, 0, 4*len(js))
+	for _, l := range leaves {
+		k := make([]uint32, len(js))
+		for x, j := range js {
 			k[x] = l.Key[j]
 		}
-		out[i] = l
-		out[i].Key = k
+		buf = keyBytes(buf[:0], k)
+		if i, ok := idx[string(buf)]; ok {
+			out[i].V += l.V
+			out[i].C += l.C
+			continue
+		}
+		idx[string(buf)] = len(out)
+		out = append(out, Leaf{Key: k, V: l.V, C: l.C})
 	}
 	return attrs, values, out
 }
 
-func matchElement(rd *readout, el map[string]string, key []uint32) bool {
-	for j, a := range rd.attrs {
-		if v, ok := el[a]; ok && rd.values[j][key[j]] != v {
+func matchNames(attrs []string, values [][]string, el map[string]string, key []uint32) bool {
+	for j, a := range attrs {
+		if v, ok := el[a]; ok && values[j][key[j]] != v {
 			return false
 		}
 	}
 	return true
 }
 
-// peerRatio is the ratio of the bucket's non-rising bulk: per attribute,
-// the denominator-weighted median of its values' ratios; the least of those
-// over the attributes, so that a cohort's rise (a minority of its attribute)
-// does not lift it.
-func peerRatio(leaves []Leaf, na int) float64 {
+// peerRatio is the ratio of a bucket's non-rising bulk from its marginals:
+// per attribute, the denominator-weighted median of its values' ratios; the
+// least of those over the attributes, so that a cohort's rise (a minority
+// of its attribute) does not lift it.
+func peerRatio(ms []map[uint32]vc) float64 {
 	best := math.Inf(1)
-	for j := 0; j < na; j++ {
-		type vc struct{ v, c float64 }
-		byVal := map[uint32]*vc{}
-		for _, l := range leaves {
-			s := byVal[l.Key[j]]
-			if s == nil {
-				s = &vc{}
-				byVal[l.Key[j]] = s
-			}
-			s.v += l.V
-			s.c += l.C
-		}
-		xs := make([]weighted, 0, len(byVal))
-		for _, s := range byVal {
+	for _, vals := range ms {
+		xs := make([]weighted, 0, len(vals))
+		for _, s := range vals {
 			xs = append(xs, weighted{s.v / s.c, s.c})
 		}
-		best = min(best, weightedMedian(xs))
+		if len(xs) > 0 {
+			best = min(best, weightedMedian(xs))
+		}
 	}
 	if math.IsInf(best, 1) {
 		return 0
 	}
 	return best
+}
+
+// peerRatioLeaves is peerRatio over leaves.
+func peerRatioLeaves(leaves []Leaf, na int) float64 {
+	ms := make([]map[uint32]vc, na)
+	for j := range ms {
+		ms[j] = map[uint32]vc{}
+		for _, l := range leaves {
+			s := ms[j][l.Key[j]]
+			ms[j][l.Key[j]] = vc{s.v + l.V, s.c + l.C}
+		}
+	}
+	return peerRatio(ms)
 }
 
 // merge joins one KPI's causes of consecutive buckets with the same cohort
@@ -697,15 +923,7 @@ func (lp LivePlan) affectedCond(kpi string, rd *readout) string {
 	}
 	switch kpi {
 	case KPISlowStart:
-		var cases []string
-		for p, thr := range rd.slowMs {
-			cases = append(cases, fmt.Sprintf("protocol = %s, %g", sqlString(p), thr))
-		}
-		slices.Sort(cases)
-		if len(cases) == 0 {
-			return "0"
-		}
-		return fmt.Sprintf("log_type = 'first_frame' AND total_ms > multiIf(%s, 1e18)", strings.Join(cases, ", "))
+		return "log_type = 'first_frame' AND " + rd.slowCond()
 	case KPILowFrameRate:
 		return fmt.Sprintf("log_type = 'heartbeat' AND fps < %g", rd.fpsRef/2)
 	}
@@ -753,6 +971,20 @@ func sqlString(s string) string {
 // sqlTime is t as a ClickHouse DateTime64(3) literal, UTC.
 func sqlTime(t time.Time) string {
 	return "toDateTime64('" + t.UTC().Format("2006-01-02 15:04:05.000") + "', 3, 'UTC')"
+}
+
+// dimCols are the dimensions an incident may name: the searched ones and
+// their Context.
+func (lp LivePlan) dimCols() []string {
+	cols := slices.Clone(lp.Attrs)
+	for _, cs := range lp.Context {
+		for _, c := range cs {
+			if !slices.Contains(cols, c) {
+				cols = append(cols, c)
+			}
+		}
+	}
+	return cols
 }
 
 // SameCohort compares a cohort got (an incident's dims) with a wanted one
