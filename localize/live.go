@@ -57,6 +57,9 @@ type LivePlan struct {
 	RawWindow time.Duration
 	RawBucket time.Duration
 
+	// PeerQuantile is the quantile of an attribute's values' ratios
+	// (weighted by their denominators) that the peers' ratio is.
+	PeerQuantile float64
 	// Floor is each KPI's least expected ratio.
 	Floor map[string]float64
 	// SlowStartFactor, SlowStartMinMs: a first frame is slow when its
@@ -99,8 +102,9 @@ var DefaultLivePlan = LivePlan{
 		"node_id":   {"cdn", "region"},
 		"stream_id": {"room_id"},
 	},
-	RawWindow: 15 * time.Minute,
-	RawBucket: 30 * time.Second,
+	RawWindow:    15 * time.Minute,
+	RawBucket:    30 * time.Second,
+	PeerQuantile: 0.2,
 	Floor: map[string]float64{
 		KPIStartFailure:    0.02,
 		KPIPlaybackFailure: 0.02,
@@ -492,7 +496,7 @@ func (lp LivePlan) gate(kpi string, rd *readout) {
 		if ms == nil {
 			continue
 		}
-		rate := max(lp.Floor[kpi], min(peerRatio(ms), rHist))
+		rate := max(lp.Floor[kpi], min(peerRatio(ms, lp.PeerQuantile), rHist))
 		rd.rate[kpi][b] = rate
 		var keep []int
 		for j, vals := range ms {
@@ -684,7 +688,11 @@ type weighted struct{ x, w float64 }
 
 // weightedMedian is the value below and above which half the weight lies (0
 // when there is none).
-func weightedMedian(xs []weighted) float64 {
+func weightedMedian(xs []weighted) float64 { return weightedQuantile(xs, 0.5) }
+
+// weightedQuantile is the least value with at least q of the weight at or
+// below it (0 when there is none).
+func weightedQuantile(xs []weighted, q float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
@@ -696,7 +704,7 @@ func weightedMedian(xs []weighted) float64 {
 	var acc float64
 	for _, x := range xs {
 		acc += x.w
-		if acc >= all/2 {
+		if acc >= q*all {
 			return x.x
 		}
 	}
@@ -726,7 +734,7 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		if kpi == KPILowFrameRate && len(leaves) > 0 {
 			// leaves clip their own missing frames at 0, the marginals
 			// clipped sums: the peers' ratio is the leaves'
-			rate = max(lp.Floor[kpi], peerRatioLeaves(leaves, len(attrs)))
+			rate = max(lp.Floor[kpi], peerRatioLeaves(leaves, len(attrs), lp.PeerQuantile))
 		}
 		var s sums
 		for i := range leaves {
@@ -803,11 +811,11 @@ func matchNames(attrs []string, values [][]string, el map[string]string, key []u
 	return true
 }
 
-// peerRatio is the ratio of a bucket's non-rising bulk from its marginals:
-// per attribute, the denominator-weighted median of its values' ratios; the
-// least of those over the attributes, so that a cohort's rise (a minority
-// of its attribute) does not lift it.
-func peerRatio(ms []map[uint32]vc) float64 {
+// peerRatio is the ratio of a bucket's non-rising part from its marginals:
+// per attribute, the denominator-weighted q-quantile of its values' ratios;
+// the least of those over the attributes, so that a cohort's rise, even
+// several at once over most of an attribute's values, does not lift it.
+func peerRatio(ms []map[uint32]vc, q float64) float64 {
 	best := math.Inf(1)
 	for _, vals := range ms {
 		xs := make([]weighted, 0, len(vals))
@@ -815,7 +823,7 @@ func peerRatio(ms []map[uint32]vc) float64 {
 			xs = append(xs, weighted{s.v / s.c, s.c})
 		}
 		if len(xs) > 0 {
-			best = min(best, weightedMedian(xs))
+			best = min(best, weightedQuantile(xs, q))
 		}
 	}
 	if math.IsInf(best, 1) {
@@ -825,7 +833,7 @@ func peerRatio(ms []map[uint32]vc) float64 {
 }
 
 // peerRatioLeaves is peerRatio over leaves.
-func peerRatioLeaves(leaves []Leaf, na int) float64 {
+func peerRatioLeaves(leaves []Leaf, na int, q float64) float64 {
 	ms := make([]map[uint32]vc, na)
 	for j := range ms {
 		ms[j] = map[uint32]vc{}
@@ -834,7 +842,7 @@ func peerRatioLeaves(leaves []Leaf, na int) float64 {
 			ms[j][l.Key[j]] = vc{s.v + l.V, s.c + l.C}
 		}
 	}
-	return peerRatio(ms)
+	return peerRatio(ms, q)
 }
 
 // merge joins one KPI's causes of consecutive buckets with the same cohort
