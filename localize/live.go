@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -1045,4 +1046,44 @@ func (lp LivePlan) SameCohort(want, got map[string]string) (same, exact bool) {
 		}
 	}
 	return true, exact
+}
+
+// OverlapGroups groups spans (from, to) that overlap in time, each group in
+// start order, as indexes into spans: faults that overlap are localized
+// together, and each should be matched by one of the group's top k
+// incidents, k the group's size.
+func OverlapGroups(spans [][2]time.Time) [][]int {
+	order := make([]int, len(spans))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return spans[a][0].Compare(spans[b][0]) })
+	var out [][]int
+	var end time.Time
+	for _, i := range order {
+		if len(out) > 0 && spans[i][0].Before(end) {
+			out[len(out)-1] = append(out[len(out)-1], i)
+		} else {
+			out = append(out, []int{i})
+		}
+		if spans[i][1].After(end) {
+			end = spans[i][1]
+		}
+	}
+	return out
+}
+
+// TopCohorts is the first k incidents with distinct cohorts (one fault may
+// raise several KPIs of one cohort).
+func TopCohorts(incs []Incident, k int) []Incident {
+	var out []Incident
+	for _, inc := range incs {
+		if len(out) == k {
+			break
+		}
+		if !slices.ContainsFunc(out, func(o Incident) bool { return maps.Equal(o.Dims, inc.Dims) }) {
+			out = append(out, inc)
+		}
+	}
+	return out
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,23 +97,19 @@ func loadDump(t testing.TB, st *store.Embedded, path string) int {
 // reported: a view's play_stop comes when the view ends.
 const labelGrace = 15 * time.Second
 
-// faultGroups groups a scenario's faults that overlap in time: they are
-// localized together, and each must be matched by one of the top k
-// incidents, k the group's size.
+// faultGroups groups a scenario's faults that overlap in time.
 func faultGroups(faults []scenario.Label) [][]scenario.Label {
-	fs := slices.Clone(faults)
-	slices.SortFunc(fs, func(a, b scenario.Label) int { return a.Start.Compare(b.Start) })
+	spans := make([][2]time.Time, len(faults))
+	for i, f := range faults {
+		spans[i] = [2]time.Time{f.Start, f.End}
+	}
 	var out [][]scenario.Label
-	var end time.Time
-	for _, f := range fs {
-		if len(out) > 0 && f.Start.Before(end) {
-			out[len(out)-1] = append(out[len(out)-1], f)
-		} else {
-			out = append(out, []scenario.Label{f})
+	for _, g := range OverlapGroups(spans) {
+		var ls []scenario.Label
+		for _, i := range g {
+			ls = append(ls, faults[i])
 		}
-		if f.End.After(end) {
-			end = f.End
-		}
+		out = append(out, ls)
 	}
 	return out
 }
@@ -164,7 +159,7 @@ func TestLiveScenarioDumps(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			top := distinctCohorts(incs, len(g))
+			top := TopCohorts(incs, len(g))
 			for _, f := range g {
 				nFaults++
 				hit := "MISS"
@@ -202,20 +197,6 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// distinctCohorts is the first k incidents with distinct cohorts.
-func distinctCohorts(incs []Incident, k int) []Incident {
-	var out []Incident
-	for _, inc := range incs {
-		if len(out) == k {
-			break
-		}
-		if !slices.ContainsFunc(out, func(o Incident) bool { return fmt.Sprint(o.Dims) == fmt.Sprint(inc.Dims) }) {
-			out = append(out, inc)
-		}
-	}
-	return out
 }
 
 func describe(inc Incident) string {
