@@ -79,6 +79,11 @@ type LivePlan struct {
 	// that a finer cause diluted in its values still passes).
 	GateScore     float64
 	GateDeviation float64
+	// GateSpread: a value also passes when it rose against the expected
+	// ratio (GateScore, GateDeviation) and its ratio is at least
+	// 1+GateSpread times its attribute's: another cause inflating the
+	// attribute's other values (two faults at once) does not hide it.
+	GateSpread float64
 	// MinAffected is the least numerator (affected views) of an incident.
 	MinAffected float64
 	// MergeGap is how many empty buckets may lie between two buckets of one
@@ -119,6 +124,7 @@ var DefaultLivePlan = LivePlan{
 	FrameUnitS:      10,
 	GateScore:       5,
 	GateDeviation:   0.1,
+	GateSpread:      0.2,
 	MinAffected:     3,
 	MergeGap:        1,
 	MaxIncidents:    10,
@@ -507,15 +513,7 @@ func (lp LivePlan) gate(kpi string, rd *readout) {
 				all.c += x.c
 			}
 			for _, x := range vals {
-				// against the attribute's other values, or the expected
-				// ratio when they are lower
-				rest := vc{all.v - x.v, all.c - x.c}
-				r := rate
-				if rest.c > 0 {
-					r = max(rate, rest.v/rest.c)
-				}
-				s := sums{v: x.v, e: x.c * r, c: x.c}
-				if x.v >= lp.MinAffected && s.dev() >= lp.GateDeviation && s.lr() >= lp.GateScore {
+				if x.v >= lp.MinAffected && lp.standsOut(x, all, rate) {
 					keep = append(keep, j)
 					break
 				}
@@ -527,6 +525,24 @@ func (lp LivePlan) gate(kpi string, rd *readout) {
 			rd.keep[kpi][b] = keep
 		}
 	}
+}
+
+// standsOut says whether an attribute value x (all: the attribute's
+// total) is worth searching: it rose against its attribute's other values
+// (or the expected ratio when they are lower), or, when another cause
+// inflates those, it rose against the expected ratio and its ratio is
+// still GateSpread above its attribute's.
+func (lp LivePlan) standsOut(x, all vc, rate float64) bool {
+	rest := vc{all.v - x.v, all.c - x.c}
+	r := rate
+	if rest.c > 0 {
+		r = max(rate, rest.v/rest.c)
+	}
+	if s := (sums{v: x.v, e: x.c * r, c: x.c}); s.dev() >= lp.GateDeviation && s.lr() >= lp.GateScore {
+		return true
+	}
+	s := sums{v: x.v, e: x.c * rate, c: x.c}
+	return all.c > 0 && x.v/x.c >= (1+lp.GateSpread)*all.v/all.c && s.dev() >= lp.GateDeviation && s.lr() >= lp.GateScore
 }
 
 // readLeaves reads the leaves of the flagged buckets, over the attributes
@@ -850,6 +866,17 @@ func peerRatioLeaves(leaves []Leaf, na int, q float64) float64 {
 // into incidents.
 func (lp LivePlan) merge(kpi string, rd *readout, fs []found) []Incident {
 	step := int64(rd.step.Seconds())
+	// A finer cohort next to a coarser one that contains it is the same
+	// incident seen in fewer views (a bucket where only some of the cohort
+	// ended their plays): it joins the coarser one.
+	for i := range fs {
+		for _, g := range fs {
+			near := g.b-fs[i].b <= step*int64(1+lp.MergeGap) && fs[i].b-g.b <= step*int64(1+lp.MergeGap)
+			if near && len(g.cause.Element) < len(fs[i].cause.Element) && subsetOf(g.cause.Element, fs[i].cause.Element) {
+				fs[i].cause.Element = g.cause.Element
+			}
+		}
+	}
 	groups := map[string][]found{}
 	var order []string
 	for _, f := range fs {
@@ -873,6 +900,16 @@ func (lp LivePlan) merge(kpi string, rd *readout, fs []found) []Incident {
 		}
 	}
 	return out
+}
+
+// subsetOf reports whether every attribute value of a is in b.
+func subsetOf(a, b map[string]string) bool {
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 func (lp LivePlan) incident(kpi string, rd *readout, run []found) Incident {
