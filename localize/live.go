@@ -68,6 +68,11 @@ type LivePlan struct {
 	// protocol's first frames in the range and SlowStartMinMs.
 	SlowStartFactor float64
 	SlowStartMinMs  float64
+	// SlowStartStratum is a dimension whose values start at different
+	// speeds by design (HLS waits for a segment, FLV does not): slow starts
+	// are expected per value of it, each from its own peers and history
+	// ("" for none).
+	SlowStartStratum string
 	// FrameUnitS is the viewing time, in seconds, that counts as one
 	// sample of the low-frame-rate KPI (a heartbeat's interval), so its
 	// counts are on the scale of the others'.
@@ -119,16 +124,17 @@ var DefaultLivePlan = LivePlan{
 		KPIRenderStall:     0.03,
 		KPILowFrameRate:    0.05,
 	},
-	SlowStartFactor: 3,
-	SlowStartMinMs:  1000,
-	FrameUnitS:      10,
-	GateScore:       5,
-	GateDeviation:   0.1,
-	GateSpread:      0.2,
-	MinAffected:     3,
-	MergeGap:        1,
-	MaxIncidents:    10,
-	Sessions:        3,
+	SlowStartFactor:  3,
+	SlowStartMinMs:   1000,
+	SlowStartStratum: "protocol",
+	FrameUnitS:       10,
+	GateScore:        5,
+	GateDeviation:    0.1,
+	GateSpread:       0.2,
+	MinAffected:      3,
+	MergeGap:         1,
+	MaxIncidents:     10,
+	Sessions:         3,
 }
 
 // LiveRequest is what to localize: a time range and optional filters.
@@ -458,13 +464,17 @@ func (lp LivePlan) readFirstFrameMarginals(ctx context.Context, st Store, req Li
 	if len(meds) == 0 {
 		return nil
 	}
-	rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b, a.1 AS j, a.2 AS val, sum(%s) AS den, sumIf(%s, %s) AS num FROM %s ARRAY JOIN %s AS a WHERE total_ms IS NOT NULL AND %s GROUP BY b, j, val",
-		lp.firstFrameBucket(rd), schemas.Weight, schemas.Weight, rd.slowCond(), schemas.FirstFrameTable, lp.attrPairs(), where))
+	stratum := "''"
+	if lp.SlowStartStratum != "" {
+		stratum = lp.SlowStartStratum
+	}
+	rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b, %s AS stratum, a.1 AS j, a.2 AS val, sum(%s) AS den, sumIf(%s, %s) AS num FROM %s ARRAY JOIN %s AS a WHERE total_ms IS NOT NULL AND %s GROUP BY b, stratum, j, val",
+		lp.firstFrameBucket(rd), stratum, schemas.Weight, schemas.Weight, rd.slowCond(), schemas.FirstFrameTable, lp.attrPairs(), where))
 	if err != nil {
 		return fmt.Errorf("reading first frames: %w", err)
 	}
 	for _, r := range rows {
-		rd.addMarginal(KPISlowStart, int64(r.num("b")), int(r.num("j")), r.str("val"), r.num("num"), r.num("den"))
+		rd.addMarginal(stratumKey(KPISlowStart, r.str("stratum")), int64(r.num("b")), int(r.num("j")), r.str("val"), r.num("num"), r.num("den"))
 	}
 	return nil
 }
@@ -475,7 +485,42 @@ func (lp LivePlan) readFirstFrameMarginals(ctx context.Context, st Store, req Li
 // GateDeviation). A bucket whose whole population rose against the range's
 // history, with no attribute standing out, is flagged with none.
 func (lp LivePlan) gate(kpi string, rd *readout) {
-	byB := rd.marg[kpi]
+	if kpi == KPISlowStart {
+		lp.gateStrata(kpi, rd)
+		return
+	}
+	lp.gateKey(kpi, kpi, rd)
+}
+
+// stratumKey names the marginals of one stratum of a KPI.
+func stratumKey(kpi, stratum string) string { return kpi + "\x00" + stratum }
+
+// gateStrata gates each stratum of a KPI on its own, then flags a bucket
+// when any stratum is flagged, searching the union of their attributes and
+// the stratum's dimension (leaves carry it: their expectation is their
+// stratum's ratio).
+func (lp LivePlan) gateStrata(kpi string, rd *readout) {
+	js := slices.Index(lp.Attrs, lp.SlowStartStratum)
+	rd.keep[kpi] = map[int64][]int{}
+	for key := range rd.marg {
+		if !strings.HasPrefix(key, kpi+"\x00") {
+			continue
+		}
+		lp.gateKey(kpi, key, rd)
+		for b, keep := range rd.keep[key] {
+			all := append(rd.keep[kpi][b], keep...)
+			if js >= 0 {
+				all = append(all, js)
+			}
+			slices.Sort(all)
+			rd.keep[kpi][b] = slices.Compact(all)
+		}
+	}
+}
+
+// gateKey gates the marginals under key, of KPI kpi.
+func (lp LivePlan) gateKey(kpi, key string, rd *readout) {
+	byB := rd.marg[key]
 	total := func(ms []map[uint32]vc) (s vc) {
 		for _, x := range ms[0] {
 			s.v += x.v
@@ -496,15 +541,15 @@ func (lp LivePlan) gate(kpi string, rd *readout) {
 	if len(hist) > 0 {
 		rHist = weightedMedian(hist)
 	}
-	rd.rate[kpi] = map[int64]float64{}
-	rd.keep[kpi] = map[int64][]int{}
+	rd.rate[key] = map[int64]float64{}
+	rd.keep[key] = map[int64][]int{}
 	for _, b := range rd.buckets {
 		ms := byB[b]
 		if ms == nil {
 			continue
 		}
 		rate := max(lp.Floor[kpi], min(peerRatio(ms, lp.PeerQuantile), rHist))
-		rd.rate[kpi][b] = rate
+		rd.rate[key][b] = rate
 		var keep []int
 		for j, vals := range ms {
 			var all vc
@@ -522,7 +567,7 @@ func (lp LivePlan) gate(kpi string, rd *readout) {
 		t := total(ms)
 		whole := sums{v: t.v, e: t.c * max(lp.Floor[kpi], rHist), c: t.c}
 		if len(keep) > 0 || (t.v >= lp.MinAffected && whole.dev() >= lp.Search.MinDeviation && whole.lr() >= lp.Search.MinScore) {
-			rd.keep[kpi][b] = keep
+			rd.keep[key][b] = keep
 		}
 	}
 }
@@ -552,6 +597,9 @@ func (lp LivePlan) readLeaves(ctx context.Context, st Store, req LiveRequest, rd
 	keepSums, keepFF := map[int]bool{}, map[int]bool{}
 	var sumsKPIs []string
 	for kpi, byB := range rd.keep {
+		if strings.Contains(kpi, "\x00") {
+			continue // a stratum's: its KPI's keep has it
+		}
 		bs, ks := sumsB, keepSums
 		if kpi == KPISlowStart {
 			bs, ks = ffB, keepFF
@@ -746,19 +794,31 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		if !ok {
 			continue
 		}
-		attrs, values, leaves := project(rd, keep, rd.leaves[kpi][b])
-		rate := rd.rate[kpi][b]
-		if kpi == KPILowFrameRate && len(leaves) > 0 {
+		all := rd.leaves[kpi][b]
+		rate := func(Leaf) float64 { return rd.rate[kpi][b] }
+		switch js := slices.Index(rd.attrs, lp.SlowStartStratum); {
+		case kpi == KPILowFrameRate && len(all) > 0:
 			// leaves clip their own missing frames at 0, the marginals
 			// clipped sums: the peers' ratio is the leaves'
-			rate = max(lp.Floor[kpi], peerRatioLeaves(leaves, len(attrs), lp.PeerQuantile))
+			r := max(lp.Floor[kpi], peerRatioLeaves(all, len(rd.attrs), lp.PeerQuantile))
+			rate = func(Leaf) float64 { return r }
+		case kpi == KPISlowStart && js >= 0:
+			rate = func(l Leaf) float64 {
+				if r, ok := rd.rate[stratumKey(kpi, rd.values[js][l.Key[js]])][b]; ok {
+					return r
+				}
+				return lp.Floor[kpi]
+			}
 		}
+		for i := range all {
+			all[i].E = all[i].C * rate(all[i])
+		}
+		attrs, values, leaves := project(rd, keep, all)
 		var s sums
-		for i := range leaves {
-			leaves[i].E = leaves[i].C * rate
-			s.v += leaves[i].V
-			s.c += leaves[i].C
-			s.e += leaves[i].E
+		for _, l := range leaves {
+			s.v += l.V
+			s.c += l.C
+			s.e += l.E
 		}
 		var causes []Cause
 		if len(attrs) > 0 {
@@ -811,10 +871,11 @@ func project(rd *readout, keep []int, leaves []Leaf) ([]string, [][]string, []Le
 		if i, ok := idx[string(buf)]; ok {
 			out[i].V += l.V
 			out[i].C += l.C
+			out[i].E += l.E
 			continue
 		}
 		idx[string(buf)] = len(out)
-		out = append(out, Leaf{Key: k, V: l.V, C: l.C})
+		out = append(out, Leaf{Key: k, V: l.V, C: l.C, E: l.E})
 	}
 	return attrs, values, out
 }
