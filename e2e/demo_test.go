@@ -133,7 +133,7 @@ func TestDemoCommands(t *testing.T) {
 		"lastmile localize": func(b []byte) bool {
 			return re(`(node_id=edge-b-south-1|cdn=cdn-b region=south)`)(b) && re(`isp=isp-c`)(b)
 		},
-		"curl ":              re(`"sessions":\s*\[\s*\{`),
+		"curl ": re(`"sessions":\s*\[\s*\{`),
 	}
 	seen := map[string]int{}
 	for _, c := range printed {
