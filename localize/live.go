@@ -779,6 +779,7 @@ func weightedQuantile(xs []weighted, q float64) float64 {
 // found is one cause in one bucket.
 type found struct {
 	b     int64
+	last  int64 // the last bucket: b, or the end of a run of buckets
 	cause Cause
 	v, c  float64 // the cohort's numerator and denominator
 	e     float64 // its expected numerator
@@ -813,31 +814,74 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		for i := range all {
 			all[i].E = all[i].C * rate(all[i])
 		}
-		attrs, values, leaves := project(rd, keep, all)
-		var s sums
-		for _, l := range leaves {
-			s.v += l.V
-			s.c += l.C
-			s.e += l.E
-		}
-		var causes []Cause
-		if len(attrs) > 0 {
-			causes = lp.Search.Search(attrs, values, leaves)
-		} else if s.lr() > 0 {
-			causes = []Cause{{Element: map[string]string{}, Share: 1, Score: s.lr(), Excess: s.v - s.e, Confidence: 1}}
-		}
-		for _, c := range causes {
-			f := found{b: b, cause: c}
-			for _, l := range leaves {
-				if matchNames(attrs, values, c.Element, l.Key) {
-					f.v += l.V
-					f.c += l.C
-					f.e += l.E
+		out = append(out, lp.searchLeaves(b, b, rd, keep, all)...)
+	}
+	// Runs: a fault split over buckets may be too weak in each; the leaves
+	// of consecutive flagged buckets, searched together, add the cohorts
+	// that no single bucket showed.
+	step := int64(rd.step.Seconds())
+	var run []int64
+	flush := func() {
+		if len(run) > 1 {
+			var keep []int
+			var all []Leaf
+			for _, b := range run {
+				keep = append(keep, rd.keep[kpi][b]...)
+				all = append(all, rd.leaves[kpi][b]...)
+			}
+			slices.Sort(keep)
+			for _, f := range lp.searchLeaves(run[0], run[len(run)-1], rd, slices.Compact(keep), all) {
+				if !slices.ContainsFunc(out, func(o found) bool {
+					return o.b >= f.b && o.b <= f.last && maps.Equal(o.cause.Element, f.cause.Element)
+				}) {
+					out = append(out, f)
 				}
 			}
-			if f.v >= lp.MinAffected {
-				out = append(out, f)
+		}
+		run = run[:0]
+	}
+	for _, b := range rd.buckets {
+		if _, ok := rd.keep[kpi][b]; !ok {
+			continue
+		}
+		if len(run) > 0 && b-run[len(run)-1] > step*int64(1+lp.MergeGap) {
+			flush()
+		}
+		run = append(run, b)
+	}
+	flush()
+	return out
+}
+
+// searchLeaves searches leaves (their expectations set) of the buckets b
+// to last over the attributes keep; no attribute left means the whole
+// population is the cohort.
+func (lp LivePlan) searchLeaves(b, last int64, rd *readout, keep []int, all []Leaf) []found {
+	attrs, values, leaves := project(rd, keep, all)
+	var s sums
+	for _, l := range leaves {
+		s.v += l.V
+		s.c += l.C
+		s.e += l.E
+	}
+	var causes []Cause
+	if len(attrs) > 0 {
+		causes = lp.Search.Search(attrs, values, leaves)
+	} else if s.lr() > 0 {
+		causes = []Cause{{Element: map[string]string{}, Share: 1, Score: s.lr(), Excess: s.v - s.e, Confidence: 1}}
+	}
+	var out []found
+	for _, c := range causes {
+		f := found{b: b, last: last, cause: c}
+		for _, l := range leaves {
+			if matchNames(attrs, values, c.Element, l.Key) {
+				f.v += l.V
+				f.c += l.C
+				f.e += l.E
 			}
+		}
+		if f.v >= lp.MinAffected {
+			out = append(out, f)
 		}
 	}
 	return out
@@ -927,15 +971,33 @@ func peerRatioLeaves(leaves []Leaf, na int, q float64) float64 {
 // into incidents.
 func (lp LivePlan) merge(kpi string, rd *readout, fs []found) []Incident {
 	step := int64(rd.step.Seconds())
-	// A finer cohort next to a coarser one that contains it is the same
-	// incident seen in fewer views (a bucket where only some of the cohort
-	// ended their plays): it joins the coarser one.
-	for i := range fs {
-		for _, g := range fs {
-			near := g.b-fs[i].b <= step*int64(1+lp.MergeGap) && fs[i].b-g.b <= step*int64(1+lp.MergeGap)
-			if near && len(g.cause.Element) < len(fs[i].cause.Element) && subsetOf(g.cause.Element, fs[i].cause.Element) {
-				fs[i].cause.Element = g.cause.Element
+	// Two nested cohorts near in time (one contains the other, a node
+	// counting with its CDN and region) are one incident seen in different
+	// views (a bucket where only part of the cohort ended its plays, a
+	// neighbouring fault's tail mixed in): the weaker joins the stronger.
+	byScore := make([]int, len(fs))
+	for i := range byScore {
+		byScore[i] = i
+	}
+	slices.SortStableFunc(byScore, func(a, b int) int { return cmpDesc(fs[a].cause.Score, fs[b].cause.Score) })
+	near := func(a, b found) bool {
+		return b.b-a.last <= step*int64(1+lp.MergeGap) && a.b-b.last <= step*int64(1+lp.MergeGap)
+	}
+	for x, i := range byScore {
+		ei := rd.withContext(lp, fs[i].cause.Element)
+		for _, g := range byScore[:x] {
+			eg := rd.withContext(lp, fs[g].cause.Element)
+			if !near(fs[i], fs[g]) || maps.Equal(ei, eg) || !(subsetOf(ei, eg) || subsetOf(eg, ei)) {
+				continue
 			}
+			// the cohort that explains their joint span better names both
+			from, to := min(fs[i].b, fs[g].b), max(fs[i].last, fs[g].last)
+			el := fs[g].cause.Element
+			if rd.scoreOver(kpi, fs[i].cause.Element, from, to) > rd.scoreOver(kpi, el, from, to) {
+				el = fs[i].cause.Element
+			}
+			fs[i].cause.Element, fs[g].cause.Element = el, el
+			break
 		}
 	}
 	groups := map[string][]found{}
@@ -951,13 +1013,60 @@ func (lp LivePlan) merge(kpi string, rd *readout, fs []found) []Incident {
 	for _, k := range order {
 		g := groups[k]
 		sort.Slice(g, func(i, j int) bool { return g[i].b < g[j].b })
-		start := 0
+		start, end := 0, g[0].last
 		for i := 1; i <= len(g); i++ {
-			if i < len(g) && g[i].b-g[i-1].b <= step*int64(1+lp.MergeGap) {
+			if i < len(g) && g[i].b-end <= step*int64(1+lp.MergeGap) {
+				end = max(end, g[i].last)
 				continue
 			}
 			out = append(out, lp.incident(kpi, rd, g[start:i]))
-			start = i
+			if i < len(g) {
+				start, end = i, g[i].last
+			}
+		}
+	}
+	return out
+}
+
+// scoreOver is the likelihood-ratio score of cohort el over the buckets
+// from..to of one KPI's leaves.
+func (rd *readout) scoreOver(kpi string, el map[string]string, from, to int64) float64 {
+	var s sums
+	for b, leaves := range rd.leaves[kpi] {
+		if b < from || b > to {
+			continue
+		}
+		for _, l := range leaves {
+			if matchNames(rd.attrs, rd.values, el, l.Key) {
+				s.v += l.V
+				s.c += l.C
+				s.e += l.E
+			}
+		}
+	}
+	return s.lr()
+}
+
+// withContext is el with its Context dimensions that have one value in
+// the data read (a node's CDN and region, a stream's room).
+func (rd *readout) withContext(lp LivePlan, el map[string]string) map[string]string {
+	out := maps.Clone(el)
+	for from, tos := range lp.Context {
+		v, ok := el[from]
+		if !ok {
+			continue
+		}
+		for _, to := range tos {
+			if _, has := out[to]; has {
+				continue
+			}
+			if vs := rd.ctx[to][from+"\x00"+v]; len(vs) == 1 {
+				for x := range vs {
+					if x != "" {
+						out[to] = x
+					}
+				}
+			}
 		}
 	}
 	return out
@@ -977,7 +1086,7 @@ func (lp LivePlan) incident(kpi string, rd *readout, run []found) Incident {
 	step := int64(rd.step.Seconds())
 	inc := Incident{
 		From: time.Unix(run[0].b, 0).UTC(),
-		To:   time.Unix(run[len(run)-1].b+step, 0).UTC(),
+		To:   time.Unix(slices.MaxFunc(run, func(a, b found) int { return int(a.last - b.last) }).last+step, 0).UTC(),
 		KPI:  kpi,
 		Dims: map[string]string{},
 	}
@@ -1000,24 +1109,7 @@ func (lp LivePlan) incident(kpi string, rd *readout, run []found) Incident {
 		inc.Dims[a] = v
 	}
 	// the natural cohort: a node's CDN and region, a stream's room
-	for from, tos := range lp.Context {
-		v, ok := inc.Dims[from]
-		if !ok {
-			continue
-		}
-		for _, to := range tos {
-			if _, has := inc.Dims[to]; has {
-				continue
-			}
-			if vs := rd.ctx[to][from+"\x00"+v]; len(vs) == 1 {
-				for x := range vs {
-					if x != "" {
-						inc.Dims[to] = x
-					}
-				}
-			}
-		}
-	}
+	inc.Dims = rd.withContext(lp, inc.Dims)
 	return inc
 }
 
