@@ -32,17 +32,17 @@ var decideScope func(ctx context.Context, st Store, inc *Incident) error
 // reads, how it cuts time, what it expects, when an anomaly counts.
 // DefaultLivePlan is tuned on real scenario runs (docs/localize.md).
 //
-// The method: per KPI and time bucket, each leaf (a full combination of the
-// attributes' values) gets numerator and denominator from the store; its
-// expected numerator is its denominator times the expected ratio: the
-// robust ratio of its peers in the same bucket (per attribute, the
-// denominator-weighted median of the values' ratios; the least of those, so
-// a cohort that rose does not lift its own expectation), capped by the
-// median whole-population ratio of the range's buckets (own history: an
-// everyone-at-once rise is not its own baseline), and never below the
-// KPI's absolute floor (a quiet period, where the ratio is near zero, yields
-// nothing). Plan.Search then finds the causes; causes of consecutive buckets
-// with the same KPI and cohort merge into one incident.
+// The method (docs/localize.md, "Live localization"): per KPI and time
+// bucket, the sums per dimension value give the bucket's expected ratio:
+// the robust ratio of its peers (per dimension, a low weighted quantile of
+// its values' ratios; the least of those, so that a cohort that rose does
+// not lift its own expectation), capped by the median whole-population
+// ratio of the range's buckets (own history: an everyone-at-once rise is
+// not its own baseline), and never below the KPI's absolute floor (a quiet
+// period, where the ratio is near zero, yields nothing). The buckets and
+// dimensions where a value stands out are searched with Plan.Search on
+// their leaves; causes of consecutive buckets with the same KPI and cohort
+// merge into one incident.
 type LivePlan struct {
 	// Search is the root-cause search run on each bucket's leaves.
 	Search Plan
