@@ -196,7 +196,7 @@ func TestScenarioEdge(t *testing.T) {
 			t.Errorf("%s after %s: %.2f of %v FLV sessions stalled ≥ 1 s, want ≤ 0.2", node, l.Name, v[0], v[1])
 		}
 	}
-	checkLocalize(t, p, l, refuse.Name, degrade.Name) // e2e/localize_test.go
+	checkLocalize(t, p, l, refuse.Name, degrade.Name, slow.Name, stall.Name) // e2e/localize_test.go
 }
 
 // TestScenarioTranscode: room1's 480p viewers fail while its worker is
