@@ -77,6 +77,9 @@ type LivePlan struct {
 	// sample of the low-frame-rate KPI (a heartbeat's interval), so its
 	// counts are on the scale of the others'.
 	FrameUnitS float64
+	// LowFPSShare: the sessions a low-frame-rate incident names are those
+	// with a heartbeat under this share of the usual frame rate.
+	LowFPSShare float64
 	// GateScore, GateDeviation: a bucket is searched, over an attribute,
 	// when one of the attribute's values has a likelihood-ratio score of
 	// at least GateScore and a relative rise of at least GateDeviation
@@ -128,6 +131,7 @@ var DefaultLivePlan = LivePlan{
 	SlowStartMinMs:   1000,
 	SlowStartStratum: "protocol",
 	FrameUnitS:       10,
+	LowFPSShare:      0.5,
 	GateScore:        5,
 	GateDeviation:    0.1,
 	GateSpread:       0.2,
@@ -148,20 +152,15 @@ type LiveRequest struct {
 }
 
 // kpiDef says where a KPI's numerator and denominator come from: sums of
-// schemas.Measures over one log_type's rows.
-type kpiDef struct {
-	kind     string // the log_type
-	num, den string // measure names; den "w" is the kind's weighted count
-	// cond is the SQL over events rows of an affected row, for the
-	// sessions an incident names ("" when computed in Go).
-	cond string
-}
+// schemas.Measures over play_stop rows; den "w" is their weighted count.
+// The slow-start and low-frame-rate KPIs are computed in their own ways.
+type kpiDef struct{ num, den string }
 
 var kpiDefs = map[string]kpiDef{
-	KPIStartFailure:    {"play_stop", "w_start_failed", "w", ""},
-	KPIPlaybackFailure: {"play_stop", "w_play_failed", "w_started", ""},
-	KPIRebuffering:     {"play_stop", "w_rebuffered", "w_started", ""},
-	KPIRenderStall:     {"play_stop", "w_render_stalled", "w_started", ""},
+	KPIStartFailure:    {"w_start_failed", "w"},
+	KPIPlaybackFailure: {"w_play_failed", "w_started"},
+	KPIRebuffering:     {"w_rebuffered", "w_started"},
+	KPIRenderStall:     {"w_render_stalled", "w_started"},
 }
 
 // sumsMeasures are the measures the leaf query reads, in column order.
@@ -344,9 +343,10 @@ func (lp LivePlan) where(req LiveRequest, timeCol string) string {
 	return strings.Join(conds, " AND ")
 }
 
-// source is where a query of the sums reads: its table, time column, kind
-// condition, bucket expression and measure columns.
-func (lp LivePlan) source(req LiveRequest, rd *readout) (table, kind, bucket string, sel []string) {
+// source is where a query of the sums reads: its table with the WHERE
+// clause, its bucket expression and its measure columns. Raw events and the
+// rollup sum the same measures.
+func (lp LivePlan) source(req LiveRequest, rd *readout) (from, bucket string, sel []string) {
 	if lp.raw(req) {
 		for _, m := range sumsMeasures {
 			ms := *schemas.MeasureByName[m.measure]
@@ -355,7 +355,7 @@ func (lp LivePlan) source(req LiveRequest, rd *readout) (table, kind, bucket str
 			}
 			sel = append(sel, ms.SumSQL(true)+" AS "+m.col)
 		}
-		return schemas.EventsTable + " WHERE log_type IN ('play_stop', 'heartbeat') AND " + lp.where(req, "ts"), "",
+		return schemas.EventsTable + " WHERE log_type IN ('play_stop', 'heartbeat') AND " + lp.where(req, "ts"),
 			fmt.Sprintf("toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND))", int(rd.step.Seconds())), sel
 	}
 	for _, m := range sumsMeasures {
@@ -365,7 +365,7 @@ func (lp LivePlan) source(req LiveRequest, rd *readout) (table, kind, bucket str
 			sel = append(sel, fmt.Sprintf("sum(%s) AS %s", m.measure, m.col))
 		}
 	}
-	return "qoe_1m WHERE kind IN ('play_stop', 'heartbeat') AND " + lp.where(req, "minute"), "", "toUnixTimestamp(minute)", sel
+	return schemas.SumsRollups[0].Table + " WHERE kind IN ('play_stop', 'heartbeat') AND " + lp.where(req, "minute"), "toUnixTimestamp(minute)", sel
 }
 
 // attrPairs is the ARRAY JOIN list that turns a row into one row per
@@ -402,7 +402,7 @@ func (lp LivePlan) kpiValues(r row, kpis []string, fpsRef float64, each func(kpi
 // slow-start thresholds and usual frame rate they need.
 func (lp LivePlan) readMarginals(ctx context.Context, st Store, req LiveRequest, kpis []string, rd *readout) error {
 	if slices.ContainsFunc(kpis, func(k string) bool { return k != KPISlowStart }) {
-		from, _, bucket, sel := lp.source(req, rd)
+		from, bucket, sel := lp.source(req, rd)
 		rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b, a.1 AS j, a.2 AS val, %s FROM %s GROUP BY b, j, val",
 			bucket, strings.Join(sel, ", "), strings.Replace(from, " WHERE ", " ARRAY JOIN "+lp.attrPairs()+" AS a WHERE ", 1)))
 		if err != nil {
@@ -615,7 +615,7 @@ func (lp LivePlan) readLeaves(ctx context.Context, st Store, req LiveRequest, rd
 	}
 	slices.Sort(sumsKPIs)
 	if len(sumsB) > 0 {
-		from, _, bucket, sel := lp.source(req, rd)
+		from, bucket, sel := lp.source(req, rd)
 		cols := lp.leafCols(keepSums)
 		rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b%s, %s FROM %s AND %s IN (%s) GROUP BY b%s",
 			bucket, prefixed(cols), strings.Join(sel, ", "), from, bucket, bucketList(sumsB), prefixed(cols)))
@@ -1124,7 +1124,7 @@ func (lp LivePlan) affectedCond(kpi string, rd *readout) string {
 	case KPISlowStart:
 		return "log_type = 'first_frame' AND " + rd.slowCond()
 	case KPILowFrameRate:
-		return fmt.Sprintf("log_type = 'heartbeat' AND fps < %g", rd.fpsRef/2)
+		return fmt.Sprintf("log_type = 'heartbeat' AND fps < %g", lp.LowFPSShare*rd.fpsRef)
 	}
 	return "0"
 }
