@@ -230,13 +230,18 @@ func (lp LivePlan) merge(kpi string, rd *readout, fs []found) []Incident {
 			if !near(fs[i], fs[g]) || maps.Equal(ei, eg) || !(subsetOf(ei, eg) || subsetOf(eg, ei)) {
 				continue
 			}
-			// the cohort that explains their joint span better names both
+			// the cohort that explains their joint span better names both,
+			// and every cause of the other
 			from, to := min(fs[i].b, fs[g].b), max(fs[i].last, fs[g].last)
-			el := fs[g].cause.Element
-			if rd.scoreOver(kpi, fs[i].cause.Element, from, to) > rd.scoreOver(kpi, el, from, to) {
-				el = fs[i].cause.Element
+			win, lose := fs[g].cause.Element, fs[i].cause.Element
+			if rd.scoreOver(kpi, lose, from, to) > rd.scoreOver(kpi, win, from, to) {
+				win, lose = lose, win
 			}
-			fs[i].cause.Element, fs[g].cause.Element = el, el
+			for k := range fs {
+				if maps.Equal(fs[k].cause.Element, lose) {
+					fs[k].cause.Element = win
+				}
+			}
 			break
 		}
 	}
