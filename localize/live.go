@@ -83,7 +83,8 @@ type LivePlan struct {
 	// GateSpread: a value also passes when it rose against the expected
 	// ratio (GateScore, GateDeviation) and its ratio is at least
 	// 1+GateSpread times its attribute's: another cause inflating the
-	// attribute's other values (two faults at once) does not hide it.
+	// attribute's other values (two faults at once) does not hide it. 0 is
+	// off (the default: on large windows noise passes it too).
 	GateSpread float64
 	// MinAffected is the least numerator (affected views) of an incident.
 	MinAffected float64
@@ -127,7 +128,7 @@ var DefaultLivePlan = LivePlan{
 	LowFPSShare:      0.5,
 	GateScore:        5,
 	GateDeviation:    0.1,
-	GateSpread:       0.2,
+	GateSpread:       0,
 	MinAffected:      3,
 	MergeGap:         1,
 	MaxIncidents:     10,

@@ -369,7 +369,7 @@ func (lp LivePlan) standsOut(x, all vc, rate float64) bool {
 		return true
 	}
 	s := sums{v: x.v, e: x.c * rate, c: x.c}
-	return all.c > 0 && x.v/x.c >= (1+lp.GateSpread)*all.v/all.c && s.dev() >= lp.GateDeviation && s.lr() >= lp.GateScore
+	return lp.GateSpread > 0 && all.c > 0 && x.v/x.c >= (1+lp.GateSpread)*all.v/all.c && s.dev() >= lp.GateDeviation && s.lr() >= lp.GateScore
 }
 
 // readLeaves reads the leaves of the flagged buckets, over the attributes
