@@ -181,4 +181,5 @@ func TestScenarioBaseline(t *testing.T) {
 		t.Errorf("%d render stalls without a fault", n)
 	}
 	checkProtocolRebuffer(t, p) // e2e/stalls_test.go
+	checkLocalizeQuiet(t, p, l) // e2e/localize_test.go
 }

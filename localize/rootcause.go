@@ -173,15 +173,6 @@ type group struct {
 // Localize finds the causes of the anomaly at minute at, against the
 // BaselineMinutes minutes before it.
 func (p Plan) Localize(t *Table, at int64) (*Result, error) {
-	if p.MaxOrder < 1 {
-		p.MaxOrder = 1
-	}
-	if p.MaxOrder > 4 {
-		p.MaxOrder = 4
-	}
-	if p.MaxCauses < 1 {
-		p.MaxCauses = 1
-	}
 	nb := max(p.BaselineMinutes, 1)
 	mins := t.Minutes()
 	i := sort.Search(len(mins), func(i int) bool { return mins[i] >= at })
@@ -201,60 +192,104 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 	}
 
 	// Leaves: anomalous-minute and baseline sums per full key.
-	na := len(t.Attrs)
-	type leaf struct {
-		key          []uint32
-		v, c, vb, cb float64
-	}
+	var leaves []Leaf
 	idx := map[string]int{}
-	var leaves []leaf
-	buf := make([]byte, 0, 4*na)
+	buf := make([]byte, 0, 4*len(t.Attrs))
 	var vbT, cbT float64
 	for _, r := range t.Rows {
 		isAt := r.Min == at
 		if !isAt && !inBase[r.Min] {
 			continue
 		}
-		buf = buf[:0]
-		for _, k := range r.Key {
-			buf = append(buf, byte(k), byte(k>>8), byte(k>>16), byte(k>>24))
-		}
+		buf = keyBytes(buf[:0], r.Key)
 		li, ok := idx[string(buf)]
 		if !ok {
 			li = len(leaves)
 			idx[string(buf)] = li
-			leaves = append(leaves, leaf{key: r.Key})
+			leaves = append(leaves, Leaf{Key: r.Key})
 		}
 		if isAt {
-			leaves[li].v += r.Num
-			leaves[li].c += r.Den
+			leaves[li].V += r.Num
+			leaves[li].C += r.Den
 		} else {
-			leaves[li].vb += r.Num
-			leaves[li].cb += r.Den
+			leaves[li].VB += r.Num
+			leaves[li].CB += r.Den
 			vbT += r.Num
 			cbT += r.Den
 		}
 	}
+	// Expectation: each leaf's own baseline ratio, smoothed toward the
+	// table's.
 	r0 := 0.0
 	if cbT > 0 {
 		r0 = vbT / cbT
 	}
-	e := make([]float64, len(leaves))
-	var vT, cT, eT float64
 	for li, l := range leaves {
 		rate := r0
-		if d := l.cb + p.PriorViewers; d > 0 {
-			rate = (l.vb + p.PriorViewers*r0) / d
+		if d := l.CB + p.PriorViewers; d > 0 {
+			rate = (l.VB + p.PriorViewers*r0) / d
 		}
-		e[li] = l.c * rate
-		vT += l.v
-		cT += l.c
-		eT += e[li]
+		leaves[li].E = l.C * rate
 	}
-	res := &Result{At: at, Baseline: base, Excess: vT - eT}
+	res := &Result{At: at, Baseline: base}
+	res.KPI, res.Expected, res.Excess = leafTotals(leaves)
+	res.Causes = p.Search(t.Attrs, t.Values, leaves)
+	return res, nil
+}
+
+// A Leaf is one full combination of attribute values (Key[j] indexes the
+// values of attribute j) in the window being localized: its numerator V,
+// denominator C and expected numerator E, and its baseline sums VB, CB
+// (reported as a cause's Baseline; 0 when there is no own history).
+type Leaf struct {
+	Key     []uint32
+	V, C, E float64
+	VB, CB  float64
+}
+
+// leafTotals returns the leaves' ratio, expected ratio and excess numerator.
+func leafTotals(leaves []Leaf) (kpi, expected, excess float64) {
+	var vT, cT, eT float64
+	for _, l := range leaves {
+		vT += l.V
+		cT += l.C
+		eT += l.E
+	}
 	if cT > 0 {
-		res.KPI, res.Expected = vT/cT, eT/cT
+		kpi, expected = vT/cT, eT/cT
 	}
+	return kpi, expected, vT - eT
+}
+
+func keyBytes(buf []byte, key []uint32) []byte {
+	for _, k := range key {
+		buf = append(buf, byte(k), byte(k>>8), byte(k>>16), byte(k>>24))
+	}
+	return buf
+}
+
+// Search finds the causes of the leaves' excess over their expectations:
+// the conjunctions of attribute values (names attrs, values values[j] for
+// attribute j) that explain it, best first; none when nothing rose enough.
+// Localize supplies expectations from each leaf's own baseline; the live
+// localizer supplies them from peers.
+func (p Plan) Search(attrs []string, values [][]string, leaves []Leaf) []Cause {
+	if p.MaxOrder < 1 {
+		p.MaxOrder = 1
+	}
+	if p.MaxOrder > 4 {
+		p.MaxOrder = 4
+	}
+	if p.MaxCauses < 1 {
+		p.MaxCauses = 1
+	}
+	na := len(attrs)
+	e := make([]float64, len(leaves))
+	for li, l := range leaves {
+		e[li] = l.E
+	}
+	_, _, excess := leafTotals(leaves)
+	buf := make([]byte, 0, 4*na)
 
 	// Candidates: every conjunction of 1..MaxOrder attributes; each leaf
 	// belongs to one group per mask.
@@ -280,7 +315,7 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 		for li, l := range leaves {
 			buf = buf[:0]
 			for _, j := range m {
-				k := l.key[j]
+				k := l.Key[j]
 				buf = append(buf, byte(k), byte(k>>8), byte(k>>16), byte(k>>24))
 			}
 			g, ok := gi[string(buf)]
@@ -289,24 +324,24 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 				gi[string(buf)] = g
 				vals := make([]uint32, len(m))
 				for x, j := range m {
-					vals[x] = l.key[j]
+					vals[x] = l.Key[j]
 				}
 				groups = append(groups, group{mask: mi, vals: vals})
 			}
 			member[mi][li] = g
 			gr := &groups[g]
-			gr.v += l.v
-			gr.c += l.c
+			gr.v += l.V
+			gr.c += l.C
 			gr.e0 += e[li]
-			gr.vb += l.vb
-			gr.cb += l.cb
+			gr.vb += l.VB
+			gr.cb += l.CB
 		}
 	}
 
-	total := res.Excess
+	total := excess
 	excessPos := 0.0
 	for li, l := range leaves {
-		excessPos += max(0, l.v-e[li])
+		excessPos += max(0, l.V-e[li])
 	}
 	if total <= 0 {
 		total = excessPos
@@ -321,19 +356,19 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 	explained := make([]bool, len(leaves))
 	work := func(li int) float64 {
 		if explained[li] {
-			return leaves[li].v
+			return leaves[li].V
 		}
 		return e[li]
 	}
 	aggr := func(cj conj) (s sums) {
 		for li, l := range leaves {
-			if cj.match(l.key) {
-				s.v += l.v
-				s.c += l.c
+			if cj.match(l.Key) {
+				s.v += l.V
+				s.c += l.C
 				s.e += work(li)
 				s.e0 += e[li]
-				s.vb += l.vb
-				s.cb += l.cb
+				s.vb += l.VB
+				s.cb += l.CB
 			}
 		}
 		return s
@@ -344,7 +379,7 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 	keys := make([][]uint32, len(leaves))
 	leafV := make([]float64, len(leaves))
 	for li, l := range leaves {
-		keys[li], leafV[li] = l.key, l.v
+		keys[li], leafV[li] = l.Key, l.V
 	}
 	// score recomputes the working expectations (explained leaves expect
 	// what they got) and every candidate's score, skipping candidates nested
@@ -431,7 +466,7 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 					c.Baseline = s.vb / s.cb
 				}
 				for x, j := range cj.attrs {
-					c.Element[t.Attrs[j]] = t.Values[j][cj.vals[x]]
+					c.Element[attrs[j]] = values[j][cj.vals[x]]
 				}
 				c.Confidence = c.Share * p.purity(cj, keys, leafV, e)
 				causes = append(causes, c)
@@ -439,7 +474,7 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 				total += c.Score
 				took = true
 				for li, l := range leaves {
-					if cj.match(l.key) {
+					if cj.match(l.Key) {
 						explained[li] = true
 					}
 				}
@@ -471,6 +506,7 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 		first[g] = groups[g].score
 	}
 	bestVal := -1.0
+	var best []Cause
 	for _, g := range order {
 		// restore the first-round scores that solve's forced start reads
 		for h := range groups {
@@ -479,10 +515,10 @@ func (p Plan) Localize(t *Table, at int64) (*Result, error) {
 		causes, total := solve(g)
 		val := total * math.Pow(p.CauseDiscount, float64(max(len(causes)-1, 0)))
 		if val > bestVal {
-			bestVal, res.Causes = val, causes
+			bestVal, best = val, causes
 		}
 	}
-	return res, nil
+	return best
 }
 
 // sums aggregates a set of leaves.

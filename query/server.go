@@ -50,9 +50,10 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v1/trace", s.serveTrace)
 	mux.HandleFunc("/api/v1/metrics", s.serveMetrics)
+	mux.HandleFunc("/api/v1/localize", s.serveLocalize)
 	mux.Handle("/api/v1/sql", sqlHandler(s.sql))
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no route %s %s; routes: GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql", r.Method, r.URL.Path)
+		writeError(w, http.StatusNotFound, "no route %s %s; routes: GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/localize, GET /api/v1/sql", r.Method, r.URL.Path)
 	})
 	return s.auth(mux)
 }

@@ -73,7 +73,7 @@ type demoLook struct {
 // pasted into a shell (a trailing comment says what it shows).
 func (l demoLook) commands() []string {
 	common := fmt.Sprintf("--addr %s --data %s --since %s", shellQuote(l.Addr), shellQuote(l.DataDir), sinceArg(l.Since))
-	var out []string
+	out := []string{fmt.Sprintf("lastmile localize %s     # the incidents the live localizer finds, with their cohorts", common)}
 	seen := map[faultView]bool{}
 	for i := range l.Faults {
 		f := &l.Faults[i]

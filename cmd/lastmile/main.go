@@ -39,7 +39,7 @@ Commands:
   metrics     print a QoE metric as a table from the query API
   media       the instrumented streaming stack: lastmile media up | ingest | origin | edge | scenario | ...
   demo        the pipeline, a streaming stack and a scenario with real faults, in one command
-  localize    root cause of a KPI anomaly in a leaf table: lastmile localize --csv FILE --at UNIX_SECONDS
+  localize    incidents of a window from the query API (--since 30m), or the root cause in a leaf table (--csv)
   version     print the version
 
 Run 'lastmile <command> -h' for the flags of a command.

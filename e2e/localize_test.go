@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/lastmile-qoe/lastmile/localize"
+	"github.com/lastmile-qoe/lastmile/media/scenario"
+	"github.com/lastmile-qoe/lastmile/query"
+)
+
+// localizeGrace is how long after a fault's end its effects still count: a
+// view's play_stop comes when the view ends.
+const localizeGrace = 15 * time.Second
+
+// getLocalize calls GET /api/v1/localize over [from, to).
+func (p *proc) localize(t testing.TB, from, to time.Time) query.LocalizeAnswer {
+	t.Helper()
+	q := url.Values{"from": {from.UTC().Format(time.RFC3339Nano)}, "to": {to.UTC().Format(time.RFC3339Nano)}}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+p.HTTP+"/api/v1/localize?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+queryToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("localize %s: %d %s", q.Encode(), resp.StatusCode, body)
+	}
+	var ans query.LocalizeAnswer
+	if err := json.Unmarshal(body, &ans); err != nil {
+		t.Fatalf("localize answer %s: %v", body, err)
+	}
+	return ans
+}
+
+// checkLocalize asks the live localizer about each window of overlapping
+// faults ([first start, last end + grace]) and matches each fault's
+// labelled dimensions against the window's top k incidents with distinct
+// cohorts, k the number of faults in it (localize.LivePlan.SameCohort: a
+// node stands for its CDN and region, a stream for its room). The faults
+// named in must have to be matched; the others are reported. It logs
+// the scenario's exact dimension matches and scope accuracy.
+func checkLocalize(t *testing.T, p *proc, l scenario.Labels, must ...string) {
+	t.Helper()
+	lp := localize.DefaultLivePlan
+	spans := make([][2]time.Time, len(l.Faults))
+	for i, f := range l.Faults {
+		spans[i] = [2]time.Time{f.Start, f.End}
+	}
+	var same, exact, scope int
+	for _, g := range localize.OverlapGroups(spans) {
+		from, to := l.Faults[g[0]].Start, l.Faults[g[0]].End
+		for _, i := range g {
+			if e := l.Faults[i].End; e.After(to) {
+				to = e
+			}
+		}
+		ans := p.localize(t, from, to.Add(localizeGrace))
+		top := localize.TopCohorts(ans.Incidents, len(g))
+		for _, i := range g {
+			f := l.Faults[i]
+			verdict := "no incident of its cohort among the top " + fmt.Sprint(len(g))
+			matched := false
+			for _, inc := range top {
+				ok, ex := lp.SameCohort(f.Dims, inc.Dims)
+				if !ok {
+					continue
+				}
+				matched = true
+				same++
+				verdict = fmt.Sprintf("%s on %v, scope %s", inc.KPI, inc.Dims, inc.Scope)
+				if ex {
+					exact++
+					verdict = "exact: " + verdict
+				}
+				if inc.Scope == f.Scope {
+					scope++
+				}
+				break
+			}
+			t.Logf("localize %s (%s %s %v): %s", f.Name, f.Scope, f.Kind, f.Dims, verdict)
+			if !matched && slices.Contains(must, f.Name) {
+				t.Errorf("localize: %s (%v) is not among the top %d incidents of its window", f.Name, f.Dims, len(g))
+			}
+		}
+		for j, inc := range ans.Incidents {
+			t.Logf("    #%d %s %s..%s %s on %v: %.0f of %.0f views, %.3f vs %.3f expected, score %.1f",
+				j+1, inc.Scope, inc.From.Format("15:04:05"), inc.To.Format("15:04:05"), inc.KPI, inc.Dims, inc.Affected, inc.Views, inc.Value, inc.Expected, inc.Score)
+		}
+	}
+	t.Logf("localize %s: %d faults, cohort matched %d (exact dims %d), scope right %d", l.Scenario, len(l.Faults), same, exact, scope)
+}
+
+// checkLocalizeQuiet asserts the live localizer finds nothing over the
+// whole of a run without faults.
+func checkLocalizeQuiet(t *testing.T, p *proc, l scenario.Labels) {
+	t.Helper()
+	ans := p.localize(t, l.Start, l.End.Add(localizeGrace))
+	for _, inc := range ans.Incidents {
+		t.Errorf("localize: incident without a fault: %s %s..%s %s on %v: %.0f of %.0f views, %.3f vs %.3f expected",
+			inc.Scope, inc.From.Format("15:04:05"), inc.To.Format("15:04:05"), inc.KPI, inc.Dims, inc.Affected, inc.Views, inc.Value, inc.Expected)
+	}
+	t.Logf("localize %s: %d incidents over the run", l.Scenario, len(ans.Incidents))
+}
