@@ -46,7 +46,8 @@ func (p *proc) localize(t testing.TB, from, to time.Time) query.LocalizeAnswer {
 // labelled dimensions against the window's top k incidents with distinct
 // cohorts, k the number of faults in it (localize.LivePlan.SameCohort: a
 // node stands for its CDN and region, a stream for its room). The faults
-// named in must have to be matched; the others are reported. It logs
+// named in must have to be matched, with the labelled scope; the others
+// are reported. It logs
 // the scenario's exact dimension matches and scope accuracy.
 func checkLocalize(t *testing.T, p *proc, l scenario.Labels, must ...string) {
 	t.Helper()
@@ -83,6 +84,8 @@ func checkLocalize(t *testing.T, p *proc, l scenario.Labels, must ...string) {
 				}
 				if inc.Scope == f.Scope {
 					scope++
+				} else if slices.Contains(must, f.Name) {
+					t.Errorf("localize: %s (%v) came out as scope %s, want %s; evidence %v", f.Name, f.Dims, inc.Scope, f.Scope, inc.Evidence)
 				}
 				break
 			}
