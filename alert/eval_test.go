@@ -1,0 +1,288 @@
+package alert
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+
+	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
+	"github.com/lastmile-qoe/lastmile/processor"
+	"github.com/lastmile-qoe/lastmile/schemas"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// notice is what a fake notifier saw.
+type notice struct {
+	event  string // firing, resolved or repeat
+	alerts []Alert
+}
+
+type fakeNotifier struct {
+	mu  sync.Mutex
+	got []notice
+}
+
+func (f *fakeNotifier) Notify(event string, as []Alert) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, notice{event, as})
+}
+
+func (f *fakeNotifier) Repeat(as []Alert) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, notice{"repeat", as})
+}
+
+// log lists what was notified: "firing node_id=n1 @10m10s".
+func (f *fakeNotifier) log(dim string, base time.Time) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, n := range f.got {
+		for _, a := range n.alerts {
+			out = append(out, fmt.Sprintf("%s %s=%s start %s", n.event, dim, a.Labels[dim], a.StartsAt.Sub(base)))
+		}
+	}
+	return out
+}
+
+// playStops makes n play_stops of a node in [from, from+10s), failed of
+// them failing before the first frame, spread inside the slot so that none
+// falls on a boundary.
+func playStops(app, node, cdn, region string, from time.Time, n, failed int) []map[string]any {
+	var out []map[string]any
+	for i := 0; i < n; i++ {
+		ts := from.Add(400*time.Millisecond + time.Duration(i)*(9*time.Second)/time.Duration(n))
+		e := map[string]any{"log_type": "play_stop", "ts": ts.UnixMilli(), "received_at": ts.UnixMilli(), "app_id": app,
+			"event_id": fmt.Sprintf("%s-%s-%d-%d", app, node, ts.UnixMilli(), i), "device_id": fmt.Sprintf("%s-dev-%d", node, i),
+			"session_id": fmt.Sprintf("%s-%d-%d", node, ts.UnixMilli(), i), "node_id": node, "cdn": cdn, "region": region,
+			"sample_rate": 1.0, "play_duration_ms": 3000, "code": 0, "first_frame_blocked": ""}
+		if i < failed {
+			e["code"], e["first_frame_blocked"] = 1001, "tcp_connect"
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func insert(t *testing.T, st *store.Embedded, events []map[string]any) {
+	t.Helper()
+	rb := processor.NewRowBuilder()
+	var c schemas.Cleaner
+	var ev schemas.Event
+	var fields []flatjson.Field
+	for i, e := range events {
+		js, _ := json.Marshal(e)
+		var err error
+		if fields, err = flatjson.ParseObject(fields, js); err != nil {
+			t.Fatal(err)
+		}
+		if rej := c.Clean(fields, &ev); rej != nil {
+			t.Fatalf("event %s rejected: %v", js, rej)
+		}
+		rb.Append(&ev, 0, int64(i))
+	}
+	rec := rb.Build()
+	defer rec.Release()
+	if err := st.InsertArrow(context.Background(), schemas.EventsTable, rec, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// timeline builds a node's events over [0, end) of base, 10 s at a time;
+// failed gives the failures of the slot starting at offset d.
+func timeline(app, node, cdn, region string, base time.Time, end time.Duration, n int, failed func(d time.Duration) int) []map[string]any {
+	var out []map[string]any
+	for d := time.Duration(0); d < end; d += Step {
+		out = append(out, playStops(app, node, cdn, region, base.Add(d), n, failed(d))...)
+	}
+	return out
+}
+
+func between(d, from, to time.Duration) bool { return d >= from && d < to }
+
+func mustRules(t *testing.T, y string) []Rule {
+	t.Helper()
+	rs, err := ParseRules("test.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func evalRange(ctx context.Context, e *Evaluator, base time.Time, from, to time.Duration) {
+	for d := from; d <= to; d += Step {
+		e.Eval(ctx, base.Add(d))
+	}
+}
+
+// TestEvaluatorPersistenceHysteresisCohort: against its peers, node n1
+// fails half its starts for 5 minutes, then 1 in 12 (between the resolve
+// and the fire thresholds) for 2 minutes, then none. n2 fails for one
+// evaluation only (less than persist), n3 hovers at 1 in 12 without ever
+// firing, n5 fails everything on too few plays (under min_cohort). Exactly
+// one alert: n1, from its first bad evaluation, held through the hover,
+// resolved after two good evaluations. A second evaluator, started while
+// it fires, takes it over with its start time and never announces it again.
+func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	base := time.Now().Add(-3 * time.Hour).Truncate(time.Hour).UTC()
+	const app = "ev-a"
+	var evs []map[string]any
+	evs = append(evs, timeline(app, "n1", "cdn-a", "north", base, 20*time.Minute, 12, func(d time.Duration) int {
+		switch {
+		case between(d, 10*time.Minute, 15*time.Minute):
+			return 6
+		case between(d, 15*time.Minute, 17*time.Minute):
+			return 1
+		}
+		return 0
+	})...)
+	evs = append(evs, timeline(app, "n2", "cdn-a", "north", base, 20*time.Minute, 12, func(d time.Duration) int {
+		if between(d, 5*time.Minute, 5*time.Minute+Step) {
+			return 6
+		}
+		return 0
+	})...)
+	evs = append(evs, timeline(app, "n3", "cdn-a", "north", base, 20*time.Minute, 12, func(d time.Duration) int {
+		if between(d, 5*time.Minute, 6*time.Minute) {
+			return 1
+		}
+		return 0
+	})...)
+	evs = append(evs, timeline(app, "n5", "cdn-a", "north", base, 20*time.Minute, 2, func(time.Duration) int { return 2 })...)
+	insert(t, st, evs)
+
+	rules := mustRules(t, `rules:
+  - name: TestNodeA
+    scope: edge
+    metric: video_start_failure_rate
+    group_by: [node_id]
+    peers: [cdn, region]
+    filter: {app_id: ev-a}
+    window: 10s
+    min_cohort: 10
+    fire: {above: 10, ratio: 3, delta: 8}
+    persist: 2
+    resolve: {above: 5, ratio: 1.5, delta: 4, after: 2}
+`)
+	plan := Plan{Step: Step, Resend: time.Hour, TraceHint: true}
+	n1 := &fakeNotifier{}
+	e1 := NewEvaluator(plan, rules, st, n1, log.NewNopLogger())
+	if err := e1.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evalRange(ctx, e1, base, 10*time.Second, 12*time.Minute)
+	if got, want := strings.Join(n1.log("node_id", base), "; "), "firing node_id=n1 start 10m10s"; got != want {
+		t.Fatalf("first evaluator notified %q, want %q", got, want)
+	}
+	a := n1.got[0].alerts[0]
+	if a.Labels["alertname"] != "TestNodeA" || a.Labels["scope"] != "edge" || a.Labels["cdn"] != "cdn-a" || a.Labels["region"] != "north" ||
+		a.Value != 50 || a.Expected != 0 || a.Samples != 12 || !strings.Contains(a.Annotations["trace"], "lastmile trace --device n1-dev-") ||
+		a.Annotations["peers"] != "0.00" {
+		t.Errorf("firing alert %+v", a)
+	}
+
+	// Restart while firing.
+	n2 := &fakeNotifier{}
+	e2 := NewEvaluator(plan, rules, st, n2, log.NewNopLogger())
+	if err := e2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evalRange(ctx, e2, base, 12*time.Minute+Step, 20*time.Minute)
+	if got, want := strings.Join(n2.log("node_id", base), "; "), "repeat node_id=n1 start 10m10s; resolved node_id=n1 start 10m10s"; got != want {
+		t.Fatalf("restarted evaluator notified %q, want %q", got, want)
+	}
+	if end := n2.got[1].alerts[0].EndsAt; end == nil || !end.Equal(base.Add(17*time.Minute+20*time.Second)) {
+		t.Errorf("resolved at %v, want 17m20s", end)
+	}
+	as, err := ReadAlerts(ctx, st, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for _, a := range as {
+		if a.Rule == "TestNodeA" {
+			mine = append(mine, fmt.Sprintf("%s %s %s-%s", a.State, a.Labels["node_id"], a.StartsAt.Sub(base), a.EndsAt.Sub(base)))
+		}
+	}
+	if got := strings.Join(mine, "; "); got != "resolved n1 10m10s-17m20s" {
+		t.Errorf("stored alerts: %s", got)
+	}
+}
+
+// TestEvaluatorPeersVersusBaseline: every node of a CDN in a region fails
+// at once. Against their peers nothing stands out; against their own
+// baseline each does; a rule with both fires only against both.
+func TestEvaluatorPeersVersusBaseline(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	base := time.Now().Add(-5 * time.Hour).Truncate(time.Hour).UTC()
+	const app = "ev-b"
+	var evs []map[string]any
+	for _, node := range []string{"m1", "m2", "m3"} {
+		evs = append(evs, timeline(app, node, "cdn-a", "north", base, 13*time.Minute, 12, func(d time.Duration) int {
+			if d >= 10*time.Minute {
+				return 6
+			}
+			return 0
+		})...)
+	}
+	insert(t, st, evs)
+	rule := func(name, compare string) string {
+		return fmt.Sprintf(`  - name: %s
+    scope: edge
+    metric: video_start_failure_rate
+    group_by: [node_id]
+    filter: {app_id: ev-b}
+    window: 30s
+    min_cohort: 10
+    fire: {above: 10, ratio: 3, delta: 8}
+    persist: 2
+%s
+`, name, compare)
+	}
+	rules := mustRules(t, "rules:\n"+rule("TestPeers", "    peers: [cdn, region]")+rule("TestBaseline", "    baseline: 5m")+
+		rule("TestBoth", "    peers: [cdn, region]\n    baseline: 5m"))
+	nf := &fakeNotifier{}
+	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, rules, st, nf, log.NewNopLogger())
+	evalRange(ctx, e, base, 9*time.Minute, 12*time.Minute)
+	var got []string
+	for _, n := range nf.got {
+		for _, a := range n.alerts {
+			got = append(got, fmt.Sprintf("%s %s %s", n.event, a.Rule, a.Labels["node_id"]))
+		}
+	}
+	want := "firing TestBaseline m1; firing TestBaseline m2; firing TestBaseline m3"
+	if strings.Join(sortedCopy(got), "; ") != want {
+		t.Errorf("notified %q, want %q", got, want)
+	}
+	for _, n := range nf.got {
+		if a := n.alerts[0]; a.Annotations["baseline"] != "0.00" || a.StartsAt != base.Add(10*time.Minute+Step) {
+			t.Errorf("%s: baseline %q start %s", a.Labels["node_id"], a.Annotations["baseline"], a.StartsAt.Sub(base))
+		}
+	}
+}
+
+func sortedCopy(xs []string) []string {
+	out := append([]string{}, xs...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
