@@ -135,7 +135,7 @@ FROM %s FINAL WHERE fingerprint IN (SELECT fingerprint FROM %s FINAL%s)`, delive
 	for dec.More() {
 		var row struct {
 			Delivery
-			Fingerprint string `json:"fingerprint"`
+			Fingerprint string  `json:"fingerprint"`
 			StartsMs    float64 `json:"starts_ms"`
 			AtMs        float64 `json:"at_ms"`
 		}
