@@ -302,10 +302,12 @@ func judge(r *Rule, cur, base *query.MetricsAnswer) map[string]*observation {
 		v     float64
 	}
 	peers := map[string][]peerVal{}
+	var all []peerVal
 	for _, s := range cur.Series {
 		if s.Total != nil && s.Samples >= r.MinCohort {
-			pk := key(s.Group, r.Peers)
-			peers[pk] = append(peers[pk], peerVal{key(s.Group, r.GroupBy), *s.Total})
+			pk, pv := key(s.Group, r.Peers), peerVal{key(s.Group, r.GroupBy), *s.Total}
+			peers[pk] = append(peers[pk], pv)
+			all = append(all, pv)
 		}
 	}
 	out := map[string]*observation{}
@@ -319,11 +321,20 @@ func judge(r *Rule, cur, base *query.MetricsAnswer) map[string]*observation {
 		}
 		if len(r.Peers) > 0 {
 			own := key(s.Group, r.GroupBy)
-			var vs []float64
-			for _, p := range peers[key(s.Group, r.Peers)] {
-				if p.group != own {
-					vs = append(vs, p.v)
+			others := func(ps []peerVal) []float64 {
+				var vs []float64
+				for _, p := range ps {
+					if p.group != own {
+						vs = append(vs, p.v)
+					}
 				}
+				return vs
+			}
+			vs := others(peers[key(s.Group, r.Peers)])
+			if len(vs) < r.MinPeers {
+				// Too few peers sharing its values (one node per CDN in
+				// a region): every other group of the rule is its peer.
+				vs = others(all)
 			}
 			if len(vs) >= r.MinPeers {
 				m := median(vs)
