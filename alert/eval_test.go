@@ -286,3 +286,42 @@ func sortedCopy(xs []string) []string {
 	}
 	return out
 }
+
+// TestEvaluatorPeerFallback: one node per CDN × region, as in the bundled
+// topology, so no node has peers sharing its CDN and region; the rule's
+// other groups stand in. All four failing together (a client-side
+// problem) fires nothing; one failing alone fires for that one.
+func TestEvaluatorPeerFallback(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	base := time.Now().Add(-7 * time.Hour).Truncate(time.Hour).UTC()
+	const app = "ev-c"
+	var evs []map[string]any
+	for _, n := range []struct{ node, cdn, region string }{{"x1", "cdn-a", "north"}, {"x2", "cdn-b", "north"}, {"x3", "cdn-a", "south"}, {"x4", "cdn-b", "south"}} {
+		evs = append(evs, timeline(app, n.node, n.cdn, n.region, base, 13*time.Minute, 12, func(d time.Duration) int {
+			if between(d, 5*time.Minute, 8*time.Minute) || (n.node == "x1" && between(d, 10*time.Minute, 13*time.Minute)) {
+				return 6
+			}
+			return 0
+		})...)
+	}
+	insert(t, st, evs)
+	rules := mustRules(t, `rules:
+  - name: TestFallback
+    scope: edge
+    metric: video_start_failure_rate
+    group_by: [node_id]
+    peers: [cdn, region]
+    filter: {app_id: ev-c}
+    window: 30s
+    min_cohort: 10
+    fire: {above: 10, ratio: 3, delta: 8}
+    persist: 2
+`)
+	nf := &fakeNotifier{}
+	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, rules, st, nf, log.NewNopLogger())
+	evalRange(ctx, e, base, 4*time.Minute, 12*time.Minute)
+	if got, want := strings.Join(nf.log("node_id", base), "; "), "firing node_id=x1 start 10m10s"; got != want {
+		t.Errorf("notified %q, want %q", got, want)
+	}
+}
