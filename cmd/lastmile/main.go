@@ -18,6 +18,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
+	"github.com/lastmile-qoe/lastmile/alert"
 	"github.com/lastmile-qoe/lastmile/internal/app"
 	"github.com/lastmile-qoe/lastmile/processor"
 )
@@ -145,6 +146,14 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 		o.Processor = true
 	case "query":
 		o.Query = true
+	}
+
+	if o.Alert && o.Alerts.Rules != "" {
+		// Refused before anything starts, every problem on its own line.
+		if _, err := alert.LoadRules(o.Alerts.Rules); err != nil {
+			fmt.Fprintf(stderr, "lastmile %s: invalid alert rules:\n%v\n", cmd, err)
+			return 2
+		}
 	}
 
 	logger := log.NewLogfmtLogger(log.NewSyncWriter(stderr))
