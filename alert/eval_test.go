@@ -324,4 +324,22 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 	if got, want := strings.Join(nf.log("node_id", base), "; "), "firing node_id=x1 start 10m10s"; got != want {
 		t.Errorf("notified %q, want %q", got, want)
 	}
+
+	// The verdict seam: Plan.Explain is asked about the group as it fires
+	// and its scope and annotation replace the rule's.
+	var asked []string
+	plan := Plan{Step: Step, Resend: time.Hour, Explain: func(_ context.Context, from, to time.Time, dims map[string]string) (string, string) {
+		asked = append(asked, fmt.Sprintf("%s-%s %s", from.Sub(base), to.Sub(base), fmtLabels(dims)))
+		return "client", "isp-x is failing on every node"
+	}}
+	rules[0].Name = "TestExplain"
+	nf = &fakeNotifier{}
+	e = NewEvaluator(plan, rules, st, nf, log.NewNopLogger())
+	evalRange(ctx, e, base, 9*time.Minute, 11*time.Minute)
+	if len(nf.got) != 1 || nf.got[0].alerts[0].Labels["scope"] != "client" || nf.got[0].alerts[0].Annotations["verdict"] != "isp-x is failing on every node" {
+		t.Fatalf("explained alert: %+v", nf.got)
+	}
+	if got := strings.Join(asked, "; "); got != "9m40s-10m20s cdn=cdn-a,node_id=x1,region=north" {
+		t.Errorf("Explain asked about %q", got)
+	}
 }
