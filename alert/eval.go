@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -110,8 +111,9 @@ type Evaluator struct {
 	base   map[string]*baseline
 	last   time.Time // last evaluation time, for updated_at order
 	resent time.Time
-	// Evals and Errors count evaluations and failed rule evaluations.
-	Evals, Errors int
+	// Counts for /metrics, apart from mu so that a scrape never waits for
+	// an evaluation.
+	evals, errors, firing atomic.Int64
 }
 
 // group is one rule's group as the evaluator tracks it: inactive (absent),
@@ -159,6 +161,7 @@ func (e *Evaluator) Load(ctx context.Context) error {
 		e.groups[a.Rule+"\x00"+a.Fingerprint] = &group{alert: &a, since: a.StartsAt}
 		firing = append(firing, a)
 	}
+	e.countFiring()
 	if len(firing) > 0 {
 		level.Info(e.logger).Log("msg", "firing alerts restored", "alerts", len(firing))
 		e.out.Repeat(firing)
@@ -194,10 +197,11 @@ func (e *Evaluator) Run(ctx context.Context) {
 func (e *Evaluator) Eval(ctx context.Context, t time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.Evals++
+	e.evals.Add(1)
+	defer e.countFiring()
 	for i := range e.rules {
 		if err := e.evalRule(ctx, &e.rules[i], t); err != nil {
-			e.Errors++
+			e.errors.Add(1)
 			level.Error(e.logger).Log("msg", "alert rule evaluation failed", "rule", e.rules[i].Name, "err", err)
 		}
 	}
@@ -571,14 +575,18 @@ func traceCommand(ctx context.Context, st Store, r *Rule, labels map[string]stri
 }
 
 // Counts returns the evaluations, the failed rule evaluations and the
-// alerts firing now.
+// alerts firing after the last evaluation.
 func (e *Evaluator) Counts() (evals, errors, firing int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	return int(e.evals.Load()), int(e.errors.Load()), int(e.firing.Load())
+}
+
+// countFiring updates the firing count; mu is held.
+func (e *Evaluator) countFiring() {
+	n := 0
 	for _, g := range e.groups {
 		if g.alert != nil {
-			firing++
+			n++
 		}
 	}
-	return e.Evals, e.Errors, firing
+	e.firing.Store(int64(n))
 }

@@ -156,7 +156,7 @@ func feedUntil(t *testing.T, p *proc, fault bool, limit time.Duration, cond func
 // is named. lastmile restarts while it fires: no second firing
 // notification, no new start. After the fault it resolves, with the
 // same start. The read API and `lastmile alerts` show it with its
-// deliveries.
+// deliveries; `lastmile alert` then runs as a role of its own.
 func TestAlertEdgeNodeThroughAlertmanager(t *testing.T) {
 	hook := &amHook{}
 	hookSrv := httptest.NewServer(hook)
@@ -212,7 +212,7 @@ func TestAlertEdgeNodeThroughAlertmanager(t *testing.T) {
 	t.Logf("fault end → resolved notification: %s", resolvedAt.Sub(faultEnd).Round(time.Second))
 
 	// Every notification names the failing node only, with one start.
-	var start time.Time
+	var startsAt time.Time
 	nFiring := 0
 	for _, n := range hook.notices() {
 		for _, a := range n.Alerts {
@@ -221,10 +221,10 @@ func TestAlertEdgeNodeThroughAlertmanager(t *testing.T) {
 				t.Errorf("%s notification of another alert: %v", n.Status, a.Labels)
 				continue
 			}
-			if start.IsZero() {
-				start = a.StartsAt
-			} else if !a.StartsAt.Equal(start) {
-				t.Errorf("%s notification with start %s, first was %s", n.Status, a.StartsAt, start)
+			if startsAt.IsZero() {
+				startsAt = a.StartsAt
+			} else if !a.StartsAt.Equal(startsAt) {
+				t.Errorf("%s notification with start %s, first was %s", n.Status, a.StartsAt, startsAt)
 			}
 			if n.Status == "firing" {
 				nFiring++
@@ -236,8 +236,8 @@ func TestAlertEdgeNodeThroughAlertmanager(t *testing.T) {
 	if nFiring != 1 {
 		t.Errorf("%d firing notifications through Alertmanager, want 1 (the restart must not announce it again): %+v", nFiring, hook.notices())
 	}
-	if start.Before(faultStart) || start.After(firstFiring.at) {
-		t.Errorf("alert starts %s: before the fault (%s) or after its notification (%s)", start, faultStart, firstFiring.at)
+	if startsAt.Before(faultStart) || startsAt.After(firstFiring.at) {
+		t.Errorf("alert starts %s: before the fault (%s) or after its notification (%s)", startsAt, faultStart, firstFiring.at)
 	}
 	// The plain webhook got the firing once (not again after the
 	// restart) and the resolved once.
@@ -269,7 +269,7 @@ func TestAlertEdgeNodeThroughAlertmanager(t *testing.T) {
 	if err := json.Unmarshal(out, &ans); err != nil {
 		t.Fatalf("lastmile alerts --json: %v: %s", err, out)
 	}
-	if len(ans.Alerts) != 1 || ans.Alerts[0].Labels["node_id"] != failingNode || !ans.Alerts[0].StartsAt.Equal(start) || ans.Alerts[0].EndsAt == nil {
+	if len(ans.Alerts) != 1 || ans.Alerts[0].Labels["node_id"] != failingNode || !ans.Alerts[0].StartsAt.Equal(startsAt) || ans.Alerts[0].EndsAt == nil {
 		t.Fatalf("alerts API: %s", out)
 	}
 	got := map[string]bool{}
@@ -286,4 +286,22 @@ func TestAlertEdgeNodeThroughAlertmanager(t *testing.T) {
 		t.Errorf("lastmile alerts: %v\n%s", err, text)
 	}
 	t.Logf("lastmile alerts:\n%s", text)
+
+	// The alert role on its own, on the same store: it evaluates, serves
+	// /healthz and /metrics, and has nothing firing.
+	p.stop()
+	a := start(t, "alert", data, "--alertmanager", am)
+	waitFor(t, 60*time.Second, "the alert role evaluates", func() (bool, string) {
+		n := a.metric(t, "lastmile_alert_evaluations_total")
+		return n > 0, fmt.Sprint(n, " evaluations")
+	})
+	if f := a.metric(t, "lastmile_alerts_firing"); f != 0 {
+		t.Errorf("alert role: %g firing, want 0", f)
+	}
+	resp, err := http.Get("http://" + a.Metrics + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("alert role /healthz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 }
