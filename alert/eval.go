@@ -108,6 +108,10 @@ type Evaluator struct {
 
 	mu     sync.Mutex
 	groups map[string]*group // rule name + fingerprint
+	// quiet holds a group resolved on a resolve window shorter than its
+	// window until its window no longer reaches back before the clean
+	// stretch that resolved it: else the stale minute fires it again.
+	quiet map[string]time.Time
 	base   map[string]*baseline
 	last   time.Time // last evaluation time, for updated_at order
 	resent time.Time
@@ -138,7 +142,7 @@ func NewEvaluator(plan Plan, rules []Rule, st Store, out Notifier, logger log.Lo
 		plan.Resend = time.Minute
 	}
 	return &Evaluator{plan: plan, rules: rules, st: st, out: out, logger: logger, now: time.Now,
-		groups: map[string]*group{}, base: map[string]*baseline{}}
+		groups: map[string]*group{}, base: map[string]*baseline{}, quiet: map[string]time.Time{}}
 }
 
 // Load reads the firing alerts of the evaluator's rules back from the
@@ -242,20 +246,39 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 		}
 	}
 	obs := judge(r, cur, base)
+	// Firing groups are judged for resolving over the last ResolveWindow
+	// when it is shorter: the end of a fault shows sooner.
+	robs := obs
+	prefix := r.Name + "\x00"
+	if r.ResolveWindow > 0 && r.ResolveWindow < r.Window && e.anyFiring(prefix) {
+		rcur, err := query.Metrics(ctx, e.st, r.metricsQuery(t.Add(-r.ResolveWindow), t, e.plan.Step), t)
+		if err != nil {
+			return fmt.Errorf("resolve window: %w", err)
+		}
+		robs = judge(r, rcur, base)
+	}
 	seen := map[string]bool{}
 	for fp, o := range obs {
 		seen[fp] = true
-		e.step(ctx, r, fp, o, t)
+		e.step(ctx, r, fp, o, robs[fp], t)
 	}
 	// Groups with no data in the window count as good: nothing shows them
 	// bad any more (a node with no viewers left resolves).
-	prefix := r.Name + "\x00"
 	for key := range e.groups {
 		if fp, ok := strings.CutPrefix(key, prefix); ok && !seen[fp] {
-			e.step(ctx, r, fp, nil, t)
+			e.step(ctx, r, fp, nil, robs[fp], t)
 		}
 	}
 	return nil
+}
+
+func (e *Evaluator) anyFiring(prefix string) bool {
+	for key, g := range e.groups {
+		if g.alert != nil && strings.HasPrefix(key, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // baselineStep is the bucket of baseline windows: the minute rollups serve
@@ -380,12 +403,19 @@ func fingerprint(rule string, labels map[string]string) string {
 	return fmt.Sprintf("%016x", h.Sum64())
 }
 
-// step advances one group's state by one evaluation; o is nil when the
-// group had too few samples to judge.
-func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o *observation, t time.Time) {
+// step advances one group's state by one evaluation: o is the group over
+// the window, ro over the resolve window (o again unless shorter); nil
+// when the group had too few samples to judge.
+func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o, ro *observation, t time.Time) {
 	key := r.Name + "\x00" + fp
 	g := e.groups[key]
 	if g == nil {
+		if q, ok := e.quiet[key]; ok {
+			if t.Before(q) {
+				return
+			}
+			delete(e.quiet, key)
+		}
 		if o == nil || !r.Fire.Bad(o.value, o.expected) {
 			return
 		}
@@ -412,7 +442,7 @@ func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o *observation
 		return
 	}
 	// Firing: resolve after ResolveAfter good evaluations in a row.
-	if o != nil && r.Resolve.Bad(o.value, o.expected) {
+	if ro != nil && r.Resolve.Bad(ro.value, ro.expected) {
 		g.good = 0
 		return
 	}
@@ -428,6 +458,9 @@ func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o *observation
 		return
 	}
 	delete(e.groups, key)
+	if r.ResolveWindow > 0 && r.ResolveWindow < r.Window {
+		e.quiet[key] = t.Add(r.Window - r.ResolveWindow)
+	}
 	level.Info(e.logger).Log("msg", "alert resolved", "rule", r.Name, "labels", fmtLabels(a.Labels), "started", a.StartsAt)
 	e.out.Notify(StateResolved, []Alert{a})
 }

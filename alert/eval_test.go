@@ -298,7 +298,7 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 	const app = "ev-c"
 	var evs []map[string]any
 	for _, n := range []struct{ node, cdn, region string }{{"x1", "cdn-a", "north"}, {"x2", "cdn-b", "north"}, {"x3", "cdn-a", "south"}, {"x4", "cdn-b", "south"}} {
-		evs = append(evs, timeline(app, n.node, n.cdn, n.region, base, 13*time.Minute, 12, func(d time.Duration) int {
+		evs = append(evs, timeline(app, n.node, n.cdn, n.region, base, 15*time.Minute, 12, func(d time.Duration) int {
 			if between(d, 5*time.Minute, 8*time.Minute) || (n.node == "x1" && between(d, 10*time.Minute, 13*time.Minute)) {
 				return 6
 			}
@@ -306,7 +306,7 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 		})...)
 	}
 	insert(t, st, evs)
-	rules := mustRules(t, `rules:
+	rulesYAML := `rules:
   - name: TestFallback
     scope: edge
     metric: video_start_failure_rate
@@ -317,7 +317,8 @@ func TestEvaluatorPeerFallback(t *testing.T) {
     min_cohort: 10
     fire: {above: 10, ratio: 3, delta: 8}
     persist: 2
-`)
+`
+	rules := mustRules(t, rulesYAML)
 	nf := &fakeNotifier{}
 	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, rules, st, nf, log.NewNopLogger())
 	evalRange(ctx, e, base, 4*time.Minute, 12*time.Minute)
@@ -341,5 +342,19 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 	}
 	if got := strings.Join(asked, "; "); got != "9m40s-10m20s cdn=cdn-a,node_id=x1,region=north" {
 		t.Errorf("Explain asked about %q", got)
+	}
+
+	// A resolve window shorter than the window: x1's fault ends at 13m;
+	// over the last 20 s it is clean at 13m20s, over the whole minute
+	// only at 14m.
+	for _, c := range []struct{ resolve, end string }{{"{after: 1, window: 20s}", "13m20s"}, {"{after: 1}", "14m0s"}} {
+		rs := mustRules(t, strings.Replace(strings.Replace(strings.Replace(rulesYAML, "TestFallback", "TestResolveWindow", 1),
+			"window: 30s", "window: 1m", 1), "persist: 2", "persist: 1\n    resolve: "+c.resolve, 1))
+		nf := &fakeNotifier{}
+		e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, rs, st, nf, log.NewNopLogger())
+		evalRange(ctx, e, base, 9*time.Minute, 15*time.Minute)
+		if len(nf.got) != 2 || nf.got[1].event != StateResolved || nf.got[1].alerts[0].EndsAt.Sub(base).String() != c.end {
+			t.Errorf("resolve %s: %v, want resolved at %s", c.resolve, nf.log("node_id", base), c.end)
+		}
 	}
 }

@@ -118,28 +118,36 @@ func TestReplayScenarios(t *testing.T) {
 			}
 		}
 		var fired []Alert
+		ended := map[string]time.Time{}
 		for _, n := range nf.got {
-			if n.event == StateFiring {
+			switch n.event {
+			case StateFiring:
 				fired = append(fired, n.alerts[0])
+			case StateResolved:
+				ended[n.alerts[0].Fingerprint] = *n.alerts[0].EndsAt
 			}
 		}
 		name := strings.TrimSuffix(filepath.Base(lp), ".labels.json")
 		report = append(report, fmt.Sprintf("%s (%s, %s of data): %d alerts", name, lb.Scenario, lb.End.Sub(lb.Start).Round(time.Second), len(fired)))
 		matched := map[string]bool{}
 		for _, f := range lb.Faults {
-			first, by := time.Time{}, ""
+			first, by, fp := time.Time{}, "", ""
 			for _, a := range fired {
 				if matches(a.Labels, f.Dims) && firedAt[a.Fingerprint].After(f.Start) && firedAt[a.Fingerprint].Before(f.End.Add(2*time.Minute)) {
 					matched[a.Fingerprint] = true
 					if first.IsZero() || firedAt[a.Fingerprint].Before(first) {
-						first, by = firedAt[a.Fingerprint], a.Rule+" "+dimsOf(a.Labels)
+						first, by, fp = firedAt[a.Fingerprint], a.Rule+" "+dimsOf(a.Labels), a.Fingerprint
 					}
 				}
 			}
 			if first.IsZero() {
 				report = append(report, fmt.Sprintf("  %-9s %-24s %-34s missed", f.Scope, f.Kind, f.Name))
 			} else {
-				report = append(report, fmt.Sprintf("  %-9s %-24s %-34s %4.0fs  %s", f.Scope, f.Kind, f.Name, first.Sub(f.Start).Seconds(), by))
+				end := "  not resolved"
+				if e, ok := ended[fp]; ok {
+					end = fmt.Sprintf("%4.0fs", e.Sub(f.End).Seconds())
+				}
+				report = append(report, fmt.Sprintf("  %-9s %-24s %-34s %4.0fs %s  %s", f.Scope, f.Kind, f.Name, first.Sub(f.Start).Seconds(), end, by))
 			}
 		}
 		var unmatched []string
@@ -154,7 +162,7 @@ func TestReplayScenarios(t *testing.T) {
 			t.Errorf("baseline run %s fired %d alerts", name, len(fired))
 		}
 	}
-	t.Logf("built-in rules over %s (delay: fault start → the evaluation that fired):\n%s", scenDataDir, strings.Join(report, "\n"))
+	t.Logf("built-in rules over %s (delays: fault start → the evaluation that fired, fault end → the one that resolved):\n%s", scenDataDir, strings.Join(report, "\n"))
 }
 
 // matches: the alert's dimension labels that the fault names agree with

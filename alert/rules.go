@@ -56,6 +56,9 @@ type Rule struct {
 	// it fires; ResolveAfter how many in a row it must be good to resolve.
 	Persist      int
 	ResolveAfter int
+	// ResolveWindow, when shorter than Window, is what a firing group is
+	// judged on for resolving: the fault's end shows sooner.
+	ResolveWindow time.Duration
 
 	File string // where the rule was read from, for messages
 	Line int
@@ -148,7 +151,7 @@ var (
 	ruleKeys = []string{"name", "scope", "severity", "doc", "metric", "quantile", "phase", "group_by", "peers", "filter",
 		"window", "baseline", "min_cohort", "min_peers", "fire", "resolve", "persist"}
 	thresholdKeys = []string{"above", "ratio", "delta"}
-	resolveKeys   = append(append([]string{}, thresholdKeys...), "after")
+	resolveKeys   = append(append([]string{}, thresholdKeys...), "after", "window")
 	namePattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	yamlLine      = regexp.MustCompile(`line (\d+)`)
 )
@@ -323,7 +326,7 @@ func (p *ruleParser) dims(n *yaml.Node, key string) ([]string, bool) {
 	return out, true
 }
 
-func (p *ruleParser) threshold(n *yaml.Node, key string, t *Threshold, after *int) bool {
+func (p *ruleParser) threshold(n *yaml.Node, key string, t *Threshold, after *int, window *time.Duration) bool {
 	known := thresholdKeys
 	if after != nil {
 		known = resolveKeys
@@ -340,11 +343,16 @@ func (p *ruleParser) threshold(n *yaml.Node, key string, t *Threshold, after *in
 			t.Delta, good = p.number(v, key+"."+k)
 		case "after":
 			*after, good = p.count(v, key+"."+k, 1)
+		case "window":
+			*window, good = p.duration(v, key+"."+k, maxWindow)
 		}
 		ok = ok && good
 	})
 	return ok
 }
+
+// unset marks the resolve thresholds not given (a given one is ≥ 0).
+var unset = Threshold{Above: -1, Ratio: -1, Delta: -1}
 
 // Rule defaults.
 const (
@@ -356,7 +364,7 @@ const (
 
 func (p *ruleParser) rule(n *yaml.Node) (Rule, bool) {
 	r := Rule{File: p.file, Line: n.Line, Severity: "warning", MinCohort: defaultMinCohort, MinPeers: defaultMinPeers,
-		Persist: defaultPersist, ResolveAfter: defaultResolveAfter}
+		Persist: defaultPersist, ResolveAfter: defaultResolveAfter, Resolve: unset}
 	before := len(p.errs)
 	var fireNode, resolveNode, metricNode *yaml.Node
 	var resolveSet bool
@@ -422,10 +430,10 @@ func (p *ruleParser) rule(n *yaml.Node) (Rule, bool) {
 			r.Persist, _ = p.count(v, k, 1)
 		case "fire":
 			fireNode = v
-			p.threshold(v, k, &r.Fire, nil)
+			p.threshold(v, k, &r.Fire, nil, nil)
 		case "resolve":
 			resolveNode, resolveSet = v, true
-			p.threshold(v, k, &r.Resolve, &r.ResolveAfter)
+			p.threshold(v, k, &r.Resolve, &r.ResolveAfter, &r.ResolveWindow)
 		}
 	}) {
 		return r, false
@@ -494,14 +502,26 @@ func (p *ruleParser) check(r *Rule, n, metricNode, fireNode, resolveNode *yaml.N
 	if r.Fire.Ratio == 1 && r.Fire.Delta == 0 {
 		p.fail(fireNode, fmt.Sprintf("rule %s: fire needs a ratio above 1 or a delta above 0, or it fires on every group that is as expected", r.Name))
 	}
+	// A resolve threshold not given is half-way between expected and
+	// firing: a group hovering at the threshold neither flaps nor stays
+	// firing once it is back.
+	for _, f := range []struct {
+		res *float64
+		def float64
+	}{
+		{&r.Resolve.Above, r.Fire.Above / 2}, {&r.Resolve.Ratio, 1 + (r.Fire.Ratio-1)/2}, {&r.Resolve.Delta, r.Fire.Delta / 2}} {
+		if *f.res < 0 {
+			*f.res = f.def
+		}
+	}
 	if !resolveSet {
-		// Half-way between expected and firing: a group hovering at the
-		// threshold neither flaps nor stays firing once it is back.
-		r.Resolve = Threshold{Above: r.Fire.Above / 2, Ratio: 1 + (r.Fire.Ratio-1)/2, Delta: r.Fire.Delta / 2}
 		return
 	}
-	if r.Resolve.Ratio == 0 {
+	if r.Resolve.Ratio < 1 {
 		r.Resolve.Ratio = 1
+	}
+	if r.ResolveWindow > r.Window {
+		p.fail(resolveNode, fmt.Sprintf("rule %s: resolve.window %s is longer than window %s", r.Name, fmtDur(r.ResolveWindow), fmtDur(r.Window)))
 	}
 	if r.Resolve.Above > r.Fire.Above || r.Resolve.Ratio > r.Fire.Ratio || r.Resolve.Delta > r.Fire.Delta {
 		p.fail(resolveNode, fmt.Sprintf("rule %s: resolve thresholds must not exceed fire's (above %g, ratio %g, delta %g): an alert would resolve while still bad enough to fire",

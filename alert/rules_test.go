@@ -90,6 +90,7 @@ func TestParseRulesInvalid(t *testing.T) {
 		{"ratio below 1", edit(9, "    fire: {ratio: 0.5}"), 9, "fire.ratio 0.5 is below 1"},
 		{"fire that always fires", edit(9, "    fire: {above: 3}"), 9, "fire needs a ratio above 1 or a delta above 0"},
 		{"resolve above fire", edit(0, "    resolve: {above: 20, ratio: 2, after: 2}"), 10, "resolve thresholds must not exceed fire's"},
+		{"resolve window longer", edit(0, "    resolve: {window: 2m}"), 10, "resolve.window 2m is longer than window 1m"},
 		{"resolve after 0", edit(0, "    resolve: {after: 0}"), 10, `resolve.after must be a whole number ≥ 1, not "0"`},
 		{"min_cohort 0", edit(0, "    min_cohort: 0"), 10, "min_cohort must be a whole number ≥ 1"},
 		{"nothing to compare with", strings.Replace(strings.Replace(validRule, "    peers: [cdn, region]\n", "", 1), "    baseline: 30m\n", "", 1), 2, "give peers, baseline or both"},
