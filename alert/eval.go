@@ -111,7 +111,7 @@ type Evaluator struct {
 	// quiet holds a group resolved on a resolve window shorter than its
 	// window until its window no longer reaches back before the clean
 	// stretch that resolved it: else the stale minute fires it again.
-	quiet map[string]time.Time
+	quiet  map[string]time.Time
 	base   map[string]*baseline
 	last   time.Time // last evaluation time, for updated_at order
 	resent time.Time
