@@ -11,11 +11,8 @@ import (
 
 	"github.com/go-kit/log"
 
-	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
-	"github.com/lastmile-qoe/lastmile/processor"
-	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
 func TestMain(m *testing.M) { storetest.Main(m) }
@@ -75,26 +72,24 @@ func playStops(app, node, cdn, region string, from time.Time, n, failed int) []m
 	return out
 }
 
+// insert writes the events as stored rows (JSONEachRow, ts as text); the
+// views fill the rollups as for ingested events.
 func insert(t *testing.T, st *store.Embedded, events []map[string]any) {
 	t.Helper()
-	rb := processor.NewRowBuilder()
-	var c schemas.Cleaner
-	var ev schemas.Event
-	var fields []flatjson.Field
-	for i, e := range events {
-		js, _ := json.Marshal(e)
-		var err error
-		if fields, err = flatjson.ParseObject(fields, js); err != nil {
-			t.Fatal(err)
+	var b strings.Builder
+	for _, e := range events {
+		row := map[string]any{}
+		for k, v := range e {
+			row[k] = v
 		}
-		if rej := c.Clean(fields, &ev); rej != nil {
-			t.Fatalf("event %s rejected: %v", js, rej)
+		for _, k := range []string{"ts", "received_at"} {
+			row[k] = time.UnixMilli(e[k].(int64)).UTC().Format("2006-01-02 15:04:05.000")
 		}
-		rb.Append(&ev, 0, int64(i))
+		js, _ := json.Marshal(row)
+		b.Write(js)
+		b.WriteByte('\n')
 	}
-	rec := rb.Build()
-	defer rec.Release()
-	if err := st.InsertArrow(context.Background(), schemas.EventsTable, rec, ""); err != nil {
+	if err := st.Exec(context.Background(), "INSERT INTO events FORMAT JSONEachRow\n"+b.String()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package alert
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -24,23 +23,23 @@ type AlertsAnswer struct {
 func Handler(st Reader) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
-			writeJSON(w, http.StatusMethodNotAllowed, query.ErrorBody{Error: "use GET"})
+			query.WriteJSON(w, http.StatusMethodNotAllowed, query.ErrorBody{Error: "use GET"})
 			return
 		}
 		f, err := parseFilter(r, time.Now())
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, query.ErrorBody{Error: err.Error()})
+			query.WriteJSON(w, http.StatusBadRequest, query.ErrorBody{Error: err.Error()})
 			return
 		}
 		as, err := ReadAlerts(r.Context(), st, f)
 		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, query.ErrorBody{Error: err.Error()})
+			query.WriteJSON(w, http.StatusInternalServerError, query.ErrorBody{Error: err.Error()})
 			return
 		}
 		if as == nil {
 			as = []Alert{}
 		}
-		writeJSON(w, http.StatusOK, AlertsAnswer{State: f.State, From: f.From, To: f.To, Alerts: as})
+		query.WriteJSON(w, http.StatusOK, AlertsAnswer{State: f.State, From: f.From, To: f.To, Alerts: as})
 	})
 }
 
@@ -80,12 +79,4 @@ func parseFilter(r *http.Request, now time.Time) (Filter, error) {
 	}
 	f.From, f.To = f.From.UTC(), f.To.UTC()
 	return f, nil
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
 }

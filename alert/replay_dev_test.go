@@ -17,6 +17,7 @@ import (
 
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
+	"github.com/lastmile-qoe/lastmile/media/scenario"
 )
 
 // scenDataDir holds real scenario runs (events and labels) dumped by the e2e
@@ -27,20 +28,6 @@ var scenDataDir = func() string {
 	}
 	return "/work/scen-data"
 }()
-
-type scenLabels struct {
-	Scenario string    `json:"scenario"`
-	Start    time.Time `json:"start"`
-	End      time.Time `json:"end"`
-	Faults   []struct {
-		Name  string            `json:"name"`
-		Scope string            `json:"scope"`
-		Kind  string            `json:"kind"`
-		Dims  map[string]string `json:"dims"`
-		Start time.Time         `json:"start"`
-		End   time.Time         `json:"end"`
-	} `json:"faults"`
-}
 
 // replayTables are emptied between scenarios: the events, what the
 // metrics read, and the alert state.
@@ -98,7 +85,7 @@ func TestReplayScenarios(t *testing.T) {
 	ctx := context.Background()
 	var report []string
 	for _, lp := range paths {
-		var lb scenLabels
+		var lb scenario.Labels
 		b, err := os.ReadFile(lp)
 		if err != nil || json.Unmarshal(b, &lb) != nil {
 			t.Fatalf("labels %s: %v", lp, err)

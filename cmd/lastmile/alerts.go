@@ -63,11 +63,7 @@ Flags:
 	since := fs.String("since", "", "window ending now (or at --to): 30m, 2h, 7d (default 24h)")
 	from := fs.String("from", "", "window start: RFC 3339, ms since the epoch, or now-2h")
 	to := fs.String("to", "", "window end (default now)")
-	addr := fs.String("addr", apiEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default")
-	token := fs.String("token", "", "bearer token (default $LASTMILE_QUERY_TOKEN, else DATA/query-token)")
-	dataDir := fs.String("data", "data", "`DIR` whose query-token file to use when no token is given")
-	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
-	utc := fs.Bool("utc", false, "print times in UTC instead of the local time zone")
+	api := addAPIFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -92,13 +88,10 @@ Flags:
 		}
 	}
 	var ans alert.AlertsAnswer
-	if done, code := getAnswer("alerts", *addr, *token, *dataDir, "/api/v1/alerts", q, *asJSON, stdout, stderr, "a list of alerts", &ans); done {
+	if done, code := api.get("alerts", "/api/v1/alerts", q, stdout, stderr, "a list of alerts", &ans); done {
 		return code
 	}
-	loc := time.Local
-	if *utc {
-		loc = time.UTC
-	}
+	loc := api.loc()
 	printAlerts(stdout, &ans, loc)
 	return 0
 }
