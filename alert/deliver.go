@@ -189,6 +189,9 @@ func NewDispatcher(plan DispatchPlan, rs []Receiver, st Store, logger log.Logger
 	if plan.ValidFor <= 0 {
 		plan.ValidFor = DefaultDispatchPlan.ValidFor
 	}
+	if plan.Backoff.Initial <= 0 {
+		plan.Backoff = DefaultBackoff // a zero wait would spin on a receiver that is down
+	}
 	d := &Dispatcher{plan: plan, st: st, logger: logger}
 	for _, r := range rs {
 		d.queues = append(d.queues, &queue{r: r, wake: make(chan struct{}, 1)})
