@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -167,6 +168,9 @@ type Dispatcher struct {
 	logger log.Logger
 	queues []*queue
 	wg     sync.WaitGroup
+	cancel context.CancelFunc
+	// draining: workers return once their queue is empty.
+	draining atomic.Bool
 }
 
 type queue struct {
@@ -201,6 +205,7 @@ func NewDispatcher(plan DispatchPlan, rs []Receiver, st Store, logger log.Logger
 
 // Start runs one worker per receiver until ctx ends; Wait waits for them.
 func (d *Dispatcher) Start(ctx context.Context) {
+	ctx, d.cancel = context.WithCancel(ctx)
 	for _, q := range d.queues {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.work(ctx, q) }()
@@ -209,6 +214,29 @@ func (d *Dispatcher) Start(ctx context.Context) {
 
 // Wait returns when the workers have stopped.
 func (d *Dispatcher) Wait() { d.wg.Wait() }
+
+// Stop lets the workers deliver what is queued for up to grace (a resolved
+// notice queued just before a shutdown still goes out), then stops them.
+func (d *Dispatcher) Stop(grace time.Duration) {
+	d.draining.Store(true)
+	for _, q := range d.queues {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		level.Warn(d.logger).Log("msg", "alert notices left undelivered at shutdown", "grace", grace)
+	}
+	d.cancel()
+	<-done
+}
 
 // Notify queues a state change for every receiver.
 func (d *Dispatcher) Notify(event string, alerts []Alert) {
@@ -269,6 +297,9 @@ func (d *Dispatcher) work(ctx context.Context, q *queue) {
 		}
 		q.mu.Unlock()
 		if !ok {
+			if d.draining.Load() {
+				return
+			}
 			select {
 			case <-ctx.Done():
 				return

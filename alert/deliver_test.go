@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -239,5 +240,32 @@ func TestDispatcherQueueBound(t *testing.T) {
 	q := d.queues[0]
 	if q.pending[0].Alerts[0].Fingerprint != "c" {
 		t.Errorf("kept %s first, want the newest two (c, d)", q.pending[0].Alerts[0].Fingerprint)
+	}
+}
+
+// TestDispatcherStopDrains: notices queued when the dispatcher stops are
+// still delivered within the grace; a receiver that hangs is given up at
+// its end.
+func TestDispatcherStopDrains(t *testing.T) {
+	good := newRecorder()
+	goodSrv := httptest.NewServer(http.HandlerFunc(good.webhook))
+	defer goodSrv.Close()
+	hangSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body) // the server notices the client leave only after the body
+		<-r.Context().Done()
+	}))
+	defer hangSrv.Close()
+	c := &http.Client{}
+	d := NewDispatcher(DispatchPlan{Queue: 16, Timeout: time.Hour, Backoff: fastBackoff}, []Receiver{&Webhook{URL: goodSrv.URL, Client: c}, &Webhook{URL: hangSrv.URL, Client: c}}, nil, log.NewNopLogger())
+	for _, fp := range []string{"a", "b", "c"} {
+		d.Notify(StateFiring, []Alert{testAlert(fp)})
+	}
+	d.Start(context.Background())
+	d.Stop(2 * time.Second) // returns: the hanging receiver is cut off at the grace
+	good.mu.Lock()
+	n := len(good.got)
+	good.mu.Unlock()
+	if n != 3 {
+		t.Errorf("%d of 3 queued notices delivered before the stop returned", n)
 	}
 }

@@ -155,17 +155,30 @@ func (e *Evaluator) Load(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var firing []Alert
+	var firing, gone []Alert
 	for i := range as {
 		a := as[i]
+		a.Deliveries = nil
 		if !e.hasRule(a.Rule) {
+			// Its rule is no longer evaluated: nothing would ever resolve
+			// it, so it ends now, and says why.
+			now := e.now()
+			a.State, a.EndsAt = StateResolved, &now
+			a.Annotations["resolved_by"] = "rule " + a.Rule + " is no longer in the rules"
+			if err := WriteAlert(ctx, e.st, &a, e.stamp(now)); err != nil {
+				return err
+			}
+			gone = append(gone, a)
 			continue
 		}
-		a.Deliveries = nil
 		e.groups[a.Rule+"\x00"+a.Fingerprint] = &group{alert: &a, since: a.StartsAt}
 		firing = append(firing, a)
 	}
 	e.countFiring()
+	if len(gone) > 0 {
+		level.Info(e.logger).Log("msg", "firing alerts of rules no longer given resolved", "alerts", len(gone))
+		e.out.Notify(StateResolved, gone)
+	}
 	if len(firing) > 0 {
 		level.Info(e.logger).Log("msg", "firing alerts restored", "alerts", len(firing))
 		e.out.Repeat(firing)

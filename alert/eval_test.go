@@ -24,8 +24,9 @@ type notice struct {
 }
 
 type fakeNotifier struct {
-	mu  sync.Mutex
-	got []notice
+	mu   sync.Mutex
+	got  []notice
+	rule string // when set, log shows this rule's alerts only (the store is shared by the tests)
 }
 
 func (f *fakeNotifier) Notify(event string, as []Alert) {
@@ -40,6 +41,19 @@ func (f *fakeNotifier) Repeat(as []Alert) {
 	f.got = append(f.got, notice{"repeat", as})
 }
 
+// mine returns the notices of f.rule's alerts.
+func (f *fakeNotifier) mine() []notice {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []notice
+	for _, n := range f.got {
+		if n.alerts[0].Rule == f.rule {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // log lists what was notified: "firing node_id=n1 @10m10s".
 func (f *fakeNotifier) log(dim string, base time.Time) []string {
 	f.mu.Lock()
@@ -47,7 +61,9 @@ func (f *fakeNotifier) log(dim string, base time.Time) []string {
 	var out []string
 	for _, n := range f.got {
 		for _, a := range n.alerts {
-			out = append(out, fmt.Sprintf("%s %s=%s start %s", n.event, dim, a.Labels[dim], a.StartsAt.Sub(base)))
+			if f.rule == "" || a.Rule == f.rule {
+				out = append(out, fmt.Sprintf("%s %s=%s start %s", n.event, dim, a.Labels[dim], a.StartsAt.Sub(base)))
+			}
 		}
 	}
 	return out
@@ -159,7 +175,7 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
 	evs = append(evs, timeline(app, "n5", "cdn-a", "north", base, 20*time.Minute, 2, func(time.Duration) int { return 2 })...)
 	insert(t, st, evs)
 
-	rules := mustRules(t, `rules:
+	rulesA := `rules:
   - name: TestNodeA
     scope: edge
     metric: video_start_failure_rate
@@ -171,9 +187,10 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
     fire: {above: 10, ratio: 3, delta: 8}
     persist: 2
     resolve: {above: 5, ratio: 1.5, delta: 4, after: 2}
-`)
+`
+	rules := mustRules(t, rulesA)
 	plan := Plan{Step: Step, Resend: time.Hour, TraceHint: true}
-	n1 := &fakeNotifier{}
+	n1 := &fakeNotifier{rule: "TestNodeA"}
 	e1 := NewEvaluator(plan, rules, st, n1, log.NewNopLogger())
 	if err := e1.Load(ctx); err != nil {
 		t.Fatal(err)
@@ -182,7 +199,7 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
 	if got, want := strings.Join(n1.log("node_id", base), "; "), "firing node_id=n1 start 10m10s"; got != want {
 		t.Fatalf("first evaluator notified %q, want %q", got, want)
 	}
-	a := n1.got[0].alerts[0]
+	a := n1.mine()[0].alerts[0]
 	if a.Labels["alertname"] != "TestNodeA" || a.Labels["scope"] != "edge" || a.Labels["cdn"] != "cdn-a" || a.Labels["region"] != "north" ||
 		a.Value != 50 || a.Expected != 0 || a.Samples != 12 || !strings.Contains(a.Annotations["trace"], "lastmile trace --device n1-dev-") ||
 		a.Annotations["peers"] != "0.00" {
@@ -190,7 +207,7 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
 	}
 
 	// Restart while firing.
-	n2 := &fakeNotifier{}
+	n2 := &fakeNotifier{rule: "TestNodeA"}
 	e2 := NewEvaluator(plan, rules, st, n2, log.NewNopLogger())
 	if err := e2.Load(ctx); err != nil {
 		t.Fatal(err)
@@ -199,7 +216,7 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
 	if got, want := strings.Join(n2.log("node_id", base), "; "), "repeat node_id=n1 start 10m10s; resolved node_id=n1 start 10m10s"; got != want {
 		t.Fatalf("restarted evaluator notified %q, want %q", got, want)
 	}
-	if end := n2.got[1].alerts[0].EndsAt; end == nil || !end.Equal(base.Add(17*time.Minute+20*time.Second)) {
+	if end := n2.mine()[1].alerts[0].EndsAt; end == nil || !end.Equal(base.Add(17*time.Minute+20*time.Second)) {
 		t.Errorf("resolved at %v, want 17m20s", end)
 	}
 	as, err := ReadAlerts(ctx, st, Filter{})
@@ -214,6 +231,41 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
 	}
 	if got := strings.Join(mine, "; "); got != "resolved n1 10m10s-17m20s" {
 		t.Errorf("stored alerts: %s", got)
+	}
+
+	// Restarted while firing with a rules file that no longer has the
+	// rule: the alert is resolved at once, not left firing for ever.
+	e3 := NewEvaluator(plan, rules, st, &fakeNotifier{}, log.NewNopLogger())
+	if err := e3.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evalRange(ctx, e3, base, 10*time.Minute, 11*time.Minute)
+	if _, _, firing := e3.Counts(); firing != 1 {
+		t.Fatalf("%d firing, want n1 again", firing)
+	}
+	n4 := &fakeNotifier{}
+	e4 := NewEvaluator(plan, mustRules(t, strings.Replace(rulesA, "TestNodeA", "TestNodeRenamed", 1)), st, n4, log.NewNopLogger())
+	if err := e4.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// (Other tests' alerts in the shared store go the same way; only
+	// this rule's are looked at.)
+	var got []string
+	for _, n := range n4.got {
+		for _, a := range n.alerts {
+			if a.Rule == "TestNodeA" {
+				got = append(got, fmt.Sprintf("%s %s start %s: %s", n.event, a.Labels["node_id"], a.StartsAt.Sub(base), a.Annotations["resolved_by"]))
+			}
+		}
+	}
+	if want := "resolved n1 start 10m10s: rule TestNodeA is no longer in the rules"; strings.Join(got, "; ") != want {
+		t.Errorf("after the rule went: %q, want %q", got, want)
+	}
+	as, _ = ReadAlerts(ctx, st, Filter{State: StateFiring})
+	for _, a := range as {
+		if a.Rule == "TestNodeA" {
+			t.Errorf("still firing: %+v", a)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -23,6 +24,10 @@ type AlertOptions struct {
 	// Plan overrides alert.DefaultPlan's step and resend when set (tests).
 	Plan alert.Plan
 }
+
+// alertDrainGrace is how long a stopping alert role keeps delivering what
+// it has queued.
+const alertDrainGrace = 10 * time.Second
 
 // startAlert runs the alert evaluator and its delivery workers on st until
 // the returned stop is called.
@@ -62,9 +67,9 @@ func startAlert(ctx context.Context, o AlertOptions, st store.Store, reg prometh
 	level.Info(logger).Log("msg", "alert evaluator started", "rules", len(rules), "from", src, "step", plan.Step, "receivers", strings.Join(names, ","))
 	actx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	disp.Start(actx)
+	disp.Start(context.Background())
 	go func() { ev.Run(actx); close(done) }()
-	return func() { cancel(); <-done; disp.Wait() }, nil
+	return func() { cancel(); <-done; disp.Stop(alertDrainGrace) }, nil
 }
 
 func registerAlertMetrics(reg prometheus.Registerer, ev *alert.Evaluator, disp *alert.Dispatcher) {
