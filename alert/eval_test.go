@@ -131,6 +131,21 @@ func mustRules(t *testing.T, y string) []Rule {
 	return rs
 }
 
+// nodeRule is a test rule: an app's start failure rate per node over
+// window, firing at 10% and 3× and +8 after 2 evaluations, plus extra lines.
+func nodeRule(name, app, window, extra string) string {
+	return fmt.Sprintf(`  - name: %s
+    scope: edge
+    metric: video_start_failure_rate
+    group_by: [node_id]
+    filter: {app_id: %s}
+    window: %s
+    min_cohort: 10
+    fire: {above: 10, ratio: 3, delta: 8}
+    persist: 2
+%s`, name, app, window, extra)
+}
+
 func evalRange(ctx context.Context, e *Evaluator, base time.Time, from, to time.Duration) {
 	for d := from; d <= to; d += Step {
 		e.Eval(ctx, base.Add(d))
@@ -175,19 +190,7 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
 	evs = append(evs, timeline(app, "n5", "cdn-a", "north", base, 20*time.Minute, 2, func(time.Duration) int { return 2 })...)
 	insert(t, st, evs)
 
-	rulesA := `rules:
-  - name: TestNodeA
-    scope: edge
-    metric: video_start_failure_rate
-    group_by: [node_id]
-    peers: [cdn, region]
-    filter: {app_id: ev-a}
-    window: 10s
-    min_cohort: 10
-    fire: {above: 10, ratio: 3, delta: 8}
-    persist: 2
-    resolve: {above: 5, ratio: 1.5, delta: 4, after: 2}
-`
+	rulesA := "rules:\n" + nodeRule("TestNodeA", app, "10s", "    peers: [cdn, region]\n    resolve: {above: 5, ratio: 1.5, delta: 4, after: 2}\n")
 	rules := mustRules(t, rulesA)
 	plan := Plan{Step: Step, Resend: time.Hour, TraceHint: true}
 	n1 := &fakeNotifier{rule: "TestNodeA"}
@@ -287,19 +290,7 @@ func TestEvaluatorPeersVersusBaseline(t *testing.T) {
 		})...)
 	}
 	insert(t, st, evs)
-	rule := func(name, compare string) string {
-		return fmt.Sprintf(`  - name: %s
-    scope: edge
-    metric: video_start_failure_rate
-    group_by: [node_id]
-    filter: {app_id: ev-b}
-    window: 30s
-    min_cohort: 10
-    fire: {above: 10, ratio: 3, delta: 8}
-    persist: 2
-%s
-`, name, compare)
-	}
+	rule := func(name, compare string) string { return nodeRule(name, app, "30s", compare+"\n") }
 	rules := mustRules(t, "rules:\n"+rule("TestPeers", "    peers: [cdn, region]")+rule("TestBaseline", "    baseline: 5m")+
 		rule("TestBoth", "    peers: [cdn, region]\n    baseline: 5m"))
 	nf := &fakeNotifier{}
@@ -353,18 +344,7 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 		})...)
 	}
 	insert(t, st, evs)
-	rulesYAML := `rules:
-  - name: TestFallback
-    scope: edge
-    metric: video_start_failure_rate
-    group_by: [node_id]
-    peers: [cdn, region]
-    filter: {app_id: ev-c}
-    window: 30s
-    min_cohort: 10
-    fire: {above: 10, ratio: 3, delta: 8}
-    persist: 2
-`
+	rulesYAML := "rules:\n" + nodeRule("TestFallback", app, "30s", "    peers: [cdn, region]\n")
 	rules := mustRules(t, rulesYAML)
 	nf := &fakeNotifier{}
 	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, rules, st, nf, log.NewNopLogger())
