@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -64,15 +63,8 @@ Flags:
 	from := fs.String("from", "", "window start: RFC 3339, ms since the epoch, or now-2h")
 	to := fs.String("to", "", "window end (default now)")
 	api := addAPIFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lastmile alerts: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	q := url.Values{}
 	if *since != "" {

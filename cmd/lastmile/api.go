@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -141,4 +142,20 @@ func (a apiFlags) loc() *time.Location {
 // get calls the API for cmd; see getAnswer.
 func (a apiFlags) get(cmd, path string, q url.Values, stdout, stderr io.Writer, what string, out any) (done bool, code int) {
 	return getAnswer(cmd, *a.addr, *a.token, *a.dataDir, path, q, *a.asJSON, stdout, stderr, what, out)
+}
+
+// parseFlags parses a command's flags and refuses positional arguments;
+// when ok is false the command ends with code (0 after -h).
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return 2, false
+	}
+	return 0, true
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -59,15 +58,8 @@ Flags:
 	limit := fs.Int("limit", 0, "most groups to show (default 100); the ones with the most samples are kept")
 	series := fs.Bool("series", false, "also print the value of every time bucket")
 	api := addAPIFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lastmile metrics: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	q := url.Values{}
 	for param, v := range map[string]string{"metric": *metric, "since": *since, "from": *from, "to": *to, "step": *step,
