@@ -167,8 +167,8 @@ func startArgs(t testing.TB, dataDir string, args []string) *proc {
 		close(lines)
 	}()
 	deadline := time.After(120 * time.Second)
-	// The query role reads the store only and has no Kafka address.
-	needKafka := args[0] != "query"
+	// The query and alert roles read the store only and have no Kafka address.
+	needKafka := args[0] != "query" && args[0] != "alert"
 	for p.HTTP == "" || (needKafka && p.Kafka == "") || (needMetrics && p.Metrics == "") {
 		select {
 		case l, ok := <-lines:

@@ -2,10 +2,12 @@ package query
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -154,7 +156,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t0 := time.Now()
-	ans, err := runMetrics(r, s.store, req)
+	ans, err := runMetrics(r.Context(), s.store, req)
 	if err != nil {
 		level.Error(s.logger).Log("msg", "metrics query failed", "metric", req.m.Name, "err", err)
 		writeError(w, http.StatusInternalServerError, "metrics query failed: %v", err)
@@ -557,9 +559,29 @@ func (req *metricsRequest) value(s *sums, lengthMs int64) *float64 {
 	return &v
 }
 
-func runMetrics(r *http.Request, st Store, req *metricsRequest) (*MetricsAnswer, error) {
+// Metrics computes a metric without HTTP: q holds the parameters of GET
+// /api/v1/metrics (metric, from, to, step, group_by, filters, ...) and now is
+// what relative times and the default window end are read against. The alert
+// evaluator calls it, so that an alert and the metrics API agree on every
+// number.
+func Metrics(ctx context.Context, st Store, q url.Values, now time.Time) (*MetricsAnswer, error) {
+	req, err := parseMetricsRequest(newParams(q, now))
+	if err != nil {
+		return nil, err
+	}
+	return runMetrics(ctx, st, req)
+}
+
+// CheckMetrics validates the parameters of a metrics request as Metrics
+// would, without running it.
+func CheckMetrics(q url.Values) error {
+	_, err := parseMetricsRequest(newParams(q, time.Now()))
+	return err
+}
+
+func runMetrics(ctx context.Context, st Store, req *metricsRequest) (*MetricsAnswer, error) {
 	src := req.src
-	out, err := st.QueryJSON(r.Context(), req.sql(src))
+	out, err := st.QueryJSON(ctx, req.sql(src))
 	if err != nil {
 		return nil, err
 	}

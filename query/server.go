@@ -25,6 +25,7 @@ type Server struct {
 	sql    Store // the SQL window's store; store when not set
 	token  string
 	logger log.Logger
+	routes map[string]http.Handler // WithRoute
 }
 
 // Option adjusts a Server.
@@ -35,6 +36,17 @@ type Option func(*Server)
 // holder's SQL can neither write, nor lift its limits, nor hold the trace
 // and metrics queries or ingest back.
 func WithSQLStore(st Store) Option { return func(s *Server) { s.sql = st } }
+
+// WithRoute serves h at path behind the token: a read endpoint of another
+// package (the alert history, GET /api/v1/alerts).
+func WithRoute(path string, h http.Handler) Option {
+	return func(s *Server) {
+		if s.routes == nil {
+			s.routes = map[string]http.Handler{}
+		}
+		s.routes[path] = h
+	}
+}
 
 // New returns a Server; token is the bearer token every /api/v1 call needs.
 func New(st Store, token string, logger log.Logger, opts ...Option) *Server {
@@ -52,6 +64,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/v1/metrics", s.serveMetrics)
 	mux.HandleFunc("/api/v1/localize", s.serveLocalize)
 	mux.Handle("/api/v1/sql", sqlHandler(s.sql))
+	for path, h := range s.routes {
+		mux.Handle(path, h)
+	}
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route %s %s; routes: GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/localize, GET /api/v1/sql", r.Method, r.URL.Path)
 	})

@@ -2,11 +2,13 @@
 # Install the Debian packages the tests use, when missing: kcat (the e2e tests
 # list the embedded broker's topics with it, as a user would) and ffmpeg (the
 # outside RTMP publisher and HTTP-FLV/HLS reader the media/ code is tested
-# against: ffmpeg and ffprobe).
+# against: ffmpeg and ffprobe) and prometheus-alertmanager (the real
+# Alertmanager the alert e2e test delivers through).
 set -euo pipefail
 need=()
 command -v kcat >/dev/null || need+=(kcat)
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 if ((${#need[@]} == 0)); then
 	exit 0
 fi

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -110,4 +112,50 @@ func getAnswer(cmd, addr, token, dataDir, path string, q url.Values, raw bool, s
 		return true, 1
 	}
 	return false, 0
+}
+
+// apiFlags are the flags of the commands that read the query API: where it
+// is, the token, and how to print.
+type apiFlags struct {
+	addr, token, dataDir *string
+	asJSON, utc          *bool
+}
+
+func addAPIFlags(fs *flag.FlagSet) apiFlags {
+	return apiFlags{
+		addr:    fs.String("addr", apiEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default"),
+		token:   fs.String("token", "", "bearer token (default $LASTMILE_QUERY_TOKEN, else DATA/query-token)"),
+		dataDir: fs.String("data", "data", "`DIR` whose query-token file to use when no token is given"),
+		asJSON:  fs.Bool("json", false, "print the API's JSON answer as is"),
+		utc:     fs.Bool("utc", false, "print times in UTC instead of the local time zone"),
+	}
+}
+
+// loc is where times are printed.
+func (a apiFlags) loc() *time.Location {
+	if *a.utc {
+		return time.UTC
+	}
+	return time.Local
+}
+
+// get calls the API for cmd; see getAnswer.
+func (a apiFlags) get(cmd, path string, q url.Values, stdout, stderr io.Writer, what string, out any) (done bool, code int) {
+	return getAnswer(cmd, *a.addr, *a.token, *a.dataDir, path, q, *a.asJSON, stdout, stderr, what, out)
+}
+
+// parseFlags parses a command's flags and refuses positional arguments;
+// when ok is false the command ends with code (0 after -h).
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return 2, false
+	}
+	return 0, true
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
+	"github.com/lastmile-qoe/lastmile/alert"
 	"github.com/lastmile-qoe/lastmile/internal/app"
 	"github.com/lastmile-qoe/lastmile/processor"
 )
@@ -34,7 +35,9 @@ Commands:
   run         every role in one process on embedded defaults (Kafka + chDB under ./data)
   collector   the HTTP ingest service: POST /v1/events → Kafka
   processor   Kafka → clean, dedup, batch → ClickHouse
-  query       the read API only: trace search, QoE metrics, SQL (no Kafka needed)
+  query       the read API only: trace search, QoE metrics, SQL, alerts (no Kafka needed)
+  alert       the alert evaluator: rules over the store, delivery to Alertmanager and webhooks
+  alerts      list firing and resolved alerts from the query API
   trace       print one device's, user's or session's timeline from the query API
   metrics     print a QoE metric as a table from the query API
   media       the instrumented streaming stack: lastmile media up | ingest | origin | edge | scenario | ...
@@ -62,12 +65,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "run", "collector", "processor", "query":
+	case "run", "collector", "processor", "query", "alert":
 		return serve(cmd, rest, stdout, stderr)
 	case "trace":
 		return traceMain(rest, stdout, stderr)
 	case "metrics":
 		return metricsMain(rest, stdout, stderr)
+	case "alerts":
+		return alertsMain(rest, stdout, stderr)
 	case "media":
 		return mediaMain(rest, stdout, stderr)
 	case "demo":
@@ -118,6 +123,7 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", 3*time.Second, "on SIGTERM, keep the HTTP port open this long answering 503 with Retry-After (and /healthz 503) before closing it")
 	fs.DurationVar(&o.SQL.MaxExecutionTime, "sql-timeout", app.DefaultSQLLimits.MaxExecutionTime, "query: longest a /api/v1/sql statement runs before the engine stops it")
 	fs.Int64Var(&o.SQL.MaxResultRows, "sql-max-rows", app.DefaultSQLLimits.MaxResultRows, "query: most rows a /api/v1/sql answer may have (more is an error: add a LIMIT)")
+	alerts := alertFlags(fs, cmd, &o.Alerts)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -131,13 +137,23 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "run":
-		o.Collector, o.Processor, o.Query = true, true, true
+		o.Collector, o.Processor, o.Query, o.Alert = true, true, true, *alerts
+	case "alert":
+		o.Alert = true
 	case "collector":
 		o.Collector = true
 	case "processor":
 		o.Processor = true
 	case "query":
 		o.Query = true
+	}
+
+	if o.Alert && o.Alerts.Rules != "" {
+		// Refused before anything starts, every problem on its own line.
+		if _, err := alert.LoadRules(o.Alerts.Rules); err != nil {
+			fmt.Fprintf(stderr, "lastmile %s: invalid alert rules:\n%v\n", cmd, err)
+			return 2
+		}
 	}
 
 	logger := log.NewLogfmtLogger(log.NewSyncWriter(stderr))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,20 +57,9 @@ Flags:
 	read := fs.String("read", "", "auto (default), raw or rollup: where the API computes the metric from")
 	limit := fs.Int("limit", 0, "most groups to show (default 100); the ones with the most samples are kept")
 	series := fs.Bool("series", false, "also print the value of every time bucket")
-	addr := fs.String("addr", apiEnv("LASTMILE_ADDR", "http://127.0.0.1:8080"), "query API `URL`; $LASTMILE_ADDR sets the default")
-	token := fs.String("token", "", "bearer token (default $LASTMILE_QUERY_TOKEN, else DATA/query-token)")
-	dataDir := fs.String("data", "data", "`DIR` whose query-token file to use when no token is given")
-	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
-	utc := fs.Bool("utc", false, "print times in UTC instead of the local time zone")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lastmile metrics: unexpected arguments %q\n", fs.Args())
-		return 2
+	api := addAPIFlags(fs)
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	q := url.Values{}
 	for param, v := range map[string]string{"metric": *metric, "since": *since, "from": *from, "to": *to, "step": *step,
@@ -92,13 +80,10 @@ Flags:
 		q.Set("limit", strconv.Itoa(*limit))
 	}
 	var ans query.MetricsAnswer
-	if done, code := getAnswer("metrics", *addr, *token, *dataDir, "/api/v1/metrics", q, *asJSON, stdout, stderr, "a metric", &ans); done {
+	if done, code := api.get("metrics", "/api/v1/metrics", q, stdout, stderr, "a metric", &ans); done {
 		return code
 	}
-	loc := time.Local
-	if *utc {
-		loc = time.UTC
-	}
+	loc := api.loc()
 	printMetrics(stdout, &ans, loc, *series)
 	return 0
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lastmile-qoe/lastmile/alert"
 	"github.com/lastmile-qoe/lastmile/collector"
 	"github.com/lastmile-qoe/lastmile/internal/broker"
 	"github.com/lastmile-qoe/lastmile/internal/kafkaio"
@@ -78,6 +79,9 @@ type Options struct {
 	ShutdownGrace time.Duration
 
 	Collector, Processor, Query bool
+	// Alert runs the alert evaluator (docs/alerts.md) with Alerts.
+	Alert  bool
+	Alerts AlertOptions
 	// Ready, when set, is called with the listen addresses once serving.
 	Ready func(Addrs)
 }
@@ -189,7 +193,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 
 	// Store (needed by the processor and the query role).
 	var st store.Store
-	if o.Processor || o.Query {
+	if o.Processor || o.Query || o.Alert {
 		st, addrs.Store, err = openStore(ctx, o)
 		if err != nil {
 			return err
@@ -205,6 +209,13 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	}
 	if producer != nil {
 		closers.push("producer", producer.Close)
+	}
+	if o.Alert {
+		stop, err := startAlert(ctx, o.Alerts, st, reg, logger)
+		if err != nil {
+			return err
+		}
+		closers.push("alert evaluator", func() error { stop(); return nil })
 	}
 
 	var draining atomic.Bool
@@ -292,7 +303,8 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 			return err
 		}
 		closers.push("sql reader", sqlr.Close)
-		mux.Handle("/api/v1/", query.New(api, token, log.With(logger, "component", "query"), query.WithSQLStore(sqlr)).Handler())
+		mux.Handle("/api/v1/", query.New(api, token, log.With(logger, "component", "query"), query.WithSQLStore(sqlr),
+			query.WithRoute("/api/v1/alerts", alert.Handler(api))).Handler())
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" {
@@ -415,7 +427,7 @@ func sqlLimits(o store.ReadOptions) store.ReadOptions {
 }
 
 // publicRoutes lists what the public port serves, for its 404s.
-const publicRoutes = "POST /v1/events, GET /v1/config, GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql, GET /healthz " +
+const publicRoutes = "POST /v1/events, GET /v1/config, GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/sql, GET /api/v1/alerts, GET /healthz " +
 	"(/metrics and /debug/pprof/ are on --metrics-listen)"
 
 // pprofMux serves the runtime profiles. cmdline is left out: it would hand

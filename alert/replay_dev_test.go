@@ -1,0 +1,181 @@
+package alert
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+
+	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
+	"github.com/lastmile-qoe/lastmile/media/scenario"
+)
+
+// scenDataDir holds real scenario runs (events and labels) dumped by the e2e
+// scenario tests with LASTMILE_E2E_DUMP; it is not in the repository.
+var scenDataDir = func() string {
+	if d := os.Getenv("LASTMILE_SCEN_DATA"); d != "" {
+		return d
+	}
+	return "/work/scen-data"
+}()
+
+// replayTables are emptied between scenarios: the events, what the
+// metrics read, and the alert state.
+var replayTables = []string{"events", "qoe_1m", "qoe_1h", "qoe_latency_1m", "qoe_latency_1h", "qoe_first_frame", alertsTable, deliveriesTable}
+
+func loadScenario(t *testing.T, st *store.Embedded, path string) {
+	ctx := context.Background()
+	for _, tb := range replayTables {
+		if err := st.Exec(ctx, "TRUNCATE TABLE IF EXISTS "+tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	var batch bytes.Buffer
+	flush := func() {
+		if batch.Len() == 0 {
+			return
+		}
+		if err := st.Exec(ctx, "INSERT INTO events FORMAT JSONEachRow\n"+batch.String()); err != nil {
+			t.Fatal(err)
+		}
+		batch.Reset()
+	}
+	for n := 1; sc.Scan(); n++ {
+		batch.Write(sc.Bytes())
+		batch.WriteByte('\n')
+		if n%5000 == 0 {
+			flush()
+		}
+	}
+	flush()
+}
+
+// TestReplayScenarios runs the built-in rules over real scenario runs, one
+// evaluation every step from the run's start to two minutes after its end,
+// and reports per labelled fault the delay from its start to the first
+// evaluation that fired an alert on its dimensions, and every alert that
+// matches no fault. A measurement for development (skipped without the
+// data); it asserts only that the baseline run fires nothing.
+func TestReplayScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replays scenario runs")
+	}
+	paths, _ := filepath.Glob(filepath.Join(scenDataDir, "*.labels.json"))
+	if len(paths) == 0 {
+		t.Skipf("SKIPPED: no scenario runs in %s (set LASTMILE_SCEN_DATA)", scenDataDir)
+	}
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	var report []string
+	for _, lp := range paths {
+		var lb scenario.Labels
+		b, err := os.ReadFile(lp)
+		if err != nil || json.Unmarshal(b, &lb) != nil {
+			t.Fatalf("labels %s: %v", lp, err)
+		}
+		loadScenario(t, st, strings.TrimSuffix(lp, ".labels.json")+".events.jsonl")
+		nf := &fakeNotifier{}
+		e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, DefaultRules(), st, nf, log.NewNopLogger())
+		firedAt := map[string]time.Time{} // fingerprint → evaluation that fired it
+		from, to := lb.Start.Truncate(Step).Add(Step), lb.End.Add(2*time.Minute)
+		for tt := from; !tt.After(to); tt = tt.Add(Step) {
+			before := len(nf.got)
+			e.Eval(ctx, tt)
+			for _, n := range nf.got[before:] {
+				if n.event == StateFiring {
+					firedAt[n.alerts[0].Fingerprint] = tt
+				}
+			}
+		}
+		var fired []Alert
+		ended := map[string]time.Time{}
+		for _, n := range nf.got {
+			switch n.event {
+			case StateFiring:
+				fired = append(fired, n.alerts[0])
+			case StateResolved:
+				ended[n.alerts[0].Fingerprint] = *n.alerts[0].EndsAt
+			}
+		}
+		name := strings.TrimSuffix(filepath.Base(lp), ".labels.json")
+		report = append(report, fmt.Sprintf("%s (%s, %s of data): %d alerts", name, lb.Scenario, lb.End.Sub(lb.Start).Round(time.Second), len(fired)))
+		matched := map[string]bool{}
+		for _, f := range lb.Faults {
+			first, by, fp := time.Time{}, "", ""
+			for _, a := range fired {
+				if matches(a.Labels, f.Dims) && firedAt[a.Fingerprint].After(f.Start) && firedAt[a.Fingerprint].Before(f.End.Add(2*time.Minute)) {
+					matched[a.Fingerprint] = true
+					if first.IsZero() || firedAt[a.Fingerprint].Before(first) {
+						first, by, fp = firedAt[a.Fingerprint], a.Rule+" "+dimsOf(a.Labels), a.Fingerprint
+					}
+				}
+			}
+			if first.IsZero() {
+				report = append(report, fmt.Sprintf("  %-9s %-24s %-34s missed", f.Scope, f.Kind, f.Name))
+			} else {
+				end := "  not resolved"
+				if e, ok := ended[fp]; ok {
+					end = fmt.Sprintf("%4.0fs", e.Sub(f.End).Seconds())
+				}
+				report = append(report, fmt.Sprintf("  %-9s %-24s %-34s %4.0fs %s  %s", f.Scope, f.Kind, f.Name, first.Sub(f.Start).Seconds(), end, by))
+			}
+		}
+		var unmatched []string
+		for _, a := range fired {
+			if !matched[a.Fingerprint] {
+				unmatched = append(unmatched, fmt.Sprintf("  unmatched: %s %s at +%s: %s", a.Rule, dimsOf(a.Labels), firedAt[a.Fingerprint].Sub(lb.Start).Round(time.Second), a.Annotations["summary"]))
+			}
+		}
+		sort.Strings(unmatched)
+		report = append(report, unmatched...)
+		if len(lb.Faults) == 0 && len(fired) > 0 {
+			t.Errorf("baseline run %s fired %d alerts", name, len(fired))
+		}
+	}
+	t.Logf("built-in rules over %s (delays: fault start → the evaluation that fired, fault end → the one that resolved):\n%s", scenDataDir, strings.Join(report, "\n"))
+}
+
+// matches: the alert's dimension labels that the fault names agree with
+// it, and there is at least one.
+func matches(labels, dims map[string]string) bool {
+	n := 0
+	for k, v := range labels {
+		if k == "alertname" || k == "scope" || k == "severity" {
+			continue
+		}
+		if fv, ok := dims[k]; ok {
+			if fv != v {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
+}
+
+func dimsOf(labels map[string]string) string {
+	var out []string
+	for _, k := range sortedKeys(labels) {
+		if k != "alertname" && k != "scope" && k != "severity" {
+			out = append(out, k+"="+labels[k])
+		}
+	}
+	return strings.Join(out, ",")
+}
