@@ -7,7 +7,9 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"sort"
 	"strings"
 
 	"github.com/go-kit/log"
@@ -59,16 +61,23 @@ func New(st Store, token string, logger log.Logger, opts ...Option) *Server {
 
 // Handler returns the /api/v1/ routes, all behind the bearer token.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/api/v1/trace", s.serveTrace)
-	mux.HandleFunc("/api/v1/metrics", s.serveMetrics)
-	mux.HandleFunc("/api/v1/localize", s.serveLocalize)
-	mux.Handle("/api/v1/sql", sqlHandler(s.sql))
-	for path, h := range s.routes {
-		mux.Handle(path, h)
+	routes := map[string]http.Handler{
+		"/api/v1/trace":    http.HandlerFunc(s.serveTrace),
+		"/api/v1/metrics":  http.HandlerFunc(s.serveMetrics),
+		"/api/v1/localize": http.HandlerFunc(s.serveLocalize),
+		"/api/v1/sql":      sqlHandler(s.sql),
 	}
+	maps.Copy(routes, s.routes)
+	mux := http.NewServeMux()
+	var names []string
+	for path, h := range routes {
+		mux.Handle(path, h)
+		names = append(names, "GET "+path)
+	}
+	sort.Strings(names)
+	list := strings.Join(names, ", ")
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no route %s %s; routes: GET /api/v1/trace, GET /api/v1/metrics, GET /api/v1/localize, GET /api/v1/sql", r.Method, r.URL.Path)
+		writeError(w, http.StatusNotFound, "no route %s %s; routes: %s", r.Method, r.URL.Path, list)
 	})
 	return s.auth(mux)
 }
