@@ -21,8 +21,14 @@ type found struct {
 	b     int64
 	last  int64 // the last bucket: b, or the end of a run of buckets
 	cause Cause
-	v, c  float64 // the cohort's numerator and denominator
-	e     float64 // its expected numerator
+	sums  // the cohort's numerator v, denominator c, expected numerator e
+}
+
+// add counts a leaf in s.
+func (s *sums) add(l Leaf) {
+	s.v += l.V
+	s.c += l.C
+	s.e += l.E
 }
 
 // detect runs the search on each flagged bucket of one KPI, over the
@@ -100,9 +106,7 @@ func (lp LivePlan) searchLeaves(b, last int64, rd *readout, keep []int, all []Le
 	attrs, values, leaves := project(rd, keep, all)
 	var s sums
 	for _, l := range leaves {
-		s.v += l.V
-		s.c += l.C
-		s.e += l.E
+		s.add(l)
 	}
 	var causes []Cause
 	if len(attrs) > 0 {
@@ -115,9 +119,7 @@ func (lp LivePlan) searchLeaves(b, last int64, rd *readout, keep []int, all []Le
 		f := found{b: b, last: last, cause: c}
 		for _, l := range leaves {
 			if matchNames(attrs, values, c.Element, l.Key) {
-				f.v += l.V
-				f.c += l.C
-				f.e += l.E
+				f.add(l)
 			}
 		}
 		if f.v >= lp.MinAffected {
@@ -283,9 +285,7 @@ func (rd *readout) scoreOver(kpi string, el map[string]string, from, to int64) f
 		}
 		for _, l := range leaves {
 			if matchNames(rd.attrs, rd.values, el, l.Key) {
-				s.v += l.V
-				s.c += l.C
-				s.e += l.E
+				s.add(l)
 			}
 		}
 	}
