@@ -108,6 +108,7 @@ var DefaultLivePlan = LivePlan{
 		p := DefaultPlan
 		p.MinSupport = 3
 		p.MinScore = 8
+		p.Denser = true
 		return p
 	}(),
 	Attrs: []string{"cdn", "region", "node_id", "isp", "app_version", "rendition", "stream_id", "protocol", "network", "os"},

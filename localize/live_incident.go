@@ -60,7 +60,11 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		for i := range all {
 			all[i].E = all[i].C * rate(all[i])
 		}
-		out = append(out, lp.searchLeaves(b, b, rd, keep, all)...)
+		fs := lp.searchLeaves(b, b, rd, keep, all)
+		if kpiDefs[kpi].num != "" {
+			fs = append(fs, lp.searchRest(b, rd, keep, all, fs, rd.rate[kpi][b], lp.Floor[kpi])...)
+		}
+		out = append(out, fs...)
 	}
 	// Runs: a fault split over buckets may be too weak in each; the leaves
 	// of consecutive flagged buckets, searched together, add the cohorts
@@ -96,6 +100,37 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		run = append(run, b)
 	}
 	flush()
+	return out
+}
+
+// searchRest searches again the leaves of bucket b that none of the causes
+// fs explains, their expected ratio their own peers' (never above rate nor
+// under floor): two faults at once raise each other's peers, so the
+// weaker one, searched against an expectation the stronger inflated, is
+// diluted; without the stronger one's leaves it is not.
+func (lp LivePlan) searchRest(b int64, rd *readout, keep []int, all []Leaf, fs []found, rate, floor float64) []found {
+	if len(fs) == 0 {
+		return nil
+	}
+	var rest []Leaf
+	for _, l := range all {
+		if !slices.ContainsFunc(fs, func(f found) bool { return matchNames(rd.attrs, rd.values, f.cause.Element, l.Key) }) {
+			rest = append(rest, l)
+		}
+	}
+	r := max(floor, min(rate, peerRatioLeaves(rest, len(rd.attrs), lp.PeerQuantile)))
+	if len(rest) == 0 || r >= rate {
+		return nil
+	}
+	for i := range rest {
+		rest[i].E = rest[i].C * r
+	}
+	var out []found
+	for _, f := range lp.searchLeaves(b, b, rd, keep, rest) {
+		if !slices.ContainsFunc(fs, func(o found) bool { return maps.Equal(o.cause.Element, f.cause.Element) }) {
+			out = append(out, f)
+		}
+	}
 	return out
 }
 

@@ -66,3 +66,60 @@ func TestTranscodeStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestSearchTieDenser: sparse leaves put a node and its CDN at one score
+// (their expectations under the score's floor); the node, without the
+// CDN's unaffected viewers, is the cause.
+func TestSearchTieDenser(t *testing.T) {
+	attrs := []string{"cdn", "node_id"}
+	values := [][]string{{"cdn-a", "cdn-b"}, {"a-north", "a-south", "b-north", "b-south"}}
+	leaves := []Leaf{
+		{Key: []uint32{1, 3}, V: 9, C: 11, E: 0.22},
+		{Key: []uint32{1, 2}, V: 0, C: 3, E: 0.06},
+		{Key: []uint32{0, 0}, V: 0, C: 20, E: 0.4},
+		{Key: []uint32{0, 1}, V: 0, C: 20, E: 0.4},
+	}
+	causes := DefaultLivePlan.Search.Search(attrs, values, leaves)
+	if len(causes) != 1 || causes[0].Element["node_id"] != "b-south" {
+		t.Fatalf("causes %+v, want the node b-south", causes)
+	}
+}
+
+// TestSearchRest: two faults at once on crossing cohorts (an ISP whose
+// viewers all fail, a version failing on the other ISPs too) raise every
+// attribute's peers, so the version, searched against that expectation,
+// is diluted; searched again without the ISP's leaves, against their own
+// peers, it is found.
+func TestSearchRest(t *testing.T) {
+	lp := DefaultLivePlan
+	rd := &readout{attrs: []string{"isp", "app_version"}, values: [][]string{{"isp-a", "isp-b", "isp-c"}, {"5.2.0", "5.2.1", "5.3.0"}}}
+	var all []Leaf
+	for i := range 3 {
+		for v := range 3 {
+			l := Leaf{Key: []uint32{uint32(i), uint32(v)}, C: 15}
+			switch {
+			case i == 2:
+				l.V = 12
+			case v == 1:
+				l.V = 6
+			}
+			all = append(all, l)
+		}
+	}
+	rate := 0.2 // the inflated peers' ratio
+	for i := range all {
+		all[i].E = all[i].C * rate
+	}
+	keep := []int{0, 1}
+	first := lp.searchLeaves(0, 0, rd, keep, all)
+	if len(first) != 1 || first[0].cause.Element["isp"] != "isp-c" {
+		t.Fatalf("first search %+v, want {isp: isp-c} alone", first)
+	}
+	rest := lp.searchRest(0, rd, keep, all, first, rate, lp.Floor[KPIStartFailure])
+	if len(rest) != 1 || len(rest[0].cause.Element) != 1 || rest[0].cause.Element["app_version"] != "5.2.1" {
+		t.Fatalf("search of the rest %+v, want {app_version: 5.2.1}", rest)
+	}
+	if rest[0].v != 12 || rest[0].c != 30 {
+		t.Errorf("the version's figures outside the ISP: %.0f of %.0f, want 12 of 30", rest[0].v, rest[0].c)
+	}
+}
