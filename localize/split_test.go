@@ -36,16 +36,14 @@ func TestTranscodeStreams(t *testing.T) {
 		{"one failed, one lags: two streams", status(map[string]string{"live/room1": "error", "live/room2": "lagging"}), []string{"live/room1", "live/room2"}},
 		{"one failed: that stream", status(map[string]string{"live/room1": "error"}), []string{"live/room1"}},
 		{"one lags: that stream", status(map[string]string{"live/room2": "lagging"}), []string{"live/room2"}},
-		{"no fault: none", nil, nil},
+		{"no fault: none", status(nil), nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld()
-			if tc.fault != nil {
-				tc.fault(w)
-			}
-			st := loadWorld(t, w)
+			tc.fault(w)
 			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: map[string]string{"rendition": "480p"}, Scope: ScopeTranscode}
+			st := loadWorld(t, w)
 			got, err := DefaultScopePlan.TranscodeStreams(context.Background(), st, inc)
 			if err != nil {
 				t.Fatal(err)
