@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,7 +17,9 @@ import (
 // (failures, by node) and a client fault (slow starts, by isp: it fails
 // nothing, so it does not blur the node breakdown), over by 30 s, so the affected viewers have played (8 s
 // each) by the time the test pastes the commands at 40 s; the rest of the
-// run is time for the commands, after which the test stops the demo.
+// run is time for the commands, after which the test stops the demo. 96
+// viewers over the ramp give each fault enough failed or slow starts for
+// the live localizer to name its cohort.
 const demoScenario = `name: demo-e2e
 description: a short demo for the e2e test.
 duration: 120s
@@ -24,7 +27,7 @@ topology:
   rooms:
     - {name: room1, bitrate_kbps: 1000}
   players:
-    count: 24
+    count: 96
     ramp: 35s
     watch: 8s
     seed: 5
@@ -128,10 +131,9 @@ func TestDemoCommands(t *testing.T) {
 		"--group-by node_id": standsOut("edge-b-south-1"),
 		"--group-by isp":     standsOut("isp-c"),
 		"lastmile trace":     re(`device_id dev-[0-9a-z]+-viewer-\d{4}: [1-9]\d* session\(s\)`),
-		// the live localizer answers; this short run's faults touch too few
-		// viewers (3 failed attempts) to be significant, the scenario tests
-		// check what it finds (e2e/localize_test.go)
-		"lastmile localize": re(`\d+ incident\(s\)`),
+		// the live localizer names both faults' cohorts: the node (or its
+		// CDN and region) and the ISP
+		"lastmile localize": namesCohorts(`node_id=edge-b-south-1|cdn=cdn-b region=south`, `isp=isp-c`),
 
 		"curl ": re(`"sessions":\s*\[\s*\{`),
 	}
@@ -208,5 +210,22 @@ func standsOut(group string) func([]byte) bool {
 			}
 		}
 		return rows > 1 && best == group
+	}
+}
+
+// namesCohorts checks `lastmile localize` output: for each pattern, an
+// incident's heading ("N. span  SCOPE  kpi on dims") names a cohort it
+// matches.
+func namesCohorts(patterns ...string) func([]byte) bool {
+	heading := regexp.MustCompile(`(?m)^\d+\. .* on (.*)$`)
+	return func(out []byte) bool {
+		cohorts := heading.FindAllSubmatch(out, -1)
+		for _, p := range patterns {
+			re := regexp.MustCompile(`(^|\s)(` + p + `)(\s|$)`)
+			if !slices.ContainsFunc(cohorts, func(m [][]byte) bool { return re.Match(m[1]) }) {
+				return false
+			}
+		}
+		return true
 	}
 }

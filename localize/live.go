@@ -41,6 +41,11 @@ type LivePlan struct {
 	// stream's room); dimensions only in Context are read, not searched.
 	Attrs   []string
 	Context map[string][]string
+	// Split maps a dimension to one its leaves are also read by, so that a
+	// cohort naming the first can be split by the second when the verdict
+	// names the components (a rendition across streams whose workers the
+	// transcode logs implicate one by one: splitTranscode).
+	Split map[string]string
 
 	// RawWindow: ranges up to this long read raw events, in RawBucket
 	// buckets; longer ones read the qoe_1m rollup, by the minute.
@@ -103,6 +108,7 @@ var DefaultLivePlan = LivePlan{
 		p := DefaultPlan
 		p.MinSupport = 3
 		p.MinScore = 8
+		p.Denser = true
 		return p
 	}(),
 	Attrs: []string{"cdn", "region", "node_id", "isp", "app_version", "rendition", "stream_id", "protocol", "network", "os"},
@@ -110,6 +116,7 @@ var DefaultLivePlan = LivePlan{
 		"node_id":   {"cdn", "region"},
 		"stream_id": {"room_id"},
 	},
+	Split:        map[string]string{"rendition": "stream_id"},
 	RawWindow:    15 * time.Minute,
 	RawBucket:    30 * time.Second,
 	PeerQuantile: 0.2,
@@ -204,20 +211,101 @@ func (lp LivePlan) Localize(ctx context.Context, st Store, req LiveRequest) ([]I
 	for _, kpi := range kpis {
 		found = append(found, lp.merge(kpi, rd, lp.detect(kpi, rd))...)
 	}
-	slices.SortStableFunc(found, func(a, b Incident) int { return cmpDesc(a.Score, b.Score) })
+	sortIncidents(found)
 	if len(found) > lp.MaxIncidents {
 		found = found[:lp.MaxIncidents]
 	}
+	var out []Incident
 	for i := range found {
-		inc := &found[i]
-		if err := lp.sessions(ctx, st, req, rd, inc); err != nil {
+		conf := found[i].Confidence // before the verdict weighs it
+		if err := lp.finish(ctx, st, req, rd, &found[i]); err != nil {
 			return nil, err
 		}
-		if err := lp.Scope.Decide(ctx, st, inc); err != nil {
-			return nil, fmt.Errorf("scope of %s incident on %v: %w", inc.KPI, inc.Dims, err)
+		parts, err := lp.splitTranscode(ctx, st, req, rd, found[i], conf)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, parts...)
+	}
+	sortIncidents(out)
+	return out, nil
+}
+
+func sortIncidents(incs []Incident) {
+	slices.SortStableFunc(incs, func(a, b Incident) int { return cmpDesc(a.Score, b.Score) })
+}
+
+// finish names an incident's affected sessions and decides its verdict.
+func (lp LivePlan) finish(ctx context.Context, st Store, req LiveRequest, rd *readout, inc *Incident) error {
+	if err := lp.sessions(ctx, st, req, rd, inc); err != nil {
+		return err
+	}
+	if err := lp.Scope.Decide(ctx, st, inc); err != nil {
+		return fmt.Errorf("scope of %s incident on %v: %w", inc.KPI, inc.Dims, err)
+	}
+	return nil
+}
+
+// splitTranscode answers a transcode incident on a rendition across
+// streams as one incident per stream whose worker the transcode logs
+// implicate (ScopePlan.TranscodeStreams), each with its own figures from
+// the leaves; inc itself when none is named or the leaves cannot tell the
+// streams apart.
+func (lp LivePlan) splitTranscode(ctx context.Context, st Store, req LiveRequest, rd *readout, inc Incident, conf float64) ([]Incident, error) {
+	streams, err := lp.Scope.TranscodeStreams(ctx, st, &inc)
+	if err != nil {
+		return nil, fmt.Errorf("streams of transcode incident on %v: %w", inc.Dims, err)
+	}
+	var out []Incident
+	for _, s := range streams {
+		el := maps.Clone(inc.Dims)
+		el["stream_id"] = s
+		sub, ok := lp.subIncident(rd, inc, el, conf)
+		if !ok {
+			continue
+		}
+		if err := lp.finish(ctx, st, req, rd, &sub); err != nil {
+			return nil, err
+		}
+		out = append(out, sub)
+	}
+	if len(out) == 0 {
+		return []Incident{inc}, nil
+	}
+	return out, nil
+}
+
+// subIncident is inc narrowed to the cohort el (confidence conf), its figures summed over
+// the leaves of inc's span; false when el has fewer than MinAffected
+// affected views there.
+func (lp LivePlan) subIncident(rd *readout, inc Incident, el map[string]string, conf float64) (Incident, bool) {
+	step := int64(rd.step.Seconds())
+	from, last := inc.From.Unix(), inc.To.Unix()-step
+	var sub, whole sums
+	for b, leaves := range rd.leaves[inc.KPI] {
+		if b < from || b > last {
+			continue
+		}
+		for _, l := range leaves {
+			if !matchNames(rd.attrs, rd.values, inc.Dims, l.Key) {
+				continue
+			}
+			whole.add(l)
+			if matchNames(rd.attrs, rd.values, el, l.Key) {
+				sub.add(l)
+			}
 		}
 	}
-	return found, nil
+	if sub.v < lp.MinAffected || sub.c <= 0 {
+		return Incident{}, false
+	}
+	out := Incident{From: inc.From, To: inc.To, KPI: inc.KPI, Dims: rd.withContext(lp, el),
+		Views: sub.c, Affected: sub.v, Value: sub.v / sub.c, Expected: sub.e / sub.c,
+		Confidence: conf, Score: sub.lr()}
+	if ex := whole.v - whole.e; ex > 0 {
+		out.Share = inc.Share * max(0, sub.v-sub.e) / ex
+	}
+	return out, true
 }
 
 // CheckKPI checks a KPI name: one of LiveKPIs, or "" for all.

@@ -21,8 +21,14 @@ type found struct {
 	b     int64
 	last  int64 // the last bucket: b, or the end of a run of buckets
 	cause Cause
-	v, c  float64 // the cohort's numerator and denominator
-	e     float64 // its expected numerator
+	sums  // the cohort's numerator v, denominator c, expected numerator e
+}
+
+// add counts a leaf in s.
+func (s *sums) add(l Leaf) {
+	s.v += l.V
+	s.c += l.C
+	s.e += l.E
 }
 
 // detect runs the search on each flagged bucket of one KPI, over the
@@ -54,7 +60,11 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 		for i := range all {
 			all[i].E = all[i].C * rate(all[i])
 		}
-		out = append(out, lp.searchLeaves(b, b, rd, keep, all)...)
+		fs := lp.searchLeaves(b, b, rd, keep, all)
+		if kpiDefs[kpi].num != "" {
+			fs = append(fs, lp.searchRest(b, rd, keep, all, fs, rd.rate[kpi][b], lp.Floor[kpi])...)
+		}
+		out = append(out, fs...)
 	}
 	// Runs: a fault split over buckets may be too weak in each; the leaves
 	// of consecutive flagged buckets, searched together, add the cohorts
@@ -93,6 +103,37 @@ func (lp LivePlan) detect(kpi string, rd *readout) []found {
 	return out
 }
 
+// searchRest searches again the leaves of bucket b that none of the causes
+// fs explains, their expected ratio their own peers' (never above rate nor
+// under floor): two faults at once raise each other's peers, so the
+// weaker one, searched against an expectation the stronger inflated, is
+// diluted; without the stronger one's leaves it is not.
+func (lp LivePlan) searchRest(b int64, rd *readout, keep []int, all []Leaf, fs []found, rate, floor float64) []found {
+	if len(fs) == 0 {
+		return nil
+	}
+	var rest []Leaf
+	for _, l := range all {
+		if !slices.ContainsFunc(fs, func(f found) bool { return matchNames(rd.attrs, rd.values, f.cause.Element, l.Key) }) {
+			rest = append(rest, l)
+		}
+	}
+	r := max(floor, min(rate, peerRatioLeaves(rest, len(rd.attrs), lp.PeerQuantile)))
+	if len(rest) == 0 || r >= rate {
+		return nil
+	}
+	for i := range rest {
+		rest[i].E = rest[i].C * r
+	}
+	var out []found
+	for _, f := range lp.searchLeaves(b, b, rd, keep, rest) {
+		if !slices.ContainsFunc(fs, func(o found) bool { return maps.Equal(o.cause.Element, f.cause.Element) }) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // searchLeaves searches leaves (their expectations set) of the buckets b
 // to last over the attributes keep; no attribute left means the whole
 // population is the cohort.
@@ -100,9 +141,7 @@ func (lp LivePlan) searchLeaves(b, last int64, rd *readout, keep []int, all []Le
 	attrs, values, leaves := project(rd, keep, all)
 	var s sums
 	for _, l := range leaves {
-		s.v += l.V
-		s.c += l.C
-		s.e += l.E
+		s.add(l)
 	}
 	var causes []Cause
 	if len(attrs) > 0 {
@@ -115,9 +154,7 @@ func (lp LivePlan) searchLeaves(b, last int64, rd *readout, keep []int, all []Le
 		f := found{b: b, last: last, cause: c}
 		for _, l := range leaves {
 			if matchNames(attrs, values, c.Element, l.Key) {
-				f.v += l.V
-				f.c += l.C
-				f.e += l.E
+				f.add(l)
 			}
 		}
 		if f.v >= lp.MinAffected {
@@ -283,9 +320,7 @@ func (rd *readout) scoreOver(kpi string, el map[string]string, from, to int64) f
 		}
 		for _, l := range leaves {
 			if matchNames(rd.attrs, rd.values, el, l.Key) {
-				s.v += l.V
-				s.c += l.C
-				s.e += l.E
+				s.add(l)
 			}
 		}
 	}

@@ -428,13 +428,18 @@ func (lp LivePlan) readLeaves(ctx context.Context, st Store, req LiveRequest, rd
 	return nil
 }
 
-// leafCols are the columns a leaf query groups by: the kept attributes and
-// their Context.
+// leafCols are the columns a leaf query groups by: the kept attributes,
+// the dimensions they may be split by, and their Context.
 func (lp LivePlan) leafCols(keep map[int]bool) []string {
 	var cols []string
 	for j, a := range lp.Attrs {
 		if keep[j] {
 			cols = append(cols, a)
+		}
+	}
+	for _, a := range slices.Clone(cols) {
+		if b, ok := lp.Split[a]; ok && !slices.Contains(cols, b) {
+			cols = append(cols, b)
 		}
 	}
 	for _, a := range slices.Clone(cols) {

@@ -1,6 +1,7 @@
 package localize
 
 import (
+	"context"
 	"fmt"
 	"strings"
 )
@@ -136,38 +137,12 @@ func (sp ScopePlan) worse(x, peers, min float64) bool {
 // or error, frame rate under the source's, capture-to-output latency.
 func (sp ScopePlan) checkTranscode(c *cohort, f *facts) finding {
 	var fd finding
-	streams := c.streams
-	if len(streams) == 0 { // the rendition of every stream
-		seen := map[string]bool{}
-		for _, r := range f.streams {
-			if r.LogType == "transcode" && r.Rendition == c.rendition {
-				seen[r.Stream] = true
-			}
-		}
-		streams = keys(seen)
-	}
-	for _, s := range streams {
+	for _, s := range c.renditionStreams(f) {
 		tr, origin := f.stream(s, c.rendition, "transcode"), f.stream(s, "source", "origin_stream")
 		if tr.N == 0 && tr.NBefore == 0 {
 			continue
 		}
-		var bad []string
-		if tr.Bad > 0 {
-			bad = append(bad, fmt.Sprintf("%.0f reports lagging or failed", tr.Bad))
-			if tr.Err != "" {
-				bad[len(bad)-1] += " (" + tr.Err + ")"
-			}
-		}
-		if tr.N > 0 && origin.FPS > 0 && tr.FPS > 0 && tr.FPS < sp.TranscodeFPSRatio*origin.FPS {
-			bad = append(bad, fmt.Sprintf("%.1f fps against %.1f at the source", tr.FPS, origin.FPS))
-		}
-		if tr.Latency >= sp.TranscodeLatencyMs {
-			bad = append(bad, fmt.Sprintf("latency up to %.0f ms", tr.Latency))
-		}
-		if tr.N == 0 {
-			bad = append(bad, fmt.Sprintf("no report in the span, %.0f before it", tr.NBefore))
-		}
-		if len(bad) > 0 {
+		if bad, _ := sp.transcodeBad(tr, origin); len(bad) > 0 {
 			fd.support = append(fd.support, Evidence{Scope: ScopeTranscode, Source: "transcode",
 				Text: fmt.Sprintf("transcode of %s %s: %s", s, c.rendition, strings.Join(bad, ", "))})
 			continue
@@ -176,6 +151,79 @@ func (sp ScopePlan) checkTranscode(c *cohort, f *facts) finding {
 			Text: fmt.Sprintf("transcode of %s %s: %.0f reports, ok, %.1f fps (source %.1f), latency up to %.0f ms", s, c.rendition, tr.N, tr.FPS, origin.FPS, tr.Latency)})
 	}
 	return fd
+}
+
+// renditionStreams are the streams whose cohort rendition the checks
+// read: the cohort's, or every stream transcoding it when it names none.
+func (c *cohort) renditionStreams(f *facts) []string {
+	if len(c.streams) > 0 {
+		return c.streams
+	}
+	seen := map[string]bool{}
+	for _, r := range f.streams {
+		if r.LogType == "transcode" && r.Rendition == c.rendition {
+			seen[r.Stream] = true
+		}
+	}
+	return keys(seen)
+}
+
+// transcodeBad says what is wrong with a rendition's worker (tr) against
+// its source at the origin, and whether it failed outright (errors,
+// stopped, silent) rather than fell behind.
+func (sp ScopePlan) transcodeBad(tr, origin streamRow) (bad []string, failed bool) {
+	if tr.Bad > 0 {
+		bad = append(bad, fmt.Sprintf("%.0f reports lagging or failed", tr.Bad))
+		if tr.Err != "" {
+			bad[len(bad)-1] += " (" + tr.Err + ")"
+		}
+	}
+	if tr.N > 0 && origin.FPS > 0 && tr.FPS > 0 && tr.FPS < sp.TranscodeFPSRatio*origin.FPS {
+		bad = append(bad, fmt.Sprintf("%.1f fps against %.1f at the source", tr.FPS, origin.FPS))
+	}
+	if tr.Latency >= sp.TranscodeLatencyMs {
+		bad = append(bad, fmt.Sprintf("latency up to %.0f ms", tr.Latency))
+	}
+	if tr.N == 0 {
+		bad = append(bad, fmt.Sprintf("no report in the span, %.0f before it", tr.NBefore))
+	}
+	return bad, len(bad) > 0 && (tr.Err != "" || tr.Stops > 0 || tr.N == 0)
+}
+
+// TranscodeStreams names the streams a transcode verdict on a rendition
+// across streams (a cohort naming a rendition and no stream) is about:
+// those whose worker of that rendition failed or fell behind. It answers
+// none (the rendition-wide cohort stands) when the verdict is another, the
+// cohort names a stream, or every stream's worker failed the same way
+// (one failure of the rendition, not of a stream's worker).
+func (sp ScopePlan) TranscodeStreams(ctx context.Context, st Store, inc *Incident) ([]string, error) {
+	c := newCohort(inc.Dims)
+	if inc.Scope != ScopeTranscode || c.rendition == "" || c.hasStream() {
+		return nil, nil
+	}
+	w := sp.window(inc)
+	rows, err := streamFacts(ctx, st, w, c)
+	if err != nil {
+		return nil, err
+	}
+	f := &facts{streams: rows}
+	all := c.renditionStreams(f)
+	var hit []string
+	kinds := map[bool]bool{}
+	for _, s := range all {
+		tr := f.stream(s, c.rendition, "transcode")
+		if tr.N == 0 && tr.NBefore == 0 {
+			continue
+		}
+		if bad, failed := sp.transcodeBad(tr, f.stream(s, "source", "origin_stream")); len(bad) > 0 {
+			hit = append(hit, s)
+			kinds[failed] = true
+		}
+	}
+	if len(hit) == len(all) && len(kinds) == 1 {
+		return nil, nil
+	}
+	return hit, nil
 }
 
 // checkEdge compares the cohort's edge_access (its node, or CDN × region,

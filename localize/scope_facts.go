@@ -108,12 +108,17 @@ func (w window) during() string { return "ts >= " + sqlMs(w.lo) }
 
 func (w window) all() string { return fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(w.hist), sqlMs(w.hi)) }
 
+// window is the incident's span with the plan's margins and history.
+func (sp ScopePlan) window(inc *Incident) window {
+	return window{hist: inc.From.Add(-sp.Margin - sp.History), lo: inc.From.Add(-sp.Margin), from: inc.From, to: inc.To, hi: inc.To.Add(sp.Margin)}
+}
+
 // gather runs the queries the cohort's candidates need: publish-side facts
 // for a stream or rendition, edge_access for an edge or a source (its
 // back-to-source errors), viewers' client logs always (a verdict rules
 // its rivals out with them), app versions for a version.
 func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *cohort, cands []string) (*facts, error) {
-	w := window{hist: inc.From.Add(-sp.Margin - sp.History), lo: inc.From.Add(-sp.Margin), from: inc.From, to: inc.To, hi: inc.To.Add(sp.Margin)}
+	w := sp.window(inc)
 	need := map[string]bool{}
 	for _, s := range cands {
 		need[s] = true
