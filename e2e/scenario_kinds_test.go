@@ -198,7 +198,7 @@ func TestScenarioEdge(t *testing.T) {
 	}
 	// the stall hits few sessions (FLV, 3 s into a response): its cohort
 	// comes out finer or lower in some runs, so it is reported, not required
-	checkLocalize(t, p, l, refuse.Name, degrade.Name, slow.Name) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{refuse.Name, degrade.Name}}) // e2e/localize_test.go
 }
 
 // TestScenarioTranscode: room1's 480p viewers fail while its worker is
@@ -268,7 +268,7 @@ func TestScenarioTranscode(t *testing.T) {
 	// Both rooms' 480p suffer together: the failed worker's stream is
 	// named from the transcode logs; the lagging one fails few starts and
 	// is reported only.
-	checkLocalize(t, p, l, fail.Name) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{fail.Name}}) // e2e/localize_test.go
 }
 
 // TestScenarioSource: the origin unreachable for room2, room1's stream
@@ -310,7 +310,7 @@ func TestScenarioSource(t *testing.T) {
 	if in == 0 || out != 0 {
 		t.Errorf("push_stop code 2004: %d for room2 in the disconnect window (want > 0), %d elsewhere (want 0)", in, out)
 	}
-	checkLocalize(t, p, l, unreach.Name, lost.Name, disc.Name) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{unreach.Name, lost.Name}, cohort: []string{disc.Name}}) // e2e/localize_test.go
 }
 
 // TestScenarioClient: every client fault kind. isp-c fails at DNS; 5.2.1
@@ -406,7 +406,7 @@ func TestScenarioClient(t *testing.T) {
 		}
 		t.Logf("median download kbps by network: %v", bw)
 	})
-	checkLocalize(t, p, l, dnsFail.Name, dnsSlow.Name, render.Name) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{dnsFail.Name, dnsSlow.Name, render.Name}}) // e2e/localize_test.go
 }
 
 // TestScenarioRollout: 6.0.0's share of new plays grows and its viewers
@@ -449,5 +449,5 @@ func TestScenarioRollout(t *testing.T) {
 	if n := p.sqlInt(t, "SELECT count() FROM play_start WHERE app_version IN ('6.0.0', '6.1.0') AND "+afterClient(failRamp, l.End)); n != 0 {
 		t.Errorf("%d plays of a rolled-out version after the rollouts' windows", n)
 	}
-	checkLocalize(t, p, l, stallRamp.Name, failRamp.Name) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{failRamp.Name}, cohort: []string{stallRamp.Name}}) // e2e/localize_test.go
 }
