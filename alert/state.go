@@ -29,9 +29,7 @@ type Delivery struct {
 	At         time.Time `json:"at"`
 }
 
-func sqlTime(t time.Time) string {
-	return fmt.Sprintf("fromUnixTimestamp64Milli(%d, 'UTC')", t.UnixMilli())
-}
+var sqlTime = store.QuoteTime
 
 func sqlMap(m map[string]string) string {
 	var kv []string

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
@@ -441,13 +442,8 @@ func (lp LivePlan) sessions(ctx context.Context, st Store, req LiveRequest, rd *
 	return nil
 }
 
-// sqlString quotes s as a ClickHouse string literal.
-func sqlString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
-	return "'" + r.Replace(s) + "'"
-}
-
-// sqlTime is t as a ClickHouse DateTime64(3) literal, UTC.
-func sqlTime(t time.Time) string {
-	return "toDateTime64('" + t.UTC().Format("2006-01-02 15:04:05.000") + "', 3, 'UTC')"
-}
+// SQL literals, quoted in one place (internal/store).
+var (
+	sqlString = store.QuoteString
+	sqlTime   = store.QuoteTime
+)

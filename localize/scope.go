@@ -422,11 +422,6 @@ func decodeRows[T any](b []byte, what string) ([]T, error) {
 	return out, nil
 }
 
-// sqlMs is a time as a ClickHouse DateTime64 literal.
-func sqlMs(t time.Time) string {
-	return fmt.Sprintf("fromUnixTimestamp64Milli(%d, 'UTC')", t.UnixMilli())
-}
-
 // cohortCond is the SQL condition of the cohort's dims (known dimension
 // columns only; a value list matches any of its values).
 func cohortCond(dims map[string]string) string {

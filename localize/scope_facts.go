@@ -104,9 +104,11 @@ type window struct{ hist, lo, from, to, hi time.Time }
 
 // during is the SQL condition of the span with its margins (the queries
 // read [hist, hi]).
-func (w window) during() string { return "ts >= " + sqlMs(w.lo) }
+func (w window) during() string { return "ts >= " + sqlTime(w.lo) }
 
-func (w window) all() string { return fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(w.hist), sqlMs(w.hi)) }
+func (w window) all() string {
+	return fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.hist), sqlTime(w.hi))
+}
 
 // window is the incident's span with the plan's margins and history.
 func (sp ScopePlan) window(inc *Incident) window {
@@ -191,7 +193,7 @@ func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRo
 FROM events
 WHERE log_type = 'edge_access' AND %[2]s
 GROUP BY node_id, cdn, region, stream_id, rendition`, w.during(), w.all(), int64(sp.EdgeFirstByteMs),
-		fmt.Sprintf("ts >= %s AND ts <= %s", sqlMs(w.from), sqlMs(w.to))))
+		fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.from), sqlTime(w.to))))
 }
 
 // playFacts reads viewers' client logs in the span, in and out of the
@@ -204,7 +206,7 @@ func playFacts(ctx context.Context, st Store, w window, dims map[string]string) 
 	sum(video_first_packet_ms * %[4]s) AS video_packet, sum(first_decode_ms * %[4]s) AS decode, sum(first_render_ms * %[4]s) AS render
 FROM events
 WHERE log_type IN ('play_stop', 'first_frame', 'stall', 'render_stall') AND %[1]s AND ts <= %[2]s
-GROUP BY in_cohort, node_id, cdn, stream_id, log_type, blocked`, w.during(), sqlMs(w.hi), cohortCond(dims), weight))
+GROUP BY in_cohort, node_id, cdn, stream_id, log_type, blocked`, w.during(), sqlTime(w.hi), cohortCond(dims), weight))
 }
 
 // versionFacts reads plays by app version before the span and in its two
@@ -216,7 +218,7 @@ func versionFacts(ctx context.Context, st Store, w window) ([]versionRow, error)
 	toString(min(ts)) AS first
 FROM events
 WHERE log_type = 'play_start' AND ts >= %[4]s AND ts <= %[5]s
-GROUP BY version`, weight, sqlMs(w.from), sqlMs(mid), sqlMs(w.hist), sqlMs(w.to)))
+GROUP BY version`, weight, sqlTime(w.from), sqlTime(mid), sqlTime(w.hist), sqlTime(w.to)))
 }
 
 func query[T any](ctx context.Context, st Store, what, sql string) ([]T, error) {

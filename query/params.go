@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lastmile-qoe/lastmile/internal/store"
 )
 
 // params reads query parameters and remembers which were read, so that a
@@ -179,26 +181,8 @@ func (p *params) window(def time.Duration, max time.Duration) (from, to time.Tim
 	return from, to, nil
 }
 
-// sqlString quotes s as a ClickHouse string literal.
-func sqlString(s string) string {
-	var b strings.Builder
-	b.WriteByte('\'')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\'', '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case 0:
-			b.WriteString(`\0`)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('\'')
-	return b.String()
-}
-
-// sqlTime renders t as a DateTime64(3) value in UTC.
-func sqlTime(t time.Time) string {
-	return fmt.Sprintf("fromUnixTimestamp64Milli(%d, 'UTC')", t.UnixMilli())
-}
+// SQL literals, quoted in one place (internal/store).
+var (
+	sqlString = store.QuoteString
+	sqlTime   = store.QuoteTime
+)

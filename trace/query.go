@@ -764,10 +764,8 @@ func (s *searcher) traceRejected(ctx context.Context, req *Request, cond string)
 	return rej, truncated, nil
 }
 
-// sqlString quotes a string literal.
-var sqlString = store.QuoteString
-
-// sqlTime renders t as a DateTime64(3) value in UTC.
-func sqlTime(t time.Time) string {
-	return fmt.Sprintf("fromUnixTimestamp64Milli(%d, 'UTC')", t.UnixMilli())
-}
+// SQL literals, quoted in one place (internal/store).
+var (
+	sqlString = store.QuoteString
+	sqlTime   = store.QuoteTime
+)

@@ -1,6 +1,15 @@
 package store
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// QuoteTime renders t as a ClickHouse DateTime64(3) value in UTC.
+func QuoteTime(t time.Time) string {
+	return fmt.Sprintf("fromUnixTimestamp64Milli(%d, 'UTC')", t.UnixMilli())
+}
 
 // QuoteIdent quotes one identifier for ClickHouse with backticks, escaping
 // backslashes and backticks, so any column name is safe in generated SQL.
