@@ -85,18 +85,7 @@ func (x *SessionIndex) Observe(ev *schemas.Event) {
 	day := ts / int64(24*time.Hour/time.Millisecond)
 	key := v[ev.Type.TraceKeyCol()].S
 	user := v[schemas.ColUserID].S
-	x.h.Reset()
-	for _, s := range [...][]byte{v[schemas.ColAppID].S, session, key, v[schemas.ColDeviceID].S,
-		v[schemas.ColStreamID].S, v[schemas.ColRendition].S} {
-		x.h.Write(s)
-		x.h.Write([]byte{0})
-	}
-	var d [8]byte
-	for i := range d {
-		d[i] = byte(day >> (8 * i))
-	}
-	x.h.Write(d[:])
-	k := x.h.Sum64()
+	k := x.key(v, key, day)
 
 	sp, ok := x.cur[k]
 	if !ok {
@@ -110,6 +99,12 @@ func (x *SessionIndex) Observe(ev *schemas.Event) {
 	}
 	if !ok {
 		sp = sessionSpan{first: ts, last: ts}
+		// A session's user_id outlives the day: its rows of the next day are
+		// written by user too, though the events after the day change carry no
+		// user_id (a player that logged in while playing sends it once).
+		if prev, seen := x.lookup(x.key(v, key, day-1)); seen {
+			sp.user = prev.user
+		}
 	}
 	sp.first, sp.last = min(sp.first, ts), max(sp.last, ts)
 	if newUser {
@@ -120,6 +115,31 @@ func (x *SessionIndex) Observe(ev *schemas.Event) {
 	if sp.user != "" {
 		x.appendRow("user_id", []byte(sp.user), v, key, &sp)
 	}
+}
+
+// key identifies a session's rows of one (UTC) day.
+func (x *SessionIndex) key(v []schemas.Value, key []byte, day int64) uint64 {
+	x.h.Reset()
+	for _, s := range [...][]byte{v[schemas.ColAppID].S, v[schemas.ColSessionID].S, key, v[schemas.ColDeviceID].S,
+		v[schemas.ColStreamID].S, v[schemas.ColRendition].S} {
+		x.h.Write(s)
+		x.h.Write([]byte{0})
+	}
+	var d [8]byte
+	for i := range d {
+		d[i] = byte(day >> (8 * i))
+	}
+	x.h.Write(d[:])
+	return x.h.Sum64()
+}
+
+// lookup finds a remembered span without refreshing it.
+func (x *SessionIndex) lookup(k uint64) (sessionSpan, bool) {
+	if sp, ok := x.cur[k]; ok {
+		return sp, true
+	}
+	sp, ok := x.prev[k]
+	return sp, ok
 }
 
 func (x *SessionIndex) appendRow(lookup string, id []byte, v []schemas.Value, key []byte, sp *sessionSpan) {

@@ -45,6 +45,12 @@ func TestSessionIndex(t *testing.T) {
 		}},
 		{"two sessions", 100, []ev{{0, "s1", "u1", 2}, {0, "s2", "u1", 2}, {time.Second, "s1", "u1", 0}, {time.Second, "s2", "u1", 0}}},
 		{"a new day is a new row", 100, []ev{{0, "s1", "u1", 2}, {14 * time.Hour, "s1", "u1", 2}, {14*time.Hour + time.Second, "s1", "u1", 0}}},
+		// The user_id came once before midnight (UTC): the session's rows of
+		// the next day are by user too.
+		{"the user goes on into the next day", 100, []ev{
+			{13*time.Hour + 50*time.Minute, "s1", "", 1}, {13*time.Hour + 51*time.Minute, "s1", "u1", 2},
+			{14*time.Hour + 2*time.Minute, "s1", "", 2}, {14*time.Hour + 3*time.Minute, "s1", "", 0},
+		}},
 		// capacity 2: one session per generation; s1 is remembered while
 		// in the previous one, forgotten after two more sessions.
 		{"forgotten sessions are written again", 2, []ev{
