@@ -17,6 +17,7 @@ import (
 
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
+	"github.com/lastmile-qoe/lastmile/localize"
 	"github.com/lastmile-qoe/lastmile/media/scenario"
 )
 
@@ -92,7 +93,9 @@ func TestReplayScenarios(t *testing.T) {
 		}
 		loadScenario(t, st, strings.TrimSuffix(lp, ".labels.json")+".events.jsonl")
 		nf := &fakeNotifier{}
-		e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, DefaultRules(), st, nf, log.NewNopLogger())
+		plan := DefaultPlan
+		plan.Resend, plan.Explain = time.Hour, Localizer(st, localize.DefaultScopePlan)
+		e := NewEvaluator(plan, DefaultRules(), st, nf, log.NewNopLogger())
 		firedAt := map[string]time.Time{} // fingerprint → evaluation that fired it
 		from, to := lb.Start.Truncate(Step).Add(Step), lb.End.Add(2*time.Minute)
 		for tt := from; !tt.After(to); tt = tt.Add(Step) {
@@ -123,7 +126,10 @@ func TestReplayScenarios(t *testing.T) {
 				if matches(a.Labels, f.Dims) && firedAt[a.Fingerprint].After(f.Start) && firedAt[a.Fingerprint].Before(f.End.Add(2*time.Minute)) {
 					matched[a.Fingerprint] = true
 					if first.IsZero() || firedAt[a.Fingerprint].Before(first) {
-						first, by, fp = firedAt[a.Fingerprint], a.Rule+" "+dimsOf(a.Labels), a.Fingerprint
+						first, by, fp = firedAt[a.Fingerprint], a.Rule+" "+dimsOf(a.Labels)+" scope="+a.Labels["scope"], a.Fingerprint
+						if a.Labels["scope"] != f.Scope {
+							by += " (WRONG SCOPE)"
+						}
 					}
 				}
 			}
@@ -140,7 +146,7 @@ func TestReplayScenarios(t *testing.T) {
 		var unmatched []string
 		for _, a := range fired {
 			if !matched[a.Fingerprint] {
-				unmatched = append(unmatched, fmt.Sprintf("  unmatched: %s %s at +%s: %s", a.Rule, dimsOf(a.Labels), firedAt[a.Fingerprint].Sub(lb.Start).Round(time.Second), a.Annotations["summary"]))
+				unmatched = append(unmatched, fmt.Sprintf("  unmatched: %s %s scope=%s at +%s: %s", a.Rule, dimsOf(a.Labels), a.Labels["scope"], firedAt[a.Fingerprint].Sub(lb.Start).Round(time.Second), a.Annotations["summary"]))
 			}
 		}
 		sort.Strings(unmatched)

@@ -11,7 +11,8 @@ func TestDefaultRulesParse(t *testing.T) {
 	rs := DefaultRules()
 	want := map[string]string{"EdgeNodeStartFailures": "edge", "EdgeNodeSlowFirstByte": "edge", "CdnRegionSlowStartup": "edge",
 		"CdnRegionRebuffering": "edge", "StreamStartFailures": "source", "RenditionStartFailures": "transcode",
-		"AppVersionStartFailures": "rollout", "AppVersionRenderStalls": "rollout", "IspStartFailures": "client", "IspRenderStalls": "client"}
+		"AppVersionStartFailures": "rollout", "AppVersionRenderStalls": "rollout", "IspStartFailures": "client", "IspRenderStalls": "client",
+		"StreamLowFrameRate": "push", "IspSlowStartup": "client", "NetworkRebuffering": "client", "EdgeNodeRebuffering": "edge"}
 	if len(rs) != len(want) {
 		t.Fatalf("%d built-in rules, want %d", len(rs), len(want))
 	}

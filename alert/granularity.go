@@ -1,0 +1,219 @@
+package alert
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-kit/log/level"
+
+	"github.com/lastmile-qoe/lastmile/query"
+)
+
+// Granularity chooses among alerts of different rules on overlapping
+// groups — a node and its CDN × region, a rendition and its stream, an app
+// version and the stream most of its viewers watch — the one at the right
+// level, so that one fault makes one alert. A group ready to fire is held
+// (not fired, judged again every step) while another rule's group that is
+// bad too explains it better:
+//
+//   - a group explains another when, splitting the other's metric by the
+//     group's own dimensions, the group's part holds at least Share of the
+//     other's excess over its expectation and the rest of the other group
+//     is not bad by the other's rule (or there is no rest: a CDN × region
+//     served by one node);
+//   - a broader group (its labels a subset of the narrower's) is held while
+//     a narrower one explains it; a narrower one is held while its broader
+//     group does not (the anomaly is spread over its members);
+//   - of two crossing groups (an app version and a stream) the one that
+//     explains the other without being explained by it fires.
+//
+// A narrower group that is the whole of a broader one fires with the
+// broader group's labels too.
+type Granularity struct {
+	// Off fires every rule's groups as they become ready.
+	Off bool
+	// Context are dimensions that say where a group lives, not which group
+	// it is (app_id): groups are compared without them.
+	Context []string
+	// Share is the part of a group's excess a member must hold to explain it.
+	Share float64
+}
+
+// DefaultGranularity: a member explains its group when it holds 60% of the
+// excess and the rest of the group is normal.
+var DefaultGranularity = Granularity{Context: []string{"app_id"}, Share: 0.6}
+
+// readyGroup is a group bad for persist evaluations, waiting for settle.
+type readyGroup struct {
+	key, fp string
+	g       *group
+}
+
+// settle fires the groups that became ready in this evaluation, or holds
+// those another rule's group explains better.
+func (e *Evaluator) settle(ctx context.Context, t time.Time) {
+	for _, rg := range e.ready {
+		extra, why := e.level(ctx, rg, t)
+		if why != "" {
+			if rg.g.held != why {
+				level.Info(e.logger).Log("msg", "alert held: another rule's alert is at the right level", "rule", rg.g.rule.Name,
+					"labels", fmtLabels(rg.g.obs.labels), "by", why)
+			}
+			rg.g.held = why
+			continue
+		}
+		e.fire(ctx, rg, extra, t)
+	}
+}
+
+// level says why the ready group rg must wait ("" when it fires), and the
+// labels of broader groups it is the whole of.
+func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extra map[string]string, held string) {
+	gp := e.plan.Granularity
+	if gp.Off {
+		return nil, ""
+	}
+	c := rg.g
+	cd := gp.identity(c.obs.labels)
+	for _, key := range sortedKeys(e.groups) {
+		o := e.groups[key]
+		if key == rg.key || o.obs == nil || o.rule == nil || o.rule == c.rule {
+			continue
+		}
+		od := gp.identity(o.obs.labels)
+		if !consistent(cd, od) || sameDims(cd, od) {
+			continue
+		}
+		co, whole := e.explains(ctx, c, o, t)
+		oc, _ := e.explains(ctx, o, c, t)
+		if (oc && !co) || (subset(od, cd) && !co) {
+			return nil, o.rule.Name + " " + fmtLabels(od)
+		}
+		if co && whole {
+			if extra == nil {
+				extra = map[string]string{}
+			}
+			for k, v := range o.obs.labels {
+				extra[k] = v
+			}
+		}
+	}
+	return extra, ""
+}
+
+// identity are a group's labels without the context dimensions.
+func (gp Granularity) identity(labels map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range labels {
+		if !contains(gp.Context, k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// consistent: no dimension both name with different values.
+func consistent(a, b map[string]string) bool {
+	for k, v := range a {
+		if w, ok := b[k]; ok && w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func sameDims(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// subset: every dimension of a is in b (a is the broader group).
+func subset(a, b map[string]string) bool {
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			return false
+		}
+	}
+	return len(a) < len(b)
+}
+
+// explains says x's part of y's group holds Share of y's excess with the
+// rest of y normal (Granularity), over y's rule and window; whole says
+// there is no rest. A failed read explains nothing: the alert fires.
+func (e *Evaluator) explains(ctx context.Context, x, y *group, t time.Time) (ok, whole bool) {
+	gp := e.plan.Granularity
+	xd, yd := gp.identity(x.obs.labels), gp.identity(y.obs.labels)
+	var split []string
+	for _, d := range sortedKeys(xd) {
+		if _, in := yd[d]; !in {
+			split = append(split, d)
+		}
+	}
+	if len(split) == 0 {
+		return false, false
+	}
+	r := y.rule
+	q := r.metricsQuery(t.Add(-r.Window), t, e.plan.Step)
+	q.Set("group_by", strings.Join(split, ","))
+	for d, v := range y.obs.labels {
+		q.Set(d, v)
+	}
+	ans, err := query.Metrics(ctx, e.st, q, t)
+	if err != nil {
+		level.Warn(e.logger).Log("msg", "cannot split a group to compare alert levels", "rule", r.Name, "by", strings.Join(split, ","), "err", err)
+		return false, false
+	}
+	exp := y.obs.expected
+	var own, total, restSum, restN float64
+	found := false
+	for _, s := range ans.Series {
+		if s.Total == nil || s.Samples == 0 {
+			continue
+		}
+		n := float64(s.Samples)
+		excess := r.Fire.excess(*s.Total, exp) * n
+		total += excess
+		if matchAll(s.Group, xd, split) {
+			own, found = excess, true
+			continue
+		}
+		restSum += *s.Total * n
+		restN += n
+	}
+	if !found || total <= 0 || own < gp.Share*total {
+		return false, false
+	}
+	if restN == 0 {
+		// x is all of y: it explains y when it is narrower (a CDN × region
+		// of one node); a crossing group that is all of y is the broader
+		// audience (a stream nearly every viewer watches), no explanation.
+		return subset(yd, xd), subset(yd, xd)
+	}
+	return !r.Fire.Bad(restSum/restN, exp), false
+}
+
+func matchAll(group, want map[string]string, dims []string) bool {
+	for _, d := range dims {
+		if group[d] != want[d] {
+			return false
+		}
+	}
+	return true
+}
+
+// String is the plan in a line, for logs.
+func (gp Granularity) String() string {
+	if gp.Off {
+		return "off"
+	}
+	return fmt.Sprintf("share %.2f, context %s", gp.Share, strings.Join(gp.Context, ","))
+}
