@@ -33,8 +33,10 @@ type Store interface {
 }
 
 // ExplainFunc gives the verdict on a group that is about to fire, over
-// [from, to) (its first bad window to now): issue 18's localizer fills it
-// (Localizer). An empty Verdict.Scope keeps the rule's.
+// [from, to): from half a window before its first bad evaluation (the
+// fault began in that window; the half keeps the span on the fault and
+// what came before as the localizer's history) to now. issue 18's
+// localizer fills it (Localizer). An empty Verdict.Scope keeps the rule's.
 type ExplainFunc func(ctx context.Context, from, to time.Time, metric string, dims map[string]string) (Verdict, error)
 
 // Plan is how the evaluator works, one value: the step, how often firing
@@ -116,9 +118,9 @@ type Evaluator struct {
 	// window until its window no longer reaches back before the clean
 	// stretch that resolved it: else the stale minute fires it again.
 	quiet  map[string]time.Time
-	// quietExpected is what was expected of a quiet group when it fired:
-	// it stands in for the group as a peer while quiet (standIns).
-	quietExpected map[string]float64
+	// past are the alerts resolved in this process, while their faults can
+	// still be in a window or a baseline (pastAlert).
+	past map[string]*pastAlert
 	base   map[string]*baseline
 	last   time.Time // last evaluation time, for updated_at order
 	resent time.Time
@@ -160,7 +162,7 @@ func NewEvaluator(plan Plan, rules []Rule, st Store, out Notifier, logger log.Lo
 	}
 	return &Evaluator{plan: plan, rules: rules, st: st, out: out, logger: logger, now: time.Now,
 		groups: map[string]*group{}, base: map[string]*baseline{}, quiet: map[string]time.Time{},
-		quietExpected: map[string]float64{}}
+		past: map[string]*pastAlert{}}
 }
 
 // Load reads the firing alerts of the evaluator's rules back from the
@@ -278,8 +280,8 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 			return fmt.Errorf("baseline: %w", err)
 		}
 	}
-	standIn := e.standIns(r, t)
-	obs := judge(r, cur, base, standIn)
+	jc := e.judging(r, t)
+	obs := judge(r, cur, base, jc)
 	// Firing groups are judged for resolving over the last ResolveWindow
 	// when it is shorter: the end of a fault shows sooner.
 	robs := obs
@@ -289,7 +291,7 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 		if err != nil {
 			return fmt.Errorf("resolve window: %w", err)
 		}
-		robs = judge(r, rcur, base, standIn)
+		robs = judge(r, rcur, base, jc)
 	}
 	seen := map[string]bool{}
 	for fp, o := range obs {
@@ -306,25 +308,59 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 	return nil
 }
 
-// standIns are, by fingerprint, the rule's groups that are firing or were
-// resolved too recently for their window to be clean, with what was
-// expected of them: as a peer, such a group stands for what it should be,
-// not for its own fault (two streams, one failing: the other is judged
-// against the first one's expectation, not against its failures).
-func (e *Evaluator) standIns(r *Rule, t time.Time) map[string]float64 {
-	out := map[string]float64{}
+// pastAlert is a resolved alert remembered while its fault may still be in
+// a window (a peer's, another rule's) or in its group's own baseline.
+type pastAlert struct {
+	g          *group // rule, and obs with the group's labels and expected
+	start, end time.Time
+}
+
+// judging is what a rule's judgement needs beside the data, by
+// fingerprint: standIn are the groups firing or resolved too recently for
+// their window to be clean, with what was expected of them — as a peer,
+// such a group stands for what it should be, not for its own fault (two
+// streams, one failing: the other is judged against the first one's
+// expectation); noOwn are the groups whose own baseline holds their own
+// past alert (a stream failing twice in half an hour is not normal at
+// the failure rate of its first fault).
+type judging struct {
+	standIn map[string]float64
+	noOwn   map[string]bool
+}
+
+func (e *Evaluator) judging(r *Rule, t time.Time) judging {
+	jc := judging{standIn: map[string]float64{}, noOwn: map[string]bool{}}
 	prefix := r.Name + "\x00"
 	for key, g := range e.groups {
 		if fp, ok := strings.CutPrefix(key, prefix); ok && g.alert != nil {
-			out[fp] = g.alert.Expected
+			jc.standIn[fp] = g.alert.Expected
 		}
 	}
-	for key, until := range e.quiet {
-		if fp, ok := strings.CutPrefix(key, prefix); ok && t.Before(until) {
-			out[fp] = e.quietExpected[key]
+	for key, p := range e.past {
+		fp, ok := strings.CutPrefix(key, prefix)
+		if !ok {
+			continue
+		}
+		if until, quiet := e.quiet[key]; quiet && t.Before(until) {
+			jc.standIn[fp] = p.g.obs.expected
+		}
+		if r.Baseline > 0 && p.start.Add(-r.Window).Before(t.Add(-r.Window)) && p.end.After(t.Add(-r.Window-r.Baseline)) {
+			jc.noOwn[fp] = true
 		}
 	}
-	return out
+	return jc
+}
+
+// remember keeps a resolved alert in past, and forgets those no window or
+// baseline reaches any more.
+func (e *Evaluator) remember(key string, r *Rule, a *Alert, t time.Time) {
+	e.past[key] = &pastAlert{g: &group{rule: r, alert: a, obs: &observation{labels: groupLabels(r, a.Labels), expected: a.Expected}},
+		start: a.StartsAt, end: t}
+	for k, p := range e.past {
+		if t.Sub(p.end) > p.g.rule.Window+p.g.rule.Baseline+maxWindow {
+			delete(e.past, k)
+		}
+	}
 }
 
 func (e *Evaluator) anyFiring(prefix string) bool {
@@ -364,7 +400,7 @@ func (e *Evaluator) baseline(ctx context.Context, r *Rule, t time.Time) (*query.
 // judge turns the window's and the baseline's series into one observation
 // per group with enough samples, keyed by fingerprint; a group in standIn
 // is a peer with that value instead of its own.
-func judge(r *Rule, cur, base *query.MetricsAnswer, standIn map[string]float64) map[string]*observation {
+func judge(r *Rule, cur, base *query.MetricsAnswer, jc judging) map[string]*observation {
 	key := func(g map[string]string, dims []string) string {
 		var b strings.Builder
 		for _, d := range dims {
@@ -389,7 +425,7 @@ func judge(r *Rule, cur, base *query.MetricsAnswer, standIn map[string]float64) 
 	for _, s := range cur.Series {
 		if s.Total != nil && s.Samples >= r.MinCohort {
 			pk, pv := key(s.Group, r.Peers), peerVal{key(s.Group, r.GroupBy), *s.Total}
-			if v, ok := standIn[fingerprint(r.Name, groupLabels(r, s.Group))]; ok {
+			if v, ok := jc.standIn[fingerprint(r.Name, groupLabels(r, s.Group))]; ok {
 				pv.v = v
 			}
 			peers[pk] = append(peers[pk], pv)
@@ -424,7 +460,7 @@ func judge(r *Rule, cur, base *query.MetricsAnswer, standIn map[string]float64) 
 				o.peers = &m
 			}
 		}
-		if b, ok := baseByKey[key(s.Group, r.labelDims())]; ok && b.Total != nil && b.Samples >= r.MinCohort {
+		if b, ok := baseByKey[key(s.Group, r.labelDims())]; ok && b.Total != nil && b.Samples >= r.MinCohort && !jc.noOwn[fingerprint(r.Name, o.labels)] {
 			v := *b.Total
 			o.own = &v
 		}
@@ -499,7 +535,6 @@ func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o, ro *observa
 				return
 			}
 			delete(e.quiet, key)
-			delete(e.quietExpected, key)
 		}
 		if o == nil || !r.Fire.Bad(o.value, o.expected) {
 			return
@@ -535,9 +570,9 @@ func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o, ro *observa
 		return
 	}
 	delete(e.groups, key)
+	e.remember(key, r, &a, t)
 	if r.ResolveWindow > 0 && r.ResolveWindow < r.Window {
 		e.quiet[key] = t.Add(r.Window - r.ResolveWindow)
-		e.quietExpected[key] = a.Expected
 	}
 	level.Info(e.logger).Log("msg", "alert resolved", "rule", r.Name, "labels", fmtLabels(a.Labels), "started", a.StartsAt)
 	e.out.Notify(StateResolved, []Alert{a})
@@ -580,7 +615,7 @@ func (e *Evaluator) newAlert(ctx context.Context, r *Rule, fp string, o *observa
 	for k, v := range o.labels {
 		labels[k] = v
 	}
-	v := e.explain(ctx, r, o.labels, since.Add(-r.Window), t)
+	v := e.explain(ctx, r, o.labels, since.Add(-r.Window/2), t)
 	if v.Scope != "" {
 		labels["scope"] = v.Scope
 	}

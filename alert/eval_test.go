@@ -367,7 +367,7 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 	if len(nf.got) != 1 || nf.got[0].alerts[0].Labels["scope"] != "client" || nf.got[0].alerts[0].Annotations["evidence"] != "isp-x is failing on every node" {
 		t.Fatalf("explained alert: %+v", nf.got)
 	}
-	if got := strings.Join(asked, "; "); got != "9m40s-10m20s video_start_failure_rate cdn=cdn-a,node_id=x1,region=north" {
+	if got := strings.Join(asked, "; "); got != "9m55s-10m20s video_start_failure_rate cdn=cdn-a,node_id=x1,region=north" {
 		t.Errorf("Explain asked about %q", got)
 	}
 

@@ -27,7 +27,9 @@ import (
 //     a narrower one explains it; a narrower one is held while its broader
 //     group does not (the anomaly is spread over its members);
 //   - of two crossing groups (an app version and a stream) the one that
-//     explains the other without being explained by it fires.
+//     explains the other without being explained by it fires; when each
+//     explains the other (the ISP whose viewers are the CDN × region's
+//     slow ones), the one that alerted first stands for both.
 //
 // A narrower group that is the whole of a broader one fires with the
 // broader group's labels too.
@@ -77,18 +79,14 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 	}
 	c := rg.g
 	cd := gp.identity(c.obs.labels)
-	for _, key := range sortedKeys(e.groups) {
-		o := e.groups[key]
-		if key == rg.key || o.obs == nil || o.rule == nil || o.rule == c.rule {
-			continue
-		}
+	for _, o := range e.related(rg, t) {
 		od := gp.identity(o.obs.labels)
 		if !consistent(cd, od) || sameDims(cd, od) {
 			continue
 		}
 		co, whole := e.explains(ctx, c, o, t)
 		oc, _ := e.explains(ctx, o, c, t)
-		if (oc && !co) || (subset(od, cd) && !co) {
+		if (oc && !co) || (subset(od, cd) && !co) || (oc && co && o.alert != nil) {
 			return nil, o.rule.Name + " " + fmtLabels(od)
 		}
 		if co && whole {
@@ -101,6 +99,26 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 		}
 	}
 	return extra, ""
+}
+
+// related are the other rules' groups a ready group is weighed against:
+// those bad now (pending or firing), and those resolved within its window,
+// whose fault its window still holds (a rendition that failed a minute ago
+// still weighs on its app versions' two-minute windows).
+func (e *Evaluator) related(rg readyGroup, t time.Time) []*group {
+	var out []*group
+	c := rg.g
+	for _, key := range sortedKeys(e.groups) {
+		if o := e.groups[key]; key != rg.key && o.obs != nil && o.rule != nil && o.rule != c.rule {
+			out = append(out, o)
+		}
+	}
+	for _, key := range sortedKeys(e.past) {
+		if p := e.past[key]; p.g.rule != c.rule && p.end.After(t.Add(-c.rule.Window)) && e.groups[key] == nil {
+			out = append(out, p.g)
+		}
+	}
+	return out
 }
 
 // identity are a group's labels without the context dimensions.

@@ -95,15 +95,21 @@ func TestReplayScenarios(t *testing.T) {
 		nf := &fakeNotifier{}
 		plan := DefaultPlan
 		plan.Resend, plan.Explain = time.Hour, Localizer(st, localize.DefaultScopePlan)
-		e := NewEvaluator(plan, DefaultRules(), st, nf, log.NewNopLogger())
-		firedAt := map[string]time.Time{} // fingerprint → evaluation that fired it
+		lg := log.NewNopLogger()
+		if os.Getenv("REPLAY_LOG") != "" {
+			lg = log.NewLogfmtLogger(os.Stderr)
+		}
+		e := NewEvaluator(plan, DefaultRules(), st, nf, lg)
+		// An alert is its fingerprint and start: a group may fire twice.
+		id := func(a Alert) string { return a.Fingerprint + "@" + a.StartsAt.String() }
+		firedAt := map[string]time.Time{} // id → evaluation that fired it
 		from, to := lb.Start.Truncate(Step).Add(Step), lb.End.Add(2*time.Minute)
 		for tt := from; !tt.After(to); tt = tt.Add(Step) {
 			before := len(nf.got)
 			e.Eval(ctx, tt)
 			for _, n := range nf.got[before:] {
 				if n.event == StateFiring {
-					firedAt[n.alerts[0].Fingerprint] = tt
+					firedAt[id(n.alerts[0])] = tt
 				}
 			}
 		}
@@ -114,7 +120,7 @@ func TestReplayScenarios(t *testing.T) {
 			case StateFiring:
 				fired = append(fired, n.alerts[0])
 			case StateResolved:
-				ended[n.alerts[0].Fingerprint] = *n.alerts[0].EndsAt
+				ended[id(n.alerts[0])] = *n.alerts[0].EndsAt
 			}
 		}
 		name := strings.TrimSuffix(filepath.Base(lp), ".labels.json")
@@ -123,10 +129,10 @@ func TestReplayScenarios(t *testing.T) {
 		for _, f := range lb.Faults {
 			first, by, fp := time.Time{}, "", ""
 			for _, a := range fired {
-				if matches(a.Labels, f.Dims) && firedAt[a.Fingerprint].After(f.Start) && firedAt[a.Fingerprint].Before(f.End.Add(2*time.Minute)) {
-					matched[a.Fingerprint] = true
-					if first.IsZero() || firedAt[a.Fingerprint].Before(first) {
-						first, by, fp = firedAt[a.Fingerprint], a.Rule+" "+dimsOf(a.Labels)+" scope="+a.Labels["scope"], a.Fingerprint
+				if matches(a.Labels, f.Dims) && firedAt[id(a)].After(f.Start) && firedAt[id(a)].Before(f.End.Add(2*time.Minute)) {
+					matched[id(a)] = true
+					if first.IsZero() || firedAt[id(a)].Before(first) {
+						first, by, fp = firedAt[id(a)], a.Rule+" "+dimsOf(a.Labels)+" scope="+a.Labels["scope"], id(a)
 						if a.Labels["scope"] != f.Scope {
 							by += " (WRONG SCOPE)"
 						}
@@ -145,8 +151,8 @@ func TestReplayScenarios(t *testing.T) {
 		}
 		var unmatched []string
 		for _, a := range fired {
-			if !matched[a.Fingerprint] {
-				unmatched = append(unmatched, fmt.Sprintf("  unmatched: %s %s scope=%s at +%s: %s", a.Rule, dimsOf(a.Labels), a.Labels["scope"], firedAt[a.Fingerprint].Sub(lb.Start).Round(time.Second), a.Annotations["summary"]))
+			if !matched[id(a)] {
+				unmatched = append(unmatched, fmt.Sprintf("  unmatched: %s %s scope=%s at +%s: %s", a.Rule, dimsOf(a.Labels), a.Labels["scope"], firedAt[id(a)].Sub(lb.Start).Round(time.Second), a.Annotations["summary"]))
 			}
 		}
 		sort.Strings(unmatched)
