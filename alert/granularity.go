@@ -32,7 +32,8 @@ import (
 //     slow ones), the one that alerted first stands for both.
 //
 // A narrower group that is the whole of a broader one fires with the
-// broader group's labels too.
+// broader group's labels too. A group alerting on one rule is held on
+// others of the same or lower severity: one alert per group of viewers.
 type Granularity struct {
 	// Off fires every rule's groups as they become ready.
 	Off bool
@@ -81,12 +82,22 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 	cd := gp.identity(c.obs.labels)
 	for _, o := range e.related(rg, t) {
 		od := gp.identity(o.obs.labels)
-		if !consistent(cd, od) || sameDims(cd, od) {
+		if !consistent(cd, od) {
+			continue
+		}
+		if sameDims(cd, od) {
+			// The same group: one alert stands for it (its first rule's),
+			// unless this one is more severe.
+			if o.alert != nil && severityRank(c.rule.Severity) >= severityRank(o.rule.Severity) {
+				return nil, o.rule.Name + " " + fmtLabels(od)
+			}
 			continue
 		}
 		co, whole := e.explains(ctx, c, o, t)
 		oc, _ := e.explains(ctx, o, c, t)
-		if (oc && !co) || (subset(od, cd) && !co) || (oc && co && o.alert != nil) {
+		// Of two groups that are one (a CDN × region of one node), or
+		// that explain each other, the one that alerted first stands.
+		if (oc && !co) || (subset(od, cd) && !co) || (co && (oc || whole) && o.alert != nil) {
 			return nil, o.rule.Name + " " + fmtLabels(od)
 		}
 		if co && whole {
@@ -119,6 +130,16 @@ func (e *Evaluator) related(rg readyGroup, t time.Time) []*group {
 		}
 	}
 	return out
+}
+
+// severityRank orders Severities, most severe first.
+func severityRank(s string) int {
+	for i, x := range Severities {
+		if x == s {
+			return i
+		}
+	}
+	return len(Severities)
 }
 
 // identity are a group's labels without the context dimensions.

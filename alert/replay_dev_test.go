@@ -128,9 +128,11 @@ func TestReplayScenarios(t *testing.T) {
 		matched := map[string]bool{}
 		for _, f := range lb.Faults {
 			first, by, fp := time.Time{}, "", ""
+			var all []string
 			for _, a := range fired {
 				if matches(a.Labels, f.Dims) && firedAt[id(a)].After(f.Start) && firedAt[id(a)].Before(f.End.Add(2*time.Minute)) {
 					matched[id(a)] = true
+					all = append(all, a.Rule+" "+dimsOf(a.Labels))
 					if first.IsZero() || firedAt[id(a)].Before(first) {
 						first, by, fp = firedAt[id(a)], a.Rule+" "+dimsOf(a.Labels)+" scope="+a.Labels["scope"], id(a)
 						if a.Labels["scope"] != f.Scope {
@@ -145,6 +147,9 @@ func TestReplayScenarios(t *testing.T) {
 				end := "  not resolved"
 				if e, ok := ended[fp]; ok {
 					end = fmt.Sprintf("%4.0fs", e.Sub(f.End).Seconds())
+				}
+				if len(all) > 1 {
+					by += fmt.Sprintf(" (%d alerts: %s)", len(all), strings.Join(all, "; "))
 				}
 				report = append(report, fmt.Sprintf("  %-9s %-24s %-34s %4.0fs %s  %s", f.Scope, f.Kind, f.Name, first.Sub(f.Start).Seconds(), end, by))
 			}
