@@ -117,10 +117,10 @@ type Evaluator struct {
 	// quiet holds a group resolved on a resolve window shorter than its
 	// window until its window no longer reaches back before the clean
 	// stretch that resolved it: else the stale minute fires it again.
-	quiet  map[string]time.Time
+	quiet map[string]time.Time
 	// past are the alerts resolved in this process, while their faults can
 	// still be in a window or a baseline (pastAlert).
-	past map[string]*pastAlert
+	past   map[string]*pastAlert
 	base   map[string]*baseline
 	last   time.Time // last evaluation time, for updated_at order
 	resent time.Time
