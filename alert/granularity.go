@@ -93,14 +93,24 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 			}
 			continue
 		}
-		co, whole := e.explains(ctx, c, o, t)
-		oc, _ := e.explains(ctx, o, c, t)
-		// Of two groups that are one (a CDN × region of one node), or
-		// that explain each other, the one that alerted first stands.
-		if (oc && !co) || (subset(od, cd) && !co) || (co && (oc || whole) && o.alert != nil) {
+		co, cWhole := e.explains(ctx, c, o, t)
+		oc, oWhole := e.explains(ctx, o, c, t)
+		// same: the two groups are the same viewers under other labels (a
+		// node and the CDN × region it alone serves, by rules that do not
+		// label both).
+		same := cWhole && oWhole
+		switch {
+		case oc && !co, subset(od, cd) && !co:
 			return nil, o.rule.Name + " " + fmtLabels(od)
+		case (co && (oc || cWhole)) || same:
+			// Of two groups that are one, or that explain each other, the
+			// one that alerted first stands for both; of two ready at
+			// once, the first rule's.
+			if o.alert != nil || (same && o.rule.Name < c.rule.Name) {
+				return nil, o.rule.Name + " " + fmtLabels(od)
+			}
 		}
-		if co && whole {
+		if (co && cWhole) || same {
 			if extra == nil {
 				extra = map[string]string{}
 			}
@@ -233,9 +243,10 @@ func (e *Evaluator) explains(ctx context.Context, x, y *group, t time.Time) (ok,
 	}
 	if restN == 0 {
 		// x is all of y: it explains y when it is narrower (a CDN × region
-		// of one node); a crossing group that is all of y is the broader
-		// audience (a stream nearly every viewer watches), no explanation.
-		return subset(yd, xd), subset(yd, xd)
+		// of one node); a crossing group that is all of y may be the
+		// broader audience (a stream nearly every viewer watches), no
+		// explanation, or the same viewers (level compares both ways).
+		return subset(yd, xd), true
 	}
 	return !r.Fire.Bad(restSum/restN, exp), false
 }
