@@ -73,7 +73,9 @@ func TestExplainScope(t *testing.T) {
 		rs := mustRules(t, "rules:\n"+strings.Replace(nodeRule("TestExplainScope"+string(rune('A'+i)), app, "30s", "    peers: [cdn, region]\n"), "scope: edge", "scope: edge", 1))
 		c := c
 		plan := Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity,
-			Explain: func(context.Context, time.Time, time.Time, string, map[string]string) (Verdict, error) { return c.verdict, c.err }}
+			Explain: func(context.Context, time.Time, time.Time, string, map[string]string) (Verdict, error) {
+				return c.verdict, c.err
+			}}
 		nf := &fakeNotifier{}
 		e := NewEvaluator(plan, rs, st, nf, log.NewNopLogger())
 		evalRange(ctx, e, base, 9*time.Minute, 11*time.Minute)

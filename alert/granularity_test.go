@@ -22,7 +22,7 @@ func viewers(app string, dims map[string]string, from time.Time, n, failed int) 
 		ts := from.Add(400*time.Millisecond + time.Duration(i)*(9*time.Second)/time.Duration(n))
 		e := map[string]any{"log_type": "play_stop", "ts": ts.UnixMilli(), "received_at": ts.UnixMilli(), "app_id": app,
 			"event_id": fmt.Sprintf("%s-%s-%d-%d", app, id, ts.UnixMilli(), i), "device_id": fmt.Sprintf("%s-%s-%d", app, id, i),
-			"session_id": fmt.Sprintf("%s-%s-%d-%d", app, id, ts.UnixMilli(), i),
+			"session_id":  fmt.Sprintf("%s-%s-%d-%d", app, id, ts.UnixMilli(), i),
 			"sample_rate": 1.0, "play_duration_ms": 3000, "code": 0, "first_frame_blocked": ""}
 		for k, v := range dims {
 			e[k] = v
