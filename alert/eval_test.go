@@ -70,16 +70,25 @@ func (f *fakeNotifier) log(dim string, base time.Time) []string {
 }
 
 // playStops makes n play_stops of a node in [from, from+10s), failed of
-// them failing before the first frame, spread inside the slot so that none
-// falls on a boundary.
+// them failing before the first frame.
 func playStops(app, node, cdn, region string, from time.Time, n, failed int) []map[string]any {
+	return viewers(app, node, map[string]string{"node_id": node, "cdn": cdn, "region": region}, from, n, failed)
+}
+
+// viewers makes n play_stops with dims in [from, from+10s), failed of them
+// failing before the first frame, spread inside the slot so that none
+// falls on a boundary; id names their devices (id-dev-i) and sessions
+// (id-ms-i).
+func viewers(app, id string, dims map[string]string, from time.Time, n, failed int) []map[string]any {
 	var out []map[string]any
 	for i := 0; i < n; i++ {
 		ts := from.Add(400*time.Millisecond + time.Duration(i)*(9*time.Second)/time.Duration(n))
 		e := map[string]any{"log_type": "play_stop", "ts": ts.UnixMilli(), "received_at": ts.UnixMilli(), "app_id": app,
-			"event_id": fmt.Sprintf("%s-%s-%d-%d", app, node, ts.UnixMilli(), i), "device_id": fmt.Sprintf("%s-dev-%d", node, i),
-			"session_id": fmt.Sprintf("%s-%d-%d", node, ts.UnixMilli(), i), "node_id": node, "cdn": cdn, "region": region,
-			"sample_rate": 1.0, "play_duration_ms": 3000, "code": 0, "first_frame_blocked": ""}
+			"event_id": fmt.Sprintf("%s-%s-%d-%d", app, id, ts.UnixMilli(), i), "device_id": fmt.Sprintf("%s-dev-%d", id, i),
+			"session_id": fmt.Sprintf("%s-%d-%d", id, ts.UnixMilli(), i), "sample_rate": 1.0, "play_duration_ms": 3000, "code": 0, "first_frame_blocked": ""}
+		for k, v := range dims {
+			e[k] = v
+		}
 		if i < failed {
 			e["code"], e["first_frame_blocked"] = 1001, "tcp_connect"
 		}

@@ -70,7 +70,7 @@ func TestExplainScope(t *testing.T) {
 		{Verdict{Scope: "transcode", Evidence: "480p behind"}, nil, "edge", "cannot be it"},
 		{Verdict{}, errors.New("store down"), "edge", ""},
 	} {
-		rs := mustRules(t, "rules:\n"+strings.Replace(nodeRule("TestExplainScope"+string(rune('A'+i)), app, "30s", "    peers: [cdn, region]\n"), "scope: edge", "scope: edge", 1))
+		rs := mustRules(t, "rules:\n"+nodeRule("TestExplainScope"+string(rune('A'+i)), app, "30s", "    peers: [cdn, region]\n"))
 		c := c
 		plan := Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity,
 			Explain: func(context.Context, time.Time, time.Time, string, map[string]string) (Verdict, error) {

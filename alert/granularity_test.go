@@ -13,28 +13,6 @@ import (
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
 )
 
-// viewers makes n play_stops with dims in [from, from+10s), failed of them
-// failing before the first frame.
-func viewers(app string, dims map[string]string, from time.Time, n, failed int) []map[string]any {
-	var out []map[string]any
-	id := strings.ReplaceAll(fmtLabels(dims), ",", ".")
-	for i := 0; i < n; i++ {
-		ts := from.Add(400*time.Millisecond + time.Duration(i)*(9*time.Second)/time.Duration(n))
-		e := map[string]any{"log_type": "play_stop", "ts": ts.UnixMilli(), "received_at": ts.UnixMilli(), "app_id": app,
-			"event_id": fmt.Sprintf("%s-%s-%d-%d", app, id, ts.UnixMilli(), i), "device_id": fmt.Sprintf("%s-%s-%d", app, id, i),
-			"session_id":  fmt.Sprintf("%s-%s-%d-%d", app, id, ts.UnixMilli(), i),
-			"sample_rate": 1.0, "play_duration_ms": 3000, "code": 0, "first_frame_blocked": ""}
-		for k, v := range dims {
-			e[k] = v
-		}
-		if i < failed {
-			e["code"], e["first_frame_blocked"] = 1001, "tcp_connect"
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
 // levelRules are two rules on start failures at two levels of the same
 // viewers, for one app: narrow (its group_by) inside broad (its group_by),
 // each against its own 5 minutes before.
@@ -108,7 +86,7 @@ func TestGranularity(t *testing.T) {
 				if d >= 10*time.Minute {
 					failed = m.failed
 				}
-				evs = append(evs, viewers(app, m.dims, base.Add(d), m.n, failed)...)
+				evs = append(evs, viewers(app, strings.ReplaceAll(fmtLabels(m.dims), ",", "."), m.dims, base.Add(d), m.n, failed)...)
 			}
 		}
 		insert(t, st, evs)
@@ -150,7 +128,7 @@ func TestGranularityWholeGroupLabels(t *testing.T) {
 		if d >= 10*time.Minute {
 			failed = 8
 		}
-		evs = append(evs, viewers(app, map[string]string{"node_id": "w1", "cdn": "cdn-w", "region": "west"}, base.Add(d), 12, failed)...)
+		evs = append(evs, viewers(app, "w1", map[string]string{"node_id": "w1", "cdn": "cdn-w", "region": "west"}, base.Add(d), 12, failed)...)
 	}
 	insert(t, st, evs)
 	nf := &fakeNotifier{}
