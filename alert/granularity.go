@@ -32,7 +32,9 @@ import (
 //     slow ones), the one that alerted first stands for both.
 //
 // A narrower group that is the whole of a broader one fires with the
-// broader group's labels too. A group alerting on one rule is held on
+// broader group's labels too, and a broader group with one member at a
+// narrower level some rule watches (a CDN × region of one node) with
+// that member's labels. A group alerting on one rule is held on
 // others of the same or lower severity: one alert per group of viewers.
 type Granularity struct {
 	// Off fires every rule's groups as they become ready.
@@ -118,6 +120,12 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 				extra[k] = v
 			}
 		}
+	}
+	for k, v := range e.soleMembers(ctx, c, t) {
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		extra[k] = v
 	}
 	return extra, ""
 }
@@ -211,14 +219,8 @@ func (e *Evaluator) explains(ctx context.Context, x, y *group, t time.Time) (ok,
 		return false, false
 	}
 	r := y.rule
-	q := r.metricsQuery(t.Add(-r.Window), t, e.plan.Step)
-	q.Set("group_by", strings.Join(split, ","))
-	for d, v := range y.obs.labels {
-		q.Set(d, v)
-	}
-	ans, err := query.Metrics(ctx, e.st, q, t)
+	ans, err := e.split(ctx, y, split, t)
 	if err != nil {
-		level.Warn(e.logger).Log("msg", "cannot split a group to compare alert levels", "rule", r.Name, "by", strings.Join(split, ","), "err", err)
 		return false, false
 	}
 	exp := y.obs.expected
@@ -249,6 +251,67 @@ func (e *Evaluator) explains(ctx context.Context, x, y *group, t time.Time) (ok,
 		return subset(yd, xd), true
 	}
 	return !r.Fire.Bad(restSum/restN, exp), false
+}
+
+// split is y's metric over its rule's window, by the dims.
+func (e *Evaluator) split(ctx context.Context, y *group, dims []string, t time.Time) (*query.MetricsAnswer, error) {
+	r := y.rule
+	q := r.metricsQuery(t.Add(-r.Window), t, e.plan.Step)
+	q.Set("group_by", strings.Join(dims, ","))
+	for d, v := range y.obs.labels {
+		q.Set(d, v)
+	}
+	ans, err := query.Metrics(ctx, e.st, q, t)
+	if err != nil {
+		level.Warn(e.logger).Log("msg", "cannot split a group to compare alert levels", "rule", r.Name, "by", strings.Join(dims, ","), "err", err)
+	}
+	return ans, err
+}
+
+// soleMembers are the labels a firing group gains from the narrower
+// levels the rules know of (another rule's labels include all of its
+// own) when it has one member there: a CDN × region served by one node
+// names the node even if no node rule is bad.
+func (e *Evaluator) soleMembers(ctx context.Context, c *group, t time.Time) map[string]string {
+	gp := e.plan.Granularity
+	cd := gp.identity(c.obs.labels)
+	out := map[string]string{}
+	seen := map[string]bool{}
+	for i := range e.rules {
+		var extra []string
+		rd := gp.identity(groupLabels(&e.rules[i], nil))
+		if !subset(cd, rd) {
+			continue
+		}
+		for _, d := range sortedKeys(rd) {
+			if _, in := cd[d]; !in {
+				extra = append(extra, d)
+			}
+		}
+		if k := strings.Join(extra, ","); seen[k] {
+			continue
+		} else {
+			seen[k] = true
+		}
+		ans, err := e.split(ctx, c, extra, t)
+		if err != nil {
+			continue
+		}
+		var members []map[string]string
+		for _, s := range ans.Series {
+			if s.Total != nil && s.Samples > 0 {
+				members = append(members, s.Group)
+			}
+		}
+		if len(members) == 1 {
+			for _, d := range extra {
+				if members[0][d] != "" {
+					out[d] = members[0][d]
+				}
+			}
+		}
+	}
+	return out
 }
 
 func matchAll(group, want map[string]string, dims []string) bool {

@@ -146,4 +146,15 @@ func TestGranularityWholeGroupLabels(t *testing.T) {
 	if strings.Join(got, "; ") != "Broad cdn=cdn-w,node_id=w1,region=west" {
 		t.Errorf("fired %q, want one alert for cdn-w west with node w1's label", got)
 	}
+
+	// A node rule that never fires still names the level: the CDN ×
+	// region's alert carries its one node.
+	rs := levelRules(t, app, []string{"node_id", "cdn", "region"}, []string{"cdn", "region"})
+	rs[0].Fire.Above = 100
+	nf = &fakeNotifier{}
+	e = NewEvaluator(Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity}, rs, st, nf, log.NewNopLogger())
+	evalRange(ctx, e, base, 9*time.Minute, 13*time.Minute)
+	if len(nf.got) == 0 || dimsOf(nf.got[0].alerts[0].Labels) != "cdn=cdn-w,node_id=w1,region=west" {
+		t.Errorf("notified %+v, want the CDN × region's alert with node_id w1", nf.got)
+	}
 }
