@@ -132,7 +132,7 @@ func joinEvidence(es []localize.Evidence, max int) string {
 		if max > 0 && len(t) > max {
 			t = strings.ToValidUTF8(t[:max], "") + "…"
 		}
-		if e.Source != "" && e.Source != "cohort" {
+		if e.Source != "" && e.Source != "cohort" && !strings.HasPrefix(t, e.Source+":") {
 			t = e.Source + ": " + t
 		}
 		out = append(out, e.Scope+": "+t)

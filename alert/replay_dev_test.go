@@ -136,7 +136,7 @@ func TestReplayScenarios(t *testing.T) {
 					if first.IsZero() || firedAt[id(a)].Before(first) {
 						first, by, fp = firedAt[id(a)], a.Rule+" "+dimsOf(a.Labels)+" scope="+a.Labels["scope"], id(a)
 						if a.Labels["scope"] != f.Scope {
-							by += " (WRONG SCOPE)"
+							by += " (WRONG SCOPE: " + a.Annotations["evidence"] + " / ruled out: " + a.Annotations["ruled_out"] + ")"
 						}
 					}
 				}
