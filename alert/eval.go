@@ -58,8 +58,8 @@ type Plan struct {
 	// Granularity chooses among alerts of different rules on overlapping
 	// groups (a node and its CDN × region, a rendition and its stream).
 	Granularity Granularity
-	// TraceHint adds a `lastmile trace` command for one affected device
-	// to a firing alert's annotations.
+	// TraceHint adds a `lastmile trace` command for one affected session
+	// to a firing alert's annotations (when the verdict gave none).
 	TraceHint bool
 }
 
@@ -344,7 +344,7 @@ func (e *Evaluator) judging(r *Rule, t time.Time) judging {
 		if until, quiet := e.quiet[key]; quiet && t.Before(until) {
 			jc.standIn[fp] = p.g.obs.expected
 		}
-		if r.Baseline > 0 && p.start.Add(-r.Window).Before(t.Add(-r.Window)) && p.end.After(t.Add(-r.Window-r.Baseline)) {
+		if r.Baseline > 0 && p.end.After(t.Add(-r.Window-r.Baseline)) {
 			jc.noOwn[fp] = true
 		}
 	}
@@ -664,9 +664,6 @@ func summary(r *Rule, o *observation) string {
 	}
 	if o.own != nil {
 		exp = append(exp, "own baseline "+fmtValue(*o.own))
-	}
-	if len(exp) == 0 {
-		exp = append(exp, "no peers or baseline with enough samples")
 	}
 	return fmt.Sprintf("%s: %s %s over %s (expected %s: %s), %d samples",
 		strings.Join(vs, " "), what, fmtValue(o.value), fmtDur(r.Window), fmtValue(o.expected), strings.Join(exp, ", "), o.samples)
