@@ -44,11 +44,15 @@ type Granularity struct {
 	Context []string
 	// Share is the part of a group's excess a member must hold to explain it.
 	Share float64
+	// MaxCompared bounds the other groups a ready group is weighed against
+	// (two metric reads each), those bad now first: a storm of alerts
+	// must not stall the evaluation.
+	MaxCompared int
 }
 
 // DefaultGranularity: a member explains its group when it holds 60% of the
 // excess and the rest of the group is normal.
-var DefaultGranularity = Granularity{Context: []string{"app_id"}, Share: 0.6}
+var DefaultGranularity = Granularity{Context: []string{"app_id"}, Share: 0.6, MaxCompared: 32}
 
 // readyGroup is a group bad for persist evaluations, waiting for settle.
 type readyGroup struct {
@@ -146,6 +150,9 @@ func (e *Evaluator) related(rg readyGroup, t time.Time) []*group {
 		if p := e.past[key]; p.g.rule != c.rule && p.end.After(t.Add(-c.rule.Window)) && e.groups[key] == nil {
 			out = append(out, p.g)
 		}
+	}
+	if max := e.plan.Granularity.MaxCompared; max > 0 && len(out) > max {
+		out = out[:max]
 	}
 	return out
 }
@@ -328,5 +335,5 @@ func (gp Granularity) String() string {
 	if gp.Off {
 		return "off"
 	}
-	return fmt.Sprintf("share %.2f, context %s", gp.Share, strings.Join(gp.Context, ","))
+	return fmt.Sprintf("share %.2f, context %s, compared %d", gp.Share, strings.Join(gp.Context, ","), gp.MaxCompared)
 }

@@ -34,7 +34,7 @@ var scenDataDir = func() string {
 // metrics read, and the alert state.
 var replayTables = []string{"events", "qoe_1m", "qoe_1h", "qoe_latency_1m", "qoe_latency_1h", "qoe_first_frame", alertsTable, deliveriesTable}
 
-func loadScenario(t *testing.T, st *store.Embedded, path string) {
+func loadScenario(t testing.TB, st *store.Embedded, path string) {
 	ctx := context.Background()
 	for _, tb := range replayTables {
 		if err := st.Exec(ctx, "TRUNCATE TABLE IF EXISTS "+tb); err != nil {
@@ -195,4 +195,50 @@ func dimsOf(labels map[string]string) string {
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// BenchmarkReplayEval: one op evaluates the built-in rules over the demo
+// run (every step from its start to two minutes after its end), with the
+// rules alone, with the granularity pass, and with the localizer's verdict
+// too: what the two passes cost an evaluation.
+func BenchmarkReplayEval(b *testing.B) {
+	lp := filepath.Join(scenDataDir, "demo.labels.json")
+	raw, err := os.ReadFile(lp)
+	if err != nil {
+		b.Skipf("SKIPPED: no demo run in %s", scenDataDir)
+	}
+	var lb scenario.Labels
+	if err := json.Unmarshal(raw, &lb); err != nil {
+		b.Fatal(err)
+	}
+	st := storetest.Embedded(b)
+	loadScenario(b, st, strings.TrimSuffix(lp, ".labels.json")+".events.jsonl")
+	ctx := context.Background()
+	for _, c := range []struct {
+		name        string
+		granularity bool
+		verdict     bool
+	}{{"rules", false, false}, {"granularity", true, false}, {"granularity+verdict", true, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			steps := 0
+			for i := 0; i < b.N; i++ {
+				for _, tb := range []string{alertsTable, deliveriesTable} {
+					if err := st.Exec(ctx, "TRUNCATE TABLE IF EXISTS "+tb); err != nil {
+						b.Fatal(err)
+					}
+				}
+				plan := DefaultPlan
+				plan.Resend, plan.Granularity.Off = time.Hour, !c.granularity
+				if c.verdict {
+					plan.Explain = Localizer(st, localize.DefaultScopePlan)
+				}
+				e := NewEvaluator(plan, DefaultRules(), st, &fakeNotifier{}, log.NewNopLogger())
+				for tt := lb.Start.Truncate(Step).Add(Step); !tt.After(lb.End.Add(2 * time.Minute)); tt = tt.Add(Step) {
+					e.Eval(ctx, tt)
+					steps++
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(steps), "ms/eval")
+		})
+	}
 }
