@@ -274,6 +274,10 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 	if err != nil {
 		return fmt.Errorf("window: %w", err)
 	}
+	pcur, err := e.explainAway(ctx, r, cur, t.Add(-r.Window), t)
+	if err != nil {
+		return fmt.Errorf("window without other alerts' viewers: %w", err)
+	}
 	var base *query.MetricsAnswer
 	if r.Baseline > 0 {
 		if base, err = e.baseline(ctx, r, t); err != nil {
@@ -281,7 +285,7 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 		}
 	}
 	jc := e.judging(r, t)
-	obs := judge(r, cur, base, jc)
+	obs := judge(r, cur, pcur, base, jc)
 	// Firing groups are judged for resolving over the last ResolveWindow
 	// when it is shorter: the end of a fault shows sooner.
 	robs := obs
@@ -291,7 +295,11 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 		if err != nil {
 			return fmt.Errorf("resolve window: %w", err)
 		}
-		robs = judge(r, rcur, base, jc)
+		prcur, err := e.explainAway(ctx, r, rcur, t.Add(-r.ResolveWindow), t)
+		if err != nil {
+			return fmt.Errorf("resolve window without other alerts' viewers: %w", err)
+		}
+		robs = judge(r, rcur, prcur, base, jc)
 	}
 	seen := map[string]bool{}
 	for fp, o := range obs {
@@ -398,9 +406,11 @@ func (e *Evaluator) baseline(ctx context.Context, r *Rule, t time.Time) (*query.
 }
 
 // judge turns the window's and the baseline's series into one observation
-// per group with enough samples, keyed by fingerprint; a group in standIn
-// is a peer with that value instead of its own.
-func judge(r *Rule, cur, base *query.MetricsAnswer, jc judging) map[string]*observation {
+// per group with enough samples (in cur), keyed by fingerprint, its value
+// and its peers' from cleanAns (cur without the viewers other alerts
+// explain, explainAway); a group in standIn is a peer with that value
+// instead.
+func judge(r *Rule, cur, cleanAns, base *query.MetricsAnswer, jc judging) map[string]*observation {
 	key := func(g map[string]string, dims []string) string {
 		var b strings.Builder
 		for _, d := range dims {
@@ -422,9 +432,18 @@ func judge(r *Rule, cur, base *query.MetricsAnswer, jc judging) map[string]*obse
 	}
 	peers := map[string][]peerVal{}
 	var all []peerVal
+	clean := map[string]float64{} // cleanAns's values, by group key
+	for _, s := range cleanAns.Series {
+		if s.Total != nil {
+			clean[key(s.Group, r.labelDims())] = *s.Total
+		}
+	}
 	for _, s := range cur.Series {
-		if s.Total != nil && s.Samples >= r.MinCohort {
-			pk, pv := key(s.Group, r.Peers), peerVal{key(s.Group, r.GroupBy), *s.Total}
+		// A group's size is all its viewers; its value, those no other
+		// alert explains (none left: not judged, no peer).
+		v, ok := clean[key(s.Group, r.labelDims())]
+		if s.Total != nil && s.Samples >= r.MinCohort && ok {
+			pk, pv := key(s.Group, r.Peers), peerVal{key(s.Group, r.GroupBy), v}
 			if v, ok := jc.standIn[fingerprint(r.Name, groupLabels(r, s.Group))]; ok {
 				pv.v = v
 			}
@@ -434,10 +453,11 @@ func judge(r *Rule, cur, base *query.MetricsAnswer, jc judging) map[string]*obse
 	}
 	out := map[string]*observation{}
 	for _, s := range cur.Series {
-		if s.Total == nil || s.Samples < r.MinCohort {
+		v, ok := clean[key(s.Group, r.labelDims())]
+		if s.Total == nil || s.Samples < r.MinCohort || !ok {
 			continue
 		}
-		o := &observation{labels: groupLabels(r, s.Group), value: *s.Total, samples: s.Samples}
+		o := &observation{labels: groupLabels(r, s.Group), value: v, samples: s.Samples}
 		if len(r.Peers) > 0 {
 			own := key(s.Group, r.GroupBy)
 			others := func(ps []peerVal) []float64 {

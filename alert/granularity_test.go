@@ -158,3 +158,65 @@ func TestGranularityWholeGroupLabels(t *testing.T) {
 		t.Errorf("notified %+v, want the CDN × region's alert with node_id w1", nf.got)
 	}
 }
+
+// TestExplainAway: an ISP's viewers fail on every app version (its DNS)
+// while one version also fails on its own for everyone else. Against the
+// other versions, raised by the ISP's viewers, the version is not three
+// times worse; judged without the viewers the ISP's alert explains, it
+// is. Without the pass only the ISP fires.
+func TestExplainAway(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	base := time.Now().Add(-7 * time.Hour).Truncate(time.Hour).UTC()
+	const app = "xa"
+	var evs []map[string]any
+	for _, v := range []string{"v1", "v2", "v3"} {
+		for _, isp := range []string{"isp-x", "isp-y", "isp-z"} {
+			for d := time.Duration(0); d < 4*time.Minute; d += Step {
+				failed := 0
+				switch {
+				case isp == "isp-x":
+					failed = 10
+				case v == "v3":
+					failed = 8
+				}
+				evs = append(evs, viewers(app, v+"."+isp, map[string]string{"app_version": v, "isp": isp}, base.Add(10*time.Minute+d), 12, failed)...)
+			}
+		}
+	}
+	insert(t, st, evs)
+	rule := func(name, by string) string {
+		return fmt.Sprintf(`  - name: %s
+    scope: client
+    metric: video_start_failure_rate
+    group_by: [%s]
+    peers: [app_id]
+    filter: {app_id: %s}
+    window: 30s
+    min_cohort: 10
+    fire: {above: 10, ratio: 3, delta: 8}
+    persist: 2
+`, name, by, app)
+	}
+	rs := mustRules(t, "rules:\n"+rule("IspFail", "isp")+rule("VersionFail", "app_version"))
+	for _, c := range []struct {
+		off  bool
+		want string
+	}{{false, "IspFail app_id=xa,isp=isp-x; VersionFail app_id=xa,app_version=v3"}, {true, "IspFail app_id=xa,isp=isp-x"}} {
+		plan := Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity}
+		plan.Granularity.Off = c.off
+		nf := &fakeNotifier{}
+		e := NewEvaluator(plan, rs, st, nf, log.NewNopLogger())
+		evalRange(ctx, e, base, 10*time.Minute, 14*time.Minute)
+		var got []string
+		for _, n := range nf.got {
+			if n.event == StateFiring {
+				got = append(got, n.alerts[0].Rule+" "+dimsOf(n.alerts[0].Labels))
+			}
+		}
+		sort.Strings(got)
+		if strings.Join(got, "; ") != c.want {
+			t.Errorf("granularity off %v: fired %q, want %q", c.off, got, c.want)
+		}
+	}
+}
