@@ -181,6 +181,7 @@ func TestParseFallingRules(t *testing.T) {
 		{"frame_rate", "{above: 1, below: 18, ratio: 1.5}", "", "both above and below"},
 		{"frame_rate", "{below: 18, ratio: 1.5}", "{below: 15}", "resolve.below must not be under"},
 		{"play_success_rate", "{above: 5, ratio: 2}", "", "watch video_start_failure_rate"},
+		{"video_start_failure_rate", "{above: 10, ratio: 2}", "{below: 5}", "resolve gives below"},
 	} {
 		_, err := ParseRules("r.yaml", []byte(rule(c.metric, c.fire, c.resolve)))
 		if err == nil || !strings.Contains(err.Error(), c.reason) {

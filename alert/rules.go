@@ -545,6 +545,9 @@ func (p *ruleParser) check(r *Rule, n, metricNode, fireNode, resolveNode *yaml.N
 			*f.res = f.def
 		}
 	}
+	if r.Resolve.Falls && !r.Fire.Falls {
+		p.fail(resolveNode, fmt.Sprintf("rule %s: resolve gives below, but fire rises (above)", r.Name))
+	}
 	r.Resolve.Falls = r.Fire.Falls
 	if !resolveSet {
 		return
