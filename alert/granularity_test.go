@@ -93,16 +93,7 @@ func TestGranularity(t *testing.T) {
 		for _, off := range []bool{false, true} {
 			plan := Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity}
 			plan.Granularity.Off = off
-			nf := &fakeNotifier{}
-			e := NewEvaluator(plan, levelRules(t, app, c.levels[0], c.levels[1]), st, nf, log.NewNopLogger())
-			evalRange(ctx, e, base, 9*time.Minute, 13*time.Minute)
-			var got []string
-			for _, n := range nf.got {
-				if n.event == StateFiring {
-					got = append(got, n.alerts[0].Rule+" "+dimsOf(n.alerts[0].Labels))
-				}
-			}
-			sort.Strings(got)
+			got := fired(ctx, plan, levelRules(t, app, c.levels[0], c.levels[1]), st, base, 9*time.Minute, 13*time.Minute)
 			want := c.want
 			if off {
 				want = c.off
@@ -131,16 +122,8 @@ func TestGranularityWholeGroupLabels(t *testing.T) {
 		evs = append(evs, viewers(app, "w1", map[string]string{"node_id": "w1", "cdn": "cdn-w", "region": "west"}, base.Add(d), 12, failed)...)
 	}
 	insert(t, st, evs)
-	nf := &fakeNotifier{}
-	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity},
-		levelRules(t, app, []string{"node_id"}, []string{"cdn", "region"}), st, nf, log.NewNopLogger())
-	evalRange(ctx, e, base, 9*time.Minute, 13*time.Minute)
-	var got []string
-	for _, n := range nf.got {
-		if n.event == StateFiring {
-			got = append(got, n.alerts[0].Rule+" "+dimsOf(n.alerts[0].Labels))
-		}
-	}
+	got := fired(ctx, Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity},
+		levelRules(t, app, []string{"node_id"}, []string{"cdn", "region"}), st, base, 9*time.Minute, 13*time.Minute)
 	// Both are ready at once: the first rule's (Broad) fires, with the
 	// node's label too.
 	if strings.Join(got, "; ") != "Broad cdn=cdn-w,node_id=w1,region=west" {
@@ -151,8 +134,8 @@ func TestGranularityWholeGroupLabels(t *testing.T) {
 	// region's alert carries its one node.
 	rs := levelRules(t, app, []string{"node_id", "cdn", "region"}, []string{"cdn", "region"})
 	rs[0].Fire.Above = 100
-	nf = &fakeNotifier{}
-	e = NewEvaluator(Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity}, rs, st, nf, log.NewNopLogger())
+	nf := &fakeNotifier{}
+	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity}, rs, st, nf, log.NewNopLogger())
 	evalRange(ctx, e, base, 9*time.Minute, 13*time.Minute)
 	if len(nf.got) == 0 || dimsOf(nf.got[0].alerts[0].Labels) != "cdn=cdn-w,node_id=w1,region=west" {
 		t.Errorf("notified %+v, want the CDN × region's alert with node_id w1", nf.got)
@@ -205,18 +188,24 @@ func TestExplainAway(t *testing.T) {
 	}{{false, "IspFail app_id=xa,isp=isp-x; VersionFail app_id=xa,app_version=v3"}, {true, "IspFail app_id=xa,isp=isp-x"}} {
 		plan := Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity}
 		plan.Granularity.Off = c.off
-		nf := &fakeNotifier{}
-		e := NewEvaluator(plan, rs, st, nf, log.NewNopLogger())
-		evalRange(ctx, e, base, 10*time.Minute, 14*time.Minute)
-		var got []string
-		for _, n := range nf.got {
-			if n.event == StateFiring {
-				got = append(got, n.alerts[0].Rule+" "+dimsOf(n.alerts[0].Labels))
-			}
-		}
-		sort.Strings(got)
+		got := fired(ctx, plan, rs, st, base, 10*time.Minute, 14*time.Minute)
 		if strings.Join(got, "; ") != c.want {
 			t.Errorf("granularity off %v: fired %q, want %q", c.off, got, c.want)
 		}
 	}
+}
+
+// fired evaluates the rules from base+from to base+to and lists the alerts
+// that fired, "rule labels", sorted.
+func fired(ctx context.Context, plan Plan, rs []Rule, st Store, base time.Time, from, to time.Duration) []string {
+	nf := &fakeNotifier{}
+	evalRange(ctx, NewEvaluator(plan, rs, st, nf, log.NewNopLogger()), base, from, to)
+	var got []string
+	for _, n := range nf.got {
+		if n.event == StateFiring {
+			got = append(got, n.alerts[0].Rule+" "+dimsOf(n.alerts[0].Labels))
+		}
+	}
+	sort.Strings(got)
+	return got
 }
