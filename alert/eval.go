@@ -2,7 +2,6 @@ package alert
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -16,9 +15,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
-	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/query"
-	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
 // Step is the default evaluation step; windows are whole steps.
@@ -35,10 +32,12 @@ type Store interface {
 	Exec(ctx context.Context, sql string) error
 }
 
-// ExplainFunc gives the scope verdict and an annotation for a group that
-// is about to fire, over [from, to): issue 18's localizer fills it. An empty
-// scope keeps the rule's.
-type ExplainFunc func(ctx context.Context, from, to time.Time, dims map[string]string) (scope, annotation string)
+// ExplainFunc gives the verdict on a group that is about to fire, over
+// [from, to): from half a window before its first bad evaluation (the
+// fault began in that window; the half keeps the span on the fault and
+// what came before as the localizer's history) to now. issue 18's
+// localizer fills it (Localizer). An empty Verdict.Scope keeps the rule's.
+type ExplainFunc func(ctx context.Context, from, to time.Time, metric string, dims map[string]string) (Verdict, error)
 
 // Plan is how the evaluator works, one value: the step, how often firing
 // alerts are repeated to Alertmanager, and the verdict.
@@ -50,16 +49,23 @@ type Plan struct {
 	// expect it (Alertmanager forgets an alert whose endsAt passes); its
 	// endsAt is 4 × Resend ahead, as Prometheus does.
 	Resend time.Duration
-	// Explain, when set, gives the scope and an annotation of an alert as
-	// it fires; nil keeps the rule's scope.
-	Explain ExplainFunc
-	// TraceHint adds a `lastmile trace` command for one affected device
-	// to a firing alert's annotations.
+	// Explain, when set, gives the scope and the verdict's annotations of
+	// an alert as it fires, within ExplainTimeout; nil keeps the rule's
+	// scope. The scope is decided once: it is a label, stored with the
+	// alert, and Alertmanager knows an alert by its labels.
+	Explain        ExplainFunc
+	ExplainTimeout time.Duration
+	// Granularity chooses among alerts of different rules on overlapping
+	// groups (a node and its CDN × region, a rendition and its stream).
+	Granularity Granularity
+	// TraceHint adds a `lastmile trace` command for one affected session
+	// to a firing alert's annotations (when the verdict gave none).
 	TraceHint bool
 }
 
 // DefaultPlan evaluates every 10 s and repeats firing alerts every minute.
-var DefaultPlan = Plan{Step: Step, Resend: time.Minute, TraceHint: true}
+var DefaultPlan = Plan{Step: Step, Resend: time.Minute, TraceHint: true, ExplainTimeout: 2 * time.Second,
+	Granularity: DefaultGranularity}
 
 // Alert states.
 const (
@@ -111,10 +117,16 @@ type Evaluator struct {
 	// quiet holds a group resolved on a resolve window shorter than its
 	// window until its window no longer reaches back before the clean
 	// stretch that resolved it: else the stale minute fires it again.
-	quiet  map[string]time.Time
+	quiet map[string]time.Time
+	// past are the alerts resolved in this process, while their faults can
+	// still be in a window or a baseline (pastAlert).
+	past   map[string]*pastAlert
 	base   map[string]*baseline
 	last   time.Time // last evaluation time, for updated_at order
 	resent time.Time
+	// ready are the groups bad for persist evaluations at this one, fired
+	// after every rule is judged (settle).
+	ready []readyGroup
 	// Counts for /metrics, apart from mu so that a scrape never waits for
 	// an evaluation.
 	evals, errors, firing atomic.Int64
@@ -126,6 +138,13 @@ type group struct {
 	bad, good int
 	since     time.Time // first bad evaluation of the current run
 	alert     *Alert    // set while firing
+	// rule and obs are the group's rule and its observation at the last
+	// evaluation (nil without data), for the granularity pass.
+	rule *Rule
+	obs  *observation
+	// held says why a group bad for long enough is not firing (another
+	// rule's alert is at the right level), logged once.
+	held string
 }
 
 type baseline struct {
@@ -142,7 +161,8 @@ func NewEvaluator(plan Plan, rules []Rule, st Store, out Notifier, logger log.Lo
 		plan.Resend = time.Minute
 	}
 	return &Evaluator{plan: plan, rules: rules, st: st, out: out, logger: logger, now: time.Now,
-		groups: map[string]*group{}, base: map[string]*baseline{}, quiet: map[string]time.Time{}}
+		groups: map[string]*group{}, base: map[string]*baseline{}, quiet: map[string]time.Time{},
+		past: map[string]*pastAlert{}}
 }
 
 // Load reads the firing alerts of the evaluator's rules back from the
@@ -216,12 +236,14 @@ func (e *Evaluator) Eval(ctx context.Context, t time.Time) {
 	defer e.mu.Unlock()
 	e.evals.Add(1)
 	defer e.countFiring()
+	e.ready = e.ready[:0]
 	for i := range e.rules {
 		if err := e.evalRule(ctx, &e.rules[i], t); err != nil {
 			e.errors.Add(1)
 			level.Error(e.logger).Log("msg", "alert rule evaluation failed", "rule", e.rules[i].Name, "err", err)
 		}
 	}
+	e.settle(ctx, t)
 	if t.Sub(e.resent) >= e.plan.Resend {
 		var firing []Alert
 		for _, g := range e.groups {
@@ -252,13 +274,18 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 	if err != nil {
 		return fmt.Errorf("window: %w", err)
 	}
+	pcur, err := e.explainAway(ctx, r, cur, t.Add(-r.Window), t)
+	if err != nil {
+		return fmt.Errorf("window without other alerts' viewers: %w", err)
+	}
 	var base *query.MetricsAnswer
 	if r.Baseline > 0 {
 		if base, err = e.baseline(ctx, r, t); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
 	}
-	obs := judge(r, cur, base)
+	jc := e.judging(r, t)
+	obs := judge(r, cur, pcur, base, jc)
 	// Firing groups are judged for resolving over the last ResolveWindow
 	// when it is shorter: the end of a fault shows sooner.
 	robs := obs
@@ -268,7 +295,11 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 		if err != nil {
 			return fmt.Errorf("resolve window: %w", err)
 		}
-		robs = judge(r, rcur, base)
+		prcur, err := e.explainAway(ctx, r, rcur, t.Add(-r.ResolveWindow), t)
+		if err != nil {
+			return fmt.Errorf("resolve window without other alerts' viewers: %w", err)
+		}
+		robs = judge(r, rcur, prcur, base, jc)
 	}
 	seen := map[string]bool{}
 	for fp, o := range obs {
@@ -283,6 +314,61 @@ func (e *Evaluator) evalRule(ctx context.Context, r *Rule, t time.Time) error {
 		}
 	}
 	return nil
+}
+
+// pastAlert is a resolved alert remembered while its fault may still be in
+// a window (a peer's, another rule's) or in its group's own baseline.
+type pastAlert struct {
+	g          *group // rule, and obs with the group's labels and expected
+	start, end time.Time
+}
+
+// judging is what a rule's judgement needs beside the data, by
+// fingerprint: standIn are the groups firing or resolved too recently for
+// their window to be clean, with what was expected of them — as a peer,
+// such a group stands for what it should be, not for its own fault (two
+// streams, one failing: the other is judged against the first one's
+// expectation); noOwn are the groups whose own baseline holds their own
+// past alert (a stream failing twice in half an hour is not normal at
+// the failure rate of its first fault).
+type judging struct {
+	standIn map[string]float64
+	noOwn   map[string]bool
+}
+
+func (e *Evaluator) judging(r *Rule, t time.Time) judging {
+	jc := judging{standIn: map[string]float64{}, noOwn: map[string]bool{}}
+	prefix := r.Name + "\x00"
+	for key, g := range e.groups {
+		if fp, ok := strings.CutPrefix(key, prefix); ok && g.alert != nil {
+			jc.standIn[fp] = g.alert.Expected
+		}
+	}
+	for key, p := range e.past {
+		fp, ok := strings.CutPrefix(key, prefix)
+		if !ok {
+			continue
+		}
+		if until, quiet := e.quiet[key]; quiet && t.Before(until) {
+			jc.standIn[fp] = p.g.obs.expected
+		}
+		if r.Baseline > 0 && p.end.After(t.Add(-r.Window-r.Baseline)) {
+			jc.noOwn[fp] = true
+		}
+	}
+	return jc
+}
+
+// remember keeps a resolved alert in past, and forgets those no window or
+// baseline reaches any more.
+func (e *Evaluator) remember(key string, r *Rule, a *Alert, t time.Time) {
+	e.past[key] = &pastAlert{g: &group{rule: r, alert: a, obs: &observation{labels: groupLabels(r, a.Labels), expected: a.Expected}},
+		start: a.StartsAt, end: t}
+	for k, p := range e.past {
+		if t.Sub(p.end) > p.g.rule.Window+p.g.rule.Baseline+maxWindow {
+			delete(e.past, k)
+		}
+	}
 }
 
 func (e *Evaluator) anyFiring(prefix string) bool {
@@ -320,8 +406,11 @@ func (e *Evaluator) baseline(ctx context.Context, r *Rule, t time.Time) (*query.
 }
 
 // judge turns the window's and the baseline's series into one observation
-// per group with enough samples, keyed by fingerprint.
-func judge(r *Rule, cur, base *query.MetricsAnswer) map[string]*observation {
+// per group with enough samples (in cur), keyed by fingerprint, its value
+// and its peers' from cleanAns (cur without the viewers other alerts
+// explain, explainAway); a group in standIn is a peer with that value
+// instead.
+func judge(r *Rule, cur, cleanAns, base *query.MetricsAnswer, jc judging) map[string]*observation {
 	key := func(g map[string]string, dims []string) string {
 		var b strings.Builder
 		for _, d := range dims {
@@ -343,22 +432,32 @@ func judge(r *Rule, cur, base *query.MetricsAnswer) map[string]*observation {
 	}
 	peers := map[string][]peerVal{}
 	var all []peerVal
+	clean := map[string]float64{} // cleanAns's values, by group key
+	for _, s := range cleanAns.Series {
+		if s.Total != nil {
+			clean[key(s.Group, r.labelDims())] = *s.Total
+		}
+	}
 	for _, s := range cur.Series {
-		if s.Total != nil && s.Samples >= r.MinCohort {
-			pk, pv := key(s.Group, r.Peers), peerVal{key(s.Group, r.GroupBy), *s.Total}
+		// A group's size is all its viewers; its value, those no other
+		// alert explains (none left: not judged, no peer).
+		v, ok := clean[key(s.Group, r.labelDims())]
+		if s.Total != nil && s.Samples >= r.MinCohort && ok {
+			pk, pv := key(s.Group, r.Peers), peerVal{key(s.Group, r.GroupBy), v}
+			if v, ok := jc.standIn[fingerprint(r.Name, groupLabels(r, s.Group))]; ok {
+				pv.v = v
+			}
 			peers[pk] = append(peers[pk], pv)
 			all = append(all, pv)
 		}
 	}
 	out := map[string]*observation{}
 	for _, s := range cur.Series {
-		if s.Total == nil || s.Samples < r.MinCohort {
+		v, ok := clean[key(s.Group, r.labelDims())]
+		if s.Total == nil || s.Samples < r.MinCohort || !ok {
 			continue
 		}
-		o := &observation{labels: map[string]string{}, value: *s.Total, samples: s.Samples}
-		for _, d := range r.labelDims() {
-			o.labels[d] = s.Group[d]
-		}
+		o := &observation{labels: groupLabels(r, s.Group), value: v, samples: s.Samples}
 		if len(r.Peers) > 0 {
 			own := key(s.Group, r.GroupBy)
 			others := func(ps []peerVal) []float64 {
@@ -381,17 +480,45 @@ func judge(r *Rule, cur, base *query.MetricsAnswer) map[string]*observation {
 				o.peers = &m
 			}
 		}
-		if b, ok := baseByKey[key(s.Group, r.labelDims())]; ok && b.Total != nil && b.Samples >= r.MinCohort {
+		if b, ok := baseByKey[key(s.Group, r.labelDims())]; ok && b.Total != nil && b.Samples >= r.MinCohort && !jc.noOwn[fingerprint(r.Name, o.labels)] {
 			v := *b.Total
 			o.own = &v
 		}
-		// The higher expectation: a group is bad only against both.
-		for _, x := range []*float64{o.peers, o.own} {
-			if x != nil {
-				o.expected = math.Max(o.expected, *x)
-			}
+		// The laxer expectation (the higher, the lower for a falling
+		// metric): a group is bad only against both. A group with nothing
+		// to compare with is not judged: a short history or a lone group
+		// is no anomaly.
+		if o.peers == nil && o.own == nil {
+			continue
 		}
+		o.expected = expectation(r.Fire.Falls, o.peers, o.own)
 		out[fingerprint(r.Name, o.labels)] = o
+	}
+	return out
+}
+
+// expectation is the laxer of the expectations given (at least one).
+func expectation(falls bool, xs ...*float64) float64 {
+	first, out := true, 0.0
+	for _, x := range xs {
+		switch {
+		case x == nil:
+		case first:
+			out, first = *x, false
+		case falls:
+			out = math.Min(out, *x)
+		default:
+			out = math.Max(out, *x)
+		}
+	}
+	return out
+}
+
+// groupLabels are the labels of a series' group.
+func groupLabels(r *Rule, g map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, d := range r.labelDims() {
+		out[d] = g[d]
 	}
 	return out
 }
@@ -435,23 +562,15 @@ func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o, ro *observa
 		g = &group{since: t}
 		e.groups[key] = g
 	}
+	g.rule, g.obs = r, o
 	if g.alert == nil { // pending
 		if o == nil || !r.Fire.Bad(o.value, o.expected) {
 			delete(e.groups, key)
 			return
 		}
-		if g.bad++; g.bad < r.Persist {
-			return
+		if g.bad++; g.bad >= r.Persist {
+			e.ready = append(e.ready, readyGroup{key: key, fp: fp, g: g})
 		}
-		a := e.newAlert(ctx, r, fp, o, g.since, t)
-		if err := WriteAlert(ctx, e.st, a, e.stamp(t)); err != nil {
-			// Not announced unless stored: a restart must know it.
-			level.Error(e.logger).Log("msg", "cannot store a firing alert; trying again next step", "rule", r.Name, "err", err)
-			return
-		}
-		g.alert = a
-		level.Info(e.logger).Log("msg", "alert firing", "rule", r.Name, "labels", fmtLabels(a.Labels), "value", o.value, "expected", o.expected, "samples", o.samples)
-		e.out.Notify(StateFiring, []Alert{*a})
 		return
 	}
 	// Firing: resolve after ResolveAfter good evaluations in a row.
@@ -471,6 +590,7 @@ func (e *Evaluator) step(ctx context.Context, r *Rule, fp string, o, ro *observa
 		return
 	}
 	delete(e.groups, key)
+	e.remember(key, r, &a, t)
 	if r.ResolveWindow > 0 && r.ResolveWindow < r.Window {
 		e.quiet[key] = t.Add(r.Window - r.ResolveWindow)
 	}
@@ -492,18 +612,32 @@ func (e *Evaluator) stamp(t time.Time) time.Time {
 	return n
 }
 
-func (e *Evaluator) newAlert(ctx context.Context, r *Rule, fp string, o *observation, since, t time.Time) *Alert {
-	scope, verdict := r.Scope, ""
-	if e.plan.Explain != nil {
-		if s, ann := e.plan.Explain(ctx, since.Add(-r.Window), t, o.labels); s != "" {
-			scope, verdict = s, ann
-		} else {
-			verdict = ann
-		}
+// fire announces a group bad for long enough: its alert, stored first (a
+// restart must know it), then notified. extra are labels of a broader group
+// it is the whole of.
+func (e *Evaluator) fire(ctx context.Context, rg readyGroup, extra map[string]string, t time.Time) {
+	g, r, o := rg.g, rg.g.rule, rg.g.obs
+	a := e.newAlert(ctx, r, rg.fp, o, extra, g.since, t)
+	if err := WriteAlert(ctx, e.st, a, e.stamp(t)); err != nil {
+		level.Error(e.logger).Log("msg", "cannot store a firing alert; trying again next step", "rule", r.Name, "err", err)
+		return
 	}
-	labels := map[string]string{"alertname": r.Name, "scope": scope, "severity": r.Severity}
+	g.alert, g.held = a, ""
+	level.Info(e.logger).Log("msg", "alert firing", "rule", r.Name, "labels", fmtLabels(a.Labels), "value", o.value, "expected", o.expected, "samples", o.samples)
+	e.out.Notify(StateFiring, []Alert{*a})
+}
+
+func (e *Evaluator) newAlert(ctx context.Context, r *Rule, fp string, o *observation, extra map[string]string, since, t time.Time) *Alert {
+	labels := map[string]string{"alertname": r.Name, "scope": r.Scope, "severity": r.Severity}
+	for k, v := range extra {
+		labels[k] = v
+	}
 	for k, v := range o.labels {
 		labels[k] = v
+	}
+	v := e.explain(ctx, r, o.labels, since.Add(-r.Window/2), t)
+	if v.Scope != "" {
+		labels["scope"] = v.Scope
 	}
 	ann := map[string]string{
 		"summary":  summary(r, o),
@@ -522,10 +656,8 @@ func (e *Evaluator) newAlert(ctx context.Context, r *Rule, fp string, o *observa
 	if r.Doc != "" {
 		ann["description"] = r.Doc
 	}
-	if verdict != "" {
-		ann["verdict"] = verdict
-	}
-	if e.plan.TraceHint {
+	v.annotate(ann)
+	if e.plan.TraceHint && ann["trace"] == "" {
 		if cmd := traceCommand(ctx, e.st, r, o.labels, t.Add(-r.Window), t); cmd != "" {
 			ann["trace"] = cmd
 		}
@@ -552,9 +684,6 @@ func summary(r *Rule, o *observation) string {
 	}
 	if o.own != nil {
 		exp = append(exp, "own baseline "+fmtValue(*o.own))
-	}
-	if len(exp) == 0 {
-		exp = append(exp, "no peers or baseline with enough samples")
 	}
 	return fmt.Sprintf("%s: %s %s over %s (expected %s: %s), %d samples",
 		strings.Join(vs, " "), what, fmtValue(o.value), fmtDur(r.Window), fmtValue(o.expected), strings.Join(exp, ", "), o.samples)
@@ -596,28 +725,6 @@ func metricsCommand(r *Rule, labels map[string]string, from time.Time) string {
 		cmd += " --filter " + d + "=" + labels[d]
 	}
 	return cmd + " --from " + from.UTC().Format(time.RFC3339) + " --step 1m --series"
-}
-
-// traceCommand names one device of the group in the window, the latest to
-// send an event of the metric's kind, for `lastmile trace`.
-func traceCommand(ctx context.Context, st Store, r *Rule, labels map[string]string, from, to time.Time) string {
-	conds := []string{fmt.Sprintf("ts >= fromUnixTimestamp64Milli(%d, 'UTC') AND ts < fromUnixTimestamp64Milli(%d, 'UTC')", from.UnixMilli(), to.UnixMilli()),
-		"device_id != ''"}
-	for _, d := range sortedKeys(labels) {
-		conds = append(conds, schemas.DimByName[d].Expr()+" = "+store.QuoteString(labels[d]))
-	}
-	out, err := st.QueryJSON(ctx, "SELECT device_id FROM events WHERE "+strings.Join(conds, " AND ")+" ORDER BY ts DESC LIMIT 1")
-	if err != nil {
-		return ""
-	}
-	var row struct {
-		DeviceID string `json:"device_id"`
-	}
-	if json.Unmarshal(out, &row) != nil || row.DeviceID == "" {
-		return ""
-	}
-	dev := row.DeviceID
-	return fmt.Sprintf("lastmile trace --device %s --from %s --to %s", dev, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
 }
 
 // Counts returns the evaluations, the failed rule evaluations and the

@@ -70,16 +70,25 @@ func (f *fakeNotifier) log(dim string, base time.Time) []string {
 }
 
 // playStops makes n play_stops of a node in [from, from+10s), failed of
-// them failing before the first frame, spread inside the slot so that none
-// falls on a boundary.
+// them failing before the first frame.
 func playStops(app, node, cdn, region string, from time.Time, n, failed int) []map[string]any {
+	return viewers(app, node, map[string]string{"node_id": node, "cdn": cdn, "region": region}, from, n, failed)
+}
+
+// viewers makes n play_stops with dims in [from, from+10s), failed of them
+// failing before the first frame, spread inside the slot so that none
+// falls on a boundary; id names their devices (id-dev-i) and sessions
+// (id-ms-i).
+func viewers(app, id string, dims map[string]string, from time.Time, n, failed int) []map[string]any {
 	var out []map[string]any
 	for i := 0; i < n; i++ {
 		ts := from.Add(400*time.Millisecond + time.Duration(i)*(9*time.Second)/time.Duration(n))
 		e := map[string]any{"log_type": "play_stop", "ts": ts.UnixMilli(), "received_at": ts.UnixMilli(), "app_id": app,
-			"event_id": fmt.Sprintf("%s-%s-%d-%d", app, node, ts.UnixMilli(), i), "device_id": fmt.Sprintf("%s-dev-%d", node, i),
-			"session_id": fmt.Sprintf("%s-%d-%d", node, ts.UnixMilli(), i), "node_id": node, "cdn": cdn, "region": region,
-			"sample_rate": 1.0, "play_duration_ms": 3000, "code": 0, "first_frame_blocked": ""}
+			"event_id": fmt.Sprintf("%s-%s-%d-%d", app, id, ts.UnixMilli(), i), "device_id": fmt.Sprintf("%s-dev-%d", id, i),
+			"session_id": fmt.Sprintf("%s-%d-%d", id, ts.UnixMilli(), i), "sample_rate": 1.0, "play_duration_ms": 3000, "code": 0, "first_frame_blocked": ""}
+		for k, v := range dims {
+			e[k] = v
+		}
 		if i < failed {
 			e["code"], e["first_frame_blocked"] = 1001, "tcp_connect"
 		}
@@ -204,7 +213,7 @@ func TestEvaluatorPersistenceHysteresisCohort(t *testing.T) {
 	}
 	a := n1.mine()[0].alerts[0]
 	if a.Labels["alertname"] != "TestNodeA" || a.Labels["scope"] != "edge" || a.Labels["cdn"] != "cdn-a" || a.Labels["region"] != "north" ||
-		a.Value != 50 || a.Expected != 0 || a.Samples != 12 || !strings.Contains(a.Annotations["trace"], "lastmile trace --device n1-dev-") ||
+		a.Value != 50 || a.Expected != 0 || a.Samples != 12 || !failedSession(a.Annotations["trace"], "n1", 6) ||
 		a.Annotations["peers"] != "0.00" {
 		t.Errorf("firing alert %+v", a)
 	}
@@ -354,20 +363,20 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 	}
 
 	// The verdict seam: Plan.Explain is asked about the group as it fires
-	// and its scope and annotation replace the rule's.
+	// and its scope and annotations replace the rule's.
 	var asked []string
-	plan := Plan{Step: Step, Resend: time.Hour, Explain: func(_ context.Context, from, to time.Time, dims map[string]string) (string, string) {
-		asked = append(asked, fmt.Sprintf("%s-%s %s", from.Sub(base), to.Sub(base), fmtLabels(dims)))
-		return "client", "isp-x is failing on every node"
+	plan := Plan{Step: Step, Resend: time.Hour, Explain: func(_ context.Context, from, to time.Time, metric string, dims map[string]string) (Verdict, error) {
+		asked = append(asked, fmt.Sprintf("%s-%s %s %s", from.Sub(base), to.Sub(base), metric, fmtLabels(dims)))
+		return Verdict{Scope: "client", Evidence: "isp-x is failing on every node"}, nil
 	}}
 	rules[0].Name = "TestExplain"
 	nf = &fakeNotifier{}
 	e = NewEvaluator(plan, rules, st, nf, log.NewNopLogger())
 	evalRange(ctx, e, base, 9*time.Minute, 11*time.Minute)
-	if len(nf.got) != 1 || nf.got[0].alerts[0].Labels["scope"] != "client" || nf.got[0].alerts[0].Annotations["verdict"] != "isp-x is failing on every node" {
+	if len(nf.got) != 1 || nf.got[0].alerts[0].Labels["scope"] != "client" || nf.got[0].alerts[0].Annotations["evidence"] != "isp-x is failing on every node" {
 		t.Fatalf("explained alert: %+v", nf.got)
 	}
-	if got := strings.Join(asked, "; "); got != "9m40s-10m20s cdn=cdn-a,node_id=x1,region=north" {
+	if got := strings.Join(asked, "; "); got != "9m55s-10m20s video_start_failure_rate cdn=cdn-a,node_id=x1,region=north" {
 		t.Errorf("Explain asked about %q", got)
 	}
 
@@ -384,4 +393,17 @@ func TestEvaluatorPeerFallback(t *testing.T) {
 			t.Errorf("resolve %s: %v, want resolved at %s", c.resolve, nf.log("node_id", base), c.end)
 		}
 	}
+}
+
+// failedSession says a trace command names one of a node's failed sessions
+// (playStops: the first failed of each slot, session "<node>-<ms>-<i>").
+func failedSession(cmd, node string, failed int) bool {
+	var ms int64
+	var i int
+	f := strings.Fields(cmd)
+	if len(f) < 4 || f[2] != "--session" {
+		return false
+	}
+	n, _ := fmt.Sscanf(f[3], node+"-%d-%d", &ms, &i)
+	return n == 2 && i < failed
 }

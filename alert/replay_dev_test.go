@@ -17,6 +17,7 @@ import (
 
 	"github.com/lastmile-qoe/lastmile/internal/store"
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
+	"github.com/lastmile-qoe/lastmile/localize"
 	"github.com/lastmile-qoe/lastmile/media/scenario"
 )
 
@@ -33,7 +34,7 @@ var scenDataDir = func() string {
 // metrics read, and the alert state.
 var replayTables = []string{"events", "qoe_1m", "qoe_1h", "qoe_latency_1m", "qoe_latency_1h", "qoe_first_frame", alertsTable, deliveriesTable}
 
-func loadScenario(t *testing.T, st *store.Embedded, path string) {
+func loadScenario(t testing.TB, st *store.Embedded, path string) {
 	ctx := context.Background()
 	for _, tb := range replayTables {
 		if err := st.Exec(ctx, "TRUNCATE TABLE IF EXISTS "+tb); err != nil {
@@ -92,15 +93,23 @@ func TestReplayScenarios(t *testing.T) {
 		}
 		loadScenario(t, st, strings.TrimSuffix(lp, ".labels.json")+".events.jsonl")
 		nf := &fakeNotifier{}
-		e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, DefaultRules(), st, nf, log.NewNopLogger())
-		firedAt := map[string]time.Time{} // fingerprint → evaluation that fired it
+		plan := DefaultPlan
+		plan.Resend, plan.Explain = time.Hour, Localizer(st, localize.DefaultScopePlan)
+		lg := log.NewNopLogger()
+		if os.Getenv("REPLAY_LOG") != "" {
+			lg = log.NewLogfmtLogger(os.Stderr)
+		}
+		e := NewEvaluator(plan, DefaultRules(), st, nf, lg)
+		// An alert is its fingerprint and start: a group may fire twice.
+		id := func(a Alert) string { return a.Fingerprint + "@" + a.StartsAt.String() }
+		firedAt := map[string]time.Time{} // id → evaluation that fired it
 		from, to := lb.Start.Truncate(Step).Add(Step), lb.End.Add(2*time.Minute)
 		for tt := from; !tt.After(to); tt = tt.Add(Step) {
 			before := len(nf.got)
 			e.Eval(ctx, tt)
 			for _, n := range nf.got[before:] {
 				if n.event == StateFiring {
-					firedAt[n.alerts[0].Fingerprint] = tt
+					firedAt[id(n.alerts[0])] = tt
 				}
 			}
 		}
@@ -111,7 +120,7 @@ func TestReplayScenarios(t *testing.T) {
 			case StateFiring:
 				fired = append(fired, n.alerts[0])
 			case StateResolved:
-				ended[n.alerts[0].Fingerprint] = *n.alerts[0].EndsAt
+				ended[id(n.alerts[0])] = *n.alerts[0].EndsAt
 			}
 		}
 		name := strings.TrimSuffix(filepath.Base(lp), ".labels.json")
@@ -119,11 +128,16 @@ func TestReplayScenarios(t *testing.T) {
 		matched := map[string]bool{}
 		for _, f := range lb.Faults {
 			first, by, fp := time.Time{}, "", ""
+			var all []string
 			for _, a := range fired {
-				if matches(a.Labels, f.Dims) && firedAt[a.Fingerprint].After(f.Start) && firedAt[a.Fingerprint].Before(f.End.Add(2*time.Minute)) {
-					matched[a.Fingerprint] = true
-					if first.IsZero() || firedAt[a.Fingerprint].Before(first) {
-						first, by, fp = firedAt[a.Fingerprint], a.Rule+" "+dimsOf(a.Labels), a.Fingerprint
+				if matches(a.Labels, f.Dims) && firedAt[id(a)].After(f.Start) && firedAt[id(a)].Before(f.End.Add(2*time.Minute)) {
+					matched[id(a)] = true
+					all = append(all, a.Rule+" "+dimsOf(a.Labels))
+					if first.IsZero() || firedAt[id(a)].Before(first) {
+						first, by, fp = firedAt[id(a)], a.Rule+" "+dimsOf(a.Labels)+" scope="+a.Labels["scope"], id(a)
+						if a.Labels["scope"] != f.Scope {
+							by += " (WRONG SCOPE: " + a.Annotations["evidence"] + " / ruled out: " + a.Annotations["ruled_out"] + ")"
+						}
 					}
 				}
 			}
@@ -134,13 +148,16 @@ func TestReplayScenarios(t *testing.T) {
 				if e, ok := ended[fp]; ok {
 					end = fmt.Sprintf("%4.0fs", e.Sub(f.End).Seconds())
 				}
+				if len(all) > 1 {
+					by += fmt.Sprintf(" (%d alerts: %s)", len(all), strings.Join(all, "; "))
+				}
 				report = append(report, fmt.Sprintf("  %-9s %-24s %-34s %4.0fs %s  %s", f.Scope, f.Kind, f.Name, first.Sub(f.Start).Seconds(), end, by))
 			}
 		}
 		var unmatched []string
 		for _, a := range fired {
-			if !matched[a.Fingerprint] {
-				unmatched = append(unmatched, fmt.Sprintf("  unmatched: %s %s at +%s: %s", a.Rule, dimsOf(a.Labels), firedAt[a.Fingerprint].Sub(lb.Start).Round(time.Second), a.Annotations["summary"]))
+			if !matched[id(a)] {
+				unmatched = append(unmatched, fmt.Sprintf("  unmatched: %s %s scope=%s at +%s: %s", a.Rule, dimsOf(a.Labels), a.Labels["scope"], firedAt[id(a)].Sub(lb.Start).Round(time.Second), a.Annotations["summary"]))
 			}
 		}
 		sort.Strings(unmatched)
@@ -178,4 +195,50 @@ func dimsOf(labels map[string]string) string {
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// BenchmarkReplayEval: one op evaluates the built-in rules over the demo
+// run (every step from its start to two minutes after its end), with the
+// rules alone, with the granularity pass, and with the localizer's verdict
+// too: what the two passes cost an evaluation.
+func BenchmarkReplayEval(b *testing.B) {
+	lp := filepath.Join(scenDataDir, "demo.labels.json")
+	raw, err := os.ReadFile(lp)
+	if err != nil {
+		b.Skipf("SKIPPED: no demo run in %s", scenDataDir)
+	}
+	var lb scenario.Labels
+	if err := json.Unmarshal(raw, &lb); err != nil {
+		b.Fatal(err)
+	}
+	st := storetest.Embedded(b)
+	loadScenario(b, st, strings.TrimSuffix(lp, ".labels.json")+".events.jsonl")
+	ctx := context.Background()
+	for _, c := range []struct {
+		name        string
+		granularity bool
+		verdict     bool
+	}{{"rules", false, false}, {"granularity", true, false}, {"granularity+verdict", true, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			steps := 0
+			for i := 0; i < b.N; i++ {
+				for _, tb := range []string{alertsTable, deliveriesTable} {
+					if err := st.Exec(ctx, "TRUNCATE TABLE IF EXISTS "+tb); err != nil {
+						b.Fatal(err)
+					}
+				}
+				plan := DefaultPlan
+				plan.Resend, plan.Granularity.Off = time.Hour, !c.granularity
+				if c.verdict {
+					plan.Explain = Localizer(st, localize.DefaultScopePlan)
+				}
+				e := NewEvaluator(plan, DefaultRules(), st, &fakeNotifier{}, log.NewNopLogger())
+				for tt := lb.Start.Truncate(Step).Add(Step); !tt.After(lb.End.Add(2 * time.Minute)); tt = tt.Add(Step) {
+					e.Eval(ctx, tt)
+					steps++
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(steps), "ms/eval")
+		})
+	}
 }

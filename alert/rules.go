@@ -7,6 +7,7 @@ package alert
 import (
 	_ "embed"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"regexp"
@@ -65,16 +66,31 @@ type Rule struct {
 }
 
 // Threshold says when a value is bad: at least Above, at least Ratio times
-// what is expected, and at least Delta more than expected (all three).
+// what is expected, and at least Delta more than expected (all three). A
+// falling threshold (a metric better when higher, given with below) is the
+// mirror: at most Below, at most expected ÷ Ratio, at least Delta less.
 type Threshold struct {
 	Above float64
+	Below float64
 	Ratio float64
 	Delta float64
+	Falls bool
 }
 
 // Bad reports whether value is bad against expected.
 func (t Threshold) Bad(value, expected float64) bool {
+	if t.Falls {
+		return value <= t.Below && value*t.Ratio <= expected && value <= expected-t.Delta
+	}
 	return value >= t.Above && value >= t.Ratio*expected && value >= expected+t.Delta
+}
+
+// excess is how much worse than expected value is (0 when it is not).
+func (t Threshold) excess(value, expected float64) float64 {
+	if t.Falls {
+		return math.Max(0, expected-value)
+	}
+	return math.Max(0, value-expected)
 }
 
 // Severities a rule may have (Alertmanager routes on them).
@@ -84,11 +100,12 @@ var Severities = []string{"critical", "warning", "info"}
 var Scopes = []string{localize.ScopePush, localize.ScopeSource, localize.ScopeTranscode, localize.ScopeEdge,
 	localize.ScopeClient, localize.ScopeRollout, localize.ScopeSystem}
 
-// betterHigh are the metrics that are better when higher: a rule fires when
-// its metric rises, so these are refused with their complement named.
+// betterHigh are the metrics that are better when higher: a rule on one
+// fires when it falls (fire.below); frame_rate is the one that says more
+// than its complement, the others are refused with it named.
 var betterHigh = map[string]string{
 	"play_success_rate":  "video_start_failure_rate or video_playback_failure_rate",
-	"frame_rate":         "render_stall_ratio",
+	"frame_rate":         "",
 	"attempts":           "a failure rate",
 	"plays":              "a failure rate",
 	"views":              "a failure rate",
@@ -150,7 +167,7 @@ func (es RuleErrors) Error() string {
 var (
 	ruleKeys = []string{"name", "scope", "severity", "doc", "metric", "quantile", "phase", "group_by", "peers", "filter",
 		"window", "baseline", "min_cohort", "min_peers", "fire", "resolve", "persist"}
-	thresholdKeys = []string{"above", "ratio", "delta"}
+	thresholdKeys = []string{"above", "below", "ratio", "delta"}
 	resolveKeys   = append(append([]string{}, thresholdKeys...), "after", "window")
 	namePattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	yamlLine      = regexp.MustCompile(`line (\d+)`)
@@ -337,6 +354,9 @@ func (p *ruleParser) threshold(n *yaml.Node, key string, t *Threshold, after *in
 		switch k {
 		case "above":
 			t.Above, good = p.number(v, key+"."+k)
+		case "below":
+			t.Below, good = p.number(v, key+"."+k)
+			t.Falls = true
 		case "ratio":
 			t.Ratio, good = p.number(v, key+"."+k)
 		case "delta":
@@ -352,7 +372,7 @@ func (p *ruleParser) threshold(n *yaml.Node, key string, t *Threshold, after *in
 }
 
 // unset marks the resolve thresholds not given (a given one is ≥ 0).
-var unset = Threshold{Above: -1, Ratio: -1, Delta: -1}
+var unset = Threshold{Above: -1, Below: -1, Ratio: -1, Delta: -1}
 
 // Rule defaults.
 const (
@@ -466,8 +486,19 @@ func orUnnamed(s string) string {
 // check validates what needs the whole rule: the metric request itself (by
 // the metrics API's own parser), the comparison, and the hysteresis.
 func (p *ruleParser) check(r *Rule, n, metricNode, fireNode, resolveNode *yaml.Node, resolveSet bool) {
-	if alt, ok := betterHigh[r.Metric]; ok {
+	alt, high := betterHigh[r.Metric]
+	switch {
+	case high && !r.Fire.Falls && alt != "":
 		p.fail(metricNode, fmt.Sprintf("rule %s: %s is better when higher, and a rule fires when its metric rises: watch %s", r.Name, r.Metric, alt))
+		return
+	case high && !r.Fire.Falls:
+		p.fail(fireNode, fmt.Sprintf("rule %s: %s is better when higher: give fire.below, not above", r.Name, r.Metric))
+		return
+	case !high && r.Fire.Falls:
+		p.fail(fireNode, fmt.Sprintf("rule %s: %s is worse when higher: give fire.above, not below", r.Name, r.Metric))
+		return
+	case r.Fire.Falls && r.Fire.Above != 0:
+		p.fail(fireNode, fmt.Sprintf("rule %s: fire gives both above and below", r.Name))
 		return
 	}
 	if err := query.CheckMetrics(r.metricsQuery(time.Unix(0, 0), time.Unix(0, 0).Add(r.Window), Step)); err != nil {
@@ -509,11 +540,15 @@ func (p *ruleParser) check(r *Rule, n, metricNode, fireNode, resolveNode *yaml.N
 		res *float64
 		def float64
 	}{
-		{&r.Resolve.Above, r.Fire.Above / 2}, {&r.Resolve.Ratio, 1 + (r.Fire.Ratio-1)/2}, {&r.Resolve.Delta, r.Fire.Delta / 2}} {
+		{&r.Resolve.Above, r.Fire.Above / 2}, {&r.Resolve.Below, r.Fire.Below * 1.25}, {&r.Resolve.Ratio, 1 + (r.Fire.Ratio-1)/2}, {&r.Resolve.Delta, r.Fire.Delta / 2}} {
 		if *f.res < 0 {
 			*f.res = f.def
 		}
 	}
+	if r.Resolve.Falls && !r.Fire.Falls {
+		p.fail(resolveNode, fmt.Sprintf("rule %s: resolve gives below, but fire rises (above)", r.Name))
+	}
+	r.Resolve.Falls = r.Fire.Falls
 	if !resolveSet {
 		return
 	}
@@ -522,6 +557,9 @@ func (p *ruleParser) check(r *Rule, n, metricNode, fireNode, resolveNode *yaml.N
 	}
 	if r.ResolveWindow > r.Window {
 		p.fail(resolveNode, fmt.Sprintf("rule %s: resolve.window %s is longer than window %s", r.Name, fmtDur(r.ResolveWindow), fmtDur(r.Window)))
+	}
+	if r.Fire.Falls && r.Resolve.Below < r.Fire.Below {
+		p.fail(resolveNode, fmt.Sprintf("rule %s: resolve.below must not be under fire's %g: an alert would resolve while still bad enough to fire", r.Name, r.Fire.Below))
 	}
 	if r.Resolve.Above > r.Fire.Above || r.Resolve.Ratio > r.Fire.Ratio || r.Resolve.Delta > r.Fire.Delta {
 		p.fail(resolveNode, fmt.Sprintf("rule %s: resolve thresholds must not exceed fire's (above %g, ratio %g, delta %g): an alert would resolve while still bad enough to fire",

@@ -11,7 +11,8 @@ func TestDefaultRulesParse(t *testing.T) {
 	rs := DefaultRules()
 	want := map[string]string{"EdgeNodeStartFailures": "edge", "EdgeNodeSlowFirstByte": "edge", "CdnRegionSlowStartup": "edge",
 		"CdnRegionRebuffering": "edge", "StreamStartFailures": "source", "RenditionStartFailures": "transcode",
-		"AppVersionStartFailures": "rollout", "AppVersionRenderStalls": "rollout", "IspStartFailures": "client", "IspRenderStalls": "client"}
+		"AppVersionStartFailures": "rollout", "AppVersionRenderStalls": "rollout", "IspStartFailures": "client", "IspRenderStalls": "client",
+		"StreamLowFrameRate": "push", "IspSlowStartup": "client", "NetworkRebuffering": "client", "EdgeNodeRebuffering": "edge"}
 	if len(rs) != len(want) {
 		t.Fatalf("%d built-in rules, want %d", len(rs), len(want))
 	}
@@ -120,12 +121,18 @@ func FuzzParseRules(f *testing.F) {
 	f.Add([]byte(validRule))
 	f.Add(DefaultRulesYAML())
 	f.Add([]byte("rules:\n  - name: [\n"))
+	f.Add([]byte("rules:\n  - name: Fps\n    scope: push\n    metric: frame_rate\n    group_by: [stream_id]\n    peers: [app_id]\n    window: 1m\n    fire: {below: 18, ratio: 1.5, delta: 5}\n    resolve: {below: 21}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rs, err := ParseRules("f.yaml", b)
 		if err == nil {
 			for _, r := range rs {
 				if r.Name == "" || r.Window <= 0 {
 					t.Fatalf("accepted an incomplete rule %+v", r)
+				}
+				// A falling rule resolves falling, and not while it would
+				// still fire.
+				if r.Fire.Falls != r.Resolve.Falls || (r.Fire.Falls && r.Resolve.Below < r.Fire.Below) {
+					t.Fatalf("accepted fire %+v with resolve %+v", r.Fire, r.Resolve)
 				}
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lastmile-qoe/lastmile/alert"
 	"github.com/lastmile-qoe/lastmile/internal/store"
+	"github.com/lastmile-qoe/lastmile/localize"
 )
 
 // AlertOptions configure the alert role.
@@ -48,6 +49,9 @@ func startAlert(ctx context.Context, o AlertOptions, st store.Store, reg prometh
 	if o.Plan.Resend > 0 {
 		plan.Resend = o.Plan.Resend
 	}
+	// A firing alert's scope is the localizer's verdict from the server
+	// logs (issue 18), decided once as it fires.
+	plan.Explain = alert.Localizer(st, localize.DefaultScopePlan)
 	rs, err := alert.Receivers(o.Alertmanagers, o.Webhooks, alert.DefaultDispatchPlan.Timeout)
 	if err != nil {
 		return nil, err
@@ -64,7 +68,7 @@ func startAlert(ctx context.Context, o AlertOptions, st store.Store, reg prometh
 	for _, r := range rs {
 		names = append(names, r.Name())
 	}
-	level.Info(logger).Log("msg", "alert evaluator started", "rules", len(rules), "from", src, "step", plan.Step, "receivers", strings.Join(names, ","))
+	level.Info(logger).Log("msg", "alert evaluator started", "rules", len(rules), "from", src, "step", plan.Step, "granularity", plan.Granularity, "receivers", strings.Join(names, ","))
 	actx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	disp.Start(context.Background())
