@@ -254,19 +254,60 @@ func (d *Dispatcher) enqueue(n Notice, repeatOnly bool) {
 		if repeatOnly && !q.r.Repeats() {
 			continue
 		}
-		q.mu.Lock()
-		if len(q.pending) >= d.plan.Queue {
-			q.pending = q.pending[1:]
-			q.dropped++
-			level.Warn(d.logger).Log("msg", "alert receiver queue full: dropped its oldest notice", "receiver", q.r.Name(), "dropped", q.dropped)
+		d.enqueueTo(q, n)
+	}
+}
+
+func (d *Dispatcher) enqueueTo(q *queue, n Notice) {
+	q.mu.Lock()
+	if len(q.pending) >= d.plan.Queue {
+		q.pending = q.pending[1:]
+		q.dropped++
+		level.Warn(d.logger).Log("msg", "alert receiver queue full: dropped its oldest notice", "receiver", q.r.Name(), "dropped", q.dropped)
+	}
+	q.pending = append(q.pending, n)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Redeliver queues again, for the receivers that do not get repeats
+// (webhooks), the current notice of every alert active since since that
+// the delivery log does not show delivered to them: a notice queued or
+// being retried when the role was killed goes out after its restart. A
+// notice delivered just before a kill, whose log row was not written yet,
+// goes out twice: webhooks get each notice at least once.
+func (d *Dispatcher) Redeliver(ctx context.Context, st Reader, since time.Time) (int, error) {
+	as, err := ReadAlerts(ctx, st, Filter{From: since})
+	if err != nil {
+		return 0, fmt.Errorf("redeliver: %w", err)
+	}
+	n := 0
+	for _, q := range d.queues {
+		if q.r.Repeats() {
+			continue
 		}
-		q.pending = append(q.pending, n)
-		q.mu.Unlock()
-		select {
-		case q.wake <- struct{}{}:
-		default:
+		for _, a := range as {
+			if delivered(a.Deliveries, q.r.Name(), a.State) {
+				continue
+			}
+			a.Deliveries = nil
+			d.enqueueTo(q, Notice{Event: a.State, Alerts: []Alert{a}, ValidFor: d.plan.ValidFor})
+			n++
 		}
 	}
+	return n, nil
+}
+
+func delivered(ds []Delivery, receiver, event string) bool {
+	for _, dl := range ds {
+		if dl.Receiver == receiver && dl.Event == event && dl.Delivered {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats are a receiver's counts: notices delivered and dropped.

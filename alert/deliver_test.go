@@ -7,12 +7,16 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-kit/log"
+
+	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
 )
 
 var fastBackoff = Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond, Attempts: 5}
@@ -267,5 +271,77 @@ func TestDispatcherStopDrains(t *testing.T) {
 	good.mu.Unlock()
 	if n != 3 {
 		t.Errorf("%d of 3 queued notices delivered before the stop returned", n)
+	}
+}
+
+// TestRedeliver: after a restart the webhooks get the current notice of
+// every alert the delivery log does not show delivered to them (queued or
+// being retried at a kill), and nothing else; Alertmanager, which gets
+// repeats anyway, gets nothing from it.
+func TestRedeliver(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
+	mk := func(fp, state string, ends *time.Time) Alert {
+		a := testAlert("redeliver-" + fp)
+		a.State, a.StartsAt, a.EndsAt = state, now.Add(-time.Hour), ends
+		if err := WriteAlert(ctx, st, &a, now); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	rc1, rc2, am := newRecorder(), newRecorder(), newRecorder()
+	s1, s2, s3 := httptest.NewServer(http.HandlerFunc(rc1.webhook)), httptest.NewServer(http.HandlerFunc(rc2.webhook)), httptest.NewServer(http.HandlerFunc(am.alertmanager))
+	defer s1.Close()
+	defer s2.Close()
+	defer s3.Close()
+	rs, err := Receivers([]string{s3.URL}, []string{s1.URL, s2.URL}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mk("a", StateFiring, nil)                // delivered to webhook 1
+	b := mk("b", StateFiring, nil)                // webhook 1 gave up on it
+	c := mk("c", StateResolved, at(-time.Minute)) // its resolve never went out
+	mk("d", StateResolved, at(-time.Hour))        // ended before the window
+	for _, x := range []struct {
+		a         Alert
+		event     string
+		delivered bool
+	}{{a, StateFiring, true}, {b, StateFiring, false}, {c, StateFiring, true}} {
+		if err := writeDelivery(ctx, st, &x.a, Delivery{Receiver: rs[1].Name(), Event: x.event, Attempts: 1, Delivered: x.delivered, At: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := NewDispatcher(DispatchPlan{Backoff: fastBackoff}, rs, nil, log.NewNopLogger())
+	if _, err := d.Redeliver(ctx, st, now.Add(-10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	d.Start(ctx)
+	d.Stop(10 * time.Second)
+	got := func(rc *recorder) []string {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		var out []string
+		for _, n := range rc.got {
+			for _, a := range n.Alerts {
+				if strings.HasPrefix(a.Fingerprint, "redeliver-") {
+					out = append(out, strings.TrimPrefix(a.Fingerprint, "redeliver-")+" "+n.Status)
+				}
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	if g := strings.Join(got(rc1), ", "); g != "b firing, c resolved" {
+		t.Errorf("webhook 1 got %q, want b firing, c resolved", g)
+	}
+	if g := strings.Join(got(rc2), ", "); g != "a firing, b firing, c resolved" {
+		t.Errorf("webhook 2 got %q, want a firing, b firing, c resolved", g)
+	}
+	am.mu.Lock()
+	defer am.mu.Unlock()
+	if len(am.amGot) != 0 {
+		t.Errorf("Alertmanager got %d posts from a redelivery, want 0", len(am.amGot))
 	}
 }

@@ -63,6 +63,13 @@ func startAlert(ctx context.Context, o AlertOptions, st store.Store, reg prometh
 	if err := ev.Load(ctx); err != nil {
 		return nil, fmt.Errorf("alert state: %w", err)
 	}
+	// Webhook notices lost in a kill: those of the alerts active in the
+	// last few repeat periods that the delivery log lacks.
+	if n, err := disp.Redeliver(ctx, st, time.Now().Add(-dp.ValidFor)); err != nil {
+		return nil, fmt.Errorf("alert state: %w", err)
+	} else if n > 0 {
+		level.Info(logger).Log("msg", "webhook notices undelivered before the restart queued again", "notices", n)
+	}
 	registerAlertMetrics(reg, ev, disp)
 	var names []string
 	for _, r := range rs {
