@@ -34,6 +34,14 @@ type ScopePlan struct {
 	PushBitrateRatio  float64
 	PushDroppedFrames float64
 	PushSendBufferMs  float64
+	// The publisher stopped when push_stop logs a code, or its push_stats
+	// (or the ingest's session stats) pause for PushGapFactor × their
+	// usual interval. Both are read from PushLookBack before the span on
+	// (push evidence logged late, or before a span that starts late, still
+	// counts), as are the origin's and the relay's losses and errors:
+	// which side failed first is told by their ts.
+	PushLookBack  time.Duration
+	PushGapFactor float64
 
 	// A rendition's transcode is behind when its frame rate is under
 	// TranscodeFPSRatio × the source's at the origin, or its capture to
@@ -91,6 +99,8 @@ var DefaultScopePlan = ScopePlan{
 	PushBitrateRatio:   0.6,
 	PushDroppedFrames:  25,
 	PushSendBufferMs:   300,
+	PushLookBack:       30 * time.Second,
+	PushGapFactor:      2.5,
 	TranscodeFPSRatio:  0.8,
 	TranscodeLatencyMs: 1000,
 	EdgeErrorShare:     0.1,
@@ -212,7 +222,9 @@ var whyOver = map[string]string{
 // sourceFirst says a push-side failure is the source's doing: a publisher
 // refused or cut because the origin lost its stream logs push_stop errors
 // too, but after the origin or relay failed, and with its uplink stats
-// intact.
+// intact. source.first comes from the origin's and relay's own logs only:
+// the edges' back-to-source errors follow a publisher's stop as closely as
+// a source's failure, so their order against the push side tells nothing.
 func sourceFirst(push, source finding) bool {
 	return len(source.support) > 0 && !push.sustained && source.first > 0 && (push.first == 0 || source.first < push.first)
 }

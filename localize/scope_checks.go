@@ -3,7 +3,9 @@ package localize
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 )
 
 // checkPush looks at each cohort stream's uplink: push_stats collapsing
@@ -47,6 +49,12 @@ func (sp ScopePlan) checkPush(c *cohort, f *facts) finding {
 			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stats",
 				Text: fmt.Sprintf("push_stats of %s stopped: none in the span, %.0f before it", s, ps.NBefore)})
 		}
+		if at, gap, every := sp.reportGap(ps, ingest); at > 0 {
+			fd.first = earliest(fd.first, at)
+			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stats",
+				Text: fmt.Sprintf("the publisher of %s stopped reporting: no push_stats or ingest stats for %.0f s from %s (every %.0f s otherwise)",
+					s, gap.Seconds(), time.UnixMilli(at).UTC().Format("15:04:05"), every.Seconds())})
+		}
 		if stop.Bad > 0 {
 			fd.first = earliest(fd.first, stop.FirstBad)
 			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stop",
@@ -58,6 +66,32 @@ func (sp ScopePlan) checkPush(c *cohort, f *facts) finding {
 		}
 	}
 	return fd
+}
+
+// reportGap finds the longest pause in a stream's push_stats (or, with
+// none, the ingest's session stats) up to the last report: when it lasts
+// PushGapFactor × their usual interval (the median one), at is when the
+// first missing report was due (Unix ms), else 0.
+func (sp ScopePlan) reportGap(rows ...streamRow) (at int64, gap, every time.Duration) {
+	for _, r := range rows {
+		ts := r.Times
+		if len(ts) < 3 {
+			continue
+		}
+		d := make([]int64, len(ts)-1)
+		for i := range d {
+			d[i] = ts[i+1] - ts[i]
+		}
+		med := slices.Clone(d)
+		slices.Sort(med)
+		usual := med[len(med)/2]
+		i := slices.Index(d, slices.Max(d))
+		if usual <= 0 || float64(d[i]) < sp.PushGapFactor*float64(usual) {
+			return 0, 0, 0
+		}
+		return ts[i] + usual, time.Duration(d[i]) * time.Millisecond, time.Duration(usual) * time.Millisecond
+	}
+	return 0, 0, 0
 }
 
 // checkSource looks past the uplink: origin_stream lost, relay errors
@@ -91,7 +125,6 @@ func (sp ScopePlan) checkSource(c *cohort, f *facts) finding {
 		// Failing on most nodes serving it, and worse than the other
 		// streams (another stream may be failing at the same time).
 		if in.n >= sp.EdgeMinRequests && failing >= 2 && 2*failing >= len(nodes) && share(in.errs, in.n) > share(out.errs, out.n) {
-			fd.first = earliest(fd.first, in.first)
 			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text + " (" + err + ")"})
 		} else if in.n > 0 {
 			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text})

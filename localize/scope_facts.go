@@ -41,6 +41,10 @@ type streamRow struct {
 	FirstBad  int64   `json:"first_bad"` // Unix ms of the first bad report, 0 for none
 	Err       string  `json:"err"`       // an error or stop reason seen in the span
 	Code      float64 `json:"code_max"`  // a non-zero push_stop code seen in the span
+	// Times are the Unix ms of push_stats and ingest_session stats
+	// reports from the look-back on, in order: a gap in them is the
+	// publisher gone.
+	Times []int64 `json:"times"`
 }
 
 // edgeRow is one node's edge_access for one stream and rendition.
@@ -99,12 +103,25 @@ const streamBad = "(state IN ('error', 'lost') OR status IN ('lagging', 'error')
 const weight = "if(sample_rate > 0, 1 / sample_rate, 1)"
 
 // window bounds the queries: the span with its margins [lo, hi], the
-// history before it from hist, and the span proper [from, to].
-type window struct{ hist, lo, from, to, hi time.Time }
+// history before it from hist, the span proper [from, to], and back, from
+// which the publish path's discrete events (stops, losses, errors) and
+// reports count as the span's.
+type window struct{ hist, back, lo, from, to, hi time.Time }
 
 // during is the SQL condition of the span with its margins (the queries
 // read [hist, hi]).
 func (w window) during() string { return "ts >= " + sqlTime(w.lo) }
+
+// publishPath are the log types of the publish path whose stops, losses
+// and errors count from the look-back on: which of push and source failed
+// first is told by their ts, and a loaded publisher or ingest logs them
+// late or the span starts after the first of them.
+const publishPath = "('push_start', 'push_stats', 'push_stop', 'ingest_session', 'relay', 'origin_stream')"
+
+// duringPublish is during with the look-back for the publish path.
+func (w window) duringPublish() string {
+	return fmt.Sprintf("ts >= if(log_type IN %s, %s, %s)", publishPath, sqlTime(w.back), sqlTime(w.lo))
+}
 
 func (w window) all() string {
 	return fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.hist), sqlTime(w.hi))
@@ -112,7 +129,8 @@ func (w window) all() string {
 
 // window is the incident's span with the plan's margins and history.
 func (sp ScopePlan) window(inc *Incident) window {
-	return window{hist: inc.From.Add(-sp.Margin - sp.History), lo: inc.From.Add(-sp.Margin), from: inc.From, to: inc.To, hi: inc.To.Add(sp.Margin)}
+	back := inc.From.Add(-max(sp.Margin, sp.PushLookBack))
+	return window{hist: inc.From.Add(-sp.Margin - sp.History), back: back, lo: inc.From.Add(-sp.Margin), from: inc.From, to: inc.To, hi: inc.To.Add(sp.Margin)}
 }
 
 // gather runs the queries the cohort's candidates need: publish-side facts
@@ -170,15 +188,16 @@ func streamFacts(ctx context.Context, st Store, w window, c *cohort) ([]streamRo
 	avgIf(fps, %[1]s) AS fps_avg, avgIf(fps, NOT (%[1]s)) AS fps_before, max(fps) AS fps_max,
 	avgIf(bitrate_kbps, %[1]s) AS kbps, max(target_bitrate_kbps) AS target,
 	toFloat64(sumIf(dropped_frames, %[1]s)) AS dropped, toFloat64(maxIf(send_buffer_ms, %[1]s)) AS send_buffer,
-	toFloat64(maxIf(latency_ms, %[1]s)) AS latency, toFloat64(maxIf(retries, %[1]s)) AS retries_max,
-	toFloat64(countIf(%[1]s AND %[3]s)) AS bad, toUnixTimestamp64Milli(minIf(ts, %[1]s AND %[3]s)) AS first_bad,
-	toFloat64(countIf(%[1]s AND (log_type = 'push_start' OR state = 'start'))) AS starts,
-	toFloat64(countIf(%[1]s AND (log_type = 'push_stop' OR state IN ('stop', 'lost') OR status = 'stopped'))) AS stops,
-	anyIf(if(error != '', error, if(reason != '', reason, stop_reason)), %[1]s AND (error != '' OR (log_type = 'push_stop' AND code != 0))) AS err,
-	toFloat64(maxIf(code, %[1]s AND log_type = 'push_stop' AND code != 0)) AS code_max
+	toFloat64(maxIf(latency_ms, %[1]s)) AS latency, toFloat64(maxIf(retries, %[5]s)) AS retries_max,
+	toFloat64(countIf(%[5]s AND %[3]s)) AS bad, toUnixTimestamp64Milli(minIf(ts, %[5]s AND %[3]s)) AS first_bad,
+	toFloat64(countIf(%[5]s AND (log_type = 'push_start' OR state = 'start'))) AS starts,
+	toFloat64(countIf(%[5]s AND (log_type = 'push_stop' OR state IN ('stop', 'lost') OR status = 'stopped'))) AS stops,
+	anyIf(if(error != '', error, if(reason != '', reason, stop_reason)), %[5]s AND (error != '' OR (log_type = 'push_stop' AND code != 0))) AS err,
+	toFloat64(maxIf(code, %[5]s AND log_type = 'push_stop' AND code != 0)) AS code_max,
+	arraySort(groupArrayIf(toUnixTimestamp64Milli(ts), %[5]s AND (log_type = 'push_stats' OR (log_type = 'ingest_session' AND state = 'stats')))) AS times
 FROM events
 WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'relay', 'origin_stream', 'transcode') AND %[2]s%[4]s
-GROUP BY stream_id, room_id, rendition, log_type`, w.during(), w.all(), streamBad, which))
+GROUP BY stream_id, room_id, rendition, log_type`, w.during(), w.all(), streamBad, which, w.duringPublish()))
 }
 
 // edgeFacts reads edge_access by node, stream and rendition.

@@ -229,6 +229,73 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: room2, scope: ScopePush, evidence: "push_stop: code 2004", ruled: "source edge_access: the push failure explains it",
 	}, {
+		// The edges' 404s for the stream are logged before the push side's
+		// evidence (a loaded publisher logs its stop late): the order of
+		// the edges' errors says nothing, the publisher stopped.
+		name: "publisher cut logged after the edges' errors is push, not source",
+		fault: func(w *world) {
+			w.extraRows = func(w *world) {
+				for at := w.from + 8*time.Second; at < w.to; at += 2 * time.Second {
+					w.add("push_stop", at, map[string]any{"stream_id": "live/room2", "room_id": "room2", "code": 2004, "reason": "disconnected"})
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["stream_id"] == "live/room2" && w.inTS(ev) {
+					ev["http_status"], ev["error"] = 502, "origin answered 404 Not Found"
+				}
+			}
+		},
+		dims: room2, scope: ScopePush, evidence: "push_stop: code 2004", ruled: "source edge_access: the push failure explains it",
+	}, {
+		// The span starts after the publisher left (the viewers' failures
+		// are counted late): its push_stop and the pause of its stats lie
+		// before the span's margin, in the look-back.
+		name: "publisher cut before a span that starts late is push",
+		fault: func(w *world) {
+			cut := w.from - 20*time.Second
+			w.extraRows = func(w *world) {
+				w.add("push_stop", cut, map[string]any{"stream_id": "live/room2", "room_id": "room2", "code": 2004, "reason": "disconnected"})
+			}
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && at >= cut && at < w.from+5*time.Second && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				at := w.tsOf(ev)
+				if ev["stream_id"] == "live/room2" && at >= cut && at < w.from+5*time.Second {
+					switch ev["log_type"] {
+					case "edge_access":
+						ev["http_status"], ev["error"] = 502, "origin answered 404 Not Found"
+					case "ingest_session":
+						ev["drop"] = true
+					}
+				}
+			}
+		},
+		dims: room2, scope: ScopePush, evidence: "push_stop: code 2004",
+	}, {
+		name: "a publisher whose reports pause, without a push_stop, is push",
+		fault: func(w *world) {
+			gone := func(at time.Duration) bool { return at >= w.from && at < w.from+25*time.Second }
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && gone(at) && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["stream_id"] == "live/room2" && gone(w.tsOf(ev)) {
+					switch ev["log_type"] {
+					case "edge_access":
+						ev["http_status"], ev["error"] = 502, "origin answered 404 Not Found"
+					case "ingest_session":
+						ev["drop"] = true
+					}
+				}
+			}
+		},
+		dims: room2, scope: ScopePush, evidence: "push_stats: stopped reporting", ruled: "source edge_access: the push failure explains it",
+	}, {
 		name: "origin lost with a clean uplink is source, not push",
 		fault: func(w *world) {
 			w.extraRows = func(w *world) {
