@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -76,12 +77,16 @@ type ScopePlan struct {
 	ClientPhaseMs    float64
 	MinPerPlay       float64
 
-	// An app version is new (a rollout) when it had under
-	// RolloutPriorShare of the plays before the span; with no plays at all
-	// before the span, when its share in the span's second half is at
-	// least RolloutRamp × its share in the first half.
-	RolloutPriorShare float64
-	RolloutRamp       float64
+	// An app version is rolling out when its share of first attempts to
+	// play grows, by a count-based test at level RolloutAlpha on at least
+	// RolloutMinStarts of its starts (rolloutTest): it appeared after the
+	// history began, its absence before that unlikely at the share it
+	// had since; or its share in the span is at least RolloutRamp × its
+	// share before it, the span's count of it unlikely at that share.
+	// A steady version, however rare, is a client group.
+	RolloutAlpha     float64
+	RolloutMinStarts float64
+	RolloutRamp      float64
 
 	// Confidence is multiplied by UnsupportedFactor when no server log
 	// supports the verdict (it rests on the cohort alone), and by
@@ -113,7 +118,8 @@ var DefaultScopePlan = ScopePlan{
 	ClientPhaseMs:      200,
 	ClientPhaseRatio:   3,
 	MinPerPlay:         0.2,
-	RolloutPriorShare:  0.05,
+	RolloutAlpha:       0.01,
+	RolloutMinStarts:   5,
 	RolloutRamp:        1.5,
 	UnsupportedFactor:  0.5,
 	AmbiguousFactor:    0.8,
@@ -144,7 +150,8 @@ type finding struct {
 // Decide sets inc.Scope, inc.Evidence and inc.RuledOut from inc.Dims and
 // the server logs around [inc.From, inc.To]. Candidates are the scopes the
 // cohort fits, most specific first; the first one a server log supports
-// wins, else the first one (flagged as resting on the cohort alone).
+// wins, else the first one no log ruled out (flagged as resting on the
+// cohort alone).
 func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	c := newCohort(inc.Dims)
 	cands := c.candidates()
@@ -169,7 +176,7 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	for _, s := range cands {
 		checked[s] = checks[s](sp, c, f)
 	}
-	verdict := cands[0]
+	verdict := fallback(cands, checked)
 	for _, s := range cands {
 		if len(checked[s].support) > 0 {
 			verdict = s
@@ -206,6 +213,22 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	}
 	c.addContext(inc, f)
 	return nil
+}
+
+// fallback is the verdict when no server log supports any candidate: the
+// first one no log ruled out, else the first. A rollout is a client group
+// shown to be new, never a verdict without that support.
+func fallback(cands []string, checked map[string]finding) string {
+	rest := slices.DeleteFunc(slices.Clone(cands), func(s string) bool { return s == ScopeRollout })
+	if len(rest) == 0 {
+		return cands[0]
+	}
+	for _, s := range rest {
+		if len(checked[s].clean) == 0 {
+			return s
+		}
+	}
+	return rest[0]
 }
 
 // whyOver says why a verdict explains a rival that a server log also

@@ -459,26 +459,12 @@ func (sp ScopePlan) checkClient(c *cohort, f *facts) finding {
 	return fd
 }
 
-// checkRollout asks whether the cohort's app version is new: under
-// RolloutPriorShare of the plays before the span, or (no plays before)
-// its share ramping up through the span.
+// checkRollout asks whether the cohort's app version is rolling out
+// (rolloutTest) rather than a steady client group.
 func (sp ScopePlan) checkRollout(c *cohort, f *facts) finding {
 	var fd finding
 	v := c.client["app_version"]
-	var tot, me versionRow
-	for _, r := range f.versions {
-		tot.Before += r.Before
-		tot.H1 += r.H1
-		tot.H2 += r.H2
-		if r.Version == v {
-			me = r
-		}
-	}
-	prior, h1, h2 := share(me.Before, tot.Before), share(me.H1, tot.H1), share(me.H2, tot.H2)
-	text := fmt.Sprintf("play_start: %s had %.0f%% of %.0f plays before the span, %.0f%% in its first half and %.0f%% in its second (first seen %s)",
-		v, 100*prior, tot.Before, 100*h1, 100*h2, me.First)
-	isNew := me.H1+me.H2 > 0 && (tot.Before >= sp.EdgeMinRequests && prior < sp.RolloutPriorShare ||
-		tot.Before < sp.EdgeMinRequests && h2 >= sp.RolloutRamp*h1)
+	isNew, text := sp.rolloutTest(f.versions, v, f.spanFrom)
 	if isNew {
 		fd.support = append(fd.support, Evidence{Scope: ScopeRollout, Source: "play_start", Text: text + ": a new version"})
 	} else {

@@ -10,6 +10,7 @@ import (
 // facts are what the scope checks read from the store: a few grouped
 // queries over the incident's span (± Margin) and the History before it.
 type facts struct {
+	spanFrom int64 // the span's start, Unix s
 	streams  []streamRow
 	edge     []edgeRow
 	plays    []playRow
@@ -87,13 +88,12 @@ type playRow struct {
 	Render  float64 `json:"render"`
 }
 
-// versionRow is an app version's plays before and in the span's halves.
+// versionRow is an app version's first attempts to play (weighted) in one
+// second of the history and the span.
 type versionRow struct {
 	Version string  `json:"version"`
-	Before  float64 `json:"before"`
-	H1      float64 `json:"h1"`
-	H2      float64 `json:"h2"`
-	First   string  `json:"first"`
+	Sec     int64   `json:"sec"`
+	N       float64 `json:"n"`
 }
 
 // streamBad marks a publish-side report of a failure.
@@ -143,7 +143,7 @@ func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *coho
 	for _, s := range cands {
 		need[s] = true
 	}
-	f := &facts{}
+	f := &facts{spanFrom: inc.From.Unix()}
 	var err error
 	if need[ScopePush] || need[ScopeSource] || need[ScopeTranscode] {
 		if f.streams, err = streamFacts(ctx, st, w, c); err != nil {
@@ -228,16 +228,14 @@ WHERE log_type IN ('play_stop', 'first_frame', 'stall', 'render_stall') AND %[1]
 GROUP BY in_cohort, node_id, cdn, stream_id, log_type, blocked`, w.during(), sqlTime(w.hi), cohortCond(dims), weight))
 }
 
-// versionFacts reads plays by app version before the span and in its two
-// halves.
+// versionFacts reads first attempts to play by app version and second,
+// over the history and the span: a retry's start is not a new viewer (a
+// failing version's viewers retry, which would swell its share).
 func versionFacts(ctx context.Context, st Store, w window) ([]versionRow, error) {
-	mid := w.from.Add(w.to.Sub(w.from) / 2)
-	return query[versionRow](ctx, st, "app version", fmt.Sprintf(`SELECT app_version AS version,
-	sumIf(%[1]s, ts < %[2]s) AS before, sumIf(%[1]s, ts >= %[2]s AND ts < %[3]s) AS h1, sumIf(%[1]s, ts >= %[3]s) AS h2,
-	toString(min(ts)) AS first
+	return query[versionRow](ctx, st, "app version", fmt.Sprintf(`SELECT app_version AS version, toInt64(toUnixTimestamp(ts)) AS sec, sum(%[1]s) AS n
 FROM events
-WHERE log_type = 'play_start' AND ts >= %[4]s AND ts <= %[5]s
-GROUP BY version`, weight, sqlTime(w.from), sqlTime(mid), sqlTime(w.hist), sqlTime(w.to)))
+WHERE log_type = 'play_start' AND ifNull(attempt, 0) = 0 AND ts >= %[2]s AND ts <= %[3]s
+GROUP BY version, sec`, weight, sqlTime(w.hist), sqlTime(w.to)))
 }
 
 func query[T any](ctx context.Context, st Store, what, sql string) ([]T, error) {

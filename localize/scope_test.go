@@ -412,6 +412,33 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: map[string]string{"app_version": "6.0.0"}, scope: ScopeRollout, evidence: "play_start: a new version", ruled: "client render_stall: the rollout failure explains it",
 	}, {
+		// Under 5% of the plays before the span: a bare prior-share rule
+		// takes it for new.
+		name: "a steady rare version's render stalls is client, not rollout",
+		fault: func(w *world) {
+			w.play = func(p *play) {
+				if int(p.at/time.Second)%30 == 11 {
+					p.version = "5.0.9"
+					if w.in(p.at) {
+						p.renderStalls = 3
+					}
+				}
+			}
+		},
+		dims: map[string]string{"app_version": "5.0.9"}, scope: ScopeClient, evidence: "render_stall: per play", ruled: "rollout play_start: not a new version",
+	}, {
+		// The span starts once the ramp is over (its viewers' failures
+		// counted late): the version already had a large share before it.
+		name: "a rollout whose span starts after its ramp is rollout",
+		fault: func(w *world) {
+			w.play = func(p *play) {
+				if p.at >= w.from-30*time.Second && p.at < w.from+10*time.Second && int(p.at/time.Second)%2 == 0 {
+					p.version, p.renderStalls = "6.0.0", 3
+				}
+			}
+		},
+		dims: map[string]string{"app_version": "6.0.0"}, scope: ScopeRollout, evidence: "play_start: a new version",
+	}, {
 		name: "a rendition on every stream is transcode",
 		fault: func(w *world) {
 			w.server = func(ev map[string]any) {
