@@ -145,6 +145,9 @@ type finding struct {
 	// elsewhere does not cause.
 	first     int64
 	sustained bool
+	// node is the one edge node of a cohort naming none (a CDN, a region)
+	// that the edge logs implicate, "" for none or several.
+	node string
 }
 
 // Decide sets inc.Scope, inc.Evidence and inc.RuledOut from inc.Dims and
@@ -210,6 +213,12 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	}
 	for _, s := range c.outside() {
 		inc.RuledOut = append(inc.RuledOut, Evidence{Scope: s, Source: "cohort", Text: c.outsideText(s, f)})
+	}
+	if verdict == ScopeEdge && fv.node != "" && inc.Dims != nil {
+		// The node stands for its CDN region's viewers: name it, with its
+		// CDN and region (addContext).
+		inc.Dims["node_id"] = fv.node
+		c.node = fv.node
 	}
 	c.addContext(inc, f)
 	return nil

@@ -274,14 +274,27 @@ func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 	where := c.edgeName()
 	_, _, nodes := f.edgeSum(in)
 	fd.support = sp.edgeCompare(f, where, in, out)
-	if len(fd.support) == 0 && c.node == "" {
-		// A CDN or region whose fault sits on one of its nodes: that node
-		// against the nodes outside the cohort.
+	if c.node == "" {
+		// A CDN or region whose fault sits on one of its nodes: each node
+		// against the nodes outside the cohort. When the edge logs
+		// implicate one node only, the cohort is that node's viewers.
+		var hit []string
+		var first []Evidence
 		for _, n := range keys(nodes) {
 			if ev := sp.edgeCompare(f, n+" (of "+where+")", func(e edgeRow) bool { return e.Node == n && ofStreams(e) }, out); len(ev) > 0 {
-				fd.support = ev
-				break
+				hit = append(hit, n)
+				if first == nil {
+					first = ev
+				}
 			}
+		}
+		if len(fd.support) == 0 {
+			fd.support = first
+		}
+		if len(hit) == 1 {
+			fd.node = hit[0]
+			fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "edge_access",
+				Text: fmt.Sprintf("of the %d nodes serving %s, only %s's edge logs show the failure: the cohort is its viewers", len(nodes), where, hit[0])})
 		}
 	}
 	fd.support = append(fd.support, sp.blockedAt(f, ScopeEdge, "tcp_connect", "tcp_first_packet", "video_first_packet")...)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +194,8 @@ func TestScopeVerdicts(t *testing.T) {
 		// ruled: one it must rule a rival out with ("" for none); note:
 		// another fact it must cite, topology rather than the fault's.
 		evidence, ruled, note string
+		// dims: the incident's dims after the verdict, when set.
+		dims2 map[string]string
 	}{{
 		name: "uplink collapse is push",
 		fault: func(w *world) {
@@ -381,6 +384,29 @@ func TestScopeVerdicts(t *testing.T) {
 			}
 		},
 		dims: map[string]string{"region": "south"}, scope: ScopeEdge, evidence: "edge_access: edge-b-south-1 (of south)",
+		dims2: map[string]string{"region": "south", "node_id": "edge-b-south-1", "cdn": "cdn-b"},
+	}, {
+		name: "a CDN region's one node with errors is edge, naming the node in its CDN region",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["node_id"] == "edge-a-south-1" && w.inTS(ev) {
+					ev["http_status"], ev["error"] = 503, "overloaded"
+				}
+			}
+		},
+		dims: map[string]string{"cdn": "cdn-a", "region": "south"}, scope: ScopeEdge, evidence: "edge_access: only edge-a-south-1's edge logs",
+		dims2: map[string]string{"region": "south", "node_id": "edge-a-south-1", "cdn": "cdn-a"},
+	}, {
+		name: "a CDN whose every node fails is edge, naming no node",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["cdn"] == "cdn-a" && w.inTS(ev) {
+					ev["http_status"], ev["error"] = 503, "overloaded"
+				}
+			}
+		},
+		dims: map[string]string{"cdn": "cdn-a"}, scope: ScopeEdge, evidence: "edge_access: on cdn-a",
+		dims2: map[string]string{"cdn": "cdn-a"},
 	}, {
 		name: "DNS failures of one ISP on every node is client",
 		fault: func(w *world) {
@@ -485,7 +511,7 @@ func TestScopeVerdicts(t *testing.T) {
 				tc.fault(w)
 			}
 			st := loadWorld(t, w)
-			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: tc.dims, Confidence: 1}
+			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: maps.Clone(tc.dims), Confidence: 1}
 			if err := DefaultScopePlan.Decide(context.Background(), st, inc); err != nil {
 				t.Fatal(err)
 			}
@@ -495,6 +521,9 @@ func TestScopeVerdicts(t *testing.T) {
 			}
 			if !cites(inc.Evidence, tc.scope, tc.evidence) {
 				t.Errorf("evidence does not cite %q", tc.evidence)
+			}
+			if tc.dims2 != nil && !maps.Equal(inc.Dims, tc.dims2) {
+				t.Errorf("dims %v, want %v", inc.Dims, tc.dims2)
 			}
 			if tc.note != "" && !cites(inc.Evidence, tc.scope, tc.note) {
 				t.Errorf("evidence does not cite %q", tc.note)
@@ -514,7 +543,7 @@ func TestScopeVerdicts(t *testing.T) {
 		t.Run(tc.name+"/control", func(t *testing.T) {
 			w := newWorld()
 			st := loadWorld(t, w)
-			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: tc.dims, Confidence: 1}
+			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: maps.Clone(tc.dims), Confidence: 1}
 			if err := DefaultScopePlan.Decide(context.Background(), st, inc); err != nil {
 				t.Fatal(err)
 			}
