@@ -68,16 +68,20 @@ func (sp ScopePlan) checkPush(c *cohort, f *facts) finding {
 	return fd
 }
 
-// reportGap finds the longest pause in a stream's push_stats (or, with
-// none, the ingest's session stats) up to the last report: when it lasts
-// PushGapFactor × their usual interval (the median one), at is when the
-// first missing report was due (Unix ms), else 0.
+// reportGap finds the longest pause in each of a stream's report series
+// (the publisher's push_stats, the ingest's session stats): the publisher
+// is gone when every series that has reports pauses for PushGapFactor ×
+// its usual (median) interval, two reporters agreeing (one late report of
+// a loaded process is not a stop). at is when the later series' first
+// missing report was due (Unix ms), 0 for no pause.
 func (sp ScopePlan) reportGap(rows ...streamRow) (at int64, gap, every time.Duration) {
+	seen := 0
 	for _, r := range rows {
 		ts := r.Times
 		if len(ts) < 3 {
 			continue
 		}
+		seen++
 		d := make([]int64, len(ts)-1)
 		for i := range d {
 			d[i] = ts[i+1] - ts[i]
@@ -89,9 +93,14 @@ func (sp ScopePlan) reportGap(rows ...streamRow) (at int64, gap, every time.Dura
 		if usual <= 0 || float64(d[i]) < sp.PushGapFactor*float64(usual) {
 			return 0, 0, 0
 		}
-		return ts[i] + usual, time.Duration(d[i]) * time.Millisecond, time.Duration(usual) * time.Millisecond
+		if ts[i]+usual > at {
+			at, gap, every = ts[i]+usual, time.Duration(d[i])*time.Millisecond, time.Duration(usual)*time.Millisecond
+		}
 	}
-	return 0, 0, 0
+	if seen == 0 {
+		return 0, 0, 0
+	}
+	return at, gap, every
 }
 
 // checkSource looks past the uplink: origin_stream lost, relay errors

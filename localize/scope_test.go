@@ -299,6 +299,23 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: room2, scope: ScopePush, evidence: "push_stats: stopped reporting", ruled: "source edge_access: the push failure explains it",
 	}, {
+		// A loaded publisher's reports come late; the ingest still sees
+		// the stream: one reporter's pause is not the publisher gone.
+		name: "back-to-source errors while only push_stats pause is source",
+		fault: func(w *world) {
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && at >= w.from+5*time.Second && at < w.from+20*time.Second && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["stream_id"] == "live/room2" && w.inTS(ev) {
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
+	}, {
 		name: "origin lost with a clean uplink is source, not push",
 		fault: func(w *world) {
 			w.extraRows = func(w *world) {
