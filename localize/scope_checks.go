@@ -68,39 +68,40 @@ func (sp ScopePlan) checkPush(c *cohort, f *facts) finding {
 	return fd
 }
 
-// reportGap finds the longest pause in each of a stream's report series
-// (the publisher's push_stats, the ingest's session stats): the publisher
-// is gone when every series that has reports pauses for PushGapFactor ×
-// its usual (median) interval, two reporters agreeing (one late report of
-// a loaded process is not a stop). at is when the later series' first
-// missing report was due (Unix ms), 0 for no pause.
+// reportGap finds when a stream's publisher was gone: each report series
+// (the publisher's push_stats, the ingest's session stats) that has
+// reports pauses at its longest, and the pauses overlap for PushGapFactor
+// × the series' usual (median) interval: two reporters agreeing, so that
+// a loaded process's late report, or a lost row, is not a stop. at is
+// when the overlap began plus that interval (the first report missed, Unix
+// ms), 0 for no pause.
 func (sp ScopePlan) reportGap(rows ...streamRow) (at int64, gap, every time.Duration) {
+	var lo, hi, usual int64
 	seen := 0
 	for _, r := range rows {
 		ts := r.Times
 		if len(ts) < 3 {
 			continue
 		}
-		seen++
 		d := make([]int64, len(ts)-1)
 		for i := range d {
 			d[i] = ts[i+1] - ts[i]
 		}
 		med := slices.Clone(d)
 		slices.Sort(med)
-		usual := med[len(med)/2]
 		i := slices.Index(d, slices.Max(d))
-		if usual <= 0 || float64(d[i]) < sp.PushGapFactor*float64(usual) {
-			return 0, 0, 0
+		if seen == 0 {
+			lo, hi = ts[i], ts[i+1]
+		} else {
+			lo, hi = max(lo, ts[i]), min(hi, ts[i+1])
 		}
-		if ts[i]+usual > at {
-			at, gap, every = ts[i]+usual, time.Duration(d[i])*time.Millisecond, time.Duration(usual)*time.Millisecond
-		}
+		usual = max(usual, med[len(med)/2])
+		seen++
 	}
-	if seen == 0 {
+	if seen == 0 || usual <= 0 || float64(hi-lo) < sp.PushGapFactor*float64(usual) {
 		return 0, 0, 0
 	}
-	return at, gap, every
+	return lo + usual, time.Duration(hi-lo) * time.Millisecond, time.Duration(usual) * time.Millisecond
 }
 
 // checkSource looks past the uplink: origin_stream lost, relay errors
@@ -306,7 +307,15 @@ func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 				Text: fmt.Sprintf("of the %d nodes serving %s, only %s's edge logs show the failure: the cohort is its viewers", len(nodes), where, hit[0])})
 		}
 	}
-	fd.support = append(fd.support, sp.blockedAt(f, ScopeEdge, "tcp_connect", "tcp_first_packet", "video_first_packet")...)
+	blocked := sp.blockedAt(f, ScopeEdge, edgePhases...)
+	fd.support = append(fd.support, blocked...)
+	if on := keys(f.failedAt(edgePhases)); c.node == "" && fd.node == "" && len(blocked) > 0 && len(on) == 1 {
+		// A node that refuses connections logs nothing; its viewers'
+		// failed starts name it.
+		fd.node = on[0]
+		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "play_stop",
+			Text: fmt.Sprintf("the cohort's starts that failed reaching the edge were all on %s: the cohort is its viewers", on[0])})
+	}
 	if e, ok := sp.moreOften(f, "stall", func(p playRow) bool { return c.streamOf(p.Stream) }); ok {
 		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "stall", Text: e + " on the same streams"})
 	}
@@ -319,6 +328,21 @@ func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 	}
 	fd.ambiguous = c.edgeAmbiguity(f, nodes)
 	return fd
+}
+
+// edgePhases are the first-frame phases spent reaching the edge.
+var edgePhases = []string{"tcp_connect", "tcp_first_packet", "video_first_packet"}
+
+// failedAt is the set of nodes on which the cohort's starts failed
+// blocked in one of phases.
+func (f *facts) failedAt(phases []string) map[string]bool {
+	on := map[string]bool{}
+	for _, p := range f.plays {
+		if p.InCohort == 1 && p.LogType == "play_stop" && p.Failed > 0 && p.Node != "" && slices.Contains(phases, p.Blocked) {
+			on[p.Node] = true
+		}
+	}
+	return on
 }
 
 // edgeCompare compares the edge_access rows in selects with those out

@@ -316,6 +316,31 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
 	}, {
+		// Rows lost here and there: each reporter pauses, at different
+		// times.
+		name: "back-to-source errors while the reporters pause at different times is source",
+		fault: func(w *world) {
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && at >= w.from && at < w.from+15*time.Second && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["stream_id"] != "live/room2" || !w.inTS(ev) {
+					return
+				}
+				switch at := w.tsOf(ev); ev["log_type"] {
+				case "edge_access":
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				case "ingest_session":
+					if at >= w.from+20*time.Second && at < w.from+35*time.Second {
+						ev["drop"] = true
+					}
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
+	}, {
 		name: "origin lost with a clean uplink is source, not push",
 		fault: func(w *world) {
 			w.extraRows = func(w *world) {
@@ -412,6 +437,28 @@ func TestScopeVerdicts(t *testing.T) {
 			}
 		},
 		dims: map[string]string{"cdn": "cdn-a", "region": "south"}, scope: ScopeEdge, evidence: "edge_access: only edge-a-south-1's edge logs",
+		dims2: map[string]string{"region": "south", "node_id": "edge-a-south-1", "cdn": "cdn-a"},
+	}, {
+		// Refused connections leave no access log; its share of the
+		// requests falls by half only (viewers already connected), so
+		// the edge logs do not name it: its viewers' failed starts do.
+		name: "a CDN region's one node refusing connections is edge, named by its viewers' failed connects",
+		fault: func(w *world) {
+			k := 0
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["node_id"] == "edge-a-south-1" && w.inTS(ev) {
+					if k++; k%2 == 0 {
+						ev["drop"] = true
+					}
+				}
+			}
+			w.play = func(p *play) {
+				if p.node == "edge-a-south-1" && w.in(p.at) {
+					p.code, p.blocked = 1002, "tcp_connect"
+				}
+			}
+		},
+		dims: map[string]string{"cdn": "cdn-a", "region": "south"}, scope: ScopeEdge, evidence: "play_stop: were all on edge-a-south-1",
 		dims2: map[string]string{"region": "south", "node_id": "edge-a-south-1", "cdn": "cdn-a"},
 	}, {
 		name: "a CDN whose every node fails is edge, naming no node",
