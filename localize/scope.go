@@ -36,8 +36,8 @@ type ScopePlan struct {
 	PushDroppedFrames float64
 	PushSendBufferMs  float64
 	// The publisher stopped when push_stop logs a code, or its push_stats
-	// (or the ingest's session stats) pause for PushGapFactor × their
-	// usual interval. Both are read from PushLookBack before the span on
+	// and the ingest's session stats pause together for PushGapFactor ×
+	// their usual interval. Both are read from PushLookBack before the span on
 	// (push evidence logged late, or before a span that starts late, still
 	// counts), as are the origin's and the relay's losses and errors:
 	// which side failed first is told by their ts.
@@ -146,7 +146,8 @@ type finding struct {
 	first     int64
 	sustained bool
 	// node is the one edge node of a cohort naming none (a CDN, a region)
-	// that the edge logs implicate, "" for none or several.
+	// that the edge logs, or the cohort's failed starts, implicate; ""
+	// for none or several.
 	node string
 }
 

@@ -57,10 +57,9 @@ type edgeRow struct {
 	Rendition string  `json:"rendition"`
 	N         float64 `json:"n"`
 	NBefore   float64 `json:"n_before"`
-	NCore     float64 `json:"n_core"`    // in the span without its margins
-	Errs      float64 `json:"errs"`      // http_status ≥ 400 or an error
-	Slow      float64 `json:"slow"`      // first byte ≥ EdgeFirstByteMs
-	FirstErr  int64   `json:"first_err"` // Unix ms of the first error, 0 for none
+	NCore     float64 `json:"n_core"` // in the span without its margins
+	Errs      float64 `json:"errs"`   // http_status ≥ 400 or an error
+	Slow      float64 `json:"slow"`   // first byte ≥ EdgeFirstByteMs
 	Err       string  `json:"err"`
 	Status    float64 `json:"status_max"` // an error status seen
 }
@@ -205,7 +204,6 @@ func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRo
 	return query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition,
 	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before, toFloat64(countIf(%[4]s)) AS n_core,
 	toFloat64(countIf(%[1]s AND (http_status >= 400 OR error != ''))) AS errs,
-	toUnixTimestamp64Milli(minIf(ts, %[1]s AND (http_status >= 400 OR error != ''))) AS first_err,
 	toFloat64(countIf(%[1]s AND first_byte_ms >= %[3]d)) AS slow,
 	anyIf(error, %[1]s AND error != '') AS err,
 	toFloat64(maxIf(http_status, %[1]s AND http_status >= 400)) AS status_max
@@ -295,7 +293,6 @@ func keys(m map[string]bool) []string {
 // edgeSum adds up edge rows that pass keep.
 type edgeSum struct {
 	n, before, core, errs, slow float64
-	first                       int64 // Unix ms of the first error, 0 for none
 }
 
 func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes map[string]bool) {
@@ -309,9 +306,6 @@ func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes m
 		s.core += e.NCore
 		s.errs += e.Errs
 		s.slow += e.Slow
-		if e.FirstErr > 0 && (s.first == 0 || e.FirstErr < s.first) {
-			s.first = e.FirstErr
-		}
 		if e.N > 0 {
 			nodes[e.Node] = true
 		}
