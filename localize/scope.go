@@ -62,6 +62,10 @@ type ScopePlan struct {
 	EdgeFirstByteMs float64
 	EdgeRequestDrop float64
 	EdgeMinRequests float64
+	// EdgeBucket cuts the span's edge_access in time: a stream's
+	// back-to-source errors are compared with other streams' in the
+	// buckets where it had errors.
+	EdgeBucket time.Duration
 
 	// A client cohort on at least ClientMinNodes edge nodes is not one
 	// edge's problem. The cohort's failed starts blocked in one phase name
@@ -113,6 +117,7 @@ var DefaultScopePlan = ScopePlan{
 	EdgeFirstByteMs:    1000,
 	EdgeRequestDrop:    0.3,
 	EdgeMinRequests:    5,
+	EdgeBucket:         5 * time.Second,
 	ClientMinNodes:     2,
 	MinBlocked:         2,
 	ClientPhaseMs:      200,

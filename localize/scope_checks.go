@@ -127,15 +127,31 @@ func (sp ScopePlan) checkSource(c *cohort, f *facts) finding {
 			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "relay",
 				Text: fmt.Sprintf("relay of %s: %.0f reports, no error", s, relay.N)})
 		}
+		// From the look-back on, as the push side's evidence: a span that
+		// starts late still sees the stream's back-to-source errors.
 		in, err, nodes := f.edgeSum(func(e edgeRow) bool { return e.Stream == s })
-		out, _, _ := f.edgeSum(func(e edgeRow) bool { return e.Stream != s && e.Stream != "" })
+		in.n, in.errs = in.n+in.nBack, in.errs+in.errsBack
+		// Other streams in the same buckets as its errors: another
+		// stream failing later in the span is another fault.
+		failed := map[int64]bool{}
+		for _, e := range f.edge {
+			if e.Stream == s && e.Errs+e.ErrsBack > 0 {
+				failed[e.B] = true
+			}
+		}
+		out, _, _ := f.edgeSum(func(e edgeRow) bool { return e.Stream != s && e.Stream != "" && failed[e.B] })
+		out.n, out.errs = out.n+out.nBack, out.errs+out.errsBack
 		failing := sp.failingNodes(f, s)
-		text := fmt.Sprintf("edge_access for %s: %.1f%% of %.0f requests failed, on %d of its %d nodes at least %.0f%%; other streams %.1f%% of %.0f",
+		text := fmt.Sprintf("edge_access for %s: %.1f%% of %.0f requests failed, on %d of its %d nodes at least %.0f%%; other streams %.1f%% of %.0f meanwhile",
 			s, pct(in.errs, in.n), in.n, failing, len(nodes), 100*sp.EdgeErrorShare, pct(out.errs, out.n), out.n)
 		// Failing on most nodes serving it, and worse than the other
-		// streams (another stream may be failing at the same time).
+		// streams meanwhile (another stream may be failing at the same
+		// time).
 		if in.n >= sp.EdgeMinRequests && failing >= 2 && 2*failing >= len(nodes) && share(in.errs, in.n) > share(out.errs, out.n) {
-			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text + " (" + err + ")"})
+			if err != "" {
+				text += " (" + err + ")"
+			}
+			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text})
 		} else if in.n > 0 {
 			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text})
 		}
@@ -149,8 +165,8 @@ func (sp ScopePlan) failingNodes(f *facts, stream string) int {
 	n, errs := map[string]float64{}, map[string]float64{}
 	for _, e := range f.edge {
 		if e.Stream == stream {
-			n[e.Node] += e.N
-			errs[e.Node] += e.Errs
+			n[e.Node] += e.N + e.NBack
+			errs[e.Node] += e.Errs + e.ErrsBack
 		}
 	}
 	count := 0

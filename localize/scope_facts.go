@@ -48,8 +48,13 @@ type streamRow struct {
 	Times []int64 `json:"times"`
 }
 
-// edgeRow is one node's edge_access for one stream and rendition.
+// edgeRow is one node's edge_access for one stream and rendition, in one
+// EdgeBucket of the span or the look-back (B, Unix s; 0 for the history
+// before them).
 type edgeRow struct {
+	B         int64   `json:"b"`
+	NBack     float64 `json:"n_back"`    // in the look-back before the span's margin
+	ErrsBack  float64 `json:"errs_back"` // of those, failed
 	Node      string  `json:"node_id"`
 	CDN       string  `json:"cdn"`
 	Region    string  `json:"region"`
@@ -199,9 +204,12 @@ WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'r
 GROUP BY stream_id, room_id, rendition, log_type`, w.during(), w.all(), streamBad, which, w.duringPublish()))
 }
 
-// edgeFacts reads edge_access by node, stream and rendition.
+// edgeFacts reads edge_access by node, stream, rendition and EdgeBucket.
 func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRow, error) {
 	return query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition,
+	if(%[6]s, toInt64(toUnixTimestamp(toStartOfInterval(ts, INTERVAL %[5]d SECOND))), 0) AS b,
+	toFloat64(countIf(%[6]s AND NOT (%[1]s))) AS n_back,
+	toFloat64(countIf(%[6]s AND NOT (%[1]s) AND (http_status >= 400 OR error != ''))) AS errs_back,
 	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before, toFloat64(countIf(%[4]s)) AS n_core,
 	toFloat64(countIf(%[1]s AND (http_status >= 400 OR error != ''))) AS errs,
 	toFloat64(countIf(%[1]s AND first_byte_ms >= %[3]d)) AS slow,
@@ -209,8 +217,8 @@ func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRo
 	toFloat64(maxIf(http_status, %[1]s AND http_status >= 400)) AS status_max
 FROM events
 WHERE log_type = 'edge_access' AND %[2]s
-GROUP BY node_id, cdn, region, stream_id, rendition`, w.during(), w.all(), int64(sp.EdgeFirstByteMs),
-		fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.from), sqlTime(w.to))))
+GROUP BY node_id, cdn, region, stream_id, rendition, b`, w.during(), w.all(), int64(sp.EdgeFirstByteMs),
+		fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.from), sqlTime(w.to)), max(1, int64(sp.EdgeBucket.Seconds())), "ts >= "+sqlTime(w.back)))
 }
 
 // playFacts reads viewers' client logs in the span, in and out of the
@@ -293,6 +301,7 @@ func keys(m map[string]bool) []string {
 // edgeSum adds up edge rows that pass keep.
 type edgeSum struct {
 	n, before, core, errs, slow float64
+	nBack, errsBack             float64 // in the look-back
 }
 
 func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes map[string]bool) {
@@ -306,7 +315,9 @@ func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes m
 		s.core += e.NCore
 		s.errs += e.Errs
 		s.slow += e.Slow
-		if e.N > 0 {
+		s.nBack += e.NBack
+		s.errsBack += e.ErrsBack
+		if e.N+e.NBack > 0 {
 			nodes[e.Node] = true
 		}
 		if err == "" && e.Err != "" {

@@ -367,6 +367,34 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes", ruled: "push push_stats: 0 dropped frames",
 	}, {
+		// The span runs into the next fault: the other stream's errors
+		// come after this one's, and over the span they are more.
+		name: "one stream's back-to-source errors, then another's later in the span, is source",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] != "edge_access" || !w.inTS(ev) {
+					return
+				}
+				at := w.tsOf(ev)
+				if (ev["stream_id"] == "live/room2" && at < w.from+12*time.Second) || (ev["stream_id"] == "live/room1" && at >= w.from+15*time.Second) {
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
+	}, {
+		// The viewers' failures are counted late: the span starts as the
+		// back-to-source errors end, before its margin.
+		name: "back-to-source errors before a span that starts late is source",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if at := w.tsOf(ev); ev["log_type"] == "edge_access" && ev["stream_id"] == "live/room2" && at >= w.from-28*time.Second && at < w.from-6*time.Second {
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
+	}, {
 		name: "a lagging rendition is transcode",
 		fault: func(w *world) {
 			w.server = func(ev map[string]any) {
