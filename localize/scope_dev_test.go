@@ -149,3 +149,57 @@ func insertRows(t testing.TB, st *store.Embedded, b []byte) {
 		b = b[n:]
 	}
 }
+
+// spanShifts are how far a loaded run's incident span may start from its
+// fault's: later when the viewers' failures are counted late (its end as
+// late), earlier when the fault starts late in a bucket (its end still
+// after the failures).
+var spanShifts = []time.Duration{-20 * time.Second, -10 * time.Second, 10 * time.Second, 20 * time.Second}
+
+// TestScopeSpanShift decides each labelled fault of the dumps over its
+// window with its start shifted by each of spanShifts (the label's dimension values, as
+// TestScopeScenarioDev) and fails on a wrong verdict: the verdict must not
+// hang on where the span starts. Skipped without the dumps.
+func TestScopeSpanShift(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(scopeDumpDir(), "*.labels.json"))
+	if len(files) == 0 {
+		t.Skipf("no scenario dumps in %s", scopeDumpDir())
+	}
+	sort.Strings(files)
+	st := storetest.Embedded(t)
+	ok, n := 0, 0
+	for _, lf := range files {
+		var lb scenario.Labels
+		b, err := os.ReadFile(lf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &lb); err != nil {
+			t.Fatalf("%s: %v", lf, err)
+		}
+		if len(lb.Faults) == 0 {
+			continue
+		}
+		loadScopeDump(t, st, strings.TrimSuffix(lf, ".labels.json")+".events.jsonl")
+		for _, fl := range lb.Faults {
+			for _, d := range spanShifts {
+				inc := &Incident{From: fl.Start.Add(d), To: fl.End.Add(max(d, 0)), Dims: map[string]string{}, Confidence: 1}
+				for _, k := range labelDims {
+					if v := fl.Dims[k]; v != "" {
+						inc.Dims[k] = v
+					}
+				}
+				if err := DefaultScopePlan.Decide(context.Background(), st, inc); err != nil {
+					t.Fatalf("%s %s: %v", lb.Scenario, fl.Name, err)
+				}
+				n++
+				if inc.Scope == fl.Scope {
+					ok++
+				} else {
+					t.Errorf("%s: %q shifted %v: scope %s, want %s; evidence %v", lb.Scenario, fl.Name, d, inc.Scope, fl.Scope, inc.Evidence)
+				}
+			}
+		}
+	}
+	t.Logf("SCOPE ACCURACY with shifted spans: %d/%d", ok, n)
+}
