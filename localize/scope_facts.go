@@ -162,7 +162,7 @@ func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *coho
 		}
 	}
 	if need[ScopeEdge] || need[ScopeSource] {
-		if f.edge, err = sp.edgeFacts(ctx, st, w); err != nil {
+		if f.edge, err = sp.edgeFacts(ctx, st, w, need[ScopeSource]); err != nil {
 			return nil, err
 		}
 	}
@@ -204,10 +204,14 @@ WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'r
 GROUP BY stream_id, room_id, rendition, log_type`, w.during(), w.all(), streamBad, which, w.duringPublish()))
 }
 
-// edgeFacts reads edge_access by node, stream, rendition and EdgeBucket.
-func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRow, error) {
-	return query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition,
-	if(%[6]s, toInt64(toUnixTimestamp(toStartOfInterval(ts, INTERVAL %[5]d SECOND))), 0) AS b,
+// edgeFacts reads edge_access by node, stream, rendition and, when
+// byBucket (the source check compares streams in time), EdgeBucket.
+func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window, byBucket bool) ([]edgeRow, error) {
+	bucket := "0"
+	if byBucket {
+		bucket = fmt.Sprintf("if(ts >= %s, toInt64(toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND))), 0)", sqlTime(w.back), max(1, int64(sp.EdgeBucket.Seconds())))
+	}
+	return query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition, %[5]s AS b,
 	toFloat64(countIf(%[6]s AND NOT (%[1]s))) AS n_back,
 	toFloat64(countIf(%[6]s AND NOT (%[1]s) AND (http_status >= 400 OR error != ''))) AS errs_back,
 	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before, toFloat64(countIf(%[4]s)) AS n_core,
@@ -218,7 +222,7 @@ func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRo
 FROM events
 WHERE log_type = 'edge_access' AND %[2]s
 GROUP BY node_id, cdn, region, stream_id, rendition, b`, w.during(), w.all(), int64(sp.EdgeFirstByteMs),
-		fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.from), sqlTime(w.to)), max(1, int64(sp.EdgeBucket.Seconds())), "ts >= "+sqlTime(w.back)))
+		fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.from), sqlTime(w.to)), bucket, "ts >= "+sqlTime(w.back)))
 }
 
 // playFacts reads viewers' client logs in the span, in and out of the
