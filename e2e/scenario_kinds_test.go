@@ -198,7 +198,7 @@ func TestScenarioEdge(t *testing.T) {
 	}
 	// the stall hits few sessions (FLV, 3 s into a response): its cohort
 	// comes out finer or lower in some runs, so it is reported, not required
-	checkLocalize(t, p, l, localizeWant{scope: []string{refuse.Name, degrade.Name}}) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{refuse.Name, degrade.Name, slow.Name}}) // e2e/localize_test.go
 }
 
 // TestScenarioTranscode: room1's 480p viewers fail while its worker is
@@ -310,7 +310,7 @@ func TestScenarioSource(t *testing.T) {
 	if in == 0 || out != 0 {
 		t.Errorf("push_stop code 2004: %d for room2 in the disconnect window (want > 0), %d elsewhere (want 0)", in, out)
 	}
-	checkLocalize(t, p, l, localizeWant{scope: []string{unreach.Name, lost.Name}, cohort: []string{disc.Name}}) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{unreach.Name, lost.Name, disc.Name}}) // e2e/localize_test.go
 }
 
 // TestScenarioClient: every client fault kind. isp-c fails at DNS; 5.2.1
@@ -449,5 +449,5 @@ func TestScenarioRollout(t *testing.T) {
 	if n := p.sqlInt(t, "SELECT count() FROM play_start WHERE app_version IN ('6.0.0', '6.1.0') AND "+afterClient(failRamp, l.End)); n != 0 {
 		t.Errorf("%d plays of a rolled-out version after the rollouts' windows", n)
 	}
-	checkLocalize(t, p, l, localizeWant{scope: []string{failRamp.Name}, cohort: []string{stallRamp.Name}}) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{stallRamp.Name, failRamp.Name}}) // e2e/localize_test.go
 }

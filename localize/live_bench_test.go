@@ -96,7 +96,7 @@ func BenchmarkLiveLocalize30m(b *testing.B) {
 	resetStore(b, st)
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	n := loadJSONEachRow(b, st, sc)
+	n := loadJSONEachRow(b, st, sc, nil)
 	ctx := context.Background()
 	req := LiveRequest{From: synthStart, To: synthStart.Add(span)}
 	b.ResetTimer()

@@ -53,7 +53,7 @@ func resetStore(t testing.TB, st *store.Embedded) {
 
 // loadJSONEachRow inserts rows (JSONEachRow lines) into events in batches;
 // the materialized views fill the rollups.
-func loadJSONEachRow(t testing.TB, st *store.Embedded, r *bufio.Scanner) int {
+func loadJSONEachRow(t testing.TB, st *store.Embedded, r *bufio.Scanner, perturb func([]byte) []byte) int {
 	t.Helper()
 	var batch bytes.Buffer
 	n := 0
@@ -67,7 +67,13 @@ func loadJSONEachRow(t testing.TB, st *store.Embedded, r *bufio.Scanner) int {
 		batch.Reset()
 	}
 	for r.Scan() {
-		batch.Write(r.Bytes())
+		line := r.Bytes()
+		if perturb != nil {
+			if line = perturb(line); line == nil {
+				continue
+			}
+		}
+		batch.Write(line)
 		batch.WriteByte('\n')
 		n++
 		if batch.Len() > 8<<20 {
@@ -83,6 +89,13 @@ func loadJSONEachRow(t testing.TB, st *store.Embedded, r *bufio.Scanner) int {
 
 func loadDump(t testing.TB, st *store.Embedded, path string) int {
 	t.Helper()
+	return loadDumpVia(t, st, path, nil)
+}
+
+// loadDumpVia loads a dump, each row passed through perturb (nil: as is;
+// a nil result drops the row).
+func loadDumpVia(t testing.TB, st *store.Embedded, path string, perturb func([]byte) []byte) int {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +103,7 @@ func loadDump(t testing.TB, st *store.Embedded, path string) int {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	return loadJSONEachRow(t, st, sc)
+	return loadJSONEachRow(t, st, sc, perturb)
 }
 
 // labelGrace is how long after a fault's end its effects are still
@@ -118,13 +131,37 @@ func faultGroups(faults []scenario.Label) [][]scenario.Label {
 // scenDataDir and reports cohort and scope accuracy; the baseline must
 // yield no incident. Skipped without the dumps.
 func TestLiveScenarioDumps(t *testing.T) {
+	st := storetest.Embedded(t)
+	tally := scoreDumps(t, st, DefaultLivePlan, nil)
+	if tally.faults > 0 {
+		t.Logf("scenario dumps: %s", tally)
+	}
+}
+
+// dumpTally counts a run over the scenario dumps: faults, those whose
+// cohort an incident among the top ones matched (exact: same dimensions),
+// with the labelled scope, and baseline incidents; byName says per fault
+// name "exact", "same" or "MISS" and ", scope ok" or the scope found.
+type dumpTally struct {
+	faults, same, exact, scope, baseline int
+	byName                               map[string]string
+}
+
+func (d dumpTally) String() string {
+	return fmt.Sprintf("%d faults: cohort same %d (exact %d), scope %d; baseline incidents %d", d.faults, d.same, d.exact, d.scope, d.baseline)
+}
+
+// scoreDumps loads each dump into the emptied store (its rows passed
+// through perturb when not nil: a dev test's simulated load), localizes
+// each group of overlapping faults and tallies the matches; the baseline
+// dump must yield no incident.
+func scoreDumps(t *testing.T, st *store.Embedded, lp LivePlan, perturb func([]byte) []byte) dumpTally {
+	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(scenDataDir(), "*.labels.json"))
 	if len(files) == 0 {
 		t.Skipf("no scenario dumps in %s", scenDataDir())
 	}
-	st := storetest.Embedded(t)
-	lp := DefaultLivePlan
-	var nFaults, nSame, nExact, nScope, nBaseFP int
+	d := dumpTally{byName: map[string]string{}}
 	for _, lf := range files {
 		name := strings.TrimSuffix(filepath.Base(lf), ".labels.json")
 		b, err := os.ReadFile(lf)
@@ -136,7 +173,7 @@ func TestLiveScenarioDumps(t *testing.T) {
 			t.Fatalf("%s: %v", lf, err)
 		}
 		resetStore(t, st)
-		n := loadDump(t, st, filepath.Join(scenDataDir(), name+".events.jsonl"))
+		n := loadDumpVia(t, st, filepath.Join(scenDataDir(), name+".events.jsonl"), perturb)
 		ctx := context.Background()
 		if len(labels.Faults) == 0 {
 			incs, err := lp.Localize(ctx, st, LiveRequest{From: labels.Start, To: labels.End.Add(labelGrace)})
@@ -146,7 +183,7 @@ func TestLiveScenarioDumps(t *testing.T) {
 			t.Logf("%s (%d events): baseline, %d incidents", name, n, len(incs))
 			for _, inc := range incs {
 				t.Errorf("%s: baseline incident %s", name, describe(inc))
-				nBaseFP++
+				d.baseline++
 			}
 			continue
 		}
@@ -161,18 +198,18 @@ func TestLiveScenarioDumps(t *testing.T) {
 			}
 			top := TopCohorts(incs, len(g))
 			for _, f := range g {
-				nFaults++
+				d.faults++
 				hit := "MISS"
 				for _, inc := range top {
 					if same, exact := lp.SameCohort(f.Dims, inc.Dims); same {
-						nSame++
+						d.same++
 						hit = "same"
 						if exact {
-							nExact++
+							d.exact++
 							hit = "exact"
 						}
 						if inc.Scope == f.Scope {
-							nScope++
+							d.scope++
 							hit += ", scope ok"
 						} else {
 							hit += ", scope " + inc.Scope
@@ -180,6 +217,7 @@ func TestLiveScenarioDumps(t *testing.T) {
 						break
 					}
 				}
+				d.byName[f.Name] = hit
 				t.Logf("%s: %s (%s %s %v): %s", name, f.Name, f.Scope, f.Kind, f.Dims, hit)
 			}
 			for i, inc := range incs {
@@ -187,9 +225,7 @@ func TestLiveScenarioDumps(t *testing.T) {
 			}
 		}
 	}
-	if nFaults > 0 {
-		t.Logf("scenario dumps: %d faults: cohort same %d (exact %d), scope %d; baseline incidents %d", nFaults, nSame, nExact, nScope, nBaseFP)
-	}
+	return d
 }
 
 func later(a, b time.Time) time.Time {

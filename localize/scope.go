@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -34,6 +35,14 @@ type ScopePlan struct {
 	PushBitrateRatio  float64
 	PushDroppedFrames float64
 	PushSendBufferMs  float64
+	// The publisher stopped when push_stop logs a code, or its push_stats
+	// and the ingest's session stats pause together for PushGapFactor ×
+	// their usual interval. Both are read from PushLookBack before the span on
+	// (push evidence logged late, or before a span that starts late, still
+	// counts), as are the origin's and the relay's losses and errors:
+	// which side failed first is told by their ts.
+	PushLookBack  time.Duration
+	PushGapFactor float64
 
 	// A rendition's transcode is behind when its frame rate is under
 	// TranscodeFPSRatio × the source's at the origin, or its capture to
@@ -53,6 +62,10 @@ type ScopePlan struct {
 	EdgeFirstByteMs float64
 	EdgeRequestDrop float64
 	EdgeMinRequests float64
+	// EdgeBucket cuts the span's edge_access in time: a stream's
+	// back-to-source errors are compared with other streams' in the
+	// buckets where it had errors.
+	EdgeBucket time.Duration
 
 	// A client cohort on at least ClientMinNodes edge nodes is not one
 	// edge's problem. The cohort's failed starts blocked in one phase name
@@ -68,12 +81,16 @@ type ScopePlan struct {
 	ClientPhaseMs    float64
 	MinPerPlay       float64
 
-	// An app version is new (a rollout) when it had under
-	// RolloutPriorShare of the plays before the span; with no plays at all
-	// before the span, when its share in the span's second half is at
-	// least RolloutRamp × its share in the first half.
-	RolloutPriorShare float64
-	RolloutRamp       float64
+	// An app version is rolling out when its share of first attempts to
+	// play grows, by a count-based test at level RolloutAlpha on at least
+	// RolloutMinStarts of its starts (rolloutTest): it appeared after the
+	// history began, its absence before that unlikely at the share it
+	// had since; or its share in the span is at least RolloutRamp × its
+	// share before it, the span's count of it unlikely at that share.
+	// A steady version, however rare, is a client group.
+	RolloutAlpha     float64
+	RolloutMinStarts float64
+	RolloutRamp      float64
 
 	// Confidence is multiplied by UnsupportedFactor when no server log
 	// supports the verdict (it rests on the cohort alone), and by
@@ -91,6 +108,8 @@ var DefaultScopePlan = ScopePlan{
 	PushBitrateRatio:   0.6,
 	PushDroppedFrames:  25,
 	PushSendBufferMs:   300,
+	PushLookBack:       30 * time.Second,
+	PushGapFactor:      2.5,
 	TranscodeFPSRatio:  0.8,
 	TranscodeLatencyMs: 1000,
 	EdgeErrorShare:     0.1,
@@ -98,12 +117,14 @@ var DefaultScopePlan = ScopePlan{
 	EdgeFirstByteMs:    1000,
 	EdgeRequestDrop:    0.3,
 	EdgeMinRequests:    5,
+	EdgeBucket:         5 * time.Second,
 	ClientMinNodes:     2,
 	MinBlocked:         2,
 	ClientPhaseMs:      200,
 	ClientPhaseRatio:   3,
 	MinPerPlay:         0.2,
-	RolloutPriorShare:  0.05,
+	RolloutAlpha:       0.01,
+	RolloutMinStarts:   5,
 	RolloutRamp:        1.5,
 	UnsupportedFactor:  0.5,
 	AmbiguousFactor:    0.8,
@@ -129,12 +150,17 @@ type finding struct {
 	// elsewhere does not cause.
 	first     int64
 	sustained bool
+	// node is the one edge node of a cohort naming none (a CDN, a region)
+	// that the edge logs, or the cohort's failed starts, implicate; ""
+	// for none or several.
+	node string
 }
 
 // Decide sets inc.Scope, inc.Evidence and inc.RuledOut from inc.Dims and
 // the server logs around [inc.From, inc.To]. Candidates are the scopes the
 // cohort fits, most specific first; the first one a server log supports
-// wins, else the first one (flagged as resting on the cohort alone).
+// wins, else the first one no log ruled out (flagged as resting on the
+// cohort alone).
 func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	c := newCohort(inc.Dims)
 	cands := c.candidates()
@@ -159,7 +185,7 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	for _, s := range cands {
 		checked[s] = checks[s](sp, c, f)
 	}
-	verdict := cands[0]
+	verdict := fallback(cands, checked)
 	for _, s := range cands {
 		if len(checked[s].support) > 0 {
 			verdict = s
@@ -194,8 +220,30 @@ func (sp ScopePlan) Decide(ctx context.Context, st Store, inc *Incident) error {
 	for _, s := range c.outside() {
 		inc.RuledOut = append(inc.RuledOut, Evidence{Scope: s, Source: "cohort", Text: c.outsideText(s, f)})
 	}
+	if verdict == ScopeEdge && fv.node != "" && inc.Dims != nil {
+		// The node stands for its CDN region's viewers: name it, with its
+		// CDN and region (addContext).
+		inc.Dims["node_id"] = fv.node
+		c.node = fv.node
+	}
 	c.addContext(inc, f)
 	return nil
+}
+
+// fallback is the verdict when no server log supports any candidate: the
+// first one no log ruled out, else the first. A rollout is a client group
+// shown to be new, never a verdict without that support.
+func fallback(cands []string, checked map[string]finding) string {
+	rest := slices.DeleteFunc(slices.Clone(cands), func(s string) bool { return s == ScopeRollout })
+	if len(rest) == 0 {
+		return cands[0]
+	}
+	for _, s := range rest {
+		if len(checked[s].clean) == 0 {
+			return s
+		}
+	}
+	return rest[0]
 }
 
 // whyOver says why a verdict explains a rival that a server log also
@@ -212,7 +260,9 @@ var whyOver = map[string]string{
 // sourceFirst says a push-side failure is the source's doing: a publisher
 // refused or cut because the origin lost its stream logs push_stop errors
 // too, but after the origin or relay failed, and with its uplink stats
-// intact.
+// intact. source.first comes from the origin's and relay's own logs only:
+// the edges' back-to-source errors follow a publisher's stop as closely as
+// a source's failure, so their order against the push side tells nothing.
 func sourceFirst(push, source finding) bool {
 	return len(source.support) > 0 && !push.sustained && source.first > 0 && (push.first == 0 || source.first < push.first)
 }

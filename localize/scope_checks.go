@@ -3,7 +3,9 @@ package localize
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 )
 
 // checkPush looks at each cohort stream's uplink: push_stats collapsing
@@ -47,6 +49,12 @@ func (sp ScopePlan) checkPush(c *cohort, f *facts) finding {
 			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stats",
 				Text: fmt.Sprintf("push_stats of %s stopped: none in the span, %.0f before it", s, ps.NBefore)})
 		}
+		if at, gap, every := sp.reportGap(ps, ingest); at > 0 {
+			fd.first = earliest(fd.first, at)
+			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stats",
+				Text: fmt.Sprintf("the publisher of %s stopped reporting: no push_stats or ingest stats for %.0f s from %s (every %.0f s otherwise)",
+					s, gap.Seconds(), time.UnixMilli(at).UTC().Format("15:04:05"), every.Seconds())})
+		}
 		if stop.Bad > 0 {
 			fd.first = earliest(fd.first, stop.FirstBad)
 			fd.support = append(fd.support, Evidence{Scope: ScopePush, Source: "push_stop",
@@ -58,6 +66,42 @@ func (sp ScopePlan) checkPush(c *cohort, f *facts) finding {
 		}
 	}
 	return fd
+}
+
+// reportGap finds when a stream's publisher was gone: each report series
+// (the publisher's push_stats, the ingest's session stats) that has
+// reports pauses at its longest, and the pauses overlap for PushGapFactor
+// × the series' usual (median) interval: two reporters agreeing, so that
+// a loaded process's late report, or a lost row, is not a stop. at is
+// when the overlap began plus that interval (the first report missed, Unix
+// ms), 0 for no pause.
+func (sp ScopePlan) reportGap(rows ...streamRow) (at int64, gap, every time.Duration) {
+	var lo, hi, usual int64
+	seen := 0
+	for _, r := range rows {
+		ts := r.Times
+		if len(ts) < 3 {
+			continue
+		}
+		d := make([]int64, len(ts)-1)
+		for i := range d {
+			d[i] = ts[i+1] - ts[i]
+		}
+		med := slices.Clone(d)
+		slices.Sort(med)
+		i := slices.Index(d, slices.Max(d))
+		if seen == 0 {
+			lo, hi = ts[i], ts[i+1]
+		} else {
+			lo, hi = max(lo, ts[i]), min(hi, ts[i+1])
+		}
+		usual = max(usual, med[len(med)/2])
+		seen++
+	}
+	if seen == 0 || usual <= 0 || float64(hi-lo) < sp.PushGapFactor*float64(usual) {
+		return 0, 0, 0
+	}
+	return lo + usual, time.Duration(hi-lo) * time.Millisecond, time.Duration(usual) * time.Millisecond
 }
 
 // checkSource looks past the uplink: origin_stream lost, relay errors
@@ -83,16 +127,31 @@ func (sp ScopePlan) checkSource(c *cohort, f *facts) finding {
 			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "relay",
 				Text: fmt.Sprintf("relay of %s: %.0f reports, no error", s, relay.N)})
 		}
+		// From the look-back on, as the push side's evidence: a span that
+		// starts late still sees the stream's back-to-source errors.
 		in, err, nodes := f.edgeSum(func(e edgeRow) bool { return e.Stream == s })
-		out, _, _ := f.edgeSum(func(e edgeRow) bool { return e.Stream != s && e.Stream != "" })
+		in.n, in.errs = in.n+in.nBack, in.errs+in.errsBack
+		// Other streams in the same buckets as its errors: another
+		// stream failing later in the span is another fault.
+		failed := map[int64]bool{}
+		for _, e := range f.edge {
+			if e.Stream == s && e.Errs+e.ErrsBack > 0 {
+				failed[e.B] = true
+			}
+		}
+		out, _, _ := f.edgeSum(func(e edgeRow) bool { return e.Stream != s && e.Stream != "" && failed[e.B] })
+		out.n, out.errs = out.n+out.nBack, out.errs+out.errsBack
 		failing := sp.failingNodes(f, s)
-		text := fmt.Sprintf("edge_access for %s: %.1f%% of %.0f requests failed, on %d of its %d nodes at least %.0f%%; other streams %.1f%% of %.0f",
+		text := fmt.Sprintf("edge_access for %s: %.1f%% of %.0f requests failed, on %d of its %d nodes at least %.0f%%; other streams %.1f%% of %.0f meanwhile",
 			s, pct(in.errs, in.n), in.n, failing, len(nodes), 100*sp.EdgeErrorShare, pct(out.errs, out.n), out.n)
 		// Failing on most nodes serving it, and worse than the other
-		// streams (another stream may be failing at the same time).
+		// streams meanwhile (another stream may be failing at the same
+		// time).
 		if in.n >= sp.EdgeMinRequests && failing >= 2 && 2*failing >= len(nodes) && share(in.errs, in.n) > share(out.errs, out.n) {
-			fd.first = earliest(fd.first, in.first)
-			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text + " (" + err + ")"})
+			if err != "" {
+				text += " (" + err + ")"
+			}
+			fd.support = append(fd.support, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text})
 		} else if in.n > 0 {
 			fd.clean = append(fd.clean, Evidence{Scope: ScopeSource, Source: "edge_access", Text: text})
 		}
@@ -106,8 +165,8 @@ func (sp ScopePlan) failingNodes(f *facts, stream string) int {
 	n, errs := map[string]float64{}, map[string]float64{}
 	for _, e := range f.edge {
 		if e.Stream == stream {
-			n[e.Node] += e.N
-			errs[e.Node] += e.Errs
+			n[e.Node] += e.N + e.NBack
+			errs[e.Node] += e.Errs + e.ErrsBack
 		}
 	}
 	count := 0
@@ -241,17 +300,38 @@ func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 	where := c.edgeName()
 	_, _, nodes := f.edgeSum(in)
 	fd.support = sp.edgeCompare(f, where, in, out)
-	if len(fd.support) == 0 && c.node == "" {
-		// A CDN or region whose fault sits on one of its nodes: that node
-		// against the nodes outside the cohort.
+	if c.node == "" {
+		// A CDN or region whose fault sits on one of its nodes: each node
+		// against the nodes outside the cohort. When the edge logs
+		// implicate one node only, the cohort is that node's viewers.
+		var hit []string
+		var first []Evidence
 		for _, n := range keys(nodes) {
 			if ev := sp.edgeCompare(f, n+" (of "+where+")", func(e edgeRow) bool { return e.Node == n && ofStreams(e) }, out); len(ev) > 0 {
-				fd.support = ev
-				break
+				hit = append(hit, n)
+				if first == nil {
+					first = ev
+				}
 			}
 		}
+		if len(fd.support) == 0 {
+			fd.support = first
+		}
+		if len(hit) == 1 {
+			fd.node = hit[0]
+			fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "edge_access",
+				Text: fmt.Sprintf("of the %d nodes serving %s, only %s's edge logs show the failure: the cohort is its viewers", len(nodes), where, hit[0])})
+		}
 	}
-	fd.support = append(fd.support, sp.blockedAt(f, ScopeEdge, "tcp_connect", "tcp_first_packet", "video_first_packet")...)
+	blocked := sp.blockedAt(f, ScopeEdge, edgePhases...)
+	fd.support = append(fd.support, blocked...)
+	if on := keys(f.failedAt(edgePhases)); c.node == "" && fd.node == "" && len(blocked) > 0 && len(on) == 1 {
+		// A node that refuses connections logs nothing; its viewers'
+		// failed starts name it.
+		fd.node = on[0]
+		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "play_stop",
+			Text: fmt.Sprintf("the cohort's starts that failed reaching the edge were all on %s: the cohort is its viewers", on[0])})
+	}
 	if e, ok := sp.moreOften(f, "stall", func(p playRow) bool { return c.streamOf(p.Stream) }); ok {
 		fd.support = append(fd.support, Evidence{Scope: ScopeEdge, Source: "stall", Text: e + " on the same streams"})
 	}
@@ -264,6 +344,21 @@ func (sp ScopePlan) checkEdge(c *cohort, f *facts) finding {
 	}
 	fd.ambiguous = c.edgeAmbiguity(f, nodes)
 	return fd
+}
+
+// edgePhases are the first-frame phases spent reaching the edge.
+var edgePhases = []string{"tcp_connect", "tcp_first_packet", "video_first_packet"}
+
+// failedAt is the set of nodes on which the cohort's starts failed
+// blocked in one of phases.
+func (f *facts) failedAt(phases []string) map[string]bool {
+	on := map[string]bool{}
+	for _, p := range f.plays {
+		if p.InCohort == 1 && p.LogType == "play_stop" && p.Failed > 0 && p.Node != "" && slices.Contains(phases, p.Blocked) {
+			on[p.Node] = true
+		}
+	}
+	return on
 }
 
 // edgeCompare compares the edge_access rows in selects with those out
@@ -426,26 +521,12 @@ func (sp ScopePlan) checkClient(c *cohort, f *facts) finding {
 	return fd
 }
 
-// checkRollout asks whether the cohort's app version is new: under
-// RolloutPriorShare of the plays before the span, or (no plays before)
-// its share ramping up through the span.
+// checkRollout asks whether the cohort's app version is rolling out
+// (rolloutTest) rather than a steady client group.
 func (sp ScopePlan) checkRollout(c *cohort, f *facts) finding {
 	var fd finding
 	v := c.client["app_version"]
-	var tot, me versionRow
-	for _, r := range f.versions {
-		tot.Before += r.Before
-		tot.H1 += r.H1
-		tot.H2 += r.H2
-		if r.Version == v {
-			me = r
-		}
-	}
-	prior, h1, h2 := share(me.Before, tot.Before), share(me.H1, tot.H1), share(me.H2, tot.H2)
-	text := fmt.Sprintf("play_start: %s had %.0f%% of %.0f plays before the span, %.0f%% in its first half and %.0f%% in its second (first seen %s)",
-		v, 100*prior, tot.Before, 100*h1, 100*h2, me.First)
-	isNew := me.H1+me.H2 > 0 && (tot.Before >= sp.EdgeMinRequests && prior < sp.RolloutPriorShare ||
-		tot.Before < sp.EdgeMinRequests && h2 >= sp.RolloutRamp*h1)
+	isNew, text := sp.rolloutTest(f.versions, v, f.spanFrom)
 	if isNew {
 		fd.support = append(fd.support, Evidence{Scope: ScopeRollout, Source: "play_start", Text: text + ": a new version"})
 	} else {

@@ -10,6 +10,7 @@ import (
 // facts are what the scope checks read from the store: a few grouped
 // queries over the incident's span (± Margin) and the History before it.
 type facts struct {
+	spanFrom int64 // the span's start, Unix s
 	streams  []streamRow
 	edge     []edgeRow
 	plays    []playRow
@@ -41,10 +42,19 @@ type streamRow struct {
 	FirstBad  int64   `json:"first_bad"` // Unix ms of the first bad report, 0 for none
 	Err       string  `json:"err"`       // an error or stop reason seen in the span
 	Code      float64 `json:"code_max"`  // a non-zero push_stop code seen in the span
+	// Times are the Unix ms of push_stats and ingest_session stats
+	// reports from the look-back on, in order: a gap in them is the
+	// publisher gone.
+	Times []int64 `json:"times"`
 }
 
-// edgeRow is one node's edge_access for one stream and rendition.
+// edgeRow is one node's edge_access for one stream and rendition, in one
+// EdgeBucket of the span or the look-back (B, Unix s; 0 for the history
+// before them).
 type edgeRow struct {
+	B         int64   `json:"b"`
+	NBack     float64 `json:"n_back"`    // in the look-back before the span's margin
+	ErrsBack  float64 `json:"errs_back"` // of those, failed
 	Node      string  `json:"node_id"`
 	CDN       string  `json:"cdn"`
 	Region    string  `json:"region"`
@@ -52,10 +62,9 @@ type edgeRow struct {
 	Rendition string  `json:"rendition"`
 	N         float64 `json:"n"`
 	NBefore   float64 `json:"n_before"`
-	NCore     float64 `json:"n_core"`    // in the span without its margins
-	Errs      float64 `json:"errs"`      // http_status ≥ 400 or an error
-	Slow      float64 `json:"slow"`      // first byte ≥ EdgeFirstByteMs
-	FirstErr  int64   `json:"first_err"` // Unix ms of the first error, 0 for none
+	NCore     float64 `json:"n_core"` // in the span without its margins
+	Errs      float64 `json:"errs"`   // http_status ≥ 400 or an error
+	Slow      float64 `json:"slow"`   // first byte ≥ EdgeFirstByteMs
 	Err       string  `json:"err"`
 	Status    float64 `json:"status_max"` // an error status seen
 }
@@ -83,13 +92,12 @@ type playRow struct {
 	Render  float64 `json:"render"`
 }
 
-// versionRow is an app version's plays before and in the span's halves.
+// versionRow is an app version's first attempts to play (weighted) in one
+// second of the history and the span.
 type versionRow struct {
 	Version string  `json:"version"`
-	Before  float64 `json:"before"`
-	H1      float64 `json:"h1"`
-	H2      float64 `json:"h2"`
-	First   string  `json:"first"`
+	Sec     int64   `json:"sec"`
+	N       float64 `json:"n"`
 }
 
 // streamBad marks a publish-side report of a failure.
@@ -99,12 +107,25 @@ const streamBad = "(state IN ('error', 'lost') OR status IN ('lagging', 'error')
 const weight = "if(sample_rate > 0, 1 / sample_rate, 1)"
 
 // window bounds the queries: the span with its margins [lo, hi], the
-// history before it from hist, and the span proper [from, to].
-type window struct{ hist, lo, from, to, hi time.Time }
+// history before it from hist, the span proper [from, to], and back, from
+// which the publish path's discrete events (stops, losses, errors) and
+// reports count as the span's.
+type window struct{ hist, back, lo, from, to, hi time.Time }
 
 // during is the SQL condition of the span with its margins (the queries
 // read [hist, hi]).
 func (w window) during() string { return "ts >= " + sqlTime(w.lo) }
+
+// publishPath are the log types of the publish path whose stops, losses
+// and errors count from the look-back on: which of push and source failed
+// first is told by their ts, and a loaded publisher or ingest logs them
+// late or the span starts after the first of them.
+const publishPath = "('push_start', 'push_stats', 'push_stop', 'ingest_session', 'relay', 'origin_stream')"
+
+// duringPublish is during with the look-back for the publish path.
+func (w window) duringPublish() string {
+	return fmt.Sprintf("ts >= if(log_type IN %s, %s, %s)", publishPath, sqlTime(w.back), sqlTime(w.lo))
+}
 
 func (w window) all() string {
 	return fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.hist), sqlTime(w.hi))
@@ -112,7 +133,8 @@ func (w window) all() string {
 
 // window is the incident's span with the plan's margins and history.
 func (sp ScopePlan) window(inc *Incident) window {
-	return window{hist: inc.From.Add(-sp.Margin - sp.History), lo: inc.From.Add(-sp.Margin), from: inc.From, to: inc.To, hi: inc.To.Add(sp.Margin)}
+	back := inc.From.Add(-max(sp.Margin, sp.PushLookBack))
+	return window{hist: inc.From.Add(-sp.Margin - sp.History), back: back, lo: inc.From.Add(-sp.Margin), from: inc.From, to: inc.To, hi: inc.To.Add(sp.Margin)}
 }
 
 // gather runs the queries the cohort's candidates need: publish-side facts
@@ -125,7 +147,7 @@ func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *coho
 	for _, s := range cands {
 		need[s] = true
 	}
-	f := &facts{}
+	f := &facts{spanFrom: inc.From.Unix()}
 	var err error
 	if need[ScopePush] || need[ScopeSource] || need[ScopeTranscode] {
 		if f.streams, err = streamFacts(ctx, st, w, c); err != nil {
@@ -140,7 +162,7 @@ func (sp ScopePlan) gather(ctx context.Context, st Store, inc *Incident, c *coho
 		}
 	}
 	if need[ScopeEdge] || need[ScopeSource] {
-		if f.edge, err = sp.edgeFacts(ctx, st, w); err != nil {
+		if f.edge, err = sp.edgeFacts(ctx, st, w, need[ScopeSource]); err != nil {
 			return nil, err
 		}
 	}
@@ -170,30 +192,37 @@ func streamFacts(ctx context.Context, st Store, w window, c *cohort) ([]streamRo
 	avgIf(fps, %[1]s) AS fps_avg, avgIf(fps, NOT (%[1]s)) AS fps_before, max(fps) AS fps_max,
 	avgIf(bitrate_kbps, %[1]s) AS kbps, max(target_bitrate_kbps) AS target,
 	toFloat64(sumIf(dropped_frames, %[1]s)) AS dropped, toFloat64(maxIf(send_buffer_ms, %[1]s)) AS send_buffer,
-	toFloat64(maxIf(latency_ms, %[1]s)) AS latency, toFloat64(maxIf(retries, %[1]s)) AS retries_max,
-	toFloat64(countIf(%[1]s AND %[3]s)) AS bad, toUnixTimestamp64Milli(minIf(ts, %[1]s AND %[3]s)) AS first_bad,
-	toFloat64(countIf(%[1]s AND (log_type = 'push_start' OR state = 'start'))) AS starts,
-	toFloat64(countIf(%[1]s AND (log_type = 'push_stop' OR state IN ('stop', 'lost') OR status = 'stopped'))) AS stops,
-	anyIf(if(error != '', error, if(reason != '', reason, stop_reason)), %[1]s AND (error != '' OR (log_type = 'push_stop' AND code != 0))) AS err,
-	toFloat64(maxIf(code, %[1]s AND log_type = 'push_stop' AND code != 0)) AS code_max
+	toFloat64(maxIf(latency_ms, %[1]s)) AS latency, toFloat64(maxIf(retries, %[5]s)) AS retries_max,
+	toFloat64(countIf(%[5]s AND %[3]s)) AS bad, toUnixTimestamp64Milli(minIf(ts, %[5]s AND %[3]s)) AS first_bad,
+	toFloat64(countIf(%[5]s AND (log_type = 'push_start' OR state = 'start'))) AS starts,
+	toFloat64(countIf(%[5]s AND (log_type = 'push_stop' OR state IN ('stop', 'lost') OR status = 'stopped'))) AS stops,
+	anyIf(if(error != '', error, if(reason != '', reason, stop_reason)), %[5]s AND (error != '' OR (log_type = 'push_stop' AND code != 0))) AS err,
+	toFloat64(maxIf(code, %[5]s AND log_type = 'push_stop' AND code != 0)) AS code_max,
+	arraySort(groupArrayIf(toUnixTimestamp64Milli(ts), %[5]s AND (log_type = 'push_stats' OR (log_type = 'ingest_session' AND state = 'stats')))) AS times
 FROM events
 WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'relay', 'origin_stream', 'transcode') AND %[2]s%[4]s
-GROUP BY stream_id, room_id, rendition, log_type`, w.during(), w.all(), streamBad, which))
+GROUP BY stream_id, room_id, rendition, log_type`, w.during(), w.all(), streamBad, which, w.duringPublish()))
 }
 
-// edgeFacts reads edge_access by node, stream and rendition.
-func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window) ([]edgeRow, error) {
-	return query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition,
+// edgeFacts reads edge_access by node, stream, rendition and, when
+// byBucket (the source check compares streams in time), EdgeBucket.
+func (sp ScopePlan) edgeFacts(ctx context.Context, st Store, w window, byBucket bool) ([]edgeRow, error) {
+	bucket := "0"
+	if byBucket {
+		bucket = fmt.Sprintf("if(ts >= %s, toInt64(toUnixTimestamp(toStartOfInterval(ts, INTERVAL %d SECOND))), 0)", sqlTime(w.back), max(1, int64(sp.EdgeBucket.Seconds())))
+	}
+	return query[edgeRow](ctx, st, "edge", fmt.Sprintf(`SELECT node_id, cdn, region, stream_id, rendition, %[5]s AS b,
+	toFloat64(countIf(%[6]s AND NOT (%[1]s))) AS n_back,
+	toFloat64(countIf(%[6]s AND NOT (%[1]s) AND (http_status >= 400 OR error != ''))) AS errs_back,
 	toFloat64(countIf(%[1]s)) AS n, toFloat64(countIf(NOT (%[1]s))) AS n_before, toFloat64(countIf(%[4]s)) AS n_core,
 	toFloat64(countIf(%[1]s AND (http_status >= 400 OR error != ''))) AS errs,
-	toUnixTimestamp64Milli(minIf(ts, %[1]s AND (http_status >= 400 OR error != ''))) AS first_err,
 	toFloat64(countIf(%[1]s AND first_byte_ms >= %[3]d)) AS slow,
 	anyIf(error, %[1]s AND error != '') AS err,
 	toFloat64(maxIf(http_status, %[1]s AND http_status >= 400)) AS status_max
 FROM events
 WHERE log_type = 'edge_access' AND %[2]s
-GROUP BY node_id, cdn, region, stream_id, rendition`, w.during(), w.all(), int64(sp.EdgeFirstByteMs),
-		fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.from), sqlTime(w.to))))
+GROUP BY node_id, cdn, region, stream_id, rendition, b`, w.during(), w.all(), int64(sp.EdgeFirstByteMs),
+		fmt.Sprintf("ts >= %s AND ts <= %s", sqlTime(w.from), sqlTime(w.to)), bucket, "ts >= "+sqlTime(w.back)))
 }
 
 // playFacts reads viewers' client logs in the span, in and out of the
@@ -209,16 +238,14 @@ WHERE log_type IN ('play_stop', 'first_frame', 'stall', 'render_stall') AND %[1]
 GROUP BY in_cohort, node_id, cdn, stream_id, log_type, blocked`, w.during(), sqlTime(w.hi), cohortCond(dims), weight))
 }
 
-// versionFacts reads plays by app version before the span and in its two
-// halves.
+// versionFacts reads first attempts to play by app version and second,
+// over the history and the span: a retry's start is not a new viewer (a
+// failing version's viewers retry, which would swell its share).
 func versionFacts(ctx context.Context, st Store, w window) ([]versionRow, error) {
-	mid := w.from.Add(w.to.Sub(w.from) / 2)
-	return query[versionRow](ctx, st, "app version", fmt.Sprintf(`SELECT app_version AS version,
-	sumIf(%[1]s, ts < %[2]s) AS before, sumIf(%[1]s, ts >= %[2]s AND ts < %[3]s) AS h1, sumIf(%[1]s, ts >= %[3]s) AS h2,
-	toString(min(ts)) AS first
+	return query[versionRow](ctx, st, "app version", fmt.Sprintf(`SELECT app_version AS version, toInt64(toUnixTimestamp(ts)) AS sec, sum(%[1]s) AS n
 FROM events
-WHERE log_type = 'play_start' AND ts >= %[4]s AND ts <= %[5]s
-GROUP BY version`, weight, sqlTime(w.from), sqlTime(mid), sqlTime(w.hist), sqlTime(w.to)))
+WHERE log_type = 'play_start' AND ifNull(attempt, 0) = 0 AND ts >= %[2]s AND ts <= %[3]s
+GROUP BY version, sec`, weight, sqlTime(w.hist), sqlTime(w.to)))
 }
 
 func query[T any](ctx context.Context, st Store, what, sql string) ([]T, error) {
@@ -278,7 +305,7 @@ func keys(m map[string]bool) []string {
 // edgeSum adds up edge rows that pass keep.
 type edgeSum struct {
 	n, before, core, errs, slow float64
-	first                       int64 // Unix ms of the first error, 0 for none
+	nBack, errsBack             float64 // in the look-back
 }
 
 func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes map[string]bool) {
@@ -292,10 +319,9 @@ func (f *facts) edgeSum(keep func(edgeRow) bool) (s edgeSum, err string, nodes m
 		s.core += e.NCore
 		s.errs += e.Errs
 		s.slow += e.Slow
-		if e.FirstErr > 0 && (s.first == 0 || e.FirstErr < s.first) {
-			s.first = e.FirstErr
-		}
-		if e.N > 0 {
+		s.nBack += e.NBack
+		s.errsBack += e.ErrsBack
+		if e.N+e.NBack > 0 {
 			nodes[e.Node] = true
 		}
 		if err == "" && e.Err != "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +194,8 @@ func TestScopeVerdicts(t *testing.T) {
 		// ruled: one it must rule a rival out with ("" for none); note:
 		// another fact it must cite, topology rather than the fault's.
 		evidence, ruled, note string
+		// dims: the incident's dims after the verdict, when set.
+		dims2 map[string]string
 	}{{
 		name: "uplink collapse is push",
 		fault: func(w *world) {
@@ -229,6 +232,115 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: room2, scope: ScopePush, evidence: "push_stop: code 2004", ruled: "source edge_access: the push failure explains it",
 	}, {
+		// The edges' 404s for the stream are logged before the push side's
+		// evidence (a loaded publisher logs its stop late): the order of
+		// the edges' errors says nothing, the publisher stopped.
+		name: "publisher cut logged after the edges' errors is push, not source",
+		fault: func(w *world) {
+			w.extraRows = func(w *world) {
+				for at := w.from + 8*time.Second; at < w.to; at += 2 * time.Second {
+					w.add("push_stop", at, map[string]any{"stream_id": "live/room2", "room_id": "room2", "code": 2004, "reason": "disconnected"})
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["stream_id"] == "live/room2" && w.inTS(ev) {
+					ev["http_status"], ev["error"] = 502, "origin answered 404 Not Found"
+				}
+			}
+		},
+		dims: room2, scope: ScopePush, evidence: "push_stop: code 2004", ruled: "source edge_access: the push failure explains it",
+	}, {
+		// The span starts after the publisher left (the viewers' failures
+		// are counted late): its push_stop and the pause of its stats lie
+		// before the span's margin, in the look-back.
+		name: "publisher cut before a span that starts late is push",
+		fault: func(w *world) {
+			cut := w.from - 20*time.Second
+			w.extraRows = func(w *world) {
+				w.add("push_stop", cut, map[string]any{"stream_id": "live/room2", "room_id": "room2", "code": 2004, "reason": "disconnected"})
+			}
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && at >= cut && at < w.from+5*time.Second && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				at := w.tsOf(ev)
+				if ev["stream_id"] == "live/room2" && at >= cut && at < w.from+5*time.Second {
+					switch ev["log_type"] {
+					case "edge_access":
+						ev["http_status"], ev["error"] = 502, "origin answered 404 Not Found"
+					case "ingest_session":
+						ev["drop"] = true
+					}
+				}
+			}
+		},
+		dims: room2, scope: ScopePush, evidence: "push_stop: code 2004",
+	}, {
+		name: "a publisher whose reports pause, without a push_stop, is push",
+		fault: func(w *world) {
+			gone := func(at time.Duration) bool { return at >= w.from && at < w.from+25*time.Second }
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && gone(at) && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["stream_id"] == "live/room2" && gone(w.tsOf(ev)) {
+					switch ev["log_type"] {
+					case "edge_access":
+						ev["http_status"], ev["error"] = 502, "origin answered 404 Not Found"
+					case "ingest_session":
+						ev["drop"] = true
+					}
+				}
+			}
+		},
+		dims: room2, scope: ScopePush, evidence: "push_stats: stopped reporting", ruled: "source edge_access: the push failure explains it",
+	}, {
+		// A loaded publisher's reports come late; the ingest still sees
+		// the stream: one reporter's pause is not the publisher gone.
+		name: "back-to-source errors while only push_stats pause is source",
+		fault: func(w *world) {
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && at >= w.from+5*time.Second && at < w.from+20*time.Second && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["stream_id"] == "live/room2" && w.inTS(ev) {
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
+	}, {
+		// Rows lost here and there: each reporter pauses, at different
+		// times.
+		name: "back-to-source errors while the reporters pause at different times is source",
+		fault: func(w *world) {
+			w.push = func(s string, at time.Duration, ev map[string]any) {
+				if s == "live/room2" && at >= w.from && at < w.from+15*time.Second && ev["log_type"] == "push_stats" {
+					ev["drop"] = true
+				}
+			}
+			w.server = func(ev map[string]any) {
+				if ev["stream_id"] != "live/room2" || !w.inTS(ev) {
+					return
+				}
+				switch at := w.tsOf(ev); ev["log_type"] {
+				case "edge_access":
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				case "ingest_session":
+					if at >= w.from+20*time.Second && at < w.from+35*time.Second {
+						ev["drop"] = true
+					}
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
+	}, {
 		name: "origin lost with a clean uplink is source, not push",
 		fault: func(w *world) {
 			w.extraRows = func(w *world) {
@@ -254,6 +366,34 @@ func TestScopeVerdicts(t *testing.T) {
 			}
 		},
 		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes", ruled: "push push_stats: 0 dropped frames",
+	}, {
+		// The span runs into the next fault: the other stream's errors
+		// come after this one's, and over the span they are more.
+		name: "one stream's back-to-source errors, then another's later in the span, is source",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] != "edge_access" || !w.inTS(ev) {
+					return
+				}
+				at := w.tsOf(ev)
+				if (ev["stream_id"] == "live/room2" && at < w.from+12*time.Second) || (ev["stream_id"] == "live/room1" && at >= w.from+15*time.Second) {
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
+	}, {
+		// The viewers' failures are counted late: the span starts as the
+		// back-to-source errors end, before its margin.
+		name: "back-to-source errors before a span that starts late is source",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if at := w.tsOf(ev); ev["log_type"] == "edge_access" && ev["stream_id"] == "live/room2" && at >= w.from-28*time.Second && at < w.from-6*time.Second {
+					ev["http_status"], ev["error"], ev["cache_hit"] = 502, "origin answered 503", false
+				}
+			}
+		},
+		dims: map[string]string{"stream_id": "live/room2"}, scope: ScopeSource, evidence: "edge_access: on 4 of its 4 nodes",
 	}, {
 		name: "a lagging rendition is transcode",
 		fault: func(w *world) {
@@ -314,6 +454,51 @@ func TestScopeVerdicts(t *testing.T) {
 			}
 		},
 		dims: map[string]string{"region": "south"}, scope: ScopeEdge, evidence: "edge_access: edge-b-south-1 (of south)",
+		dims2: map[string]string{"region": "south", "node_id": "edge-b-south-1", "cdn": "cdn-b"},
+	}, {
+		name: "a CDN region's one node with errors is edge, naming the node in its CDN region",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["node_id"] == "edge-a-south-1" && w.inTS(ev) {
+					ev["http_status"], ev["error"] = 503, "overloaded"
+				}
+			}
+		},
+		dims: map[string]string{"cdn": "cdn-a", "region": "south"}, scope: ScopeEdge, evidence: "edge_access: only edge-a-south-1's edge logs",
+		dims2: map[string]string{"region": "south", "node_id": "edge-a-south-1", "cdn": "cdn-a"},
+	}, {
+		// Refused connections leave no access log; its share of the
+		// requests falls by half only (viewers already connected), so
+		// the edge logs do not name it: its viewers' failed starts do.
+		name: "a CDN region's one node refusing connections is edge, named by its viewers' failed connects",
+		fault: func(w *world) {
+			k := 0
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["node_id"] == "edge-a-south-1" && w.inTS(ev) {
+					if k++; k%2 == 0 {
+						ev["drop"] = true
+					}
+				}
+			}
+			w.play = func(p *play) {
+				if p.node == "edge-a-south-1" && w.in(p.at) {
+					p.code, p.blocked = 1002, "tcp_connect"
+				}
+			}
+		},
+		dims: map[string]string{"cdn": "cdn-a", "region": "south"}, scope: ScopeEdge, evidence: "play_stop: were all on edge-a-south-1",
+		dims2: map[string]string{"region": "south", "node_id": "edge-a-south-1", "cdn": "cdn-a"},
+	}, {
+		name: "a CDN whose every node fails is edge, naming no node",
+		fault: func(w *world) {
+			w.server = func(ev map[string]any) {
+				if ev["log_type"] == "edge_access" && ev["cdn"] == "cdn-a" && w.inTS(ev) {
+					ev["http_status"], ev["error"] = 503, "overloaded"
+				}
+			}
+		},
+		dims: map[string]string{"cdn": "cdn-a"}, scope: ScopeEdge, evidence: "edge_access: on cdn-a",
+		dims2: map[string]string{"cdn": "cdn-a"},
 	}, {
 		name: "DNS failures of one ISP on every node is client",
 		fault: func(w *world) {
@@ -344,6 +529,33 @@ func TestScopeVerdicts(t *testing.T) {
 			}
 		},
 		dims: map[string]string{"app_version": "6.0.0"}, scope: ScopeRollout, evidence: "play_start: a new version", ruled: "client render_stall: the rollout failure explains it",
+	}, {
+		// Under 5% of the plays before the span: a bare prior-share rule
+		// takes it for new.
+		name: "a steady rare version's render stalls is client, not rollout",
+		fault: func(w *world) {
+			w.play = func(p *play) {
+				if int(p.at/time.Second)%30 == 11 {
+					p.version = "5.0.9"
+					if w.in(p.at) {
+						p.renderStalls = 3
+					}
+				}
+			}
+		},
+		dims: map[string]string{"app_version": "5.0.9"}, scope: ScopeClient, evidence: "render_stall: per play", ruled: "rollout play_start: not a new version",
+	}, {
+		// The span starts once the ramp is over (its viewers' failures
+		// counted late): the version already had a large share before it.
+		name: "a rollout whose span starts after its ramp is rollout",
+		fault: func(w *world) {
+			w.play = func(p *play) {
+				if p.at >= w.from-30*time.Second && p.at < w.from+10*time.Second && int(p.at/time.Second)%2 == 0 {
+					p.version, p.renderStalls = "6.0.0", 3
+				}
+			}
+		},
+		dims: map[string]string{"app_version": "6.0.0"}, scope: ScopeRollout, evidence: "play_start: a new version",
 	}, {
 		name: "a rendition on every stream is transcode",
 		fault: func(w *world) {
@@ -391,7 +603,7 @@ func TestScopeVerdicts(t *testing.T) {
 				tc.fault(w)
 			}
 			st := loadWorld(t, w)
-			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: tc.dims, Confidence: 1}
+			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: maps.Clone(tc.dims), Confidence: 1}
 			if err := DefaultScopePlan.Decide(context.Background(), st, inc); err != nil {
 				t.Fatal(err)
 			}
@@ -401,6 +613,9 @@ func TestScopeVerdicts(t *testing.T) {
 			}
 			if !cites(inc.Evidence, tc.scope, tc.evidence) {
 				t.Errorf("evidence does not cite %q", tc.evidence)
+			}
+			if tc.dims2 != nil && !maps.Equal(inc.Dims, tc.dims2) {
+				t.Errorf("dims %v, want %v", inc.Dims, tc.dims2)
 			}
 			if tc.note != "" && !cites(inc.Evidence, tc.scope, tc.note) {
 				t.Errorf("evidence does not cite %q", tc.note)
@@ -420,7 +635,7 @@ func TestScopeVerdicts(t *testing.T) {
 		t.Run(tc.name+"/control", func(t *testing.T) {
 			w := newWorld()
 			st := loadWorld(t, w)
-			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: tc.dims, Confidence: 1}
+			inc := &Incident{From: w.t0.Add(w.from), To: w.t0.Add(w.to), Dims: maps.Clone(tc.dims), Confidence: 1}
 			if err := DefaultScopePlan.Decide(context.Background(), st, inc); err != nil {
 				t.Fatal(err)
 			}
