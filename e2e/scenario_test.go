@@ -23,7 +23,7 @@ func playScenario(t *testing.T, name string) (*proc, scenario.Labels) {
 	if testing.Short() {
 		t.Skip("a scenario run of 80 to 135 s")
 	}
-	pipe := start(t, "run", filepath.Join(t.TempDir(), "data"), "--kafka-listen", "127.0.0.1:0")
+	pipe, _ := startAlertPipeline(t) // with Alertmanager: checkAlerts (e2e/alert_scenarios_test.go)
 	labelsPath := filepath.Join(t.TempDir(), "labels.json")
 	args := []string{"media", "scenario", "--scenario", name, "--collector", "http://" + pipe.HTTP,
 		"--app-key", testKey, "--labels", labelsPath}
@@ -182,4 +182,6 @@ func TestScenarioBaseline(t *testing.T) {
 	}
 	checkProtocolRebuffer(t, p) // e2e/stalls_test.go
 	checkLocalizeQuiet(t, p, l) // e2e/localize_test.go
+
+	checkAlerts(t, alertHook(p), l, alertWant{})
 }
