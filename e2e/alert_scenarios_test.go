@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -262,14 +263,7 @@ func overlapping(l scenario.Labels, a *firedAlert) string {
 		if !a.activeIn(f.Start, f.End.Add(alertDeadline)) {
 			continue
 		}
-		common, agree := 0, true
-		for k, v := range a.dims() {
-			if fv, ok := f.Dims[k]; ok {
-				common++
-				agree = agree && fv == v
-			}
-		}
-		if common > 0 && agree {
+		if agreesWith(a, f) {
 			out = append(out, f.Name)
 		}
 	}
@@ -277,6 +271,21 @@ func overlapping(l scenario.Labels, a *firedAlert) string {
 		return ""
 	}
 	return " (agrees with " + strings.Join(out, ", ") + ")"
+}
+
+// agreesWith reports whether alert a and fault f share a dimension and
+// agree on every one they share.
+func agreesWith(a *firedAlert, f scenario.Label) bool {
+	common := 0
+	for k, v := range a.dims() {
+		if fv, ok := f.Dims[k]; ok {
+			if fv != v {
+				return false
+			}
+			common++
+		}
+	}
+	return common > 0
 }
 
 // firstFiring is the first of alerts whose firing notice came at or after
@@ -346,13 +355,7 @@ func concurrentFaultOn(l scenario.Labels, f scenario.Label, a *firedAlert) bool 
 		if g.Name == f.Name || g.End.Before(f.Start) || g.Start.After(f.End) {
 			continue
 		}
-		agree := true
-		for k, v := range g.Dims {
-			if av, ok := a.labels[k]; ok && av != v {
-				agree = false
-			}
-		}
-		if agree {
+		if agreesWith(a, g) {
 			return true
 		}
 	}
@@ -468,7 +471,10 @@ func (h *recHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code = h.answer(n, r)
 	}
 	if code == 0 {
-		<-r.Context().Done() // never answers: lastmile's attempt times out
+		// Never answers: lastmile's attempt times out. The body read to
+		// its end lets the server notice the client giving up.
+		io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
 		return
 	}
 	if code != 200 {
@@ -706,3 +712,80 @@ func stretchBaseline(t *testing.T, dur time.Duration) string {
 
 // yamlSecs writes d as the scenario files do: 80s.
 func yamlSecs(d time.Duration) string { return fmt.Sprintf("%gs", d.Seconds()) }
+
+// TestCheckAlertsJudges: the checker's matching and its per-fault and
+// per-kind problems on made-up notifications, so that what it lets pass
+// is known without a scenario run.
+func TestCheckAlertsJudges(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	refuse := scenario.Label{Name: "refuse", Scope: "edge", Kind: "refuse", Start: at(15), End: at(50),
+		Dims: map[string]string{"cdn": "cdn-a", "region": "south", "node_id": "edge-a-south-1"}}
+	degrade := scenario.Label{Name: "degrade", Scope: "edge", Kind: "degrade", Start: at(15), End: at(50),
+		Dims: map[string]string{"cdn": "cdn-b", "region": "north", "first_byte_delay_ms": "1500"}}
+	fail := scenario.Label{Name: "worker down", Scope: "transcode", Kind: "fail", Start: at(15), End: at(50),
+		Dims: map[string]string{"room_id": "room1", "stream_id": "live/room1", "rendition": "480p"}}
+	l := scenario.Labels{Scenario: "made-up", Start: t0, End: at(130), Faults: []scenario.Label{refuse, degrade, fail}}
+	alert := func(fire, resolve int, kv ...string) *firedAlert {
+		a := &firedAlert{labels: map[string]string{"alertname": "A", "severity": "critical", "app_id": "app"}, firing: at(fire)}
+		if resolve > 0 {
+			a.resolved = at(resolve)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			a.labels[kv[i]] = kv[i+1]
+		}
+		return a
+	}
+	node := alert(40, 100, "scope", "edge", "node_id", "edge-a-south-1", "cdn", "cdn-a", "region", "south")
+	for _, c := range []struct {
+		a    *firedAlert
+		f    scenario.Label
+		want bool
+	}{
+		{node, refuse, true},
+		{alert(40, 100, "scope", "edge", "cdn", "cdn-a", "region", "south"), refuse, false}, // coarser than the node
+		{alert(40, 100, "scope", "edge", "cdn", "cdn-b", "region", "north"), degrade, true},
+		{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north"), degrade, false}, // one node of it
+		{alert(40, 100, "scope", "transcode", "stream_id", "live/room1", "rendition", "480p"), fail, true},
+		{alert(40, 100, "scope", "transcode", "rendition", "480p"), fail, false},    // which stream's?
+		{alert(40, 100, "scope", "source", "stream_id", "live/room1"), fail, false}, // the whole stream
+		{alert(40, 100, "scope", "transcode", "stream_id", "live/room2", "rendition", "480p"), fail, false},
+	} {
+		if got := matchesFault(c.a, c.f); got != c.want {
+			t.Errorf("matchesFault(%s, %s) = %v, want %v", c.a, c.f.Name, got, c.want)
+		}
+	}
+	problems := func(f scenario.Label, all ...*firedAlert) string {
+		var mine []*firedAlert
+		for _, a := range all {
+			if matchesFault(a, f) {
+				mine = append(mine, a)
+			}
+		}
+		return strings.Join(faultProblems(f, l, mine, all, true), "; ")
+	}
+	for _, c := range []struct {
+		what, want string
+		f          scenario.Label
+		all        []*firedAlert
+	}{
+		{"in time", "", refuse, []*firedAlert{node}},
+		{"late", "firing notice 1m5s after its start", refuse, []*firedAlert{alert(80, 100, "scope", "edge", "node_id", "edge-a-south-1", "cdn", "cdn-a", "region", "south")}},
+		{"before the fault only", "no alert on its dimensions", refuse, []*firedAlert{alert(5, 12, "scope", "edge", "node_id", "edge-a-south-1", "cdn", "cdn-a", "region", "south")}},
+		{"never resolved", "no resolved notice", refuse, []*firedAlert{alert(40, 0, "scope", "edge", "node_id", "edge-a-south-1", "cdn", "cdn-a", "region", "south")}},
+		{"resolved late", "resolved notice 1m5s after its end", refuse, []*firedAlert{alert(40, 115, "scope", "edge", "node_id", "edge-a-south-1", "cdn", "cdn-a", "region", "south")}},
+		{"wrong scope", "scope client, labelled edge", refuse, []*firedAlert{alert(40, 100, "scope", "client", "node_id", "edge-a-south-1", "cdn", "cdn-a", "region", "south")}},
+		{"another node", "an alert names another node", refuse, []*firedAlert{node, alert(30, 60, "scope", "edge", "node_id", "edge-a-north-1", "cdn", "cdn-a", "region", "north")}},
+		{"the degraded region's node", "", refuse, []*firedAlert{node, alert(30, 60, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north")}},
+		{"a node after the window", "", refuse, []*firedAlert{node, alert(115, 120, "scope", "edge", "node_id", "edge-a-north-1", "cdn", "cdn-a", "region", "north")}},
+		{"per node", "an alert per node of the degraded CDN region", degrade, []*firedAlert{alert(40, 100, "scope", "edge", "cdn", "cdn-b", "region", "north"),
+			alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north")}},
+		{"edge scope on a transcode fault", "an alert at edge scope", fail, []*firedAlert{alert(40, 100, "scope", "transcode", "stream_id", "live/room1", "rendition", "480p"),
+			alert(40, 100, "scope", "edge", "node_id", "edge-a-north-1", "cdn", "cdn-a", "region", "north")}},
+	} {
+		got := problems(c.f, c.all...)
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("%s: problems %q, want %q", c.what, got, c.want)
+		}
+	}
+}
