@@ -60,6 +60,26 @@ func startAlertPipeline(t *testing.T, extra ...string) (*proc, *amHook) {
 	return p, hook
 }
 
+// runScenario plays scen (a built-in scenario's name or a file) with
+// `lastmile media scenario` and its extra flags against p, and returns the
+// labels it wrote.
+func runScenario(t *testing.T, p *proc, scen string, timeout time.Duration, extra ...string) scenario.Labels {
+	t.Helper()
+	labelsPath := filepath.Join(t.TempDir(), "labels.json")
+	args := append([]string{"media", "scenario", "--scenario", scen, "--collector", "http://" + p.HTTP,
+		"--app-key", testKey, "--labels", labelsPath}, extra...)
+	runBounded(t, exec.Command(lastmileBin(t), args...), timeout, "lastmile media scenario "+scen)
+	b, err := os.ReadFile(labelsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l scenario.Labels
+	if err := json.Unmarshal(b, &l); err != nil {
+		t.Fatalf("labels file: %v\n%s", err, b)
+	}
+	return l
+}
+
 // alertHook is the webhook behind p's Alertmanager.
 func alertHook(p *proc) *amHook {
 	h, _ := scenarioHooks.Load(p)
@@ -658,17 +678,7 @@ func TestAlertBaselineLong(t *testing.T) {
 	if hook == nil {
 		t.Fatal("no Alertmanager to measure through")
 	}
-	labelsPath := filepath.Join(t.TempDir(), "labels.json")
-	runBounded(t, exec.Command(lastmileBin(t), "media", "scenario", "--scenario", file, "--collector", "http://"+p.HTTP,
-		"--app-key", testKey, "--labels", labelsPath), dur+5*time.Minute, "lastmile media scenario (long baseline)")
-	b, err := os.ReadFile(labelsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l scenario.Labels
-	if err := json.Unmarshal(b, &l); err != nil {
-		t.Fatalf("labels file: %v\n%s", err, b)
-	}
+	l := runScenario(t, p, file, dur+5*time.Minute)
 	waitScenarioStored(t, p)
 	time.Sleep(time.Until(l.End.Add(alertQuietTail)))
 	plays := p.sqlInt(t, "SELECT count() FROM play_stop")

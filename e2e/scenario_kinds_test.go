@@ -272,7 +272,7 @@ func TestScenarioTranscode(t *testing.T) {
 	// is reported only.
 	checkLocalize(t, p, l, localizeWant{scope: []string{fail.Name}}) // e2e/localize_test.go
 
-	checkAlerts(t, alertHook(p), l, alertWant{required: []string{lag.Name}})
+	checkAlerts(t, alertHook(p), l, alertWant{required: []string{fail.Name}})
 }
 
 // TestScenarioSource: the origin unreachable for room2, room1's stream
