@@ -89,9 +89,10 @@ func alertHook(p *proc) *amHook {
 
 // alertWant says which of a scenario's faults its test requires of the
 // built-in rules: required, an alert on the fault's dimensions with its
-// labelled scope, in time, and the fault kind's own check; onDims, the
-// same but the scope only reported. The other faults are reported.
-type alertWant struct{ required, onDims []string }
+// labelled scope, firing and resolved in time, and the fault kind's own
+// check; fires, the same but its scope and resolved notice only reported.
+// The other faults are reported.
+type alertWant struct{ required, fires []string }
 
 // firedAlert is one alert (labels and start) as the webhook saw it.
 type firedAlert struct {
@@ -226,8 +227,8 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 		level := "reported"
 		if slices.Contains(want.required, f.Name) {
 			level = "required"
-		} else if slices.Contains(want.onDims, f.Name) {
-			level = "on dims"
+		} else if slices.Contains(want.fires, f.Name) {
+			level = "fires"
 		}
 		var mine []*firedAlert
 		for _, a := range alerts {
@@ -253,7 +254,7 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 		table = append(table, row)
 		if level != "reported" {
 			for _, p := range problems {
-				if level == "on dims" && strings.HasPrefix(p, "scope ") {
+				if level == "fires" && (strings.HasPrefix(p, "scope ") || strings.HasPrefix(p, "resolved ") || p == noResolved) {
 					continue
 				}
 				t.Errorf("alert for %s (%s %s %v): %s", f.Name, f.Scope, f.Kind, f.Dims, p)
@@ -270,8 +271,16 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 			}
 		}
 	}
-	t.Logf("alerts of %s through Alertmanager (per fault: fault start → firing notice, fault end → resolved notice):\n  %s\n  alerts on no fault: %d\n    %s",
-		l.Scenario, strings.Join(table, "\n  "), len(unmatched), strings.Join(unmatched, "\n    "))
+	t.Logf("alerts of %s through Alertmanager (per fault: fault start → firing notice, fault end → resolved notice):%s\n  alerts on no fault: %d%s",
+		l.Scenario, indent(table, "\n  "), len(unmatched), indent(unmatched, "\n    "))
+}
+
+// indent puts each line after sep.
+func indent(lines []string, sep string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	return sep + strings.Join(lines, sep)
 }
 
 // overlapping names the faults whose dimensions alert a agrees with (on
@@ -320,10 +329,12 @@ func firstFiring(alerts []*firedAlert, from time.Time) *firedAlert {
 	return first
 }
 
+const noResolved = "no resolved notice"
+
 // faultProblems lists what fault f's alerts (mine, out of all) lack: a
 // firing notice within alertDeadline of its start, a resolved one within
-// alertDeadline of its end, the labelled scope (a problem starting with
-// "scope "), and its kind's check.
+// alertDeadline of its end (problems starting "resolved " or noResolved),
+// the labelled scope (starting "scope "), and its kind's check.
 func faultProblems(f scenario.Label, l scenario.Labels, mine, all []*firedAlert, scope bool) []string {
 	first := firstFiring(mine, f.Start)
 	if first == nil {
@@ -334,7 +345,7 @@ func faultProblems(f scenario.Label, l scenario.Labels, mine, all []*firedAlert,
 		out = append(out, fmt.Sprintf("firing notice %s after its start, want ≤ %s", d.Round(time.Second), alertDeadline))
 	}
 	if first.resolved.IsZero() {
-		out = append(out, "no resolved notice")
+		out = append(out, noResolved)
 	} else if d := first.resolved.Sub(f.End); d > alertDeadline {
 		out = append(out, fmt.Sprintf("resolved notice %s after its end, want ≤ %s", d.Round(time.Second), alertDeadline))
 	}

@@ -414,7 +414,7 @@ func TestScenarioClient(t *testing.T) {
 	})
 	checkLocalize(t, p, l, localizeWant{scope: []string{dnsFail.Name, dnsSlow.Name, render.Name}}) // e2e/localize_test.go
 
-	checkAlerts(t, alertHook(p), l, alertWant{required: []string{dnsFail.Name}, onDims: []string{render.Name}})
+	checkAlerts(t, alertHook(p), l, alertWant{fires: []string{dnsFail.Name, render.Name}})
 }
 
 // TestScenarioRollout: 6.0.0's share of new plays grows and its viewers
