@@ -728,6 +728,9 @@ func stretchBaseline(t *testing.T, dur time.Duration) string {
 		}
 		s = strings.Replace(s, r[0], r[1], 1)
 	}
+	if long, err := scenario.Parse([]byte(s)); err != nil || long.Duration != dur || len(long.Faults) != 0 {
+		t.Fatalf("the stretched baseline: %v\n%s", err, s)
+	}
 	return s
 }
 
