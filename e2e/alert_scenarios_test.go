@@ -37,26 +37,27 @@ const alertQuietTail = 30 * time.Second
 // Alertmanager (nil when Alertmanager is not installed).
 var scenarioHooks sync.Map // *proc → *amHook
 
-// startAlertPipeline starts `lastmile run` with its extra flags posting
-// alerts to a real Alertmanager of its own that forwards to a local
-// webhook. Without Alertmanager the pipeline runs without receivers and
-// the hook is nil (checkAlerts then says so).
-func startAlertPipeline(t *testing.T, extra ...string) (*proc, *amHook) {
+// startAlertPipeline starts `lastmile run` posting alerts to a real
+// Alertmanager of its own that forwards to a local webhook. Without
+// Alertmanager the pipeline runs without receivers and the hook is nil
+// (checkAlerts then says so).
+func startAlertPipeline(t *testing.T) (*proc, *amHook) {
 	t.Helper()
-	data := filepath.Join(t.TempDir(), "data")
-	args := append([]string{"--kafka-listen", "127.0.0.1:0"}, extra...)
+	args := []string{"--kafka-listen", "127.0.0.1:0"}
+	var hook *amHook
 	if _, err := exec.LookPath("prometheus-alertmanager"); err != nil {
 		t.Log("alerts not checked: prometheus-alertmanager is not installed (make system-deps installs Debian's)")
-		p := start(t, "run", data, args...)
-		scenarioHooks.Store(p, (*amHook)(nil))
-		return p, nil
+	} else {
+		hook = &amHook{}
+		srv := httptest.NewServer(hook)
+		t.Cleanup(srv.Close)
+		args = append(args, "--alertmanager", startAlertmanager(t, srv.URL))
 	}
-	hook := &amHook{}
-	srv := httptest.NewServer(hook)
-	t.Cleanup(srv.Close)
-	am := startAlertmanager(t, srv.URL)
-	p := start(t, "run", data, append(args, "--alertmanager", am)...)
-	scenarioHooks.Store(p, hook)
+	p := start(t, "run", filepath.Join(t.TempDir(), "data"), args...)
+	if hook != nil {
+		scenarioHooks.Store(p, hook)
+		t.Cleanup(func() { scenarioHooks.Delete(p) })
+	}
 	return p, hook
 }
 
@@ -195,7 +196,7 @@ func hasAll(m map[string]string, keys []string) bool {
 // fault in want has an alert on its dimensions (with its labelled scope if
 // required) whose firing notice came within alertDeadline of the fault's
 // start and resolved notice within alertDeadline of its end, and passes
-// its kind's check (kindCheck); a run without faults has no alert at all.
+// its kind's check (kindProblems); a run without faults has no alert at all.
 // It logs per fault the delays and per alert that matches no fault its
 // times, for docs/alerts.md.
 func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) {
@@ -237,21 +238,8 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 				matched[a] = true
 			}
 		}
-		problems := faultProblems(f, l, mine, alerts, level == "required")
-		row := fmt.Sprintf("%-38s %-9s %-24s %-8s ", f.Name, f.Scope, f.Kind, level)
-		if first := firstFiring(mine, f.Start); first != nil {
-			res := "not resolved"
-			if !first.resolved.IsZero() {
-				res = first.resolved.Sub(f.End).Round(time.Second).String()
-			}
-			row += fmt.Sprintf("caught %6s  resolved %-12s %s", first.firing.Sub(f.Start).Round(time.Second), res, first)
-		} else {
-			row += "missed"
-		}
-		if len(problems) > 0 {
-			row += "  (" + strings.Join(problems, "; ") + ")"
-		}
-		table = append(table, row)
+		problems := faultProblems(f, l, mine, alerts)
+		table = append(table, faultRow(f, level, firstFiring(mine, f.Start), problems))
 		if level != "reported" {
 			for _, p := range problems {
 				if level == "fires" && (strings.HasPrefix(p, "scope ") || strings.HasPrefix(p, "resolved ") || p == noResolved) {
@@ -273,6 +261,26 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 	}
 	t.Logf("alerts of %s through Alertmanager (per fault: fault start → firing notice, fault end → resolved notice):%s\n  alerts on no fault: %d%s",
 		l.Scenario, indent(table, "\n  "), len(unmatched), indent(unmatched, "\n    "))
+}
+
+// faultRow is fault f's line of checkAlerts' table: its first alert's
+// delays (fault start → firing notice, fault end → resolved notice) and
+// its problems.
+func faultRow(f scenario.Label, level string, first *firedAlert, problems []string) string {
+	row := fmt.Sprintf("%-38s %-9s %-24s %-8s ", f.Name, f.Scope, f.Kind, level)
+	if first == nil {
+		row += "missed"
+	} else {
+		res := "not resolved"
+		if !first.resolved.IsZero() {
+			res = first.resolved.Sub(f.End).Round(time.Second).String()
+		}
+		row += fmt.Sprintf("caught %6s  resolved %-12s %s", first.firing.Sub(f.Start).Round(time.Second), res, first)
+	}
+	if len(problems) > 0 {
+		row += "  (" + strings.Join(problems, "; ") + ")"
+	}
+	return row
 }
 
 // indent puts each line after sep.
@@ -335,7 +343,7 @@ const noResolved = "no resolved notice"
 // firing notice within alertDeadline of its start, a resolved one within
 // alertDeadline of its end (problems starting "resolved " or noResolved),
 // the labelled scope (starting "scope "), and its kind's check.
-func faultProblems(f scenario.Label, l scenario.Labels, mine, all []*firedAlert, scope bool) []string {
+func faultProblems(f scenario.Label, l scenario.Labels, mine, all []*firedAlert) []string {
 	first := firstFiring(mine, f.Start)
 	if first == nil {
 		return []string{"no alert on its dimensions delivered after its start"}
@@ -786,7 +794,7 @@ func TestCheckAlertsJudges(t *testing.T) {
 				mine = append(mine, a)
 			}
 		}
-		return strings.Join(faultProblems(f, l, mine, all, true), "; ")
+		return strings.Join(faultProblems(f, l, mine, all), "; ")
 	}
 	for _, c := range []struct {
 		what, want string
