@@ -212,7 +212,7 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 		}
 	}
 	if d := time.Until(until); d > 0 {
-		t.Logf("waiting %s for the alerts of the last fault to resolve", d.Round(time.Second))
+		t.Logf("waiting %s for late alerts and the resolved notices", d.Round(time.Second))
 		time.Sleep(d)
 	}
 	alerts := collectAlerts(hook)
