@@ -376,25 +376,22 @@ func kindProblems(f scenario.Label, l scenario.Labels, all []*firedAlert) []stri
 		}
 		node, hasNode := a.labels["node_id"]
 		switch {
-		case f.Kind == "refuse" && hasNode && node != f.Dims["node_id"] && !concurrentFaultOn(l, f, a):
+		case f.Kind == "refuse" && hasNode && node != f.Dims["node_id"] && !otherFaultOn(l, f, a):
 			out = append(out, "an alert names another node: "+a.String())
 		case f.Kind == "degrade" && hasNode && a.labels["cdn"] == f.Dims["cdn"] && a.labels["region"] == f.Dims["region"]:
 			out = append(out, "an alert per node of the degraded CDN region: "+a.String())
-		case slices.Contains([]string{"push", "source", "transcode"}, f.Scope) && a.labels["scope"] == "edge":
+		case slices.Contains([]string{"push", "source", "transcode"}, f.Scope) && a.labels["scope"] == "edge" && !otherFaultOn(l, f, a):
 			out = append(out, "an alert at edge scope: "+a.String())
 		}
 	}
 	return out
 }
 
-// concurrentFaultOn reports whether alert a lies in the cohort of another
-// fault of l overlapping f (its dimensions agree with that fault's).
-func concurrentFaultOn(l scenario.Labels, f scenario.Label, a *firedAlert) bool {
+// otherFaultOn reports whether alert a is on the cohort of another fault
+// of l than f (their dimensions agree) and fired while that one was on.
+func otherFaultOn(l scenario.Labels, f scenario.Label, a *firedAlert) bool {
 	for _, g := range l.Faults {
-		if g.Name == f.Name || g.End.Before(f.Start) || g.Start.After(f.End) {
-			continue
-		}
-		if agreesWith(a, g) {
+		if g.Name != f.Name && agreesWith(a, g) && !a.firing.Before(g.Start) && !a.firing.After(g.End.Add(alertDeadline)) {
 			return true
 		}
 	}
@@ -757,7 +754,9 @@ func TestCheckAlertsJudges(t *testing.T) {
 		Dims: map[string]string{"cdn": "cdn-b", "region": "north", "first_byte_delay_ms": "1500"}}
 	fail := scenario.Label{Name: "worker down", Scope: "transcode", Kind: "fail", Start: at(15), End: at(50),
 		Dims: map[string]string{"room_id": "room1", "stream_id": "live/room1", "rendition": "480p"}}
-	l := scenario.Labels{Scenario: "made-up", Start: t0, End: at(130), Faults: []scenario.Label{refuse, degrade, fail}}
+	slow := scenario.Label{Name: "slow", Scope: "edge", Kind: "slow_first_byte", Start: at(60), End: at(90),
+		Dims: map[string]string{"cdn": "cdn-b", "region": "south", "node_id": "edge-b-south-1"}}
+	l := scenario.Labels{Scenario: "made-up", Start: t0, End: at(130), Faults: []scenario.Label{refuse, degrade, fail, slow}}
 	alert := func(fire, resolve int, kv ...string) *firedAlert {
 		a := &firedAlert{labels: map[string]string{"alertname": "A", "severity": "critical", "app_id": "app"}, firing: at(fire)}
 		if resolve > 0 {
@@ -810,6 +809,8 @@ func TestCheckAlertsJudges(t *testing.T) {
 		{"another node", "an alert names another node", refuse, []*firedAlert{node, alert(30, 60, "scope", "edge", "node_id", "edge-a-north-1", "cdn", "cdn-a", "region", "north")}},
 		{"the degraded region's node", "", refuse, []*firedAlert{node, alert(30, 60, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north")}},
 		{"a node after the window", "", refuse, []*firedAlert{node, alert(115, 120, "scope", "edge", "node_id", "edge-a-north-1", "cdn", "cdn-a", "region", "north")}},
+		{"a later fault's node", "", refuse, []*firedAlert{node, alert(70, 100, "scope", "edge", "node_id", "edge-b-south-1", "cdn", "cdn-b", "region", "south")}},
+		{"a node before the later fault", "an alert names another node", refuse, []*firedAlert{node, alert(52, 100, "scope", "edge", "node_id", "edge-b-south-1", "cdn", "cdn-b", "region", "south")}},
 		{"per node", "an alert per node of the degraded CDN region", degrade, []*firedAlert{alert(40, 100, "scope", "edge", "cdn", "cdn-b", "region", "north"),
 			alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north")}},
 		{"edge scope on a transcode fault", "an alert at edge scope", fail, []*firedAlert{alert(40, 100, "scope", "transcode", "stream_id", "live/room1", "rendition", "480p"),
