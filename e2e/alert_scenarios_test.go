@@ -703,8 +703,8 @@ func TestAlertBaselineLong(t *testing.T) {
 	for _, a := range alerts {
 		lines = append(lines, fmt.Sprintf("%s scope=%s firing +%s resolved %v", a, a.labels["scope"], a.firing.Sub(l.Start).Round(time.Second), a.resolved.Sub(l.Start).Round(time.Second)))
 	}
-	t.Logf("long baseline: %s of streaming, %d play_stops, %d alerts = %.1f false alerts per hour\n  %s",
-		l.End.Sub(l.Start).Round(time.Second), plays, len(alerts), float64(len(alerts))/l.End.Sub(l.Start).Hours(), strings.Join(lines, "\n  "))
+	t.Logf("long baseline: %s of streaming, %d play_stops, %d alerts = %.1f false alerts per hour%s",
+		l.End.Sub(l.Start).Round(time.Second), plays, len(alerts), float64(len(alerts))/l.End.Sub(l.Start).Hours(), indent(lines, "\n  "))
 }
 
 // stretchBaseline is the built-in baseline scenario lasting dur: its
