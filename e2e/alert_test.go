@@ -52,7 +52,9 @@ func (h *amHook) notices() []amNotification {
 }
 
 // startAlertmanager runs Debian's Alertmanager on a loopback port with a
-// route to url that notifies at once and repeats only after hours.
+// route to url that notifies at once and repeats only after hours; every
+// distinct label set is a group of its own (group_by '...'), so no two
+// alerts are merged into one notification.
 func startAlertmanager(t *testing.T, url string) string {
 	bin, err := exec.LookPath("prometheus-alertmanager")
 	if err != nil {
@@ -61,7 +63,7 @@ func startAlertmanager(t *testing.T, url string) string {
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`route:
   receiver: hook
-  group_by: [alertname, node_id]
+  group_by: ['...']
   group_wait: 1s
   group_interval: 2s
   repeat_interval: 4h

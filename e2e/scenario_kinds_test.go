@@ -199,6 +199,7 @@ func TestScenarioEdge(t *testing.T) {
 	// the stall hits few sessions (FLV, 3 s into a response): its cohort
 	// comes out finer or lower in some runs, so it is reported, not required
 	checkLocalize(t, p, l, localizeWant{scope: []string{refuse.Name, degrade.Name, slow.Name}}) // e2e/localize_test.go
+	checkAlerts(t, alertHook(p), l, alertWant{required: []string{refuse.Name}})
 }
 
 // TestScenarioTranscode: room1's 480p viewers fail while its worker is
@@ -269,6 +270,8 @@ func TestScenarioTranscode(t *testing.T) {
 	// named from the transcode logs; the lagging one fails few starts and
 	// is reported only.
 	checkLocalize(t, p, l, localizeWant{scope: []string{fail.Name}}) // e2e/localize_test.go
+
+	checkAlerts(t, alertHook(p), l, alertWant{required: []string{fail.Name}})
 }
 
 // TestScenarioSource: the origin unreachable for room2, room1's stream
@@ -311,6 +314,7 @@ func TestScenarioSource(t *testing.T) {
 		t.Errorf("push_stop code 2004: %d for room2 in the disconnect window (want > 0), %d elsewhere (want 0)", in, out)
 	}
 	checkLocalize(t, p, l, localizeWant{scope: []string{unreach.Name, lost.Name, disc.Name}}) // e2e/localize_test.go
+	checkAlerts(t, alertHook(p), l, alertWant{required: []string{unreach.Name}})
 }
 
 // TestScenarioClient: every client fault kind. isp-c fails at DNS; 5.2.1
@@ -407,6 +411,8 @@ func TestScenarioClient(t *testing.T) {
 		t.Logf("median download kbps by network: %v", bw)
 	})
 	checkLocalize(t, p, l, localizeWant{scope: []string{dnsFail.Name, dnsSlow.Name, render.Name}}) // e2e/localize_test.go
+
+	checkAlerts(t, alertHook(p), l, alertWant{fires: []string{dnsFail.Name, render.Name}})
 }
 
 // TestScenarioRollout: 6.0.0's share of new plays grows and its viewers
@@ -450,4 +456,5 @@ func TestScenarioRollout(t *testing.T) {
 		t.Errorf("%d plays of a rolled-out version after the rollouts' windows", n)
 	}
 	checkLocalize(t, p, l, localizeWant{scope: []string{stallRamp.Name, failRamp.Name}}) // e2e/localize_test.go
+	checkAlerts(t, alertHook(p), l, alertWant{})
 }

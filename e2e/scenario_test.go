@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -23,27 +22,15 @@ func playScenario(t *testing.T, name string) (*proc, scenario.Labels) {
 	if testing.Short() {
 		t.Skip("a scenario run of 80 to 135 s")
 	}
-	pipe := start(t, "run", filepath.Join(t.TempDir(), "data"), "--kafka-listen", "127.0.0.1:0")
-	labelsPath := filepath.Join(t.TempDir(), "labels.json")
-	args := []string{"media", "scenario", "--scenario", name, "--collector", "http://" + pipe.HTTP,
-		"--app-key", testKey, "--labels", labelsPath}
+	pipe, _ := startAlertPipeline(t) // with Alertmanager: checkAlerts (e2e/alert_scenarios_test.go)
+	var extra []string
 	if os.Getenv("LASTMILE_E2E_FAULTS_OFF") == "1" {
 		// Labeled but not injected: every scenario test must then fail.
-		args = append(args, "--dry-faults")
+		extra = append(extra, "--dry-faults")
 	}
-	cmd := exec.Command(lastmileBin(t), args...)
 	t0 := time.Now()
-	runBounded(t, cmd, 4*time.Minute, "lastmile media scenario "+name)
+	labels := runScenario(t, pipe, name, 4*time.Minute, extra...)
 	t.Logf("scenario %s ran in %s", name, time.Since(t0).Round(time.Second))
-
-	b, err := os.ReadFile(labelsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var labels scenario.Labels
-	if err := json.Unmarshal(b, &labels); err != nil {
-		t.Fatalf("labels file: %v\n%s", err, b)
-	}
 	// The labels file matches the configured timeline.
 	raw, _ := scenarios.Read(name)
 	sc, err := scenario.Parse(raw)
@@ -182,4 +169,6 @@ func TestScenarioBaseline(t *testing.T) {
 	}
 	checkProtocolRebuffer(t, p) // e2e/stalls_test.go
 	checkLocalizeQuiet(t, p, l) // e2e/localize_test.go
+
+	checkAlerts(t, alertHook(p), l, alertWant{})
 }
