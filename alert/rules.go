@@ -5,6 +5,7 @@
 package alert
 
 import (
+	"bytes"
 	_ "embed"
 	"fmt"
 	"math"
@@ -185,11 +186,8 @@ func ParseRules(file string, b []byte) ([]Rule, error) {
 	p := &ruleParser{file: file}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
-		line := 1 // yaml.v3 names the line in its message only
-		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-			line, _ = strconv.Atoi(m[1])
-		}
-		return nil, RuleErrors{{file, line, "not YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		line, msg := yamlErrorLine(b, err)
+		return nil, RuleErrors{{file, line, "not YAML: " + strings.TrimPrefix(msg, ": ")}}
 	}
 	if len(doc.Content) == 0 {
 		return nil, RuleErrors{{file, 1, "empty file: want rules: [...]"}}
@@ -230,6 +228,34 @@ type ruleParser struct {
 	file string
 	errs RuleErrors
 }
+
+// yamlErrorLine finds the line a YAML syntax error is on. yaml.v3 names
+// the line where the broken list or mapping began, and for its parser's
+// errors 0-based: the first prefix of the file that fails with the same
+// message ends on the broken line.
+func yamlErrorLine(b []byte, err error) (int, string) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 1
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = strings.TrimPrefix(yamlLine.ReplaceAllString(msg, ""), ": ")
+	}
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	if len(lines) > maxSearchLines {
+		return line, msg
+	}
+	var n yaml.Node
+	for k := 1; k <= len(lines); k++ {
+		perr := yaml.Unmarshal(bytes.Join(lines[:k], nil), &n)
+		if perr != nil && strings.HasSuffix(perr.Error(), msg) {
+			return k, msg
+		}
+	}
+	return line, msg
+}
+
+// maxSearchLines bounds yamlErrorLine's search (a parse per line).
+const maxSearchLines = 2000
 
 func (p *ruleParser) fail(n *yaml.Node, reason string) {
 	p.errs = append(p.errs, RuleError{p.file, n.Line, reason})

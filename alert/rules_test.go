@@ -72,7 +72,14 @@ func TestParseRulesInvalid(t *testing.T) {
 		line       int
 		reason     string
 	}{
-		{"not yaml", "rules:\n  - name: a\n    scope: edge: x\n", 3, "not YAML: line 3: mapping values are not allowed"},
+		{"not yaml", "rules:\n  - name: a\n    scope: edge: x\n", 3, "not YAML: mapping values are not allowed"},
+		// yaml.v3 names where the broken list or mapping began; the
+		// broken line is wanted. A valid list over two lines before it
+		// does not mislead the search.
+		{"error after a multi-line list", "rules:\n  - name: a\n    group_by: [node_id,\n      cdn]\n    scope: edge\n   metric: x\n", 6, "not YAML"},
+		{"unclosed flow list", "rules:\n  - name: a\n    group_by: [node_id\n    peers: [cdn]\n", 3, "not YAML: did not find expected ',' or ']'"},
+		{"unclosed flow map", "rules:\n  - name: a\n    fire: {above: 1\n    persist: 2\n", 3, "not YAML: did not find expected ',' or '}'"},
+		{"bad indent", "rules:\n  - name: a\n    scope: edge\n   metric: x\n", 4, "not YAML: did not find expected '-' indicator"},
 		{"empty", "", 1, "empty file"},
 		{"no rules key", "alerts: []\n", 1, `unknown key "alerts" in the file`},
 		{"rules not a list", "rules: {a: 1}\n", 1, "rules must be a list"},
