@@ -352,7 +352,9 @@ func (d *Dispatcher) work(ctx context.Context, q *queue) {
 	}
 }
 
-// deliver sends one notice with retries and logs the outcome per alert.
+// deliver sends one notice with retries and logs the outcome per alert:
+// after every failed attempt (so a receiver that hangs or refuses shows in
+// the delivery log at once, not when it is given up) and at the end.
 func (d *Dispatcher) deliver(ctx context.Context, q *queue, n Notice) {
 	var last error
 	attempts, err := Retry(ctx, d.plan.Backoff, func(ctx context.Context) error {
@@ -363,6 +365,8 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue, n Notice) {
 	}, func(attempt int, err error) {
 		last = err
 		level.Warn(d.logger).Log("msg", "alert delivery failed", "receiver", q.r.Name(), "event", n.Event, "attempt", attempt, "err", err)
+		d.logDelivery(ctx, n, Delivery{Receiver: q.r.Name(), Event: n.Event, Attempts: attempt, LastStatus: statusOf(err),
+			LastError: err.Error(), At: time.Now()})
 	})
 	if err == nil {
 		q.mu.Lock()
@@ -371,15 +375,20 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue, n Notice) {
 	} else {
 		level.Error(d.logger).Log("msg", "alert delivery given up", "receiver", q.r.Name(), "event", n.Event, "attempts", attempts, "err", err)
 	}
-	if d.st == nil || ctx.Err() != nil {
-		return
-	}
 	del := Delivery{Receiver: q.r.Name(), Event: n.Event, Attempts: attempts, Delivered: err == nil, At: time.Now()}
 	del.LastStatus = statusOf(err)
 	if err == nil && last != nil {
 		del.LastError = "earlier attempt: " + last.Error()
 	} else if err != nil {
 		del.LastError = err.Error()
+	}
+	d.logDelivery(ctx, n, del)
+}
+
+// logDelivery writes del for every alert of n to the delivery log.
+func (d *Dispatcher) logDelivery(ctx context.Context, n Notice, del Delivery) {
+	if d.st == nil || ctx.Err() != nil {
+		return
 	}
 	for i := range n.Alerts {
 		if werr := writeDelivery(ctx, d.st, &n.Alerts[i], del); werr != nil {

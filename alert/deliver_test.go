@@ -345,3 +345,57 @@ func TestRedeliver(t *testing.T) {
 		t.Errorf("Alertmanager got %d posts from a redelivery, want 0", len(am.amGot))
 	}
 }
+
+// TestDeliveryLogWhileRetrying: a receiver's failed attempts show in the
+// delivery log while the notice is still being retried, not only once it
+// is delivered or given up.
+func TestDeliveryLogWhileRetrying(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	release := make(chan struct{})
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	rs, _ := Receivers(nil, []string{srv.URL}, time.Minute)
+	a := testAlert("retrying-log")
+	a.StartsAt = time.Now().UTC().Truncate(time.Millisecond)
+	if err := WriteAlert(ctx, st, &a, a.StartsAt); err != nil {
+		t.Fatal(err)
+	}
+	d := NewDispatcher(DispatchPlan{Backoff: fastBackoff, Timeout: time.Minute}, rs, st, log.NewNopLogger())
+	d.Start(ctx)
+	defer d.Stop(time.Second)
+	d.Notify(StateFiring, []Alert{a})
+	logged := func() (Delivery, bool) {
+		as, err := ReadAlerts(ctx, st, Filter{From: a.StartsAt.Add(-time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range as {
+			if x.Fingerprint == a.Fingerprint && len(x.Deliveries) == 1 {
+				return x.Deliveries[0], true
+			}
+		}
+		return Delivery{}, false
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if del, ok := logged(); ok {
+			if del.Delivered || del.Attempts != 1 || del.LastStatus != "503" {
+				t.Errorf("while retrying: %+v, want 1 attempt, not delivered, last status 503", del)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no delivery log row while the notice is retried (%d attempts made)", calls.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
