@@ -165,10 +165,14 @@ var faultKeys = [][]string{{"node_id"}, {"stream_id", "rendition"}, {"cdn", "reg
 
 // matchesFault reports whether alert a is on fault f's cohort: it carries
 // f's key dimensions, and every dimension it has is one of f's with the
-// same value (no finer cohort, such as one node of a degraded CDN region).
+// same value (no finer cohort), but a node_id on a CDN × region's alert
+// (the alert role names the node of a CDN × region that one node serves).
 func matchesFault(a *firedAlert, f scenario.Label) bool {
 	dims := a.dims()
 	for k, v := range dims {
+		if k == "node_id" && f.Dims[k] == "" && hasAll(f.Dims, []string{"cdn", "region"}) {
+			continue
+		}
 		if f.Dims[k] != v {
 			return false
 		}
@@ -366,23 +370,27 @@ func faultProblems(f scenario.Label, l scenario.Labels, mine, all []*firedAlert)
 // kindProblems is the fault kind's own check over the alerts active from
 // its start to alertDeadline past its end: an edge node's refusal names no
 // other node (but those of faults at the same time); a degraded CDN × region
-// gets no alert per node of it; a push, source or transcode fault gets no
+// gets one alert, not one per node of it; a push, source or transcode fault gets no
 // alert at edge scope.
 func kindProblems(f scenario.Label, l scenario.Labels, all []*firedAlert) []string {
-	var out []string
+	var out, region []string
 	for _, a := range all {
 		if !a.activeIn(f.Start, f.End.Add(alertDeadline)) {
 			continue
 		}
 		node, hasNode := a.labels["node_id"]
+		if f.Kind == "degrade" && a.labels["scope"] == "edge" && a.labels["cdn"] == f.Dims["cdn"] && a.labels["region"] == f.Dims["region"] {
+			region = append(region, a.String())
+		}
 		switch {
 		case f.Kind == "refuse" && hasNode && node != f.Dims["node_id"] && !otherFaultOn(l, f, a):
 			out = append(out, "an alert names another node: "+a.String())
-		case f.Kind == "degrade" && hasNode && a.labels["cdn"] == f.Dims["cdn"] && a.labels["region"] == f.Dims["region"]:
-			out = append(out, "an alert per node of the degraded CDN region: "+a.String())
 		case slices.Contains([]string{"push", "source", "transcode"}, f.Scope) && a.labels["scope"] == "edge" && !otherFaultOn(l, f, a):
 			out = append(out, "an alert at edge scope: "+a.String())
 		}
+	}
+	if len(region) > 1 {
+		out = append(out, "an alert per node of the degraded CDN region: "+strings.Join(region, ", "))
 	}
 	return out
 }
@@ -775,7 +783,8 @@ func TestCheckAlertsJudges(t *testing.T) {
 		{node, refuse, true},
 		{alert(40, 100, "scope", "edge", "cdn", "cdn-a", "region", "south"), refuse, false}, // coarser than the node
 		{alert(40, 100, "scope", "edge", "cdn", "cdn-b", "region", "north"), degrade, true},
-		{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north"), degrade, false}, // one node of it
+		{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north"), degrade, true}, // its one node named
+		{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "south"), degrade, false}, // another region's node
 		{alert(40, 100, "scope", "transcode", "stream_id", "live/room1", "rendition", "480p"), fail, true},
 		{alert(40, 100, "scope", "transcode", "rendition", "480p"), fail, false},    // which stream's?
 		{alert(40, 100, "scope", "source", "stream_id", "live/room1"), fail, false}, // the whole stream
@@ -810,6 +819,7 @@ func TestCheckAlertsJudges(t *testing.T) {
 		{"a node after the window", "", refuse, []*firedAlert{node, alert(115, 120, "scope", "edge", "node_id", "edge-a-north-1", "cdn", "cdn-a", "region", "north")}},
 		{"a later fault's node", "", refuse, []*firedAlert{node, alert(70, 100, "scope", "edge", "node_id", "edge-b-south-1", "cdn", "cdn-b", "region", "south")}},
 		{"a node before the later fault", "an alert names another node", refuse, []*firedAlert{node, alert(52, 100, "scope", "edge", "node_id", "edge-b-south-1", "cdn", "cdn-b", "region", "south")}},
+		{"one node named", "", degrade, []*firedAlert{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north")}},
 		{"per node", "an alert per node of the degraded CDN region", degrade, []*firedAlert{alert(40, 100, "scope", "edge", "cdn", "cdn-b", "region", "north"),
 			alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north")}},
 		{"edge scope on a transcode fault", "an alert at edge scope", fail, []*firedAlert{alert(40, 100, "scope", "transcode", "stream_id", "live/room1", "rendition", "480p"),
