@@ -91,9 +91,10 @@ func alertHook(p *proc) *amHook {
 // alertWant says which of a scenario's faults its test requires of the
 // built-in rules: required, an alert on the fault's dimensions with its
 // labelled scope, firing and resolved in time, and the fault kind's own
-// check; fires, the same but its scope and resolved notice only reported.
-// The other faults are reported.
-type alertWant struct{ required, fires []string }
+// check; fires, the same but its scope and resolved notice only reported;
+// named, an alert on its dimensions with its scope and the kind's check,
+// its delays only reported. The other faults are reported.
+type alertWant struct{ required, fires, named []string }
 
 // firedAlert is one alert (labels and start) as the webhook saw it.
 type firedAlert struct {
@@ -234,6 +235,8 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 			level = "required"
 		} else if slices.Contains(want.fires, f.Name) {
 			level = "fires"
+		} else if slices.Contains(want.named, f.Name) {
+			level = "named"
 		}
 		var mine []*firedAlert
 		for _, a := range alerts {
@@ -246,7 +249,8 @@ func checkAlerts(t *testing.T, hook *amHook, l scenario.Labels, want alertWant) 
 		table = append(table, faultRow(f, level, firstFiring(mine, f.Start), problems))
 		if level != "reported" {
 			for _, p := range problems {
-				if level == "fires" && (strings.HasPrefix(p, "scope ") || strings.HasPrefix(p, "resolved ") || p == noResolved) {
+				late := strings.HasPrefix(p, "resolved ") || p == noResolved
+				if level == "fires" && (strings.HasPrefix(p, "scope ") || late) || level == "named" && (strings.HasPrefix(p, "firing notice ") || late) {
 					continue
 				}
 				t.Errorf("alert for %s (%s %s %v): %s", f.Name, f.Scope, f.Kind, f.Dims, p)
@@ -783,7 +787,7 @@ func TestCheckAlertsJudges(t *testing.T) {
 		{node, refuse, true},
 		{alert(40, 100, "scope", "edge", "cdn", "cdn-a", "region", "south"), refuse, false}, // coarser than the node
 		{alert(40, 100, "scope", "edge", "cdn", "cdn-b", "region", "north"), degrade, true},
-		{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north"), degrade, true}, // its one node named
+		{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "north"), degrade, true},  // its one node named
 		{alert(40, 100, "scope", "edge", "node_id", "edge-b-north-1", "cdn", "cdn-b", "region", "south"), degrade, false}, // another region's node
 		{alert(40, 100, "scope", "transcode", "stream_id", "live/room1", "rendition", "480p"), fail, true},
 		{alert(40, 100, "scope", "transcode", "rendition", "480p"), fail, false},    // which stream's?

@@ -101,7 +101,7 @@ func TestScenarioPush(t *testing.T) {
 	checkPushMetrics(t, p, lb.Start.Add(10*time.Second), lb.End, cdns)
 	checkLocalize(t, p, l, localizeWant{scope: []string{l.Faults[0].Name}}) // e2e/localize_test.go
 
-	checkAlerts(t, alertHook(p), l, alertWant{})
+	checkAlerts(t, alertHook(p), l, alertWant{named: []string{l.Faults[0].Name}})
 }
 
 // checkPushMetrics reads the push fault through GET /api/v1/metrics, from

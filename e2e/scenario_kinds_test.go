@@ -199,7 +199,7 @@ func TestScenarioEdge(t *testing.T) {
 	// the stall hits few sessions (FLV, 3 s into a response): its cohort
 	// comes out finer or lower in some runs, so it is reported, not required
 	checkLocalize(t, p, l, localizeWant{scope: []string{refuse.Name, degrade.Name, slow.Name}}) // e2e/localize_test.go
-	checkAlerts(t, alertHook(p), l, alertWant{required: []string{refuse.Name}})
+	checkAlerts(t, alertHook(p), l, alertWant{required: []string{refuse.Name}, named: []string{degrade.Name, slow.Name, stall.Name}})
 }
 
 // TestScenarioTranscode: room1's 480p viewers fail while its worker is
@@ -314,7 +314,7 @@ func TestScenarioSource(t *testing.T) {
 		t.Errorf("push_stop code 2004: %d for room2 in the disconnect window (want > 0), %d elsewhere (want 0)", in, out)
 	}
 	checkLocalize(t, p, l, localizeWant{scope: []string{unreach.Name, lost.Name, disc.Name}}) // e2e/localize_test.go
-	checkAlerts(t, alertHook(p), l, alertWant{required: []string{unreach.Name}})
+	checkAlerts(t, alertHook(p), l, alertWant{required: []string{unreach.Name}, named: []string{lost.Name, disc.Name}})
 }
 
 // TestScenarioClient: every client fault kind. isp-c fails at DNS; 5.2.1
@@ -412,7 +412,7 @@ func TestScenarioClient(t *testing.T) {
 	})
 	checkLocalize(t, p, l, localizeWant{scope: []string{dnsFail.Name, dnsSlow.Name, render.Name}}) // e2e/localize_test.go
 
-	checkAlerts(t, alertHook(p), l, alertWant{fires: []string{dnsFail.Name, render.Name}})
+	checkAlerts(t, alertHook(p), l, alertWant{named: []string{dnsFail.Name, dec.Name, dnsSlow.Name, render.Name, weak.Name}})
 }
 
 // TestScenarioRollout: 6.0.0's share of new plays grows and its viewers
@@ -456,5 +456,5 @@ func TestScenarioRollout(t *testing.T) {
 		t.Errorf("%d plays of a rolled-out version after the rollouts' windows", n)
 	}
 	checkLocalize(t, p, l, localizeWant{scope: []string{stallRamp.Name, failRamp.Name}}) // e2e/localize_test.go
-	checkAlerts(t, alertHook(p), l, alertWant{})
+	checkAlerts(t, alertHook(p), l, alertWant{named: []string{stallRamp.Name, failRamp.Name}})
 }
