@@ -35,8 +35,8 @@ type Store interface {
 // ExplainFunc gives the verdict on a group that is about to fire, over
 // [from, to): from half a window before its first bad evaluation (the
 // fault began in that window; the half keeps the span on the fault and
-// what came before as the localizer's history) to now. issue 18's
-// localizer fills it (Localizer). An empty Verdict.Scope keeps the rule's.
+// what came before as the localizer's history) to now. Localizer
+// fills it from package localize. An empty Verdict.Scope keeps the rule's.
 type ExplainFunc func(ctx context.Context, from, to time.Time, metric string, dims map[string]string) (Verdict, error)
 
 // Plan is how the evaluator works, one value: the step, how often firing

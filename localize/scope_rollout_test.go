@@ -59,8 +59,8 @@ func TestRolloutTest(t *testing.T) {
 		}),
 		want: true,
 	}, {
-		// Under 5% before the span: the old prior-share rule took it
-		// for new.
+		// Under 5% before the span: a rare version is not a new one when
+		// its share holds steady.
 		name:    "a steady rare version is not",
 		version: "5.0.9",
 		rows: startSeries(300, func(i int) string {

@@ -530,8 +530,8 @@ func TestScopeVerdicts(t *testing.T) {
 		},
 		dims: map[string]string{"app_version": "6.0.0"}, scope: ScopeRollout, evidence: "play_start: a new version", ruled: "client render_stall: the rollout failure explains it",
 	}, {
-		// Under 5% of the plays before the span: a bare prior-share rule
-		// takes it for new.
+		// Under 5% of the plays before the span, but steady: a small
+		// prior share alone does not make a version new.
 		name: "a steady rare version's render stalls is client, not rollout",
 		fault: func(w *world) {
 			w.play = func(p *play) {
