@@ -23,7 +23,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/lastmile-qoe/lastmile/media/cmcd"
+	"github.com/lastmile-qoe/lastmile/cmcd"
 	"github.com/lastmile-qoe/lastmile/media/flv"
 	"github.com/lastmile-qoe/lastmile/media/hls"
 	"github.com/lastmile-qoe/lastmile/media/report"

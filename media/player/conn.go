@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lastmile-qoe/lastmile/media/cmcd"
+	"github.com/lastmile-qoe/lastmile/cmcd"
 )
 
 // CacheHeader is the response header the player reads edge_cached from:

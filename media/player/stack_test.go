@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-qoe/lastmile/cmcd"
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
-	"github.com/lastmile-qoe/lastmile/media/cmcd"
 	"github.com/lastmile-qoe/lastmile/media/dns"
 	"github.com/lastmile-qoe/lastmile/media/flv"
 	"github.com/lastmile-qoe/lastmile/media/hls"
