@@ -341,7 +341,7 @@ var Catalog = []LogType{
 			since(11, Field{Name: "cmcd_sf", Kind: KindDim, MaxLen: 16, Doc: "CMCD sf: streaming format (h HLS, d DASH, s Smooth, o other)"}),
 			since(11, Field{Name: "cmcd_st", Kind: KindDim, MaxLen: 16, Doc: "CMCD st: stream type (l live, v VOD)"}),
 			since(11, Field{Name: "cmcd_su", Kind: KindBool, Doc: "CMCD su: the player is starting up or seeking (buffer empty)"}),
-			since(11, Field{Name: "cmcd_rest", Kind: KindString, MaxLen: 2048, Doc: "the request's other CMCD keys as CMCD text (k=v,... ; sid is session_id)"}),
+			since(11, Field{Name: "cmcd_rest", Kind: KindString, MaxLen: 2048, Doc: "the request's other CMCD keys as CMCD text, k=v,... with flags as k=true (sid is session_id); SQL reads them as the map cmcd"}),
 		},
 	},
 }

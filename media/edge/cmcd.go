@@ -23,7 +23,8 @@ var edgeAccess = schemas.Lookup("edge_access")
 
 // addCMCD puts a request's CMCD into its edge_access: the keys metrics use
 // as typed fields, the rest (sid aside, it is session_id) as CMCD text in
-// cmcd_rest. A value that does not fit its column's type or range goes to
+// cmcd_rest, each key with its value (a flag as k=true, which the store's
+// map reads as any other pair). A value that does not fit its column's type or range goes to
 // cmcd_rest as sent, so no key is lost and the event is never rejected for
 // a player's odd value.
 func addCMCD(ev map[string]any, d cmcd.Data) {
@@ -50,10 +51,8 @@ func addCMCD(ev map[string]any, d cmcd.Data) {
 			b.WriteByte(',')
 		}
 		b.WriteString(k)
-		if v := d[k]; v != "true" {
-			b.WriteByte('=')
-			b.WriteString(cmcdValue(v))
-		}
+		b.WriteByte('=')
+		b.WriteString(cmcdValue(d[k]))
 	}
 	ev["cmcd_rest"] = b.String()
 }

@@ -104,10 +104,10 @@ func TestAccessCMCD(t *testing.T) {
 			"cmcd_rest": "cid=room1,dl=4400,lb=(0),pb=(0),sn=33,sta=p,tpb=(0),v=2"}},
 		{"headers", "", map[string]string{
 			"CMCD-Request": "bl=1200,mtp=800,nor=\"../seg-4.ts\"", "CMCD-Object": "br=(2500),d=2000,ot=v",
-			"CMCD-Status": "rtp=4000", "CMCD-Session": `sid="h-1",sf=h,st=l,su,cid="a \"b\", c"`}, map[string]any{
+			"CMCD-Status": "bs,rtp=4000", "CMCD-Session": `sid="h-1",sf=h,st=l,su,cid="a \"b\", c"`}, map[string]any{
 			"session_id": "h-1", "cmcd_bl": int64(1200), "cmcd_mtp": int64(800), "cmcd_br": int64(2500), "cmcd_d": int64(2000),
 			"cmcd_ot": "v", "cmcd_rtp": int64(4000), "cmcd_sf": "h", "cmcd_st": "l", "cmcd_su": true,
-			"cmcd_rest": `cid="a \"b\", c",nor=../seg-4.ts`}},
+			"cmcd_rest": `bs=true,cid="a \"b\", c",nor=../seg-4.ts`}},
 		{"odd values stay as sent", "CMCD=" + url.QueryEscape(`bl=-3,mtp=(100 200),sid="s"`), nil, map[string]any{
 			"session_id": "s", "cmcd_rest": "bl=-3,mtp=\"(100 200)\""}},
 		{"no CMCD", "", nil, map[string]any{}},
