@@ -50,6 +50,13 @@ func TestEdgeAccessCMCDStored(t *testing.T) {
 			t.Errorf("%s = %#v, want %#v (row %s)", k, got[k], w, out)
 		}
 	}
+	// A trace shows an edge request's CMCD (trace_context's document).
+	if n := r.rows(t, `SELECT count() AS n FROM `+schemas.TraceContextTable+` WHERE app_id = 'cmcd' AND trace_key = 's1'
+		AND JSONExtractInt(doc, 'cmcd_bl') = 4400 AND JSONExtractInt(doc, 'cmcd_mtp') = 206100 AND JSONExtractString(doc, 'cmcd_sf') = 'h'
+		AND position(JSONExtractString(doc, 'cmcd_rest'), 'sta=p') > 0`); n != 1 {
+		out, _ := r.st.Query(context.Background(), "SELECT doc FROM "+schemas.TraceContextTable+" WHERE app_id = 'cmcd'", "TSV")
+		t.Errorf("trace_context documents lack the CMCD columns: %s", out)
+	}
 	if n := r.rows(t, "SELECT count() AS n FROM rejected WHERE app_id = 'cmcd' AND position(reason, 'cmcd_bl') > 0"); n != 1 {
 		out, _ := r.st.Query(context.Background(), "SELECT * FROM rejected WHERE app_id = 'cmcd'", "JSONEachRow")
 		t.Errorf("the out-of-range cmcd_bl was not rejected naming the field: %s", out)
