@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-qoe/lastmile/internal/cors/corstest"
 	"github.com/lastmile-qoe/lastmile/media/sign"
 )
 
@@ -19,66 +20,41 @@ import (
 // Range headers a player sends, refused for anything else, and logged as
 // no edge_access.
 func TestMediaCORS(t *testing.T) {
-	type hdrs map[string]string
-	cases := []struct {
-		name    string
-		origins []string
-		method  string
-		path    string
-		req     hdrs
-		status  int
-		want    hdrs // "" means the header must be absent
-	}{
-		{"no Origin: no CORS headers", nil, "GET", "/live/room1.flv", nil, 403,
-			hdrs{"Access-Control-Allow-Origin": ""}},
-		{"GET from a page", nil, "GET", "/live/room1/index.m3u8", hdrs{"Origin": "http://page.test:8000"}, 403,
-			hdrs{"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Content-Length, Content-Range, X-Cache, X-Edge-Node"}},
-		{"HEAD from a page", nil, "HEAD", "/live/room1.flv", hdrs{"Origin": "http://page.test:8000"}, 403,
-			hdrs{"Access-Control-Allow-Origin": "*"}},
-		{"preflight of a CMCD-header request", nil, "OPTIONS", "/live/room1/seg-3.ts",
-			hdrs{"Origin": "http://page.test:8000", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "cmcd-request,cmcd-session, range"}, 204,
-			hdrs{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+	type hdrs = map[string]string
+	const page = "http://page.test:8000"
+	cases := []corstest.Case{
+		{Name: "no Origin: no CORS headers", Method: "GET", Target: "/live/room1.flv", Status: 403,
+			Want: hdrs{"Access-Control-Allow-Origin": ""}},
+		{Name: "GET from a page", Method: "GET", Target: "/live/room1/index.m3u8", Req: hdrs{"Origin": page}, Status: 403,
+			Want: hdrs{"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Content-Length, Content-Range, X-Cache, X-Edge-Node"}},
+		{Name: "HEAD from a page", Method: "HEAD", Target: "/live/room1.flv", Req: hdrs{"Origin": page}, Status: 403,
+			Want: hdrs{"Access-Control-Allow-Origin": "*"}},
+		{Name: "preflight of a CMCD-header request", Method: "OPTIONS", Target: "/live/room1/seg-3.ts",
+			Req: hdrs{"Origin": page, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "cmcd-request,cmcd-session, range"}, Status: 204,
+			Want: hdrs{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
 				"Access-Control-Allow-Headers": "CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session, Range", "Access-Control-Max-Age": "600"}},
-		{"preflight of a POST", nil, "OPTIONS", "/live/room1.flv",
-			hdrs{"Origin": "http://page.test:8000", "Access-Control-Request-Method": "POST"}, 403,
-			hdrs{"Access-Control-Allow-Methods": ""}},
-		{"preflight of an unknown header", nil, "OPTIONS", "/live/room1.flv",
-			hdrs{"Origin": "http://page.test:8000", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-Secret"}, 403,
-			hdrs{"Access-Control-Allow-Headers": ""}},
-		{"listed origin", []string{"https://app.example/"}, "GET", "/live/room1.flv", hdrs{"Origin": "https://app.example"}, 403,
-			hdrs{"Access-Control-Allow-Origin": "https://app.example", "Vary": "Origin"}},
-		{"unlisted origin", []string{"https://app.example"}, "GET", "/live/room1.flv", hdrs{"Origin": "https://evil.example"}, 403,
-			hdrs{"Access-Control-Allow-Origin": "", "Vary": "Origin"}},
-		{"preflight of an unlisted origin", []string{"https://app.example"}, "OPTIONS", "/live/room1.flv",
-			hdrs{"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}, 403,
-			hdrs{"Access-Control-Allow-Origin": ""}},
+		{Name: "preflight of a POST", Method: "OPTIONS", Target: "/live/room1.flv",
+			Req: hdrs{"Origin": page, "Access-Control-Request-Method": "POST"}, Status: 403,
+			Want: hdrs{"Access-Control-Allow-Methods": ""}},
+		{Name: "preflight of an unknown header", Method: "OPTIONS", Target: "/live/room1.flv",
+			Req: hdrs{"Origin": page, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-Secret"}, Status: 403,
+			Want: hdrs{"Access-Control-Allow-Headers": ""}},
+		{Name: "listed origin", Origins: []string{"https://app.example/"}, Method: "GET", Target: "/live/room1.flv", Req: hdrs{"Origin": "https://app.example"}, Status: 403,
+			Want: hdrs{"Access-Control-Allow-Origin": "https://app.example", "Vary": "Origin"}},
+		{Name: "unlisted origin", Origins: []string{"https://app.example"}, Method: "GET", Target: "/live/room1.flv", Req: hdrs{"Origin": "https://evil.example"}, Status: 403,
+			Want: hdrs{"Access-Control-Allow-Origin": "", "Vary": "Origin"}},
+		{Name: "preflight of an unlisted origin", Origins: []string{"https://app.example"}, Method: "OPTIONS", Target: "/live/room1.flv",
+			Req: hdrs{"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}, Status: 403,
+			Want: hdrs{"Access-Control-Allow-Origin": ""}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.Name, func(t *testing.T) {
 			rep := &recordRep{}
-			e := New(Config{Node: "edge-t", Secret: "s3cret", Origin: "http://127.0.0.1:1", CORSOrigins: c.origins}, rep, nil)
-			srv := httptest.NewServer(e.Handler())
-			defer srv.Close()
-			req, _ := http.NewRequest(c.method, srv.URL+c.path, nil)
-			for k, v := range c.req {
-				req.Header.Set(k, v)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != c.status {
-				t.Errorf("status %d, want %d", resp.StatusCode, c.status)
-			}
-			for k, v := range c.want {
-				if got := resp.Header.Get(k); got != v {
-					t.Errorf("%s: %q, want %q", k, got, v)
-				}
-			}
+			e := New(Config{Node: "edge-t", Secret: "s3cret", Origin: "http://127.0.0.1:1", CORSOrigins: c.Origins}, rep, nil)
+			corstest.Check(t, e.Handler(), c)
 			rep.mu.Lock()
 			defer rep.mu.Unlock()
-			if preflight := c.method == "OPTIONS"; (len(rep.evs) == 0) != preflight {
+			if preflight := c.Method == "OPTIONS"; (len(rep.evs) == 0) != preflight {
 				t.Errorf("%d edge_access events; want one per play request, none per preflight", len(rep.evs))
 			}
 		})
