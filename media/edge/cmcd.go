@@ -21,6 +21,17 @@ var cmcdColumns = map[string]string{
 // edgeAccess is the catalog entry the typed CMCD values must fit.
 var edgeAccess = schemas.Lookup("edge_access")
 
+// cmcdFields are the catalog fields of cmcdColumns, by column.
+var cmcdFields = func() map[string]*schemas.Field {
+	m := map[string]*schemas.Field{}
+	for i := range edgeAccess.Fields {
+		if f := &edgeAccess.Fields[i]; strings.HasPrefix(f.Name, "cmcd_") {
+			m[f.Name] = f
+		}
+	}
+	return m
+}()
+
 // addCMCD puts a request's CMCD into its edge_access: the keys metrics use
 // as typed fields, the rest (sid aside, it is session_id) as CMCD text in
 // cmcd_rest, each key with its value (a flag as k=true, which the store's
@@ -59,12 +70,7 @@ func addCMCD(ev map[string]any, d cmcd.Data) {
 
 // typedCMCD converts a CMCD value for its column, within the column's range.
 func typedCMCD(col, v string) (any, bool) {
-	var f *schemas.Field
-	for i := range edgeAccess.Fields {
-		if edgeAccess.Fields[i].Name == col {
-			f = &edgeAccess.Fields[i]
-		}
-	}
+	f := cmcdFields[col]
 	if f == nil {
 		return nil, false
 	}
@@ -99,8 +105,10 @@ func cmcdValue(v string) string {
 	if v != "" && strings.IndexFunc(v, needsQuote) < 0 {
 		return v
 	}
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+	return `"` + quoteEscaper.Replace(v) + `"`
 }
+
+var quoteEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 
 func needsQuote(r rune) bool {
 	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("()._-:/*+;", r))
