@@ -149,15 +149,41 @@ func TestEdgeCMCD(t *testing.T) {
 		}
 	}
 
-	// The metrics API reads them, per edge node: p0 and p100 are the two
-	// segments' values.
+	// HTTP-FLV (mpegts.js in a page) gets the same: the header on the
+	// stream, and its CMCD in the row logged when the viewer leaves.
+	flv, _ := url.Parse(sd.Renditions[0].Main.URLs["flv"])
+	flv.Host = "127.0.0.1:" + flv.Port()
+	req, _ = http.NewRequest(http.MethodGet, flv.String(), nil)
+	req.Header.Set("Origin", page)
+	req.Header.Set("CMCD-Session", `sf=o,sid="`+edgeHLSJSSid+`",st=l`)
+	req.Header.Set("CMCD-Request", "bl=(300)")
+	resp = edgeDo(t, req)
+	n, _ := io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || n == 0 || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "X-Edge-Node") {
+		t.Errorf("HTTP-FLV from a page: %s, %d bytes, headers %v", resp.Status, n, resp.Header)
+	}
+	waitFor(t, 60*time.Second, "the HTTP-FLV play's edge_access", func() (bool, string) {
+		rows, err := pipe.sql(`SELECT cmcd_bl, cmcd_sf FROM edge_access WHERE session_id = '` + edgeHLSJSSid + `' AND path = '` + flv.Path + `'`)
+		if err != nil || len(rows) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		if fmt.Sprint(rows[0]["cmcd_bl"]) != "300" || rows[0]["cmcd_sf"] != "o" {
+			t.Fatalf("HTTP-FLV row %v: want cmcd_bl 300, cmcd_sf o", rows[0])
+		}
+		return true, ""
+	})
+
+	// The metrics API reads them, per edge node: p0 and p100 are the
+	// lowest and highest values sent.
 	from, to := time.Now().Add(-10*time.Minute), time.Now().Add(time.Minute)
 	for _, c := range []struct {
 		metric, quantile string
 		want             float64
 	}{
 		{"edge_measured_throughput", "0", 900}, {"edge_measured_throughput", "1", 206100},
-		{"edge_buffer_length", "0", 1200}, {"edge_buffer_length", "1", 4400},
+		{"edge_buffer_length", "0", 300}, {"edge_buffer_length", "1", 4400},
 	} {
 		v := url.Values{"metric": {c.metric}, "quantile": {c.quantile}, "group_by": {"node_id"}, "step": {"1m"},
 			"from": {from.UTC().Format(time.RFC3339)}, "to": {to.UTC().Format(time.RFC3339)}}
