@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/lastmile-qoe/lastmile/cmcd"
 	"github.com/lastmile-qoe/lastmile/media/sign"
@@ -35,9 +36,10 @@ var cmcdFields = func() map[string]*schemas.Field {
 // addCMCD puts a request's CMCD into its edge_access: the keys metrics use
 // as typed fields, the rest (sid aside, it is session_id) as CMCD text in
 // cmcd_rest, each key with its value (a flag as k=true, which the store's
-// map reads as any other pair). A value that does not fit its column's type or range goes to
-// cmcd_rest as sent, so no key is lost and the event is never rejected for
-// a player's odd value.
+// map reads as any other pair). A value that does not fit its column goes
+// to cmcd_rest as sent. The event must never be rejected for a player's odd
+// CMCD: bytes that are not UTF-8 become U+FFFD, and pairs past cmcd_rest's
+// length bound are left out.
 func addCMCD(ev map[string]any, d cmcd.Data) {
 	var rest []string
 	for k, v := range d {
@@ -57,15 +59,19 @@ func addCMCD(ev map[string]any, d cmcd.Data) {
 	}
 	sort.Strings(rest)
 	var b strings.Builder
-	for i, k := range rest {
-		if i > 0 {
+	for _, k := range rest {
+		pair := cmcdValue(k) + "=" + cmcdValue(d[k])
+		if b.Len()+1+len(pair) > cmcdFields["cmcd_rest"].MaxLen {
+			continue
+		}
+		if b.Len() > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(cmcdValue(d[k]))
+		b.WriteString(pair)
 	}
-	ev["cmcd_rest"] = b.String()
+	if b.Len() > 0 {
+		ev["cmcd_rest"] = b.String()
+	}
 }
 
 // typedCMCD converts a CMCD value for its column, within the column's range.
@@ -81,7 +87,7 @@ func typedCMCD(col, v string) (any, bool) {
 		n, ok := cmcdNumber(v)
 		return n, ok && (!f.HasRange() || float64(n) >= f.Min && float64(n) <= f.Max)
 	}
-	return v, v != "" && len(v) <= f.MaxLen
+	return v, v != "" && len(v) <= f.MaxLen && utf8.ValidString(v)
 }
 
 // cmcdNumber reads an integer from a bare value ("4400") or a one-member
@@ -99,13 +105,13 @@ func cmcdNumber(v string) (int64, bool) {
 	return n, err == nil
 }
 
-// cmcdValue writes a value back as CMCD: as it came when it needs no
-// quotes, else a quoted string with " and \ escaped.
+// cmcdValue writes a key or value back as CMCD: as it came when it needs
+// no quotes, else a quoted string with " and \ escaped.
 func cmcdValue(v string) string {
 	if v != "" && strings.IndexFunc(v, needsQuote) < 0 {
 		return v
 	}
-	return `"` + quoteEscaper.Replace(v) + `"`
+	return `"` + quoteEscaper.Replace(strings.ToValidUTF8(v, "\uFFFD")) + `"`
 }
 
 var quoteEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
