@@ -393,14 +393,17 @@ func (req *metricsRequest) source() (source, error) {
 	useRollup := false
 	// Latency is rolled up by the dimensions of delivery only.
 	latDims := schemas.LatencyRollups[0].Dims
-	covered := !req.m.quantile() || req.dist.Kind != schemas.Latency.Kind ||
-		schemas.LatencyRollups[0].Covers(append(req.filterDims(), req.groupBy...))
+	covered := !req.m.RawOnly && (!req.m.quantile() || req.dist.Kind != schemas.Latency.Kind ||
+		schemas.LatencyRollups[0].Covers(append(req.filterDims(), req.groupBy...)))
 	switch req.read {
 	case "auto":
 		useRollup = whole && covered
 	case "rollup":
 		if !whole {
 			return source{}, fmt.Errorf("read=rollup: the rollups have one-minute buckets, so step must be a whole number of minutes, not %s", fmtDuration(req.step))
+		}
+		if req.m.RawOnly {
+			return source{}, fmt.Errorf("read=rollup: %s is not rolled up", req.m.Name)
 		}
 		if !covered {
 			return source{}, fmt.Errorf("read=rollup: the latency rollup is kept by %s only", strings.Join(latDims, ", "))
@@ -410,7 +413,10 @@ func (req *metricsRequest) source() (source, error) {
 	if !useRollup {
 		if w := req.to.Sub(req.from); w > maxRawWindow {
 			why := "a step under a minute (or read=raw) reads raw events"
-			if !covered {
+			switch {
+			case req.m.RawOnly:
+				why = req.m.Name + " is not rolled up: it reads raw events"
+			case !covered:
 				why = fmt.Sprintf("live_latency by a dimension other than %s reads raw heartbeats", strings.Join(latDims, ", "))
 			}
 			return source{}, fmt.Errorf("%s, for windows of at most %s, not %s", why, fmtDuration(maxRawWindow), fmtDuration(w))

@@ -26,6 +26,9 @@ type metric struct {
 	// one when there are several (the first is the default).
 	Dists  []schemas.Distribution
 	Phases []string // names of Dists for the phase parameter
+	// RawOnly: no rollup keeps it, so it is read from raw events, for
+	// windows of at most maxRawWindow.
+	RawOnly bool
 }
 
 // term is ±1 × a measure.
@@ -45,6 +48,7 @@ const (
 	unitPerHour = "per_hour"
 	unitViewers = "viewers"
 	unitFPS     = "fps"
+	unitKbps    = "kbps"
 )
 
 func rate(name, kind, doc string, num, den []term) metric {
@@ -98,6 +102,14 @@ var metricList = []metric{
 		[]term{plus("w_edge_error")}, []term{plus("w")}),
 	rate("back_to_source_rate", "edge_access", "edge responses that went back to source (cache miss), % of edge responses that reported cache_hit",
 		[]term{plus("w_cache_miss")}, []term{plus("w_cache_known")}),
+	// From the CMCD players send with each request (edge_access cmcd_*):
+	// what the player saw of the edge that served it.
+	{Name: "edge_measured_throughput", Unit: unitKbps, Kind: "edge_access", RawOnly: true,
+		Dists: []schemas.Distribution{{Kind: "edge_access", Field: "cmcd_mtp"}},
+		Doc:   "quantile of the throughput players measured (CMCD mtp) on the requests an edge served (quantile=; group_by=node_id)"},
+	{Name: "edge_buffer_length", Unit: unitMs, Kind: "edge_access", RawOnly: true,
+		Dists: []schemas.Distribution{{Kind: "edge_access", Field: "cmcd_bl"}},
+		Doc:   "quantile of the buffer players held (CMCD bl) when they asked an edge for media; a low quantile means viewers close to stalling (quantile=; group_by=node_id)"},
 	{Name: "concurrent_viewers", Unit: unitViewers, Kind: "heartbeat", Num: []term{plus("w_view_ms")}, Scale: 1, PerTime: true,
 		Doc: "average number of viewers playing at once: heartbeat viewing time ÷ the bucket's length"},
 }

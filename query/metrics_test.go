@@ -114,6 +114,8 @@ func TestMetricsBadRequests(t *testing.T) {
 		{"metric=views&group_by=room_id,stream,code", `unknown group_by dimension "stream"; dimensions: source, app_id, region, isp, cdn, node_id, protocol, rendition, codec, app_version, os, network, room_id, stream_id, code, first_frame_blocked`},
 		{"metric=live_latency&group_by=app_version&since=2d&step=1h", "live_latency by a dimension other than app_id, region, isp, cdn, node_id, protocol, room_id, stream_id reads raw heartbeats"},
 		{"metric=live_latency&os=ios&since=1h&read=rollup", "read=rollup: the latency rollup is kept by app_id, region, isp, cdn, node_id, protocol, room_id, stream_id only"},
+		{"metric=edge_buffer_length&since=1h&read=rollup", "read=rollup: edge_buffer_length is not rolled up"},
+		{"metric=edge_measured_throughput&since=2d&step=1h", "edge_measured_throughput is not rolled up: it reads raw events, for windows of at most 1d"},
 	} {
 		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/metrics?"+c.query, nil)
 		req.Header.Set("Authorization", "Bearer tok")
@@ -283,8 +285,13 @@ func genTemplates(rng *rand.Rand, base time.Time) [][]gev {
 			for i := 0; i < 1+rng.IntN(2); i++ {
 				status := []int64{200, 200, 200, 404, 502}[rng.IntN(5)]
 				var hit any = []any{true, false, nil}[rng.IntN(3)]
+				// CMCD from t0, not rng: the rest of the data set stays as it was.
+				var bl, mtp any
+				if ms := t0.UnixMilli(); ms%5 != 0 {
+					bl, mtp = ms%53*100, 500+ms%97*100+int64(i)
+				}
 				add("edge_access", t0.Add(time.Duration(40+i*5)*time.Millisecond), "session_id", sid, "node_id", "edge-"+dims.str("cdn"),
-					"http_status", status, "cache_hit", hit)
+					"http_status", status, "cache_hit", hit, "cmcd_bl", bl, "cmcd_mtp", mtp)
 			}
 			switch outcome := rng.IntN(6); outcome {
 			case 0: // start failure: an error before the first frame
@@ -472,7 +479,7 @@ func bruteForce(events []gev, r bfReq) (map[string]map[int64]*float64, map[strin
 			v = a.num
 		case "concurrent_viewers":
 			v = a.num / float64(lengthMs)
-		case "video_startup_time", "live_latency":
+		case "video_startup_time", "live_latency", "edge_measured_throughput", "edge_buffer_length":
 			q, ok := weightedQuantile(a.vals, r.quantile)
 			if !ok {
 				return nil
@@ -596,7 +603,7 @@ func bfAdd(a *bfAcc, e gev, r bfReq) {
 		if !hit {
 			a.num += w
 		}
-	case "video_startup_time", "live_latency":
+	case "video_startup_time", "live_latency", "edge_measured_throughput", "edge_buffer_length":
 		v, _ := e.int(quantileField(r))
 		if r.metric == "live_latency" {
 			v = round3(v)
@@ -622,6 +629,10 @@ func quantileField(r bfReq) string {
 	switch {
 	case r.metric == "live_latency":
 		return "latency_ms"
+	case r.metric == "edge_measured_throughput":
+		return "cmcd_mtp"
+	case r.metric == "edge_buffer_length":
+		return "cmcd_bl"
 	case r.metric != "video_startup_time":
 		return ""
 	case r.phase != "" && r.phase != "total":
@@ -761,8 +772,10 @@ func TestMetricsMatchBruteForce(t *testing.T) {
 			for _, p := range schemas.FirstFramePhases {
 				variants = append(variants, variant{"0.95", p})
 			}
-		case "live_latency":
+		case "live_latency", "edge_measured_throughput":
 			variants = []variant{{"0.5", ""}, {"0.95", ""}}
+		case "edge_buffer_length":
+			variants = []variant{{"0.1", ""}}
 		}
 		for _, v := range variants {
 			base := bfReq{metric: m.Name, quantile: v.quantile, phase: v.phase}
@@ -809,7 +822,7 @@ func TestMetricsMatchBruteForce(t *testing.T) {
 			for d := range c.filter {
 				dims = append(dims, d)
 			}
-			if c.read == "raw" || c.step < time.Minute || (c.metric == "live_latency" && !subset(dims, latencyRollupDims)) {
+			if c.read == "raw" || c.step < time.Minute || (c.metric == "live_latency" && !subset(dims, latencyRollupDims)) || metricsByName[c.metric].RawOnly {
 				wantSource = "raw"
 			}
 			if ans.Source != wantSource {
@@ -862,6 +875,28 @@ func TestMetricsDataCoversOutcomes(t *testing.T) {
 		if v := totals[""]; v == nil || *v <= 0 || *v >= 100 {
 			t.Errorf("%s over the data set is %s: want strictly between 0 and 100", m, fmtValue(v))
 		}
+	}
+	// Some edge requests carry CMCD and some do not.
+	for _, m := range []string{"edge_measured_throughput", "edge_buffer_length"} {
+		r.metric, r.quantile = m, "0.5"
+		_, totals := bruteForce(d.events, r)
+		if v := totals[""]; v == nil || *v <= 0 {
+			t.Errorf("%s over the data set is %s: want a positive quantile", m, fmtValue(v))
+		}
+	}
+	r.quantile = ""
+	with, without := 0, 0
+	for _, e := range d.events {
+		if e.str("log_type") == "edge_access" {
+			if _, ok := e.int("cmcd_mtp"); ok {
+				with++
+			} else {
+				without++
+			}
+		}
+	}
+	if with == 0 || without == 0 {
+		t.Errorf("%d edge_access with CMCD, %d without: want both", with, without)
 	}
 	// Retries make fewer views than ended attempts, and fewer failed views
 	// than failed attempts.

@@ -329,6 +329,19 @@ var Catalog = []LogType{
 			{Name: "path", Kind: KindString, MaxLen: 2048},
 			{Name: "dropped_packets", Kind: KindInt, Min: 0, Max: 1e12, Doc: "viewer-queue drops"},
 			{Name: "error", Kind: KindString, MaxLen: 512},
+			// The request's CMCD (CTA-5004): the keys metrics use, typed;
+			// the rest as CMCD text, which the store also shows as the map
+			// column cmcd (see Derived).
+			since(11, ms("cmcd_bl", "CMCD bl: the player's buffer length when it asked", dayMs)),
+			since(11, Field{Name: "cmcd_br", Kind: KindInt, Unit: "kbps", Min: 0, Max: 1e9, Doc: "CMCD br: encoded bitrate of the object asked for"}),
+			since(11, Field{Name: "cmcd_mtp", Kind: KindInt, Unit: "kbps", Min: 0, Max: 1e9, Doc: "CMCD mtp: throughput the player measured"}),
+			since(11, ms("cmcd_d", "CMCD d: playback duration of the object asked for", dayMs)),
+			since(11, Field{Name: "cmcd_rtp", Kind: KindInt, Unit: "kbps", Min: 0, Max: 1e9, Doc: "CMCD rtp: throughput the player asks the edge for"}),
+			since(11, Field{Name: "cmcd_ot", Kind: KindDim, MaxLen: 16, Doc: "CMCD ot: object type (m manifest, a audio, v video, av muxed, i init, ...)"}),
+			since(11, Field{Name: "cmcd_sf", Kind: KindDim, MaxLen: 16, Doc: "CMCD sf: streaming format (h HLS, d DASH, s Smooth, o other)"}),
+			since(11, Field{Name: "cmcd_st", Kind: KindDim, MaxLen: 16, Doc: "CMCD st: stream type (l live, v VOD)"}),
+			since(11, Field{Name: "cmcd_su", Kind: KindBool, Doc: "CMCD su: the player is starting up or seeking (buffer empty)"}),
+			since(11, Field{Name: "cmcd_rest", Kind: KindString, MaxLen: 2048, Doc: "the request's other CMCD keys as CMCD text, k=v,... with flags as k=true (sid is session_id); SQL reads them as the map cmcd"}),
 		},
 	},
 }

@@ -108,6 +108,11 @@ func eventsDDL(v int) string {
 		fmt.Fprintf(&b, "    %s %s,\n", f.Name, ColumnType(&f))
 	}
 	fmt.Fprintf(&b, "    %s String,\n    %s UInt32,\n    %s Int64,\n", ColTraceKey, ColKafkaPartition, ColKafkaOffset)
+	for _, d := range Derived {
+		if max(d.Since, 1) <= v {
+			fmt.Fprintf(&b, "    %s,\n", d.column())
+		}
+	}
 	// Each bloom filter covers 8 granules (8,192 rows): finer ones cost more
 	// to check than the rows they skip.
 	var idx []string
@@ -142,6 +147,11 @@ func viewDDL(lt *LogType, v int, create string) string {
 			cols = append(cols, f.Name)
 		}
 	}
+	for _, d := range Derived {
+		if d.LogType == lt.Name && max(d.Since, 1) <= v {
+			cols = append(cols, d.Name)
+		}
+	}
 	cols = append(cols, ColKafkaPartition, ColKafkaOffset)
 	return fmt.Sprintf("%s %s AS\nSELECT %s\nFROM %s\nWHERE log_type = '%s'",
 		create, TableOf(lt.Name), strings.Join(cols, ", "), EventsTable, lt.Name)
@@ -157,6 +167,11 @@ func ColumnsMigration(v int) string {
 			fmt.Fprintf(&b, "\nALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s;\n", EventsTable, f.Name, ColumnType(&f))
 		}
 	}
+	for _, d := range Derived {
+		if d.Since == v {
+			fmt.Fprintf(&b, "\nALTER TABLE %s ADD COLUMN IF NOT EXISTS %s;\n", EventsTable, d.column())
+		}
+	}
 	for i := range Catalog {
 		for _, f := range Catalog[i].Fields {
 			if f.Since == v {
@@ -166,6 +181,53 @@ func ColumnsMigration(v int) string {
 		}
 	}
 	return b.String()
+}
+
+// DerivedColumn is a column of the events table the store computes from a
+// catalog field when a row is inserted (MATERIALIZED): senders and the
+// processor never see it, SQL reads it in its log_type's view.
+type DerivedColumn struct {
+	Name, Type, Expr string
+	LogType          string // the view that shows it
+	Since            int    // the migration that added it
+}
+
+func (d *DerivedColumn) column() string {
+	return fmt.Sprintf("%s %s MATERIALIZED %s", d.Name, d.Type, d.Expr)
+}
+
+// Derived lists the derived columns. cmcd is edge_access's cmcd_rest as a
+// map, so that SQL reads one key as cmcd['sta'].
+var Derived = []DerivedColumn{
+	{Name: "cmcd", Type: "Map(String, String)", LogType: "edge_access", Since: 11,
+		Expr: `extractKeyValuePairsWithEscaping(cmcd_rest, '=', ',', '"')`},
+}
+
+// EdgeCMCDMigration renders migration 0011: edge_access's CMCD columns.
+func EdgeCMCDMigration() string {
+	return "-- 0011_edge_cmcd: the CMCD of each edge request, kept in edge_access: typed columns for the keys\n" +
+		"-- metrics use, the rest as CMCD text (cmcd_rest) and as a map (cmcd). Generated from schemas/catalog.go\n" +
+		"-- and schemas/ddl.go by `go generate ./schemas`; see docs/edge-cors.md. trace_context's view is\n" +
+		"-- replaced so that a trace's edge requests show their CMCD; migrations run before the processor\n" +
+		"-- starts, so no insert falls between the drop and the create.\n" + ColumnsMigration(11) + `
+DROP VIEW IF EXISTS trace_context_mv;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS trace_context_mv TO trace_context AS
+SELECT app_id, trace_key, toUInt32(intDiv(toUnixTimestamp64Milli(ts), 600000)) AS bucket, ts, log_type, rendition,
+    if(log_type = 'edge_access',
+        formatRowNoNewline('JSONEachRow',
+            event_id, log_type, toUnixTimestamp64Milli(ts) AS ts_ms, app_id, session_id, stream_id,
+            region, isp, cdn, node_id, protocol, rendition, duration_ms, bytes, client_ip, error,
+            http_status, cache_hit, back_to_source_ms, first_byte_ms, path, dropped_packets,
+            cmcd_bl, cmcd_br, cmcd_mtp, cmcd_d, cmcd_rtp, cmcd_ot, cmcd_sf, cmcd_st, cmcd_su, cmcd_rest),
+        formatRowNoNewline('JSONEachRow',
+            event_id, log_type, toUnixTimestamp64Milli(ts) AS ts_ms, app_id, session_id, stream_id,
+            node_id, rendition, duration_ms, dropped_frames, code, bytes, latency_ms, reason,
+            bitrate_kbps, fps, state, rtt_ms, send_buffer_ms, stop_reason, target, retries, error,
+            gop_cache_ms, pulls, status)) AS doc
+FROM events
+WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'relay', 'origin_stream', 'transcode', 'edge_access');
+`
 }
 
 // RejectedDDL is the table of events refused by the collector or the

@@ -336,7 +336,8 @@ func runMediaRole(ctx context.Context, role string, top topology.Topology, rep *
 			return fmt.Errorf("edge: --node %q is not an edge of the topology", f.node)
 		}
 		cfg := edge.Config{Listen: net.JoinHostPort(top.EdgeIP, fmt.Sprint(node.Port)), Node: node.Node, Region: node.Region, CDN: node.CDN,
-			Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "http://" + top.Origin.HTTP, QuickStart: top.Edge.For(node.Node).QuickStart}
+			Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "http://" + top.Origin.HTTP, QuickStart: top.Edge.For(node.Node).QuickStart,
+			CORSOrigins: top.Edge.CORSOrigins}
 		cfg.Stream.CacheGOPs, cfg.Stream.QueueBytes = top.Edge.For(node.Node).CacheGOPs, top.Edge.QueueBytes
 		srv := edge.New(cfg, rep, logger)
 		reg.MustRegister(srv.Collectors()...)

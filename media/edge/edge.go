@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-qoe/lastmile/cmcd"
+	"github.com/lastmile-qoe/lastmile/internal/cors"
 	"github.com/lastmile-qoe/lastmile/media/flv"
 	"github.com/lastmile-qoe/lastmile/media/hls"
 	"github.com/lastmile-qoe/lastmile/media/report"
@@ -52,9 +53,12 @@ type Config struct {
 	// it pulls, so its own cache can serve quick start at once. Default 2s.
 	PullStart time.Duration
 	// Idle ends a pull this long after its last viewer left. Default 30s.
-	Idle   time.Duration
-	Stream stream.Options
-	HLS    hls.Options
+	Idle time.Duration
+	// CORSOrigins are the page origins browsers may play from; empty or
+	// "*" allows any (media is public behind its signature).
+	CORSOrigins []string
+	Stream      stream.Options
+	HLS         hls.Options
 }
 
 // Fault makes the edge misbehave; the zero value is healthy.
@@ -131,7 +135,21 @@ func (e *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /live/{file}", e.serveFLV)
 	mux.HandleFunc("GET /live/{name}/{file}", e.serveHLS)
 	mux.HandleFunc("/", e.serveOther)
-	return mux
+	p := MediaCORS
+	p.Origins = e.cfg.CORSOrigins
+	return p.Wrap(mux)
+}
+
+// MediaCORS is what a page may send to an edge and read from its answers:
+// GET and HEAD with CMCD in its four headers and Range, and the headers a
+// player reads (lengths, the cache verdict, the node that served it).
+// Origins come from Config.CORSOrigins. Preflights are answered before
+// routing and get no edge_access: they carry no play.
+var MediaCORS = cors.Policy{
+	Methods: []string{http.MethodGet, http.MethodHead},
+	Headers: []string{"CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Session", "Range"},
+	Expose:  []string{"Content-Length", "Content-Range", "X-Cache", "X-Edge-Node"},
+	MaxAge:  10 * time.Minute,
 }
 
 // serveOther refuses a request no route serves: 405 for a method other
@@ -336,6 +354,7 @@ type access struct {
 	protocol   string
 	name, path string
 	sid        string
+	cmcd       cmcd.Data
 	clientIP   string
 }
 
@@ -364,6 +383,7 @@ func (e *Server) log(a *access) {
 	if a.err != "" {
 		ev["error"] = a.err
 	}
+	addCMCD(ev, a.cmcd)
 	e.rep.Log(ev)
 	e.requests.WithLabelValues(a.protocol, fmt.Sprint(a.status)).Inc()
 }
@@ -379,8 +399,9 @@ func splitName(name string) (room, rendition string) {
 
 func (e *Server) newAccess(r *http.Request, protocol, name string) *access {
 	a := &access{start: time.Now(), protocol: protocol, name: name, path: r.URL.Path, backSrcMs: -1}
+	// A malformed payload still yields the keys before the bad one.
 	if d, _ := cmcd.FromRequest(r); d != nil {
-		a.sid = d.SessionID()
+		a.sid, a.cmcd = d.SessionID(), d
 	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		a.clientIP = host
@@ -510,9 +531,10 @@ func (e *Server) serveHLS(w http.ResponseWriter, r *http.Request) {
 	}
 	p.hlsOnce.Do(func() { e.startHLS(p) })
 	rec := &recorder{ResponseWriter: w, start: a.start}
-	if file == "index.m3u8" && r.URL.RawQuery != "" {
-		// Hand the playlist's signature on to its segment URIs.
-		rec.query = r.URL.RawQuery
+	if file == "index.m3u8" {
+		// Segments need the playlist's signature and nothing else of its
+		// query: the rest (CMCD above all) describes the playlist request.
+		rec.query = signatureQuery(r.URL.Query())
 	}
 	if a.hit {
 		w.Header().Set("X-Cache", "HIT")

@@ -35,6 +35,7 @@ const DefaultSignTTL = time.Hour
 //	max_sign_ttl: 24h
 //	ingest_url: rtmp://127.0.0.1:1935/live
 //	formats: [flv, hls]
+//	cors_origins: ["*"]                                       # pages that may call /v1/schedule
 //	cdns:
 //	  - name: cdn-a
 //	    weight: 70
@@ -68,6 +69,10 @@ type Config struct {
 	Renditions []Rendition `yaml:"renditions"`
 	// Formats offered per line: flv, hls. Default both.
 	Formats []string `yaml:"formats"`
+	// CORSOrigins are the page origins whose scripts may call /v1/schedule
+	// (e.g. ["https://app.example.com"]); empty or "*" allows any, as a
+	// schedule is public: anyone may ask for one with curl.
+	CORSOrigins []string `yaml:"cors_origins"`
 }
 
 // CDN is one CDN vendor. Weight is its share of viewers as main line; a CDN

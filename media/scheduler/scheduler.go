@@ -83,6 +83,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lastmile-qoe/lastmile/internal/cors"
 	"github.com/lastmile-qoe/lastmile/media/sign"
 )
 
@@ -401,7 +402,18 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/schedule", s.serveSchedule)
 	mux.HandleFunc("/v1/push", s.servePush)
-	return mux
+	p := APICORS
+	p.Origins = s.cfg.CORSOrigins
+	return p.Wrap(mux)
+}
+
+// APICORS lets pages read schedules: GET and HEAD, which need no request
+// header of their own, so /v1/push's Authorization is refused in a
+// preflight (broadcasters are not web pages). Origins come from
+// Config.CORSOrigins.
+var APICORS = cors.Policy{
+	Methods: []string{http.MethodGet, http.MethodHead},
+	MaxAge:  10 * time.Minute,
 }
 
 // params reads the query, refusing unknown and repeated parameters.

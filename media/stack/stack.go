@@ -132,7 +132,8 @@ func Start(ctx context.Context, top topology.Topology, rep Reporter, logger log.
 	for node := range s.Edges {
 		e := edgeByNode(&s.Top, node)
 		cfg := edge.Config{Listen: net.JoinHostPort(top.EdgeIP, fmt.Sprint(e.Port)), Node: node, Region: e.Region, CDN: e.CDN,
-			Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "http://" + httpAddr.String(), QuickStart: top.Edge.For(e.Node).QuickStart}
+			Secret: top.Scheduler.Secret, MaxSignTTL: top.Scheduler.MaxSignTTL, Origin: "http://" + httpAddr.String(), QuickStart: top.Edge.For(e.Node).QuickStart,
+			CORSOrigins: top.Edge.CORSOrigins}
 		cfg.Stream.CacheGOPs, cfg.Stream.QueueBytes = top.Edge.For(e.Node).CacheGOPs, top.Edge.QueueBytes
 		srv := edge.New(cfg, rep, log.With(logger, "role", "edge", "node", node))
 		s.Edges[node] = srv

@@ -85,6 +85,10 @@ type Edge struct {
 	// QueueBytes bounds each viewer's queue; past it the viewer drops to
 	// the next keyframe.
 	QueueBytes int `yaml:"queue_bytes"`
+	// CORSOrigins are the page origins browsers may play from (HLS and
+	// HTTP-FLV through MSE players such as hls.js and mpegts.js); empty or
+	// "*" allows any.
+	CORSOrigins []string `yaml:"cors_origins"`
 	// Nodes override QuickStart and CacheGOPs for single edge nodes, by
 	// node name; a zero field keeps the shared value.
 	Nodes map[string]EdgeSettings `yaml:"nodes"`
