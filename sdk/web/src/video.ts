@@ -36,6 +36,9 @@ export function hookVideo(v: HTMLVideoElement, t: PlayTracker, o: VideoHookOptio
       if (t.state === 'idle') {
         perfStart = performance.now();
         t.start(Date.now());
+        // The first presented frame, where the browser says so; timeupdate
+        // (the play head moved) is the fallback and may come up to 250 ms later.
+        v.requestVideoFrameCallback?.(() => { if (t.state === 'starting') firstFrame(Date.now()); });
       } else t.resumed(Date.now()); // un-pause
     },
     // Before the first frame `playing` fires on buffering too: the frame is
