@@ -285,32 +285,53 @@ func TestBrowserPlayersPlayEdge(t *testing.T) {
 }
 
 // TestBrowserSDKSession: the SDK on a plain <video> playing the edge's HLS
-// reports a session whose first frame and stalls are the ones the page saw.
-// The test throttles the browser's network below the stream's bitrate for
-// a while, so the play stalls for real; the trace API's view of the
-// session (by the SDK's session id) must match the page's own record.
+// reports a session whose first frame and stalls are the ones the page saw,
+// with Chromium's own HLS and with hls.js (the SDK's adapter, and the
+// session's id as hls.js's CMCD sid). The test throttles the browser's
+// network below the stream's bitrate for a while, so each play stalls for
+// real; the trace API's view of each session (by the SDK's session id) must
+// match the page's own record. Both plays run at once, in two tabs.
 func TestBrowserSDKSession(t *testing.T) {
 	web := webDir(t)
 	browser := newBrowser(t)
 	st := startBrowserStack(t)
 	page := pageServer(t, web)
-	tab := newTab(t, browser)
-	u := page + "/sdk.html?src=" + url.QueryEscape(st.hls) + "&collector=" + url.QueryEscape(st.collector) + "&key=" + testKey
-	if err := chromedp.Do(tab, chromedp.Navigate(u)); err != nil {
-		t.Fatalf("open %s: %v", u, err)
+	base := page + "/sdk.html?src=" + url.QueryEscape(st.hls) + "&collector=" + url.QueryEscape(st.collector) + "&key=" + testKey
+	plays := []struct{ name, query string }{{"native", ""}, {"hls.js", "&player=hlsjs"}}
+	tabs := make([]context.Context, len(plays))
+	for i, p := range plays {
+		tabs[i] = newTab(t, browser)
+		if err := chromedp.Do(tabs[i], chromedp.Navigate(base+p.query)); err != nil {
+			t.Fatalf("%s: open the page: %v", p.name, err)
+		}
 	}
-	playFor(t, tab, "sdk page", 3)
+	for i, p := range plays {
+		playFor(t, tabs[i], p.name, 3)
+	}
 	// 8 s at 16 kB/s against a 2 Mb/s stream: the buffer (a few segments) runs dry.
-	throttle(t, tab, 16_000)
+	for _, tab := range tabs {
+		throttle(t, tab, 16_000)
+	}
 	time.Sleep(8 * time.Second)
-	throttle(t, tab, -1)
+	for _, tab := range tabs {
+		throttle(t, tab, -1)
+	}
+	for i, p := range plays {
+		t.Run(p.name, func(t *testing.T) { checkSDKSession(t, st.pipe, tabs[i], p.name == "hls.js") })
+	}
+}
+
+// checkSDKSession stops the tab's play and compares the trace of its SDK
+// session with the page's record; withCMCD also wants the edge's rows of
+// the session (hls.js sent the SDK's session id as CMCD sid).
+func checkSDKSession(t *testing.T, st *proc, tab context.Context, withCMCD bool) {
 	var o pageObs
 	waitFor(t, 40*time.Second, "the page's stall to end", func() (bool, string) {
 		var err error
 		o, err = readObs(tab)
 		return err == nil && len(o.Waits) > 0 && !o.WaitingNow, fmt.Sprintf("%+v %v", o, err)
 	})
-	o = playFor(t, tab, "sdk page after the stall", 2)
+	o = playFor(t, tab, "the page after the stall", 2)
 	sid, err := chromedp.Run(tab, chromedp.Evaluate[string](`window.session.stop(), window.session.sessionId`))
 	if err != nil {
 		t.Fatal(err)
@@ -319,11 +340,11 @@ func TestBrowserSDKSession(t *testing.T) {
 		n, err := chromedp.Run(tab, chromedp.Evaluate[int](`window.session.reporter.pending`))
 		return err == nil && n == 0, fmt.Sprintf("%d pending, %v", n, err)
 	})
-	t.Logf("page (native HLS %v): first frame %d ms, stalls %+v", o.Native, o.FirstFrameAt-o.StartedAt, o.Waits)
+	t.Logf("page: first frame %d ms, stalls %+v", o.FirstFrameAt-o.StartedAt, o.Waits)
 
 	var s *trace.Session
 	waitFor(t, 30*time.Second, "the SDK session's play_stop in the trace", func() (bool, string) {
-		s = traceSession(t, st.pipe, sid)
+		s = traceSession(t, st, sid)
 		return s != nil && s.Summary.StopCode != nil, fmt.Sprintf("session %v", s != nil)
 	})
 	sum := s.Summary
@@ -341,6 +362,7 @@ func TestBrowserSDKSession(t *testing.T) {
 			stalls = append(stalls, d)
 		}
 	}
+	t.Logf("trace of %s: first frame %d ms, stalls %v ms, stop code %d, %d edge rows", sid, *sum.FirstFrameTotalMs, stalls, *sum.StopCode, len(s.ServerEvents))
 	if len(stalls) != len(o.Waits) {
 		t.Fatalf("stalls: SDK reported %v, the page saw %+v", stalls, o.Waits)
 	}
@@ -349,9 +371,19 @@ func TestBrowserSDKSession(t *testing.T) {
 			t.Errorf("stall %d: SDK reported %d ms, the page saw %d ms", i, stalls[i], w.Ms)
 		}
 	}
-	t.Logf("trace of %s: first frame %d ms, stalls %v ms, stop code %d", sid, *sum.FirstFrameTotalMs, stalls, *sum.StopCode)
 	if *sum.StopCode != 0 {
 		t.Errorf("play_stop code %d, want 0 (the page stopped normally)", *sum.StopCode)
+	}
+	if withCMCD {
+		edge := 0
+		for i := range s.ServerEvents {
+			if s.ServerEvents[i].LogType == "edge_access" {
+				edge++
+			}
+		}
+		if edge == 0 {
+			t.Errorf("no edge_access row joins session %s: hls.js's CMCD sid is not the SDK's session id", sid)
+		}
 	}
 }
 

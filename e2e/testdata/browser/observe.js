@@ -5,7 +5,10 @@ function observe(v) {
   const o = window.obs;
   let openAt = 0;
   const close = () => {
-    if (o.waitingNow) { o.waits.push({ at: openAt, end: Date.now(), ms: Date.now() - openAt }); o.waitingNow = false; }
+    if (!o.waitingNow) return;
+    o.waitingNow = false;
+    // waiting then playing in the same millisecond: nothing was seen to stop.
+    if (Date.now() > openAt) o.waits.push({ at: openAt, end: Date.now(), ms: Date.now() - openAt });
   };
   v.addEventListener('waiting', () => {
     if (!o.firstFrameAt || o.waitingNow) return; // startup buffering is not a stall

@@ -64,6 +64,8 @@ export class PlayTracker {
     if (this.state !== 'stalled') return;
     this.state = 'playing';
     const d = Math.max(0, now - this.stallAt);
+    // `waiting` then `playing` in the same millisecond: nothing a viewer saw.
+    if (d === 0) return;
     this.stallCount++;
     this.stallTotalMs += d;
     const f: Record<string, unknown> = { duration_ms: d };

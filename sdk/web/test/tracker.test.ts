@@ -49,6 +49,17 @@ test('stop during a stall reports the stall first; events after stop are ignored
   assert.equal(out[3].f.stall_total_ms, 500);
 });
 
+test('a waiting that ends in the same millisecond is not a stall', () => {
+  const { out, tr } = rec();
+  tr.start(0);
+  tr.firstFrame(100);
+  tr.waiting(150);
+  tr.resumed(150);
+  tr.stop(1000);
+  assert.deepEqual(out.map((e) => e.t), ['play_start', 'first_frame', 'play_stop']);
+  assert.equal(out[2].f.stall_count, 0);
+});
+
 test('pause is not a stall', () => {
   const { out, tr } = rec();
   tr.start(0);
