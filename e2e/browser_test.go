@@ -308,11 +308,16 @@ func TestBrowserSDKSession(t *testing.T) {
 	for i, p := range plays {
 		playFor(t, tabs[i], p.name, 3)
 	}
-	// 8 s at 16 kB/s against a 2 Mb/s stream: the buffer (a few segments) runs dry.
-	for _, tab := range tabs {
-		throttle(t, tab, 16_000)
+	// 64 kB/s (a quarter of the 2 Mb/s stream) until the buffer (a few segments, how
+	// many depends on where the play started) runs dry, then 2 s more.
+	for i, p := range plays {
+		throttle(t, tabs[i], 64_000)
+		waitFor(t, 40*time.Second, p.name+" to stall under throttling", func() (bool, string) {
+			o, err := readObs(tabs[i])
+			return err == nil && (o.WaitingNow || len(o.Errors) > 0), fmt.Sprintf("%+v %v", o, err)
+		})
 	}
-	time.Sleep(8 * time.Second)
+	time.Sleep(2 * time.Second)
 	for _, tab := range tabs {
 		throttle(t, tab, -1)
 	}
