@@ -1,6 +1,7 @@
 # lastmile — `make run` and `make test` set up everything they need on a fresh
 # machine: Go modules (go build fetches them), libchdb.so (from npm into
-# ~/.cache/lastmile, outside the repo) and Debian packages for the tests.
+# ~/.cache/lastmile, outside the repo), Debian packages for the tests and
+# sdk/web's pinned npm packages (the SDK's build, the players of the browser tests).
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -9,7 +10,7 @@ FUZZTIME ?= 60s
 FUZZ    ?= .
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short bench deps libchdb system-deps fuzz fuzz-short clean help
+.PHONY: all build run test test-short bench deps libchdb system-deps web-deps sdk-test fuzz fuzz-short clean help
 
 all: build
 
@@ -29,13 +30,22 @@ libchdb:
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-deps: libchdb system-deps
+# After system-deps: it needs npm.
+web-deps: system-deps
+	@bash scripts/install-web-deps.sh
+
+deps: libchdb system-deps web-deps
+
+# sdk/web's unit tests (node --test).
+sdk-test: web-deps
+	cd sdk/web && npm test --silent
 
 run: libchdb build
 	./$(BIN) run $(ARGS)
 
 test: deps build
 	$(GO) vet ./...
+	@$(MAKE) --no-print-directory sdk-test
 	LASTMILE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 60m ./...
 	@$(MAKE) --no-print-directory fuzz-short
 	@if [ -z "$$LASTMILE_CLICKHOUSE_ADDR" ]; then \
