@@ -17,10 +17,10 @@ const (
 )
 
 func intV(n int64, text string) Value { return Value{Kind: Integer, Int: n, Str: text} }
-func tok(s string) Value             { return Value{Kind: Token, Str: s} }
-func str(s string) Value             { return Value{Kind: String, Str: s} }
-func boolV(b bool) Value             { return Value{Kind: Boolean, Bool: b} }
-func list(vs ...Value) Value         { return Value{Kind: InnerList, List: vs} }
+func tok(s string) Value              { return Value{Kind: Token, Str: s} }
+func str(s string) Value              { return Value{Kind: String, Str: s} }
+func boolV(b bool) Value              { return Value{Kind: Boolean, Bool: b} }
+func list(vs ...Value) Value          { return Value{Kind: InnerList, List: vs} }
 
 func TestParseDict(t *testing.T) {
 	for _, tc := range []struct {
