@@ -58,7 +58,12 @@ type cmcdSession struct {
 	lastBeat int64 // ts of the latest e=t report
 	stopped  bool  // play_stop emitted; a later sta=s starts a new play
 	joined   bool  // first heard mid-play: first is not the play's start
+	bsd      bool  // the player reports stall durations itself (bsd): no pairing
+	play     int64 // plays of the session before this one
+	ffDone   bool  // first_frame emitted for this play
 }
+
+func hasBSD(r *report) bool { _, ok := r.d.Get("bsd"); return ok }
 
 // startsPlay reports whether a session first heard in state sta is at its
 // start: starting, preloading, waiting, or a report without sta.
@@ -72,6 +77,10 @@ type derived struct {
 	logType string
 	ts      int64
 	fields  []kv
+	// idPart names the event in its session for its event_id; "" means its
+	// ts. A first_frame is named by its play, so the one paired here and the
+	// one another replica makes of the player's msd are one event.
+	idPart string
 }
 
 type kv struct {
@@ -98,7 +107,11 @@ func (s *cmcdSession) apply(r *report, plan *CMCDPlan) []derived {
 		// play_start nor first_frame, never a wrong startup time.
 		*s = cmcdSession{first: r.ts, last: r.ts, sta: r.sta, played: true, joined: true}
 	case s.first == 0 || (s.stopped && r.sta == staStarting && r.ts > s.last):
-		*s = cmcdSession{first: r.ts, last: r.ts, sta: staStarting}
+		play := s.play
+		if s.first != 0 {
+			play++
+		}
+		*s = cmcdSession{first: r.ts, last: r.ts, sta: staStarting, play: play, bsd: s.bsd}
 		out = append(out, derived{logType: "play_start", ts: r.ts})
 	}
 	if r.ts < s.last {
@@ -118,7 +131,7 @@ func (s *cmcdSession) transition(r *report, plan *CMCDPlan) []derived {
 	var out []derived
 	prev := s.sta
 	s.sta = r.sta
-	if prev == staRebuffer && s.stallAt > 0 && r.sta != staRebuffer {
+	if prev == staRebuffer && s.stallAt > 0 && r.sta != staRebuffer && !s.bsd && !hasBSD(r) {
 		dur := r.ts - s.stallAt
 		s.stalls++
 		s.stallMs += dur
@@ -129,12 +142,9 @@ func (s *cmcdSession) transition(r *report, plan *CMCDPlan) []derived {
 	case staPlaying:
 		if !s.played {
 			s.played = true
-			total := r.ts - s.first
-			// A player's own media start delay is better than our pair.
-			if msd, ok := r.d.Number("msd"); ok && msd >= 0 {
-				total = int64(msd)
+			if _, ok := r.d.Number("msd"); !ok {
+				out = append(out, s.firstFrame(r, r.ts-s.first))
 			}
-			out = append(out, derived{logType: "first_frame", ts: r.ts, fields: []kv{{"total_ms", total}}})
 		}
 	case staRebuffer:
 		// Rebuffering before the first frame is startup, not a stall.
@@ -149,8 +159,35 @@ func (s *cmcdSession) transition(r *report, plan *CMCDPlan) []derived {
 	return out
 }
 
-// stateless handles what a report says alone: a heartbeat, an error.
+// stateless handles what a report says alone: a heartbeat, an error, the
+// stall durations a player measured itself (bsd).
 func (s *cmcdSession) stateless(r *report, plan *CMCDPlan) []derived {
+	var out []derived
+	if v, ok := r.d.Get("bsd"); ok {
+		s.bsd, s.stallAt = true, 0
+		for _, it := range v.List {
+			if it.Kind == cmcd.Integer && it.Int > 0 {
+				s.stalls++
+				s.stallMs += it.Int
+				out = append(out, derived{logType: "stall", ts: r.ts - it.Int, fields: []kv{{"duration_ms", it.Int}, {"cause", "unknown"}}})
+			}
+		}
+	}
+	// The player's own media start delay: the first frame without a pair,
+	// also where the start was not heard.
+	if msd, ok := r.d.Number("msd"); ok && msd >= 0 && !s.ffDone && (s.played || r.sta == staPlaying) {
+		s.played = true
+		out = append(out, s.firstFrame(r, int64(msd)))
+	}
+	return append(out, s.report(r, plan)...)
+}
+
+func (s *cmcdSession) firstFrame(r *report, total int64) derived {
+	s.ffDone = true
+	return derived{logType: "first_frame", ts: r.ts, fields: []kv{{"total_ms", total}}, idPart: "play" + strconv.FormatInt(s.play, 10)}
+}
+
+func (s *cmcdSession) report(r *report, plan *CMCDPlan) []derived {
 	switch r.e {
 	case "t":
 		f := []kv{}
@@ -292,7 +329,11 @@ func appendEventJSON(dst []byte, appID string, r *report, ev *derived) []byte {
 // log_type and time, so the same report mapped twice gets the same id.
 func cmcdEventID(appID string, r *report, ev *derived) string {
 	h := sha256.New()
-	for _, s := range []string{appID, r.sid, ev.logType, strconv.FormatInt(ev.ts, 10)} {
+	part := ev.idPart
+	if part == "" {
+		part = strconv.FormatInt(ev.ts, 10)
+	}
+	for _, s := range []string{appID, r.sid, ev.logType, part} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -82,6 +82,32 @@ func TestCMCDMapping(t *testing.T) {
 			hlsReport("ps", "s", 1000, ""),
 			hlsReport("ps", "p", 1600, "msd=450"),
 		}, []string{"play_start@1000", "first_frame@1600 total_ms=450"}},
+		{"first heard mid-play, the player's msd and bsd: no pair needed", []string{
+			hlsReport("t", "p", 50000, "msd=700"),
+			hlsReport("ps", "r", 51000, ""),
+			hlsReport("ps", "p", 51700, "bsd=(650)"),
+			hlsReport("t", "p", 60000, "bsd=(300 200)"),
+		}, []string{
+			"first_frame@50000 total_ms=700",
+			"heartbeat@50000 state=playing",
+			"stall@51050 duration_ms=650 cause=unknown",
+			"stall@59700 duration_ms=300 cause=unknown",
+			"stall@59800 duration_ms=200 cause=unknown",
+			"heartbeat@60000 interval_ms=10000 state=playing",
+		}},
+		{"once a player sends bsd, no pairing", []string{
+			hlsReport("ps", "s", 1000, ""),
+			hlsReport("ps", "p", 1500, ""),
+			hlsReport("ps", "r", 5000, "bsd=(100)"),
+			hlsReport("ps", "p", 6000, ""),
+			hlsReport("ps", "r", 7000, ""),
+			hlsReport("t", "r", 8000, "bsd=(1200)"),
+		}, []string{
+			"play_start@1000", "first_frame@1500 total_ms=500",
+			"stall@4900 duration_ms=100 cause=unknown",
+			"stall@6800 duration_ms=1200 cause=unknown",
+			"heartbeat@8000 state=stalled",
+		}},
 		{"first heard mid-play: no start, stalls still", []string{
 			hlsReport("t", "p", 50000, ""),
 			hlsReport("ps", "r", 51000, ""),
@@ -141,5 +167,22 @@ func TestCMCDEventJSON(t *testing.T) {
 	}
 	if cmcdEventID("app1", r, &ev) == cmcdEventID("app2", r, &ev) {
 		t.Errorf("event ids of two apps are equal")
+	}
+	// The first frame a collector pairs and the one another makes of the
+	// player's msd later are one event.
+	var a, b cmcdSession
+	plan := DefaultCMCDPlan
+	var evs []derived
+	for _, l := range []string{hlsReport("ps", "s", 1000, ""), hlsReport("ps", "p", 1600, "")} {
+		d, _ := cmcd.ParseDict(l)
+		r, _ := readReport(d, nil, 1, "")
+		evs = append(evs, a.apply(r, &plan)...)
+	}
+	d, _ = cmcd.ParseDict(hlsReport("t", "p", 9000, "msd=580"))
+	r2, _ := readReport(d, nil, 1, "")
+	other := b.apply(r2, &plan)
+	if len(evs) != 2 || len(other) != 2 || other[0].logType != "first_frame" ||
+		cmcdEventID("app1", r, &evs[1]) != cmcdEventID("app1", r2, &other[0]) {
+		t.Errorf("paired %v and msd %v first frames are not one event", show(evs), show(other))
 	}
 }
