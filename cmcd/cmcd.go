@@ -126,10 +126,20 @@ func kindOf(v string) Kind {
 // format, stream type).
 func isToken(k string) bool { return k == "ot" || k == "sf" || k == "st" }
 
-// Reports calls fn for each non-blank line of an event-mode body (one
-// report per line, "\r\n" allowed), with its 1-based line number and the
-// parsed report or the error that refused it. fn returning false stops.
-func Reports(body []byte, fn func(line int, d Dict, err error) bool) {
+// Reports calls fn for each report of an event-mode body (see Lines), with
+// its 1-based line number, its text, and the parsed report or the error
+// that refused it. fn returning false stops.
+func Reports(body []byte, fn func(line int, text []byte, d Dict, err error) bool) {
+	Lines(body, func(line int, text []byte) bool {
+		d, err := ParseDict(string(text))
+		return fn(line, text, d, err)
+	})
+}
+
+// Lines calls fn for each non-blank line of an event-mode body (one report
+// per line, "\r\n" allowed; a line of spaces and tabs is blank), with its
+// 1-based line number, without the line end. fn returning false stops.
+func Lines(body []byte, fn func(line int, text []byte) bool) {
 	for line, rest := 1, body; len(rest) > 0; line++ {
 		l := rest
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
@@ -141,8 +151,7 @@ func Reports(body []byte, fn func(line int, d Dict, err error) bool) {
 		if len(bytes.Trim(l, " \t")) == 0 {
 			continue
 		}
-		d, err := ParseDict(string(l))
-		if !fn(line, d, err) {
+		if !fn(line, l) {
 			return
 		}
 	}

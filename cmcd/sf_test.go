@@ -151,7 +151,7 @@ func TestReports(t *testing.T) {
 		err  bool
 	}
 	var gs []got
-	Reports([]byte(body), func(line int, d Dict, err error) bool {
+	Reports([]byte(body), func(line int, _ []byte, d Dict, err error) bool {
 		e, _ := d.Text("e")
 		gs = append(gs, got{line, e, err != nil})
 		return true
@@ -193,7 +193,7 @@ func FuzzReports(f *testing.F) {
 	f.Add(hlsEventPS + "\n" + hlsEventRR + "\n" + hlsEventError)
 	f.Add("a=1\r\n\r\nb=(\n")
 	f.Fuzz(func(t *testing.T, body string) {
-		Reports([]byte(body), func(line int, d Dict, err error) bool {
+		Reports([]byte(body), func(line int, _ []byte, d Dict, err error) bool {
 			var se *SyntaxError
 			if err != nil && !errors.As(err, &se) {
 				t.Fatalf("line %d: error %T %v", line, err, err)

@@ -69,8 +69,7 @@ func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 	// CMCD names no device: a page may add device=ID to its event target
 	// URL (docs/players.md), else the session stands in for it.
 	device := r.URL.Query().Get("device")
-	cmcd.Reports(body, func(line int, d cmcd.Dict, err error) bool {
-		raw := lineAt(body, line)
+	cmcd.Reports(body, func(line int, raw []byte, d cmcd.Dict, err error) bool {
 		rep, rej := readReport(d, err, in.receivedAt, device)
 		if rej != nil {
 			c.addReject(b, in.appID, in.reqID, line-1, raw, rej, in.receivedAt)
@@ -97,14 +96,10 @@ func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// countReports counts the non-blank lines of a body.
+// countReports counts the reports (non-blank lines) of a body.
 func countReports(body []byte) int {
 	n := 0
-	for _, l := range strings.Split(string(body), "\n") {
-		if strings.TrimSpace(l) != "" {
-			n++
-		}
-	}
+	cmcd.Lines(body, func(int, []byte) bool { n++; return true })
 	return n
 }
 
@@ -131,19 +126,4 @@ func readReport(d cmcd.Dict, err error, receivedAt int64, device string) (*repor
 	r.e, _ = d.Text("e")
 	r.sta, _ = d.Text("sta")
 	return r, nil
-}
-
-// lineAt returns the 1-based line of body, for a rejected record's raw text.
-func lineAt(body []byte, line int) []byte {
-	for i := 1; i < line; i++ {
-		j := strings.IndexByte(string(body), '\n')
-		if j < 0 {
-			return nil
-		}
-		body = body[j+1:]
-	}
-	if j := strings.IndexByte(string(body), '\n'); j >= 0 {
-		body = body[:j]
-	}
-	return []byte(strings.TrimRight(string(body), "\r"))
 }

@@ -234,3 +234,61 @@ func TestCMCDRetryAfter503(t *testing.T) {
 		t.Errorf("retry produced %v", types)
 	}
 }
+
+// FuzzCMCDBody posts any body to /v1/cmcd: the answer is 200 (then every
+// report line is either read or rejected alone, and what was produced is
+// what the answer says) or a whole refusal that stored no event.
+func FuzzCMCDBody(f *testing.F) {
+	now := time.Now().UnixMilli()
+	f.Add([]byte(hlsReport("ps", "s", now-3000, "") + "\n" + hlsReport("ps", "p", now-2000, "") + "\n" + hlsReport("t", "p", now, "bl=(4400),bsd=(10 20)")))
+	f.Add([]byte(hlsReport("e", "f", now, `ec=("manifestLoadError")`) + "\r\n\r\nx=\"\n" + `e=t,sta=p,ts=-1,sid="s"`))
+	f.Add([]byte("a=(1 2);x, b=?0\n\n"))
+	metrics := NewMetrics(prometheus.NewRegistry())
+	sampler := sampling.New(sampling.DefaultConfig())
+	f.Fuzz(func(t *testing.T, body []byte) {
+		prod := &memProducer{}
+		c := New(Config{AppKeys: map[string]string{"k1": "app1"}, MaxBodyBytes: fuzzMaxBody, MaxEvents: fuzzMaxEvents},
+			sampler, prod, metrics, log.NewNopLogger())
+		req := httptest.NewRequest(http.MethodPost, "/v1/cmcd?key=k1", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/cmcd")
+		rec := httptest.NewRecorder()
+		c.Handler().ServeHTTP(rec, req)
+		var events, rejected int
+		for _, m := range prod.msgs {
+			if m.Topic == schemas.RejectedTopic {
+				rejected++
+				continue
+			}
+			events++
+			var v map[string]any
+			if err := json.Unmarshal(m.Value, &v); err != nil {
+				t.Fatalf("record %q is not JSON: %v", m.Value, err)
+			}
+		}
+		lines := countReports(body)
+		switch rec.Code {
+		case http.StatusOK:
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			if events > 0 {
+				t.Fatalf("%d refused, yet %d events produced", rec.Code, events)
+			}
+			return
+		default:
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		var resp Response
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+			t.Fatalf("answer %q: %v", rec.Body, err)
+		}
+		if events != resp.Accepted || rejected != len(resp.Rejected) {
+			t.Fatalf("produced %d events, %d rejected records; answer %+v", events, rejected, resp)
+		}
+		badLines := map[int]bool{}
+		for _, r := range resp.Rejected {
+			badLines[r.Index] = true
+		}
+		if resp.Reports > lines || resp.Reports+len(badLines) < lines {
+			t.Fatalf("%d lines, %d reports read, rejected %+v", lines, resp.Reports, resp.Rejected)
+		}
+	})
+}
