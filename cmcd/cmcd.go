@@ -17,8 +17,9 @@ import (
 
 // Data is the parsed key/value pairs as text: strings are unquoted,
 // booleans are "true" or "false" (a bare key is "true"), numbers and tokens
-// keep their text, an inner list keeps its Structured Field form, e.g.
-// "(4400)". Parameters are dropped; ParseDict keeps them, typed.
+// keep their text, an inner list keeps its text as sent, e.g. "(4400)"
+// (its items' parameters included). A member's own parameters are dropped;
+// ParseDict keeps them, typed.
 type Data map[string]string
 
 // SessionID is the sid key: the playback session the request belongs to.
@@ -71,11 +72,14 @@ func Parse(s string) (Data, error) {
 }
 
 func parseInto(d Data, s string) error {
-	dict, err := ParseDict(s)
-	for _, k := range dict.Keys {
-		d[k] = dict.Vals[k].Text()
-	}
-	return err
+	return members(s, func(key string, v *Value, raw string) {
+		switch v.Kind {
+		case InnerList, Integer, Decimal, Token:
+			d[key] = raw // as sent: no copy
+		default:
+			d[key] = v.Text()
+		}
+	})
 }
 
 // Encode renders d as a CMCD payload with keys in the order given (the

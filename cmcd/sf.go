@@ -113,19 +113,32 @@ const (
 // the members parsed before it are returned, so one bad key does not hide
 // the session id.
 func ParseDict(s string) (Dict, error) {
+	d := Dict{Vals: make(map[string]Value, 16)}
+	err := members(s, func(key string, v *Value, _ string) {
+		if _, seen := d.Vals[key]; !seen {
+			d.Keys = append(d.Keys, key)
+		}
+		d.Vals[key] = *v
+	})
+	return d, err
+}
+
+// members parses s as a dictionary and calls fn for each member in order,
+// with its value and the value's text as sent (without its parameters).
+func members(s string, fn func(key string, v *Value, raw string)) error {
 	p := sfParser{s: s}
-	d := Dict{Vals: map[string]Value{}}
 	p.skipOWS()
-	for p.i < len(s) {
-		if len(d.Keys) >= maxMembers {
-			return d, p.err("", "more than %d members", maxMembers)
+	for n := 0; p.i < len(s); n++ {
+		if n >= maxMembers {
+			return p.err("", "more than %d members", maxMembers)
 		}
 		start := p.i
 		key, err := p.key()
 		if err != nil {
-			return d, err
+			return err
 		}
 		var v Value
+		vstart := p.i + 1
 		if p.i < len(s) && s[p.i] == '=' {
 			p.i++
 			if p.i < len(s) && s[p.i] == '(' {
@@ -134,32 +147,30 @@ func ParseDict(s string) (Dict, error) {
 				v, err = p.bareItem(key)
 			}
 			if err != nil {
-				return d, err
+				return err
 			}
 		} else {
-			v = Value{Kind: Boolean, Bool: true}
+			v, vstart = Value{Kind: Boolean, Bool: true}, p.i
 		}
+		raw := s[vstart:p.i]
 		if v.Params, err = p.params(key); err != nil {
-			return d, err
+			return err
 		}
-		if _, seen := d.Vals[key]; !seen {
-			d.Keys = append(d.Keys, key)
-		}
-		d.Vals[key] = v
+		fn(key, &v, raw)
 		p.skipOWS()
 		if p.i == len(s) {
 			break
 		}
 		if s[p.i] != ',' {
-			return d, p.err(key, "expected ',' after the member that starts at byte %d, found %q", start, s[p.i])
+			return p.err(key, "expected ',' after the member that starts at byte %d, found %q", start, s[p.i])
 		}
 		p.i++
 		p.skipOWS()
 		if p.i == len(s) {
-			return d, p.err("", "trailing comma")
+			return p.err("", "trailing comma")
 		}
 	}
-	return d, nil
+	return nil
 }
 
 type sfParser struct {
@@ -344,6 +355,14 @@ done:
 
 func (p *sfParser) str(key string) (Value, error) {
 	p.i++ // '"'
+	// Most strings have no escape: a slice of the input.
+	if end := strings.IndexByte(p.s[p.i:], '"'); end >= 0 {
+		body := p.s[p.i : p.i+end]
+		if strings.IndexByte(body, '\\') < 0 && printable(body) {
+			p.i += end + 1
+			return Value{Kind: String, Str: body}, nil
+		}
+	}
 	var b strings.Builder
 	for ; p.i < len(p.s); p.i++ {
 		c := p.s[p.i]
@@ -364,6 +383,15 @@ func (p *sfParser) str(key string) (Value, error) {
 		}
 	}
 	return Value{}, p.err(key, "unterminated string")
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Text renders a value without parameters as the Data map holds it:

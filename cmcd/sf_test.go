@@ -205,3 +205,14 @@ func FuzzReports(f *testing.F) {
 		})
 	})
 }
+
+// BenchmarkParse is request mode on the hls.js v2 sample, as the edge reads
+// every media request.
+func BenchmarkParse(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(hlsRequestMode); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
