@@ -66,7 +66,7 @@ type Config struct {
 	Cleaner        schemas.Cleaner
 	// CMCD is the plan of the CMCD event-mode mapping (zero: DefaultCMCDPlan).
 	CMCD CMCDPlan
-	// AllowedOrigins are the page origins a browser may post from (CORS);
+	// AllowedOrigins are the page origins a browser may call from (CORS);
 	// empty means any ("*"), see cors.go.
 	AllowedOrigins []string
 }
@@ -235,7 +235,7 @@ func (c *Collector) Handler() http.Handler {
 	mux.HandleFunc("/v1/events", c.serveEvents)
 	mux.HandleFunc("/v1/cmcd", c.serveCMCD)
 	mux.HandleFunc("/v1/config", c.serveConfig)
-	return c.cors(mux)
+	return corsPolicy(c.cfg.AllowedOrigins).Wrap(mux)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
