@@ -81,7 +81,14 @@ func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 			if _, ok := before[rep.sid]; !ok {
 				before[rep.sid] = *s
 			}
+			was := *s
 			evs = s.apply(rep, &c.cfg.CMCD)
+			switch {
+			case s.joined && was.first == 0:
+				c.metrics.CMCDSessions.WithLabelValues("joined").Inc()
+			case !s.joined && s.first != was.first:
+				c.metrics.CMCDSessions.WithLabelValues("start").Inc()
+			}
 		})
 		for i := range evs {
 			buf = appendEventJSON(buf[:0], in.appID, rep, &evs[i])

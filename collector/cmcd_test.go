@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/lastmile-qoe/lastmile/sampling"
@@ -291,4 +292,24 @@ func FuzzCMCDBody(f *testing.F) {
 			t.Fatalf("%d lines, %d reports read, rejected %+v", lines, resp.Reports, resp.Rejected)
 		}
 	})
+}
+
+// A collector counts the plays it heard from the start and those it joined
+// mid-play, the sign of reports spread over replicas.
+func TestCMCDSessionsMetric(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	c := New(Config{AppKeys: map[string]string{"k1": "app1"}}, sampling.New(sampling.DefaultConfig()), &memProducer{}, m, log.NewNopLogger())
+	srv := httptest.NewServer(c.Handler())
+	defer srv.Close()
+	now := time.Now().UnixMilli()
+	body := hlsReport("ps", "s", now-3000, "") + "\n" + hlsReport("ps", "p", now-2000, "") + "\n" +
+		strings.ReplaceAll(hlsReport("t", "p", now-1000, ""), "91a28b06", "other")
+	if resp, r := postCMCD(t, srv.URL+"/v1/cmcd?key=k1", "application/cmcd", body, nil); resp.StatusCode != 200 || r.Reports != 3 {
+		t.Fatalf("post: %d %+v", resp.StatusCode, r)
+	}
+	for how, want := range map[string]float64{"start": 1, "joined": 1} {
+		if got := testutil.ToFloat64(m.CMCDSessions.WithLabelValues(how)); got != want {
+			t.Errorf("cmcd sessions %s = %v, want %v", how, got, want)
+		}
+	}
 }
