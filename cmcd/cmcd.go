@@ -1,28 +1,45 @@
-// Package cmcd parses Common Media Client Data (CTA-5004, and v2's
-// additions) as players send it: in the CMCD query parameter or in the
-// CMCD-Request, CMCD-Object, CMCD-Status and CMCD-Session headers. The edge
-// reads the session id (sid) from it to join its access logs to the
-// player's events.
+// Package cmcd parses Common Media Client Data (CTA-5004, and the
+// CTA-5004-B version 2) as players send it. One parser, ParseDict (an RFC
+// 8941 Structured Field dictionary), reads both modes: request mode, in the
+// CMCD query parameter or the CMCD-Request, CMCD-Object, CMCD-Status and
+// CMCD-Session headers (FromRequest; the edge reads the session id from it
+// to join its access logs to the player's events), and event mode, the
+// application/cmcd reports a player POSTs to a collector, one per line
+// (Reports).
 package cmcd
 
 import (
-	"fmt"
+	"bytes"
 	"net/http"
 	"strconv"
 	"strings"
 )
 
-// Data is the parsed key/value pairs. Strings are unquoted, booleans given as
-// a bare key are "true", numbers keep their text.
+// Data is the parsed key/value pairs as text: strings are unquoted,
+// booleans are "true" or "false" (a bare key is "true"), numbers and tokens
+// keep their text, an inner list keeps its text as sent, e.g. "(4400)"
+// (its items' parameters included). A member's own parameters are dropped;
+// ParseDict keeps them, typed.
 type Data map[string]string
 
 // SessionID is the sid key: the playback session the request belongs to.
 func (d Data) SessionID() string { return d["sid"] }
 
-// Int returns an integer key, and whether it was present and valid.
+// Int returns an integer key, and whether it was present and valid. An
+// inner list (CMCD v2 sends bl=(4400)) gives its first member.
 func (d Data) Int(key string) (int64, bool) {
-	n, err := strconv.ParseInt(d[key], 10, 64)
-	return n, err == nil
+	s := d[key]
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, true
+	}
+	if strings.HasPrefix(s, "(") {
+		if l, err := ParseDict("l=" + s); err == nil {
+			if v := l.Vals["l"]; len(v.List) > 0 && v.List[0].Kind == Integer {
+				return v.List[0].Int, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // headers carry CMCD in four groups; a request may use any of them.
@@ -47,58 +64,22 @@ func FromRequest(r *http.Request) (Data, error) {
 	return d, firstErr
 }
 
-// Parse parses one CMCD payload: comma-separated key=value pairs.
+// Parse parses one CMCD payload (a Structured Field dictionary, see
+// ParseDict) into its text form.
 func Parse(s string) (Data, error) {
 	d := Data{}
 	return d, parseInto(d, s)
 }
 
 func parseInto(d Data, s string) error {
-	for i := 0; i < len(s); {
-		// key
-		j := i
-		for j < len(s) && s[j] != '=' && s[j] != ',' {
-			j++
+	return members(s, func(key string, v *Value, raw string) {
+		switch v.Kind {
+		case InnerList, Integer, Decimal, Token:
+			d[key] = raw // as sent: no copy
+		default:
+			d[key] = v.Text()
 		}
-		key := strings.TrimSpace(s[i:j])
-		if key == "" {
-			return fmt.Errorf("cmcd: empty key at byte %d", i)
-		}
-		if j == len(s) || s[j] == ',' {
-			d[key] = "true" // a bare key is a true boolean
-			i = j + 1
-			continue
-		}
-		j++ // '='
-		if j < len(s) && s[j] == '"' {
-			// quoted string; \" and \\ are escapes
-			var b strings.Builder
-			k := j + 1
-			for ; k < len(s) && s[k] != '"'; k++ {
-				if s[k] == '\\' && k+1 < len(s) {
-					k++
-				}
-				b.WriteByte(s[k])
-			}
-			if k == len(s) {
-				return fmt.Errorf("cmcd: unterminated string for key %q", key)
-			}
-			d[key] = b.String()
-			k++
-			if k < len(s) && s[k] != ',' {
-				return fmt.Errorf("cmcd: unexpected %q after the string of key %q", s[k], key)
-			}
-			i = k + 1
-			continue
-		}
-		k := j
-		for k < len(s) && s[k] != ',' {
-			k++
-		}
-		d[key] = strings.TrimSpace(s[j:k])
-		i = k + 1
-	}
-	return nil
+	})
 }
 
 // Encode renders d as a CMCD payload with keys in the order given (the
@@ -119,17 +100,63 @@ func Encode(keys []string, d Data) string {
 			continue
 		}
 		b.WriteByte('=')
-		if _, err := strconv.ParseFloat(v, 64); err == nil || isToken(k) {
+		switch {
+		case v == "false":
+			b.WriteString("?0")
+		case isNumber(v) || isToken(k) && isTokenText(v) || isInnerList(v):
 			b.WriteString(v)
-			continue
+		default:
+			b.WriteString(quote(v))
 		}
-		b.WriteByte('"')
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v))
-		b.WriteByte('"')
 	}
 	return b.String()
+}
+
+// isNumber, isInnerList and isTokenText report whether v, written as is,
+// parses back to the same text as that kind, so that it is sent unquoted.
+func isNumber(v string) bool    { k := kindOf(v); return k == Integer || k == Decimal }
+func isInnerList(v string) bool { return kindOf(v) == InnerList }
+func isTokenText(v string) bool { return kindOf(v) == Token }
+
+func kindOf(v string) Kind {
+	d, err := ParseDict("k=" + v)
+	if x := d.Vals["k"]; err == nil && len(x.Params) == 0 && x.Text() == v {
+		return x.Kind
+	}
+	return 0
 }
 
 // isToken: keys whose values are tokens, not strings (object type, streaming
 // format, stream type).
 func isToken(k string) bool { return k == "ot" || k == "sf" || k == "st" }
+
+// Reports calls fn for each report of an event-mode body (see Lines), with
+// its 1-based line number, its text, and the parsed report or the error
+// that refused it. fn returning false stops.
+func Reports(body []byte, fn func(line int, text []byte, d Dict, err error) bool) {
+	Lines(body, func(line int, text []byte) bool {
+		d, err := ParseDict(string(text))
+		return fn(line, text, d, err)
+	})
+}
+
+// Lines calls fn for each non-blank line of an event-mode body (one report
+// per line, "\r\n" allowed; a line of spaces and tabs is blank), with its
+// 1-based line number, without the line end. fn returning false stops.
+func Lines(body []byte, fn func(line int, text []byte) bool) {
+	for line, rest := 1, body; len(rest) > 0; line++ {
+		l := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			l, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		l = bytes.TrimRight(l, "\r")
+		if len(bytes.Trim(l, " \t")) == 0 {
+			continue
+		}
+		if !fn(line, l) {
+			return
+		}
+	}
+}

@@ -54,19 +54,3 @@ func TestFromRequest(t *testing.T) {
 		t.Fatalf("headers: %v %v", d, err)
 	}
 }
-
-func FuzzParse(f *testing.F) {
-	f.Add(`bl=21300,br=3200,bs,sid="abc",st=l`)
-	f.Add(`sid="a\"b"`)
-	f.Fuzz(func(t *testing.T, s string) {
-		d, err := Parse(s)
-		if err != nil {
-			return
-		}
-		keys := make([]string, 0, len(d))
-		for k := range d {
-			keys = append(keys, k)
-		}
-		_ = Encode(keys, d)
-	})
-}

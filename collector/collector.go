@@ -64,6 +64,11 @@ type Config struct {
 	// MaxRawRejected bounds the raw text kept for a rejected event.
 	MaxRawRejected int
 	Cleaner        schemas.Cleaner
+	// CMCD is the plan of the CMCD event-mode mapping (zero: DefaultCMCDPlan).
+	CMCD CMCDPlan
+	// AllowedOrigins are the page origins a browser may call from (CORS);
+	// empty means any ("*"), see cors.go.
+	AllowedOrigins []string
 }
 
 // Defaults for Config.
@@ -85,6 +90,7 @@ type Collector struct {
 	adm      *admitter
 	reqSeq   atomic.Uint64
 	draining atomic.Bool
+	cmcd     *cmcdSessions
 }
 
 // New returns a Collector. metrics may be shared with a registry by the caller.
@@ -107,8 +113,14 @@ func New(cfg Config, s *sampling.Sampler, p Producer, m *Metrics, logger log.Log
 	// A rejected record must fit in a Kafka record too.
 	cfg.MaxRawRejected = min(cfg.MaxRawRejected, cfg.MaxRecordBytes/4)
 	cfg.Admission = cfg.Admission.withDefaults()
+	if cfg.CMCD.MaxSessions <= 0 {
+		cfg.CMCD.MaxSessions = DefaultCMCDPlan.MaxSessions
+	}
+	if cfg.CMCD.ErrorCode == 0 {
+		cfg.CMCD.ErrorCode = DefaultCMCDPlan.ErrorCode
+	}
 	c := &Collector{cfg: cfg, sampler: s, producer: p, logger: logger, metrics: m,
-		adm: newAdmitter(cfg.Admission, cfg.AppKeys, m)}
+		adm: newAdmitter(cfg.Admission, cfg.AppKeys, m), cmcd: newCMCDSessions(cfg.CMCD.MaxSessions)}
 	c.pool.New = func() any { return &batch{cleaner: cfg.Cleaner} }
 	return c
 }
@@ -118,6 +130,9 @@ func (c *Collector) Drain() { c.draining.Store(true) }
 
 // Response is the body of a processed POST /v1/events (see docs/collector.md).
 type Response struct {
+	// Reports: on /v1/cmcd, the CMCD reports read (each maps to zero or
+	// more catalog events, which accepted and rejected count).
+	Reports    int           `json:"reports,omitempty"`
 	Accepted   int           `json:"accepted"`
 	SampledOut int           `json:"sampled_out"`
 	Rejected   []RejectedRef `json:"rejected"`
@@ -166,6 +181,9 @@ type batch struct {
 	events  [][2]int        // span of each event in body, from splitBody
 	bodySum [32]byte        // sha256 of body, for rejected records' ids
 	haveSum bool
+	// poisoned: a produce was given up on while Kafka's writer may still
+	// hold the buffers, so the batch must not go back to the pool.
+	poisoned bool
 }
 
 func (b *batch) reset() {
@@ -180,6 +198,7 @@ func (b *batch) reset() {
 	b.body.Reset()
 	b.events = b.events[:0]
 	b.haveSum = false
+	b.poisoned = false
 }
 
 // poolKeepBytes bounds the buffers a pooled batch keeps: a burst of big
@@ -214,8 +233,9 @@ func (b *batch) shrink() {
 func (c *Collector) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/events", c.serveEvents)
+	mux.HandleFunc("/v1/cmcd", c.serveCMCD)
 	mux.HandleFunc("/v1/config", c.serveConfig)
-	return mux
+	return corsPolicy(c.cfg.AllowedOrigins).Wrap(mux)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -254,71 +274,14 @@ func (c *Collector) appID(r *http.Request) (string, bool) {
 }
 
 func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	reqID := strconv.FormatInt(start.UnixNano(), 36) + "-" + strconv.FormatUint(c.reqSeq.Add(1), 36)
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		c.fail(w, reqID, http.StatusMethodNotAllowed, "", "%s /v1/events: only POST is allowed", r.Method)
-		return
-	}
-	if c.draining.Load() {
-		w.Header().Set("Retry-After", "5")
-		c.fail(w, reqID, http.StatusServiceUnavailable, "", "collector is shutting down; retry on another replica or later")
-		return
-	}
-	appID, ok := c.appID(r)
+	in, ok := c.intake(w, r, "/v1/events", c.appID)
 	if !ok {
-		if r.Header.Get("X-Lastmile-Key") == "" && r.Header.Get("Authorization") == "" {
-			c.fail(w, reqID, http.StatusUnauthorized, "", "missing app key: send it in the X-Lastmile-Key header")
-		} else {
-			c.fail(w, reqID, http.StatusUnauthorized, "", "unknown app key")
-		}
 		return
 	}
-
-	if r.ContentLength > c.cfg.MaxBodyBytes {
-		c.fail(w, reqID, http.StatusRequestEntityTooLarge, "max_body_bytes",
-			"body exceeds %d bytes (limit max_body_bytes); send smaller batches", c.cfg.MaxBodyBytes)
-		return
-	}
-	// Admission before a byte of the body is read: the charge is held until
-	// the answer, produce included.
-	ch, limit := c.adm.admit(appID, r.ContentLength)
-	if ch == nil {
-		c.refuse(w, r, reqID, limit)
-		return
-	}
-	defer ch.release()
-
-	b := c.pool.Get().(*batch)
-	poisoned := false
-	defer func() {
-		// After a produce given up on, Kafka's writer may still hold the buffers.
-		if !poisoned {
-			b.shrink()
-			c.pool.Put(b)
-		}
-	}()
-	b.reset()
-
-	if status, limit, msg := c.readBody(r, b, ch); status != 0 {
-		if status == http.StatusTooManyRequests {
-			c.refuse(w, r, reqID, limit)
-			return
-		}
-		if status == http.StatusBadRequest && b.body.Len() > 0 {
-			// Undecodable gzip: keep what we can for "why can't I find my log".
-			c.produceRequestReject(r.Context(), appID, reqID, schemas.ReasonInvalidJSON, msg, b.body.Bytes())
-		}
-		c.fail(w, reqID, status, limit, "%s", msg)
-		return
-	}
-	body := b.body.Bytes()
-	receivedAt := start.UnixMilli()
-	b.cleaner.At = start
-
+	defer in.done()
+	b, body := in.b, in.b.body.Bytes()
 	if skipJSONSpace(body, 0) == len(body) {
-		c.fail(w, reqID, http.StatusBadRequest, "", "empty body: send a JSON array of events or NDJSON, one event per line")
+		c.fail(w, in.reqID, http.StatusBadRequest, "", "empty body: send a JSON array of events or NDJSON, one event per line")
 		return
 	}
 	// The records are the events plus a few server-set fields: size them
@@ -328,27 +291,109 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 	var err error
 	b.events, err = splitBody(b.events, body, r.Header.Get("Content-Type"), c.cfg.MaxEvents)
 	if errors.Is(err, errTooManyEvents) {
-		c.fail(w, reqID, http.StatusRequestEntityTooLarge, "max_batch_events",
+		c.fail(w, in.reqID, http.StatusRequestEntityTooLarge, "max_batch_events",
 			"batch has more than %d events (limit max_batch_events); split it", c.cfg.MaxEvents)
 		return
 	}
 	if err != nil {
 		msg := "invalid JSON: " + err.Error()
-		c.produceRequestReject(r.Context(), appID, reqID, schemas.ReasonInvalidJSON, msg, body)
-		c.fail(w, reqID, http.StatusBadRequest, "", "%s", msg)
+		c.produceRequestReject(r.Context(), in.appID, in.reqID, schemas.ReasonInvalidJSON, msg, body)
+		c.fail(w, in.reqID, http.StatusBadRequest, "", "%s", msg)
 		return
 	}
 	var resp Response
 	for n, sp := range b.events {
-		c.handleEvent(b, appID, reqID, n, body[sp[0]:sp[1]], receivedAt, &resp)
+		c.handleEvent(b, in.appID, in.reqID, n, body[sp[0]:sp[1]], in.receivedAt, &resp)
 	}
+	c.answer(w, r, in, &resp)
+}
+
+// intake is a post past the checks every ingest route makes (method,
+// draining, app key, size, admission) with its body read into b.body.
+type intake struct {
+	appID, reqID string
+	start        time.Time
+	receivedAt   int64
+	b            *batch
+	done         func() // returns b to the pool and the admission charge
+}
+
+// intake runs those checks and reads the body; when it returns false it
+// has answered.
+func (c *Collector) intake(w http.ResponseWriter, r *http.Request, path string, auth func(*http.Request) (string, bool)) (*intake, bool) {
+	start := time.Now()
+	reqID := strconv.FormatInt(start.UnixNano(), 36) + "-" + strconv.FormatUint(c.reqSeq.Add(1), 36)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		c.fail(w, reqID, http.StatusMethodNotAllowed, "", "%s %s: only POST is allowed", r.Method, path)
+		return nil, false
+	}
+	if c.draining.Load() {
+		w.Header().Set("Retry-After", "5")
+		c.fail(w, reqID, http.StatusServiceUnavailable, "", "collector is shutting down; retry on another replica or later")
+		return nil, false
+	}
+	appID, ok := auth(r)
+	if !ok {
+		if r.Header.Get("X-Lastmile-Key") == "" && r.Header.Get("Authorization") == "" && r.URL.Query().Get("key") == "" {
+			c.fail(w, reqID, http.StatusUnauthorized, "", "missing app key: send it in the X-Lastmile-Key header")
+		} else {
+			c.fail(w, reqID, http.StatusUnauthorized, "", "unknown app key")
+		}
+		return nil, false
+	}
+
+	if r.ContentLength > c.cfg.MaxBodyBytes {
+		c.fail(w, reqID, http.StatusRequestEntityTooLarge, "max_body_bytes",
+			"body exceeds %d bytes (limit max_body_bytes); send smaller batches", c.cfg.MaxBodyBytes)
+		return nil, false
+	}
+	// Admission before a byte of the body is read: the charge is held until
+	// the answer, produce included.
+	ch, limit := c.adm.admit(appID, r.ContentLength)
+	if ch == nil {
+		c.refuse(w, r, reqID, limit)
+		return nil, false
+	}
+	b := c.pool.Get().(*batch)
+	b.reset()
+	in := &intake{appID: appID, reqID: reqID, start: start, receivedAt: start.UnixMilli(), b: b}
+	in.done = func() {
+		ch.release()
+		// After a produce given up on, Kafka's writer may still hold the buffers.
+		if !b.poisoned {
+			b.shrink()
+			c.pool.Put(b)
+		}
+	}
+	if status, limit, msg := c.readBody(r, b, ch); status != 0 {
+		in.done()
+		if status == http.StatusTooManyRequests {
+			c.refuse(w, r, reqID, limit)
+			return nil, false
+		}
+		if status == http.StatusBadRequest && b.body.Len() > 0 {
+			// Undecodable gzip: keep what we can for "why can't I find my log".
+			c.produceRequestReject(r.Context(), appID, reqID, schemas.ReasonInvalidJSON, msg, b.body.Bytes())
+		}
+		c.fail(w, reqID, status, limit, "%s", msg)
+		return nil, false
+	}
+	b.cleaner.At = start
+	return in, true
+}
+
+// answer produces what the request's events made of b and answers: 200
+// with resp (true), or 503 saying what of it is stored (false).
+func (c *Collector) answer(w http.ResponseWriter, r *http.Request, in *intake, resp *Response) bool {
+	b := in.b
 	if err := c.produce(r.Context(), b); err != nil {
-		ans := ErrorBody{RequestID: reqID}
+		ans := ErrorBody{RequestID: in.reqID}
 		var known bool
 		ans.StoredEvents, known = b.storedEvents(err)
 		switch {
 		case !known:
-			poisoned = true
+			b.poisoned = true
 			ans.Stored = "unknown"
 			ans.Error = fmt.Sprintf("event bus did not answer in %s; some or all events may have been stored: retry the same payload later, stored events are deduplicated by event_id (%v)", c.cfg.ProduceTimeout, err)
 		case len(ans.StoredEvents) == 0:
@@ -358,20 +403,21 @@ func (c *Collector) serveEvents(w http.ResponseWriter, r *http.Request) {
 			ans.Stored = "some"
 			ans.Error = fmt.Sprintf("event bus failed part of the request: %d of %d accepted events were stored (listed in stored_events); retry the others, or the same payload, later (%v)", len(ans.StoredEvents), resp.Accepted, err)
 		}
-		level.Warn(c.logger).Log("msg", "produce failed", "request_id", reqID, "events", len(b.msgs), "stored", ans.Stored, "stored_events", len(ans.StoredEvents), "err", err)
+		level.Warn(c.logger).Log("msg", "produce failed", "request_id", in.reqID, "events", len(b.msgs), "stored", ans.Stored, "stored_events", len(ans.StoredEvents), "err", err)
 		w.Header().Set("Retry-After", "1")
 		c.metrics.Requests.WithLabelValues("503").Inc()
 		writeJSON(w, http.StatusServiceUnavailable, ans)
-		return
+		return false
 	}
-	resp.RequestID = reqID
+	resp.RequestID = in.reqID
 	resp.Rejected = b.rejects
 	if resp.Rejected == nil {
 		resp.Rejected = []RejectedRef{}
 	}
 	c.metrics.Requests.WithLabelValues("200").Inc()
-	c.metrics.RequestDuration.Observe(time.Since(start).Seconds())
+	c.metrics.RequestDuration.Observe(time.Since(in.start).Seconds())
 	writeJSON(w, http.StatusOK, resp)
+	return true
 }
 
 // refuse answers 429 for a request the admission plan has no room for. The

@@ -20,6 +20,11 @@ type Metrics struct {
 	Refused         *prometheus.CounterVec
 	InflightBytes   prometheus.Gauge
 	MemoryReleases  prometheus.Counter
+	// CMCDSessions counts the CMCD sessions a collector started to map, by
+	// how: "start" (heard from its start) or "joined" (first heard mid-play:
+	// no play_start or first_frame from the pair; many mean the reports of
+	// one play are spread over replicas, see docs/players.md).
+	CMCDSessions *prometheus.CounterVec
 
 	// Children resolved once: WithLabelValues on every event is measurable.
 	receivedBy, sampledBy, producedBy map[string]prometheus.Counter
@@ -66,12 +71,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		MemoryReleases: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lastmile_collector_memory_releases_total", Help: "Times the collector returned free heap memory to the OS after a burst.",
 		}),
+		CMCDSessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_collector_cmcd_sessions_total", Help: "CMCD plays this collector began mapping, by how: start (heard from the start) or joined (first heard mid-play).",
+		}, []string{"how"}),
 		receivedBy: map[string]prometheus.Counter{},
 		sampledBy:  map[string]prometheus.Counter{},
 		producedBy: map[string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.Received, m.Rejected, m.SampledOut, m.Produced, m.ProduceErrors, m.ProduceDuration, m.Requests, m.RequestDuration,
-		m.Admitted, m.Refused, m.InflightBytes, m.MemoryReleases)
+		m.Admitted, m.Refused, m.InflightBytes, m.MemoryReleases, m.CMCDSessions)
+	m.CMCDSessions.WithLabelValues("start")
+	m.CMCDSessions.WithLabelValues("joined")
 	for _, l := range []string{limitInflight, limitInflightPerApp} {
 		m.Refused.WithLabelValues(l)
 	}

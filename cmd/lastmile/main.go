@@ -117,6 +117,14 @@ func serve(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.DedupMaxIDs, "dedup-max-ids", processor.DefaultDedupMaxIDs, "processor: most event ids remembered (~17 bytes each); past it the oldest are forgotten before --dedup-window, counted and logged")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 0, "collector: largest request body, compressed or inflated (default 8 MiB)")
 	fs.IntVar(&o.MaxEvents, "max-batch-events", 0, "collector: most events in one request (default 10000)")
+	fs.Func("cors-origins", "collector: comma-separated page `ORIGINS` (https://app.example.com) allowed to post events and CMCD reports from a browser (default: any)", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				o.CORSOrigins = append(o.CORSOrigins, s)
+			}
+		}
+		return nil
+	})
 	fs.Int64Var(&o.MaxInflightBytes, "max-inflight-bytes", 0, "collector: request body `BYTES` (as sent plus inflated) held at once by all requests; beyond it posts get 429 with Retry-After (default 128 MiB)")
 	fs.Int64Var(&o.MaxInflightBytesPerApp, "max-inflight-bytes-per-app", 0, "collector: the same for one app key (default half of --max-inflight-bytes)")
 	fs.Int64Var(&o.ConsolidateMaxBytes, "consolidate-max-bytes", 8<<30, "processor: merge each closed day of events (and of trace_context) up to this many `BYTES` on disk into one part, for faster trace lookups (0: never)")

@@ -69,6 +69,8 @@ type Options struct {
 	DedupMaxIDs  int
 	MaxBodyBytes int64
 	MaxEvents    int
+	// CORSOrigins: page origins allowed to call the collector (empty: any).
+	CORSOrigins []string
 	// Admission limits of the collector (0: its defaults).
 	MaxInflightBytes, MaxInflightBytesPerApp int64
 	// ConsolidateMaxBytes: the processor merges each closed day of the
@@ -277,8 +279,8 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 			}
 		}
 		coll = collector.New(collector.Config{AppKeys: keys, MaxBodyBytes: o.MaxBodyBytes, MaxEvents: o.MaxEvents,
-			MaxRecordBytes: producer.MaxRecordBytes(),
-			Admission:      collector.Admission{MaxInflightBytes: o.MaxInflightBytes, MaxInflightBytesPerApp: o.MaxInflightBytesPerApp}},
+			MaxRecordBytes: producer.MaxRecordBytes(), AllowedOrigins: o.CORSOrigins,
+			Admission: collector.Admission{MaxInflightBytes: o.MaxInflightBytes, MaxInflightBytesPerApp: o.MaxInflightBytesPerApp}},
 			sampling.New(sc), producer, collector.NewMetrics(reg), log.With(logger, "component", "collector"))
 		h := coll.Handler()
 		mux.Handle("/v1/", h)

@@ -1,0 +1,341 @@
+package collector
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"sync"
+
+	"github.com/lastmile-qoe/lastmile/cmcd"
+	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+)
+
+// CMCDPlan holds the choices of the CMCD event-mode mapping (docs/players.md).
+type CMCDPlan struct {
+	// MaxSessions bounds the play sessions whose state (first report, play
+	// state, stall start) a collector remembers; past it the least recently
+	// heard half is forgotten.
+	MaxSessions int
+	// ErrorCode is play_stop's code for a fatal error (sta=f) or an error
+	// report (e=e): CMCD names errors (ec) but gives no number.
+	ErrorCode int64
+}
+
+// DefaultCMCDPlan: ~200 bytes a session, so 100k sessions cost ~20 MB.
+var DefaultCMCDPlan = CMCDPlan{MaxSessions: 100_000, ErrorCode: 1}
+
+// CMCD play states (CTA-5004-B key sta).
+const (
+	staStarting  = "s"
+	staPlaying   = "p"
+	staSeeking   = "k"
+	staRebuffer  = "r"
+	staPaused    = "a"
+	staWaiting   = "w"
+	staEnded     = "e"
+	staFatal     = "f"
+	staQuit      = "q"
+	staPreloaded = "d"
+)
+
+// heartbeatState maps sta to heartbeat.state.
+var heartbeatState = map[string]string{staPlaying: "playing", staRebuffer: "stalled", staPaused: "paused", staSeeking: "seeking"}
+
+// protocolOf maps sf (streaming format) to the catalog's protocol.
+var protocolOf = map[string]string{"h": "hls", "d": "dash", "s": "smooth", "o": "other"}
+
+// cmcdSession is what the mapping remembers of one play (app, sid): the
+// pairs it needs (start → playing for the startup time, rebuffering →
+// playing for a stall's duration) span reports.
+type cmcdSession struct {
+	first    int64  // ts of the play's first report: its start
+	last     int64  // ts of the latest report applied; older ones change nothing
+	sta      string // latest play state
+	played   bool   // first_frame emitted
+	stallAt  int64  // > 0: rebuffering since this ts
+	stalls   int64
+	stallMs  int64
+	lastBeat int64 // ts of the latest e=t report
+	stopped  bool  // play_stop emitted; a later sta=s starts a new play
+	joined   bool  // first heard mid-play: first is not the play's start
+	bsd      bool  // the player reports stall durations itself (bsd): no pairing
+	play     int64 // plays of the session before this one
+	ffDone   bool  // first_frame emitted for this play
+}
+
+func hasBSD(r *report) bool { _, ok := r.d.Get("bsd"); return ok }
+
+// startsPlay reports whether a session first heard in state sta is at its
+// start: starting, preloading, waiting, or a report without sta.
+func startsPlay(sta string) bool {
+	return sta == "" || sta == staStarting || sta == staPreloaded || sta == staWaiting
+}
+
+// derived is one catalog event a report maps to: its log_type, ts and
+// type-specific fields (the common ones come from the report).
+type derived struct {
+	logType string
+	ts      int64
+	fields  []kv
+	// idPart names the event in its session for its event_id; "" means its
+	// ts. A first_frame is named by its play, so the one paired here and the
+	// one another replica makes of the player's msd are one event.
+	idPart string
+}
+
+type kv struct {
+	key string
+	val any // int64, float64, string or bool
+}
+
+// report is what the mapping reads of one event-mode report.
+type report struct {
+	e, sta, sid string
+	device      string // device_id: the post's device parameter, else the sid
+	ts          int64
+	d           cmcd.Dict
+}
+
+// apply maps one report of the session to catalog events, in order, and
+// advances the session. It is a pure function of (session, report, plan).
+func (s *cmcdSession) apply(r *report, plan *CMCDPlan) []derived {
+	var out []derived
+	switch {
+	case s.first == 0 && !startsPlay(r.sta):
+		// First heard mid-play (this collector restarted, or another
+		// replica saw the start): the start is unknown, so neither
+		// play_start nor first_frame, never a wrong startup time.
+		*s = cmcdSession{first: r.ts, last: r.ts, sta: r.sta, played: true, joined: true}
+	case s.first == 0 || (s.stopped && r.sta == staStarting && r.ts > s.last):
+		play := s.play
+		if s.first != 0 {
+			play++
+		}
+		*s = cmcdSession{first: r.ts, last: r.ts, sta: staStarting, play: play, bsd: s.bsd}
+		out = append(out, derived{logType: "play_start", ts: r.ts})
+	}
+	if r.ts < s.last {
+		// A late report (a retry, another tab's batch): its play state
+		// transitions are history; only stateless mappings apply.
+		return append(out, s.stateless(r, plan)...)
+	}
+	s.last = r.ts
+	if !s.stopped && r.sta != "" && r.sta != s.sta {
+		out = append(out, s.transition(r, plan)...)
+	}
+	return append(out, s.stateless(r, plan)...)
+}
+
+// transition handles a change of play state to r.sta.
+func (s *cmcdSession) transition(r *report, plan *CMCDPlan) []derived {
+	var out []derived
+	prev := s.sta
+	s.sta = r.sta
+	if prev == staRebuffer && s.stallAt > 0 && r.sta != staRebuffer && !s.bsd && !hasBSD(r) {
+		dur := r.ts - s.stallAt
+		s.stalls++
+		s.stallMs += dur
+		out = append(out, derived{logType: "stall", ts: s.stallAt, fields: []kv{{"duration_ms", dur}, {"cause", "unknown"}}})
+		s.stallAt = 0
+	}
+	switch r.sta {
+	case staPlaying:
+		if !s.played {
+			s.played = true
+			if _, ok := r.d.Number("msd"); !ok {
+				out = append(out, s.firstFrame(r, r.ts-s.first))
+			}
+		}
+	case staRebuffer:
+		// Rebuffering before the first frame is startup, not a stall.
+		if s.played {
+			s.stallAt = r.ts
+		}
+	case staEnded, staQuit:
+		out = append(out, s.stop(r, 0, ""))
+	case staFatal:
+		out = append(out, s.stop(r, plan.ErrorCode, errorText(r.d)))
+	}
+	return out
+}
+
+// stateless handles what a report says alone: a heartbeat, an error, the
+// stall durations a player measured itself (bsd).
+func (s *cmcdSession) stateless(r *report, plan *CMCDPlan) []derived {
+	var out []derived
+	if v, ok := r.d.Get("bsd"); ok {
+		s.bsd, s.stallAt = true, 0
+		for _, it := range v.List {
+			if it.Kind == cmcd.Integer && it.Int > 0 {
+				s.stalls++
+				s.stallMs += it.Int
+				out = append(out, derived{logType: "stall", ts: r.ts - it.Int, fields: []kv{{"duration_ms", it.Int}, {"cause", "unknown"}}})
+			}
+		}
+	}
+	// The player's own media start delay: the first frame without a pair,
+	// also where the start was not heard.
+	if msd, ok := r.d.Number("msd"); ok && msd >= 0 && !s.ffDone && (s.played || r.sta == staPlaying) {
+		s.played = true
+		out = append(out, s.firstFrame(r, int64(msd)))
+	}
+	return append(out, s.report(r, plan)...)
+}
+
+func (s *cmcdSession) firstFrame(r *report, total int64) derived {
+	s.ffDone = true
+	return derived{logType: "first_frame", ts: r.ts, fields: []kv{{"total_ms", total}}, idPart: "play" + strconv.FormatInt(s.play, 10)}
+}
+
+func (s *cmcdSession) report(r *report, plan *CMCDPlan) []derived {
+	switch r.e {
+	case "t":
+		f := []kv{}
+		if s.lastBeat > 0 && r.ts > s.lastBeat {
+			f = append(f, kv{"interval_ms", r.ts - s.lastBeat})
+		}
+		s.lastBeat = max(s.lastBeat, r.ts)
+		if v, ok := r.d.Number("bl"); ok && v >= 0 {
+			f = append(f, kv{"buffer_ms", int64(v)})
+		}
+		if v, ok := r.d.Number("br"); ok && v >= 0 {
+			f = append(f, kv{"bitrate_kbps", v})
+		}
+		if v, ok := r.d.Number("ltc"); ok && v >= 0 {
+			f = append(f, kv{"latency_ms", int64(v)})
+		}
+		if st, ok := heartbeatState[r.sta]; ok {
+			f = append(f, kv{"state", st})
+		}
+		return []derived{{logType: "heartbeat", ts: r.ts, fields: f}}
+	case "e":
+		if !s.stopped {
+			return []derived{s.stop(r, plan.ErrorCode, errorText(r.d))}
+		}
+	}
+	return nil
+}
+
+func (s *cmcdSession) stop(r *report, code int64, reason string) derived {
+	s.stopped = true
+	f := []kv{{"code", code}, {"stall_count", s.stalls}, {"stall_total_ms", s.stallMs}}
+	if !s.joined {
+		f = append(f, kv{"play_duration_ms", max(r.ts-s.first, 0)})
+	}
+	if reason != "" {
+		f = append(f, kv{"reason", reason})
+	}
+	return derived{logType: "play_stop", ts: r.ts, fields: f}
+}
+
+// errorText is the report's error code (ec), all of them when several.
+func errorText(d cmcd.Dict) string {
+	v, ok := d.Get("ec")
+	if !ok {
+		return "cmcd fatal error"
+	}
+	if v.Kind != cmcd.InnerList {
+		return v.Text()
+	}
+	var s string
+	for i, it := range v.List {
+		if i > 0 {
+			s += " "
+		}
+		s += it.Text()
+	}
+	return s
+}
+
+// cmcdSessions remembers sessions in two generations of at most
+// MaxSessions/2 each, like the processor's SessionIndex: a session not
+// heard from for a generation is forgotten.
+type cmcdSessions struct {
+	mu        sync.Mutex
+	half      int
+	cur, prev map[string]*cmcdSession
+}
+
+func newCMCDSessions(capacity int) *cmcdSessions {
+	return &cmcdSessions{half: max(capacity/2, 1), cur: map[string]*cmcdSession{}, prev: map[string]*cmcdSession{}}
+}
+
+// with runs fn on the session of (app, sid) under the lock.
+func (x *cmcdSessions) with(app, sid string, fn func(*cmcdSession)) {
+	k := app + "\x00" + sid
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s, ok := x.cur[k]
+	if !ok {
+		if s, ok = x.prev[k]; ok {
+			delete(x.prev, k)
+		} else {
+			s = &cmcdSession{}
+		}
+		if len(x.cur) >= x.half {
+			x.prev, x.cur = x.cur, map[string]*cmcdSession{}
+		}
+		x.cur[k] = s
+	}
+	fn(s)
+}
+
+// appendEventJSON renders a derived event of a report as the JSON object
+// /v1/events would take: the common fields CMCD gives, a deterministic
+// event_id (a retried report, on any replica, is deduplicated), then the
+// event's own fields.
+func appendEventJSON(dst []byte, appID string, r *report, ev *derived) []byte {
+	dst = append(dst, `{"log_type":`...)
+	dst = flatjson.AppendString(dst, ev.logType)
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, ev.ts, 10)
+	dst = append(dst, `,"event_id":`...)
+	dst = flatjson.AppendString(dst, cmcdEventID(appID, r, ev))
+	dst = append(dst, `,"session_id":`...)
+	dst = flatjson.AppendString(dst, r.sid)
+	dst = append(dst, `,"device_id":`...)
+	dst = flatjson.AppendString(dst, r.device)
+	if cid, ok := r.d.Text("cid"); ok {
+		dst = append(dst, `,"room_id":`...)
+		dst = flatjson.AppendString(dst, cid)
+		dst = append(dst, `,"stream_id":`...)
+		dst = flatjson.AppendString(dst, cid)
+	}
+	if sf, ok := r.d.Text("sf"); ok {
+		if p, ok := protocolOf[sf]; ok {
+			dst = append(dst, `,"protocol":`...)
+			dst = flatjson.AppendString(dst, p)
+		}
+	}
+	for _, f := range ev.fields {
+		dst = append(dst, ',')
+		dst = flatjson.AppendString(dst, f.key)
+		dst = append(dst, ':')
+		switch v := f.val.(type) {
+		case int64:
+			dst = strconv.AppendInt(dst, v, 10)
+		case float64:
+			dst = strconv.AppendFloat(dst, v, 'g', -1, 64)
+		case bool:
+			dst = strconv.AppendBool(dst, v)
+		case string:
+			dst = flatjson.AppendString(dst, v)
+		}
+	}
+	return append(dst, '}')
+}
+
+// cmcdEventID names a derived event by what it is: the app, session,
+// log_type and time, so the same report mapped twice gets the same id.
+func cmcdEventID(appID string, r *report, ev *derived) string {
+	h := sha256.New()
+	part := ev.idPart
+	if part == "" {
+		part = strconv.FormatInt(ev.ts, 10)
+	}
+	for _, s := range []string{appID, r.sid, ev.logType, part} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return "cmcd-" + hex.EncodeToString(h.Sum(nil)[:15])
+}
