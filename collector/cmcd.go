@@ -14,17 +14,6 @@ import (
 // dictionary or lacks what the mapping needs.
 const ReasonInvalidCMCD = "invalid_cmcd"
 
-// cmcdAppID reads the app key of a CMCD post: the key query parameter (a
-// player's event target is a URL; hls.js cannot send our header), else the
-// header or bearer token /v1/events takes.
-func (c *Collector) cmcdAppID(r *http.Request) (string, bool) {
-	if key := r.URL.Query().Get("key"); key != "" {
-		id, ok := c.cfg.AppKeys[key]
-		return id, ok
-	}
-	return c.appID(r)
-}
-
 // cmcdTypeOK: application/cmcd as CTA-5004-B says, text/plain as browsers
 // send a body without a preflight (sendBeacon, a simple CORS POST), or none.
 func cmcdTypeOK(ct string) bool {
@@ -46,7 +35,7 @@ func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, "", http.StatusUnsupportedMediaType, "", "Content-Type %q: send application/cmcd (or text/plain), one report per line", r.Header.Get("Content-Type"))
 		return
 	}
-	in, ok := c.intake(w, r, "/v1/cmcd", c.cmcdAppID)
+	in, ok := c.intake(w, r, "/v1/cmcd", c.appID)
 	if !ok {
 		return
 	}

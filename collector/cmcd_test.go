@@ -126,7 +126,8 @@ func TestCMCDAuthAndType(t *testing.T) {
 		{"/v1/cmcd", "application/cmcd", map[string]string{"Authorization": "Bearer k1"}, 200},
 		{"/v1/cmcd?key=k1", "", nil, 200},
 		{"/v1/cmcd?key=k1", "application/json", nil, 415},
-		{"/v1/events?key=k1", "application/json", nil, 401}, // the query key is for CMCD only
+		{"/v1/events?key=nope", "application/json", nil, 401},
+		{"/v1/events?key=k1", "application/json", nil, 400}, // a beacon's key: let in, the CMCD body is no JSON
 	} {
 		resp, _ := postCMCD(t, srv.URL+tc.path, tc.ct, body, tc.hdr)
 		if resp.StatusCode != tc.status {

@@ -43,8 +43,8 @@ type Producer interface {
 
 // Config of the collector.
 type Config struct {
-	// AppKeys maps an app key (sent in the X-Lastmile-Key header or as a
-	// bearer token) to its app_id.
+	// AppKeys maps an app key (sent in the X-Lastmile-Key header, as a
+	// bearer token or in the key query parameter) to its app_id.
 	AppKeys map[string]string
 	// MaxBodyBytes bounds the request body as sent (compressed or not) and,
 	// for gzip, also after decompression.
@@ -267,6 +267,10 @@ func (c *Collector) appID(r *http.Request) (string, bool) {
 		}
 	}
 	if key == "" {
+		// A beacon or a player's CMCD event target can set no header.
+		key = r.URL.Query().Get("key")
+	}
+	if key == "" {
 		return "", false
 	}
 	id, ok := c.cfg.AppKeys[key]
@@ -336,7 +340,7 @@ func (c *Collector) intake(w http.ResponseWriter, r *http.Request, path string, 
 	appID, ok := auth(r)
 	if !ok {
 		if r.Header.Get("X-Lastmile-Key") == "" && r.Header.Get("Authorization") == "" && r.URL.Query().Get("key") == "" {
-			c.fail(w, reqID, http.StatusUnauthorized, "", "missing app key: send it in the X-Lastmile-Key header")
+			c.fail(w, reqID, http.StatusUnauthorized, "", "missing app key: send it in the X-Lastmile-Key header or the key query parameter")
 		} else {
 			c.fail(w, reqID, http.StatusUnauthorized, "", "unknown app key")
 		}
