@@ -27,14 +27,18 @@ func (d Data) SessionID() string { return d["sid"] }
 
 // Int returns an integer key, and whether it was present and valid. An
 // inner list (CMCD v2 sends bl=(4400)) gives its first member.
-func (d Data) Int(key string) (int64, bool) {
-	s := d[key]
+func (d Data) Int(key string) (int64, bool) { return IntValue(d[key]) }
+
+// IntValue reads an integer from a bare value ("4400") or a one-member inner
+// list ("(4400)", CMCD v2's form of bl, br, mtp, ...; the member's
+// parameters ignored). A list of several members is no one number.
+func IntValue(s string) (int64, bool) {
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return n, true
 	}
 	if strings.HasPrefix(s, "(") {
 		if l, err := ParseDict("l=" + s); err == nil {
-			if v := l.Vals["l"]; len(v.List) > 0 && v.List[0].Kind == Integer {
+			if v := l.Vals["l"]; len(v.List) == 1 && v.List[0].Kind == Integer {
 				return v.List[0].Int, true
 			}
 		}

@@ -216,3 +216,16 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+func TestIntValue(t *testing.T) {
+	for in, want := range map[string]int64{"4400": 4400, "(4400)": 4400, "(0)": 0, "(4400;t=v)": 4400} {
+		if n, ok := IntValue(in); !ok || n != want {
+			t.Errorf("IntValue(%q) = %d, %v; want %d", in, n, ok, want)
+		}
+	}
+	for _, in := range []string{"", "()", "(1 2)", "(12", "1.5", "x", `"3"`} {
+		if n, ok := IntValue(in); ok {
+			t.Errorf("IntValue(%q) = %d, want no number", in, n)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package edge
 import (
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -84,25 +83,10 @@ func typedCMCD(col, v string) (any, bool) {
 	case schemas.KindBool:
 		return v == "true", v == "true" || v == "false"
 	case schemas.KindInt:
-		n, ok := cmcdNumber(v)
+		n, ok := cmcd.IntValue(v)
 		return n, ok && (!f.HasRange() || float64(n) >= f.Min && float64(n) <= f.Max)
 	}
 	return v, v != "" && len(v) <= f.MaxLen && utf8.ValidString(v)
-}
-
-// cmcdNumber reads an integer from a bare value ("4400") or a one-member
-// inner list ("(4400)", CMCD v2's form of bl, br, mtp, ...), ignoring the
-// member's parameters ("(4400;t=v)").
-func cmcdNumber(v string) (int64, bool) {
-	if in, ok := strings.CutPrefix(v, "("); ok {
-		in, ok = strings.CutSuffix(in, ")")
-		if !ok || strings.ContainsAny(in, " ") {
-			return 0, false
-		}
-		v, _, _ = strings.Cut(in, ";")
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	return n, err == nil
 }
 
 // cmcdValue writes a key or value back as CMCD: as it came when it needs

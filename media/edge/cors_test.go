@@ -123,19 +123,6 @@ func TestAccessCMCD(t *testing.T) {
 	}
 }
 
-func TestCMCDNumber(t *testing.T) {
-	for in, want := range map[string]int64{"4400": 4400, "(4400)": 4400, "(0)": 0, "(4400;t=v)": 4400} {
-		if n, ok := cmcdNumber(in); !ok || n != want {
-			t.Errorf("cmcdNumber(%q) = %d, %v; want %d", in, n, ok, want)
-		}
-	}
-	for _, in := range []string{"", "()", "(1 2)", "(12", "1.5", "x", `"3"`} {
-		if n, ok := cmcdNumber(in); ok {
-			t.Errorf("cmcdNumber(%q) = %d, want no number", in, n)
-		}
-	}
-}
-
 // A playlist asked for with CMCD (and any other key) in its query lists
 // segment URIs that carry the signature only, and they play.
 func TestPlaylistSegmentURIsCarrySignatureOnly(t *testing.T) {
