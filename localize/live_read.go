@@ -380,6 +380,9 @@ func (lp LivePlan) gatePairs(key string, rd *readout) {
 func (lp LivePlan) standingOut(ms []map[uint32]vc, rate float64) []int {
 	var keep []int
 	for j, vals := range ms {
+		if len(vals) < 2 {
+			continue // its one value is everyone: the whole's rise is judged against history
+		}
 		var all vc
 		for _, x := range vals {
 			all.v += x.v
