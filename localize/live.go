@@ -87,6 +87,9 @@ type LivePlan struct {
 	// attribute's other values (two faults at once) does not hide it. 0 is
 	// off (the default: on large windows noise passes it too).
 	GateSpread float64
+	// GatePairs: two consecutive buckets are also gated on their summed
+	// marginals (gatePairs), for a cohort too small to stand out in either.
+	GatePairs bool
 	// MinAffected is the least numerator (affected views) of an incident.
 	MinAffected float64
 	// MergeGap is how many empty buckets may lie between two buckets of one
@@ -107,7 +110,7 @@ var DefaultLivePlan = LivePlan{
 	Search: func() Plan {
 		p := DefaultPlan
 		p.MinSupport = 3
-		p.MinScore = 8
+		p.MinScore = 6
 		p.Denser = true
 		return p
 	}(),
@@ -136,6 +139,7 @@ var DefaultLivePlan = LivePlan{
 	GateScore:        5,
 	GateDeviation:    0.1,
 	GateSpread:       0,
+	GatePairs:        true,
 	MinAffected:      3,
 	MergeGap:         1,
 	MaxIncidents:     10,

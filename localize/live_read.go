@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -332,26 +333,69 @@ func (lp LivePlan) gateKey(kpi, key string, rd *readout) {
 		}
 		rate := max(lp.Floor[kpi], min(peerRatio(ms, lp.PeerQuantile), rHist))
 		rd.rate[key][b] = rate
-		var keep []int
-		for j, vals := range ms {
-			var all vc
-			for _, x := range vals {
-				all.v += x.v
-				all.c += x.c
-			}
-			for _, x := range vals {
-				if x.v >= lp.MinAffected && lp.standsOut(x, all, rate) {
-					keep = append(keep, j)
-					break
-				}
-			}
-		}
+		keep := lp.standingOut(ms, rate)
 		t := total(ms)
 		whole := sums{v: t.v, e: t.c * max(lp.Floor[kpi], rHist), c: t.c}
 		if len(keep) > 0 || (t.v >= lp.MinAffected && whole.dev() >= lp.Search.MinDeviation && whole.lr() >= lp.Search.MinScore) {
 			rd.keep[key][b] = keep
 		}
 	}
+	if lp.GatePairs {
+		lp.gatePairs(key, rd)
+	}
+}
+
+// gatePairs flags, with the attributes that stand out in their summed
+// marginals, each two consecutive unflagged buckets where a value stands
+// out over both: a small cohort's views end on either side of a bucket's
+// edge, too few in each to stand out (detect searches their run together).
+func (lp LivePlan) gatePairs(key string, rd *readout) {
+	byB := rd.marg[key]
+	step := int64(rd.step.Seconds())
+	for _, b := range rd.buckets {
+		a, z := byB[b], byB[b+step]
+		_, flagA := rd.keep[key][b]
+		_, flagZ := rd.keep[key][b+step]
+		if a == nil || z == nil || flagA || flagZ {
+			continue // a flagged bucket's cohorts are searched on its own and in its run
+		}
+		pair := make([]map[uint32]vc, len(a))
+		for j := range a {
+			pair[j] = maps.Clone(a[j])
+			for id, x := range z[j] {
+				s := pair[j][id]
+				pair[j][id] = vc{s.v + x.v, s.c + x.c}
+			}
+		}
+		keep := lp.standingOut(pair, max(rd.rate[key][b], rd.rate[key][b+step]))
+		if len(keep) == 0 {
+			continue
+		}
+		rd.keep[key][b], rd.keep[key][b+step] = keep, slices.Clone(keep)
+	}
+}
+
+// standingOut is the attributes of marginals ms with a value that stands
+// out against rate (standsOut) with at least MinAffected affected views.
+func (lp LivePlan) standingOut(ms []map[uint32]vc, rate float64) []int {
+	var keep []int
+	for j, vals := range ms {
+		if len(vals) < 2 {
+			continue // its one value is everyone: the whole's rise is judged against history
+		}
+		var all vc
+		for _, x := range vals {
+			all.v += x.v
+			all.c += x.c
+		}
+		for _, x := range vals {
+			if x.v >= lp.MinAffected && lp.standsOut(x, all, rate) {
+				keep = append(keep, j)
+				break
+			}
+		}
+	}
+	return keep
 }
 
 // standsOut says whether an attribute value x (all: the attribute's

@@ -3,6 +3,7 @@ package localize
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +56,69 @@ func TestLiveLocalizeErrors(t *testing.T) {
 	}
 	if _, err := DefaultLivePlan.Localize(context.Background(), nil, LiveRequest{From: now.Add(-time.Minute), To: now, KPI: "stalls"}); err == nil || !strings.Contains(err.Error(), `metric="stalls": want one of start_failure`) {
 		t.Errorf("bad KPI: %v", err)
+	}
+}
+
+// gateReadout is a readout of two 30 s buckets whose marginals are given
+// per bucket as dimension → value → {affected, views}.
+func gateReadout(lp LivePlan, kpi string, buckets ...map[string]map[string]vc) *readout {
+	from := time.Unix(1_800_000_000, 0)
+	rd := lp.newReadout(LiveRequest{From: from, To: from.Add(time.Duration(len(buckets)) * lp.RawBucket)})
+	for i, dims := range buckets {
+		for j, a := range rd.attrs {
+			for val, x := range dims[a] {
+				rd.addMarginal(kpi, rd.buckets[i], j, val, x.v, x.c)
+			}
+		}
+	}
+	return rd
+}
+
+// TestGatePairs: a small cohort whose views end on either side of a
+// bucket's edge stands out in neither bucket, but does over both.
+func TestGatePairs(t *testing.T) {
+	bucket := func(weak float64) map[string]map[string]vc {
+		return map[string]map[string]vc{
+			"cdn":     {"cdn-a": {weak, 20}},
+			"network": {"weak": {weak, 4}, "4g": {0, 16}},
+		}
+	}
+	for _, pairs := range []bool{false, true} {
+		lp := DefaultLivePlan
+		lp.GatePairs = pairs
+		rd := gateReadout(lp, KPIRebuffering, bucket(3), bucket(2))
+		lp.gateKey(KPIRebuffering, KPIRebuffering, rd)
+		want := ""
+		if pairs {
+			want = fmt.Sprintf("map[%d:[%d] %d:[%d]]", rd.buckets[0], slices.Index(lp.Attrs, "network"), rd.buckets[1], slices.Index(lp.Attrs, "network"))
+		} else {
+			want = "map[]"
+		}
+		if got := fmt.Sprint(rd.keep[KPIRebuffering]); got != want {
+			t.Errorf("GatePairs %v: flagged %s, want %s", pairs, got, want)
+		}
+	}
+}
+
+// TestGateOneValue: a dimension with one value in the bucket is the whole
+// population; its rise against the peers' low quantile (the source
+// rendition's viewers, none slow) flags nothing when the window's history
+// says the whole is as usual (a real run's HLS slow starts).
+func TestGateOneValue(t *testing.T) {
+	lp := DefaultLivePlan
+	rd := gateReadout(lp, KPIRebuffering,
+		map[string]map[string]vc{
+			"cdn":       {"cdn-a": {9, 17}},
+			"protocol":  {"hls": {9, 17}},
+			"rendition": {"360p": {2, 3}, "source": {7, 14}},
+		},
+		map[string]map[string]vc{
+			"cdn":       {"cdn-a": {7, 20}},
+			"protocol":  {"hls": {7, 20}},
+			"rendition": {"360p": {2, 4}, "source": {0, 10}, "480p": {5, 6}},
+		})
+	lp.gateKey(KPIRebuffering, KPIRebuffering, rd)
+	if got := rd.keep[KPIRebuffering]; len(got) > 0 {
+		t.Errorf("flagged %v, want nothing", got)
 	}
 }
