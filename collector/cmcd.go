@@ -121,5 +121,6 @@ func readReport(d cmcd.Dict, err error, receivedAt int64, device string) (*repor
 	}
 	r.e, _ = d.Text("e")
 	r.sta, _ = d.Text("sta")
+	r.sf, _ = d.Text("sf")
 	return r, nil
 }

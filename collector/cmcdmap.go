@@ -61,6 +61,9 @@ type cmcdSession struct {
 	bsd      bool  // the player reports stall durations itself (bsd): no pairing
 	play     int64 // plays of the session before this one
 	ffDone   bool  // first_frame emitted for this play
+	msd      int64 // the player's media start delay, sent before it played
+	hasMSD   bool
+	sf       string // the latest streaming format the session named
 }
 
 func hasBSD(r *report) bool { _, ok := r.d.Get("bsd"); return ok }
@@ -92,6 +95,7 @@ type kv struct {
 type report struct {
 	e, sta, sid string
 	device      string // device_id: the post's device parameter, else the sid
+	sf          string // streaming format: the report's, else its session's (apply)
 	ts          int64
 	d           cmcd.Dict
 }
@@ -100,18 +104,19 @@ type report struct {
 // advances the session. It is a pure function of (session, report, plan).
 func (s *cmcdSession) apply(r *report, plan *CMCDPlan) []derived {
 	var out []derived
+	s.carryFormat(r)
 	switch {
 	case s.first == 0 && !startsPlay(r.sta):
 		// First heard mid-play (this collector restarted, or another
 		// replica saw the start): the start is unknown, so neither
 		// play_start nor first_frame, never a wrong startup time.
-		*s = cmcdSession{first: r.ts, last: r.ts, sta: r.sta, played: true, joined: true}
+		*s = cmcdSession{first: r.ts, last: r.ts, sta: r.sta, played: true, joined: true, sf: s.sf}
 	case s.first == 0 || (s.stopped && r.sta == staStarting && r.ts > s.last):
 		play := s.play
 		if s.first != 0 {
 			play++
 		}
-		*s = cmcdSession{first: r.ts, last: r.ts, sta: staStarting, play: play, bsd: s.bsd}
+		*s = cmcdSession{first: r.ts, last: r.ts, sta: staStarting, play: play, bsd: s.bsd, sf: s.sf}
 		out = append(out, derived{logType: "play_start", ts: r.ts})
 	}
 	if r.ts < s.last {
@@ -143,7 +148,11 @@ func (s *cmcdSession) transition(r *report, plan *CMCDPlan) []derived {
 		if !s.played {
 			s.played = true
 			if _, ok := r.d.Number("msd"); !ok {
-				out = append(out, s.firstFrame(r, r.ts-s.first))
+				total := r.ts - s.first
+				if s.hasMSD {
+					total = s.msd // the player's own measure beats the pair's
+				}
+				out = append(out, s.firstFrame(r, total))
 			}
 		}
 	case staRebuffer:
@@ -175,11 +184,28 @@ func (s *cmcdSession) stateless(r *report, plan *CMCDPlan) []derived {
 	}
 	// The player's own media start delay: the first frame without a pair,
 	// also where the start was not heard.
-	if msd, ok := r.d.Number("msd"); ok && msd >= 0 && !s.ffDone && (s.played || r.sta == staPlaying) {
-		s.played = true
-		out = append(out, s.firstFrame(r, int64(msd)))
+	if msd, ok := r.d.Number("msd"); ok && msd >= 0 && !s.ffDone {
+		if s.played || r.sta == staPlaying {
+			s.played = true
+			out = append(out, s.firstFrame(r, int64(msd)))
+		} else {
+			// Sent before playing (dash.js, while rebuffering at start):
+			// kept for the first frame the transition to playing makes.
+			s.msd, s.hasMSD = int64(msd), true
+		}
 	}
 	return append(out, s.report(r, plan)...)
+}
+
+// carryFormat names the report's streaming format: its own sf, else the
+// one its session named before (dash.js's first reports, sent before the
+// manifest is read, carry none); the session keeps the latest.
+func (s *cmcdSession) carryFormat(r *report) {
+	if r.sf != "" {
+		s.sf = r.sf
+	} else {
+		r.sf = s.sf
+	}
 }
 
 func (s *cmcdSession) firstFrame(r *report, total int64) derived {
@@ -301,8 +327,8 @@ func appendEventJSON(dst []byte, appID string, r *report, ev *derived) []byte {
 		dst = append(dst, `,"stream_id":`...)
 		dst = flatjson.AppendString(dst, cid)
 	}
-	if sf, ok := r.d.Text("sf"); ok {
-		if p, ok := protocolOf[sf]; ok {
+	if r.sf != "" {
+		if p, ok := protocolOf[r.sf]; ok {
 			dst = append(dst, `,"protocol":`...)
 			dst = flatjson.AppendString(dst, p)
 		}

@@ -3,6 +3,7 @@ package collector
 import (
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -82,6 +83,11 @@ func TestCMCDMapping(t *testing.T) {
 			hlsReport("ps", "s", 1000, ""),
 			hlsReport("ps", "p", 1600, "msd=450"),
 		}, []string{"play_start@1000", "first_frame@1600 total_ms=450"}},
+		{"msd sent while still rebuffering at start (dash.js) makes the first frame", []string{
+			hlsReport("ps", "s", 1000, ""),
+			hlsReport("ps", "r", 1100, "msd=380"),
+			hlsReport("ps", "p", 1700, ""),
+		}, []string{"play_start@1000", "first_frame@1700 total_ms=380"}},
 		{"first heard mid-play, the player's msd and bsd: no pair needed", []string{
 			hlsReport("t", "p", 50000, "msd=700"),
 			hlsReport("ps", "r", 51000, ""),
@@ -152,6 +158,28 @@ func TestCMCDMapping(t *testing.T) {
 		if g := show(got); !reflect.DeepEqual(g, tc.want) {
 			t.Errorf("%s:\n got %s\nwant %s", tc.name, strings.Join(g, "\n     "), strings.Join(tc.want, "\n     "))
 		}
+	}
+}
+
+// A report without sf (dash.js's before the manifest is read) takes the
+// format its session named before; a session that named none gives none.
+func TestCMCDFormatCarried(t *testing.T) {
+	var s cmcdSession
+	var got []string
+	for _, line := range []string{
+		`e=ps,sid="a",sta=s,ts=1000,v=2`,
+		`e=ps,sf=d,sid="a",sta=p,ts=1500,v=2`,
+		`e=t,sid="a",sta=p,ts=3500,v=2`,
+	} {
+		d, _ := cmcd.ParseDict(line)
+		r, _ := readReport(d, nil, 1, "")
+		for _, ev := range s.apply(r, &DefaultCMCDPlan) {
+			j := string(appendEventJSON(nil, "app1", r, &ev))
+			got = append(got, ev.logType+" "+strconv.FormatBool(strings.Contains(j, `"protocol":"dash"`)))
+		}
+	}
+	if want := []string{"play_start false", "first_frame true", "heartbeat true"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("events with protocol dash: %v, want %v", got, want)
 	}
 }
 
