@@ -22,6 +22,11 @@ import (
 // in headless Chromium (testdata/browser/cmcd.html), reporting in event mode
 // to the collector of a real `lastmile run`. The helpers are browser_test.go's.
 
+// cmcdStartupTolerance bounds how far a startup time from CMCD may be from
+// the page's: the player's state events and the page's frame callback run
+// on one thread, tens of ms apart.
+const cmcdStartupTolerance = 150
+
 // cmcdPost is one POST of the page to /v1/cmcd and the collector's answer,
 // as the page saw it (testdata/browser/cmcd-watch.js).
 type cmcdPost struct {
@@ -63,7 +68,7 @@ func checkCMCDPosts(t *testing.T, tab context.Context) (reports, accepted int) {
 	for i, p := range posts {
 		var a cmcdAnswer
 		err := json.Unmarshal([]byte(p.Answer), &a)
-		lines := len(strings.Fields(p.Body)) // a report has no white space outside its strings here
+		lines := len(strings.Split(strings.TrimSpace(p.Body), "\n"))
 		if p.Status != 200 || err != nil || a.Reports != lines || len(a.Rejected) != 0 {
 			t.Errorf("post %d of %d: %d %q (%s) for %d reports:\n%s", i, len(posts), p.Status, p.Answer, p.Error, lines, p.Body)
 		}
@@ -114,7 +119,7 @@ func TestBrowserHLSJSCMCD(t *testing.T) {
 	// sta=p (the element's `playing`); the page's from just before
 	// loadSource to the first presented frame.
 	startup := *s.Summary.FirstFrameTotalMs
-	if d := startup - pageStartup; d < -250 || d > 250 {
+	if d := startup - pageStartup; startup <= 0 || d < -cmcdStartupTolerance || d > cmcdStartupTolerance {
 		t.Errorf("first frame from CMCD %d ms, the page saw %d ms", startup, pageStartup)
 	}
 	for i, b := range beats[1:] { // the first e=t comes at once, with no interval before it
@@ -239,15 +244,19 @@ func TestBrowserDashJSCMCD(t *testing.T) {
 	kinds := map[string][]map[string]any{}
 	for _, r := range rows {
 		kinds[fmt.Sprint(r["log_type"])] = append(kinds[fmt.Sprint(r["log_type"])], r)
-		if r["protocol"] != "dash" {
-			t.Errorf("%v: protocol %v, want dash (sf=d)", r["log_type"], r["protocol"])
-		}
 	}
 	if len(kinds["play_start"]) != 1 || len(kinds["first_frame"]) != 1 || len(kinds["play_stop"]) != 1 {
 		t.Fatalf("store rows of the session: %v; want one play_start, first_frame and play_stop", rows)
 	}
-	if startup := toInt(t, kinds["first_frame"][0]["total_ms"]); startup-pageStartup < -250 || startup-pageStartup > 250 {
+	if startup, d := toInt(t, kinds["first_frame"][0]["total_ms"]), toInt(t, kinds["first_frame"][0]["total_ms"])-pageStartup; startup <= 0 || d < -cmcdStartupTolerance || d > cmcdStartupTolerance {
 		t.Errorf("first frame from dash.js's CMCD %d ms, the page saw %d ms", startup, pageStartup)
+	}
+	// dash.js's first reports (before the manifest) carry no sf, so
+	// play_start has no protocol; the later ones say sf=d.
+	for _, k := range []string{"first_frame", "play_stop"} {
+		if p := kinds[k][0]["protocol"]; p != "dash" {
+			t.Errorf("%s: protocol %v, want dash (sf=d)", k, p)
+		}
 	}
 	if code := toInt(t, kinds["play_stop"][0]["code"]); code != 0 {
 		t.Errorf("play_stop code %d, want 0 (the stream ended)", code)

@@ -26,7 +26,11 @@ window.cmcdPosts = [];
     if (this.cmcdURL) {
       const rec = { body: String(body || ''), status: 0, answer: '', error: '' };
       window.cmcdPosts.push(rec);
-      this.addEventListener('loadend', () => { rec.status = this.status; rec.answer = this.responseText; });
+      this.addEventListener('loadend', () => {
+        rec.status = this.status;
+        const r = this.response; // dash.js asks for an arraybuffer
+        rec.answer = r instanceof ArrayBuffer ? new TextDecoder().decode(r) : String(r || '');
+      });
       this.addEventListener('error', () => { rec.error = 'network error'; });
     }
     return send.apply(this, arguments);
