@@ -141,30 +141,7 @@ func TestBrowserHLSJSCMCD(t *testing.T) {
 		}
 	}
 
-	q := func(metric string, extra ...string) url.Values {
-		v := url.Values{"metric": {metric}, "since": {"1h"}, "app_id": {testAppID}, "read": {"raw"}, "step": {"1m"}}
-		for i := 0; i < len(extra); i += 2 {
-			v.Set(extra[i], extra[i+1])
-		}
-		return v
-	}
-	for _, c := range []struct {
-		v    url.Values
-		want float64
-	}{
-		{q("plays"), 1},
-		{q("attempts"), 1},
-		{q("video_startup_time", "quantile", "0.5"), float64(startup)},
-	} {
-		code, a, msg := st.pipe.getMetrics(t, c.v)
-		if code != 200 {
-			t.Fatalf("%s: %d %s", c.v.Encode(), code, msg)
-		}
-		tot := totals(a)
-		if got := tot[""]; len(tot) != 1 || got < c.want*0.99 || got > c.want*1.01 {
-			t.Errorf("%s: totals %v, want %v", c.v.Get("metric"), tot, c.want)
-		}
-	}
+	checkOnePlay(t, st.pipe, startup)
 }
 
 // checkEdgeCMCD: every media segment request of the session at the edge
