@@ -60,7 +60,8 @@ func webDir(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"node_modules/hls.js/dist/hls.min.js", "node_modules/mpegts.js/dist/mpegts.js", "dist/lastmile.js"} {
+	for _, f := range []string{"node_modules/hls.js/dist/hls.min.js", "node_modules/mpegts.js/dist/mpegts.js",
+		"node_modules/dashjs/dist/modern/umd/dash.all.min.js", "dist/lastmile.js"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			msg := fmt.Sprintf("%s missing: run scripts/install-web-deps.sh (make deps) to install the pinned npm packages and build the SDK", f)
 			if os.Getenv("CI") == "true" {
@@ -74,11 +75,14 @@ func webDir(t *testing.T) string {
 
 // pageServer serves the test pages, the npm packages and the SDK bundle
 // from 127.0.0.1 on a port of its own: an origin that is neither the
-// edges' nor the collector's.
-func pageServer(t *testing.T, web string) string {
+// edges' nor the collector's. mounts adds directories: URL prefix → dir.
+func pageServer(t *testing.T, web string, mounts ...[2]string) string {
 	mux := http.NewServeMux()
 	mux.Handle("/node_modules/", http.FileServer(http.Dir(web)))
 	mux.Handle("/sdk/", http.StripPrefix("/sdk/", http.FileServer(http.Dir(filepath.Join(web, "dist")))))
+	for _, m := range mounts {
+		mux.Handle(m[0], http.StripPrefix(m[0], http.FileServer(http.Dir(m[1]))))
+	}
 	mux.Handle("/", http.FileServer(http.Dir(filepath.Join("testdata", "browser"))))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -99,6 +99,13 @@ func TestCMCDEventMode(t *testing.T) {
 	}
 	t.Logf("lastmile trace --session %s:\n%s", sid, text)
 
+	checkOnePlay(t, p, 640)
+}
+
+// checkOnePlay: the metrics API counts one attempt and one play of the app,
+// with startupMs as its startup time.
+func checkOnePlay(t *testing.T, p *proc, startupMs int64) {
+	t.Helper()
 	q := func(metric string, extra ...string) url.Values {
 		v := url.Values{"metric": {metric}, "since": {"1h"}, "app_id": {testAppID}, "read": {"raw"}, "step": {"1m"}}
 		for i := 0; i < len(extra); i += 2 {
@@ -112,7 +119,7 @@ func TestCMCDEventMode(t *testing.T) {
 	}{
 		{q("attempts"), "map[:1]"},
 		{q("plays"), "map[:1]"},
-		{q("video_startup_time", "quantile", "0.5"), "map[:640]"},
+		{q("video_startup_time", "quantile", "0.5"), fmt.Sprintf("map[:%d]", startupMs)},
 	} {
 		code, a, msg := p.getMetrics(t, c.v)
 		if code != 200 {

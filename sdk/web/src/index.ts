@@ -1,4 +1,4 @@
-// lastmile browser SDK: one Session per play. See docs/sdk-web.md.
+// lastmile browser SDK: one Session per play. See docs/players.md.
 
 import { Reporter, type ReportPlan, type Env, type LEvent } from './reporter';
 import { PlayTracker } from './tracker';
