@@ -61,8 +61,6 @@ type cmcdSession struct {
 	bsd      bool  // the player reports stall durations itself (bsd): no pairing
 	play     int64 // plays of the session before this one
 	ffDone   bool  // first_frame emitted for this play
-	msd      int64 // the player's media start delay, sent before it played
-	hasMSD   bool
 	sf       string // the latest streaming format the session named
 }
 
@@ -147,12 +145,8 @@ func (s *cmcdSession) transition(r *report, plan *CMCDPlan) []derived {
 	case staPlaying:
 		if !s.played {
 			s.played = true
-			if _, ok := r.d.Number("msd"); !ok {
-				total := r.ts - s.first
-				if s.hasMSD {
-					total = s.msd // the player's own measure beats the pair's
-				}
-				out = append(out, s.firstFrame(r, total))
+			if !s.joined {
+				out = append(out, s.firstFrame(r, r.ts-s.first))
 			}
 		}
 	case staRebuffer:
@@ -182,17 +176,12 @@ func (s *cmcdSession) stateless(r *report, plan *CMCDPlan) []derived {
 			}
 		}
 	}
-	// The player's own media start delay: the first frame without a pair,
-	// also where the start was not heard.
-	if msd, ok := r.d.Number("msd"); ok && msd >= 0 && !s.ffDone {
-		if s.played || r.sta == staPlaying {
-			s.played = true
-			out = append(out, s.firstFrame(r, int64(msd)))
-		} else {
-			// Sent before playing (dash.js, while rebuffering at start):
-			// kept for the first frame the transition to playing makes.
-			s.msd, s.hasMSD = int64(msd), true
-		}
+	// The player's own media start delay stands in only where the play's
+	// start was not heard: startup time is from the first report to
+	// playing for every player, and players start msd's clock at
+	// different moments (dash.js at its play call, ~1 ms after an autoplay).
+	if msd, ok := r.d.Number("msd"); ok && msd >= 0 && s.joined && !s.ffDone {
+		out = append(out, s.firstFrame(r, int64(msd)))
 	}
 	return append(out, s.report(r, plan)...)
 }

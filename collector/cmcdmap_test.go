@@ -79,15 +79,15 @@ func TestCMCDMapping(t *testing.T) {
 			hlsReport("ps", "r", 1100, ""),
 			hlsReport("ps", "p", 2400, ""),
 		}, []string{"play_start@1000", "first_frame@2400 total_ms=1400"}},
-		{"the player's msd wins", []string{
+		{"the pair, not the player's msd, when the start was heard", []string{
 			hlsReport("ps", "s", 1000, ""),
 			hlsReport("ps", "p", 1600, "msd=450"),
-		}, []string{"play_start@1000", "first_frame@1600 total_ms=450"}},
-		{"msd sent while still rebuffering at start (dash.js) makes the first frame", []string{
+		}, []string{"play_start@1000", "first_frame@1600 total_ms=600"}},
+		{"an msd sent while still rebuffering at start (dash.js) does not replace the pair", []string{
 			hlsReport("ps", "s", 1000, ""),
-			hlsReport("ps", "r", 1100, "msd=380"),
+			hlsReport("ps", "r", 1100, "msd=1"),
 			hlsReport("ps", "p", 1700, ""),
-		}, []string{"play_start@1000", "first_frame@1700 total_ms=380"}},
+		}, []string{"play_start@1000", "first_frame@1700 total_ms=700"}},
 		{"first heard mid-play, the player's msd and bsd: no pair needed", []string{
 			hlsReport("t", "p", 50000, "msd=700"),
 			hlsReport("ps", "r", 51000, ""),
