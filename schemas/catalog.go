@@ -358,7 +358,6 @@ var Catalog = []LogType{
 			{Name: "http_status", Kind: KindInt, Min: 0, Max: 599, Doc: "HTTP status of the response; 0 when none came"},
 			since(12, ms("ttfb_ms", "request sent to first response byte", hourMs)),
 			since(12, ms("ttlb_ms", "request sent to last response byte", hourMs)),
-			{Name: "bytes", Kind: KindInt, Unit: "bytes", Min: 0, Max: 1e15, Doc: "response size, when the player says"},
 			since(11, Field{Name: "cmcd_ot", Kind: KindDim, MaxLen: 16, Doc: "CMCD ot: object type (m manifest, a audio, v video, av muxed, i init, ...)"}),
 			since(11, Field{Name: "cmcd_br", Kind: KindInt, Unit: "kbps", Min: 0, Max: 1e9, Doc: "CMCD br: encoded bitrate of the object"}),
 			since(11, ms("cmcd_d", "CMCD d: playback duration of the object", dayMs)),
