@@ -254,6 +254,7 @@ func FuzzCMCDBody(f *testing.F) {
 	f.Add([]byte(hlsReport("ps", "s", now-3000, "") + "\n" + hlsReport("ps", "p", now-2000, "") + "\n" + hlsReport("t", "p", now, "bl=(4400),bsd=(10 20)")))
 	f.Add([]byte(hlsReport("e", "f", now, `ec=("manifestLoadError")`) + "\r\n\r\nx=\"\n" + `e=t,sta=p,ts=-1,sid="s"`))
 	f.Add([]byte("a=(1 2);x, b=?0\n\n"))
+	f.Add([]byte(hlsReport("rr", "p", now, `rc=200,ttfb=3,ttlb=9,url="http://u@e/seg-1.ts?sig=S#x"`) + "\n" + hlsReport("rr", "p", now, `rc=700,ttfb=-1,url="`+strings.Repeat("a", 3000)+`"`)))
 	metrics := NewMetrics(prometheus.NewRegistry())
 	sampler := sampling.New(sampling.DefaultConfig())
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -274,6 +275,10 @@ func FuzzCMCDBody(f *testing.F) {
 			var v map[string]any
 			if err := json.Unmarshal(m.Value, &v); err != nil {
 				t.Fatalf("record %q is not JSON: %v", m.Value, err)
+			}
+			// A request's URL keeps no query or fragment and fits the catalog.
+			if u, _ := v["url"].(string); v["log_type"] == "request" && (strings.ContainsAny(u, "?#") || len(u) > requestURLMax) {
+				t.Fatalf("request url %q (%d bytes)", u, len(u))
 			}
 		}
 		lines := countReports(body)
