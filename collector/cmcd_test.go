@@ -51,7 +51,7 @@ func TestCMCDPostProducesCatalogEvents(t *testing.T) {
 		hlsReport("t", "p", now-9350, "bl=(4400),br=(800)"),
 	}, "\n") + "\n"
 	resp, r := postCMCD(t, srv.URL+"/v1/cmcd?key=k1&device=dev-7", "application/cmcd", body, map[string]string{"Origin": "http://player.example"})
-	if resp.StatusCode != 200 || r.Reports != 4 || r.Accepted != 3 || len(r.Rejected) != 0 {
+	if resp.StatusCode != 200 || r.Reports != 4 || r.Accepted != 4 || len(r.Rejected) != 0 {
 		t.Fatalf("answer %d %+v", resp.StatusCode, r)
 	}
 	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" {
@@ -66,6 +66,15 @@ func TestCMCDPostProducesCatalogEvents(t *testing.T) {
 	if ev["total_ms"] != 650.0 || ev["app_id"] != "app1" || ev["session_id"] != "91a28b06-b2f5-429e-acd2-e25e2a3143d5" ||
 		ev["protocol"] != "hls" || ev["room_id"] != "room1" || ev["device_id"] != "dev-7" || string(ff[0].Key) != "91a28b06-b2f5-429e-acd2-e25e2a3143d5" {
 		t.Errorf("first_frame record %s key %s", ff[0].Value, ff[0].Key)
+	}
+	rq := readTopic(t, addr, "lastmile.request", 1)
+	if len(rq) != 1 {
+		t.Fatalf("request topic has %d records", len(rq))
+	}
+	ev = nil
+	json.Unmarshal(rq[0].Value, &ev)
+	if ev["url"] != "http://e/seg-508.ts" || ev["http_status"] != 200.0 || ev["ttfb_ms"] != 15.0 || ev["ttlb_ms"] != 31.0 {
+		t.Errorf("request record %s", rq[0].Value)
 	}
 	for _, topic := range []string{"lastmile.play_start", "lastmile.heartbeat"} {
 		if n := len(readTopic(t, addr, topic, 1)); n != 1 {
@@ -245,6 +254,7 @@ func FuzzCMCDBody(f *testing.F) {
 	f.Add([]byte(hlsReport("ps", "s", now-3000, "") + "\n" + hlsReport("ps", "p", now-2000, "") + "\n" + hlsReport("t", "p", now, "bl=(4400),bsd=(10 20)")))
 	f.Add([]byte(hlsReport("e", "f", now, `ec=("manifestLoadError")`) + "\r\n\r\nx=\"\n" + `e=t,sta=p,ts=-1,sid="s"`))
 	f.Add([]byte("a=(1 2);x, b=?0\n\n"))
+	f.Add([]byte(hlsReport("rr", "p", now, `rc=200,ttfb=3,ttlb=9,url="http://u@e/seg-1.ts?sig=S#x"`) + "\n" + hlsReport("rr", "p", now, `rc=700,ttfb=-1,url="`+strings.Repeat("a", 3000)+`"`)))
 	metrics := NewMetrics(prometheus.NewRegistry())
 	sampler := sampling.New(sampling.DefaultConfig())
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -265,6 +275,10 @@ func FuzzCMCDBody(f *testing.F) {
 			var v map[string]any
 			if err := json.Unmarshal(m.Value, &v); err != nil {
 				t.Fatalf("record %q is not JSON: %v", m.Value, err)
+			}
+			// A request's URL keeps no query or fragment and fits the catalog.
+			if u, _ := v["url"].(string); v["log_type"] == "request" && (strings.ContainsAny(u, "?#") || len(u) > requestURLMax) {
+				t.Fatalf("request url %q (%d bytes)", u, len(u))
 			}
 		}
 		lines := countReports(body)

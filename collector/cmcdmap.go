@@ -3,11 +3,15 @@ package collector
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/lastmile-qoe/lastmile/cmcd"
 	"github.com/lastmile-qoe/lastmile/internal/flatjson"
+	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
 // CMCDPlan holds the choices of the CMCD event-mode mapping (docs/players.md).
@@ -223,12 +227,83 @@ func (s *cmcdSession) report(r *report, plan *CMCDPlan) []derived {
 			f = append(f, kv{"state", st})
 		}
 		return []derived{{logType: "heartbeat", ts: r.ts, fields: f}}
+	case "rr":
+		return []derived{requestEvent(r)}
 	case "e":
 		if !s.stopped {
 			return []derived{s.stop(r, plan.ErrorCode, errorText(r.d))}
 		}
 	}
 	return nil
+}
+
+// requestFields maps an e=rr report's keys to the request event's fields:
+// the response's (rc, ttfb, ttlb) and the object's CMCD.
+var requestFields = []struct{ key, field string }{
+	{"rc", "http_status"}, {"ttfb", "ttfb_ms"}, {"ttlb", "ttlb_ms"},
+	{"br", "cmcd_br"}, {"d", "cmcd_d"}, {"bl", "cmcd_bl"}, {"mtp", "cmcd_mtp"},
+}
+
+// requestEvent is an e=rr report as a request event. A value the catalog
+// refuses (rc 700, a negative ttfb) rejects the event with its reason, as a
+// bad JSON event would be; the URL is cut to fit instead (cleanURL).
+func requestEvent(r *report) derived {
+	var f []kv
+	if u, ok := r.d.Text("url"); ok {
+		f = append(f, kv{"url", cleanURL(u)})
+	}
+	for _, m := range requestFields {
+		if v, ok := r.d.Number(m.key); ok {
+			f = append(f, kv{m.field, int64(v)})
+		}
+	}
+	if ot, ok := r.d.Text("ot"); ok {
+		f = append(f, kv{"cmcd_ot", ot})
+	}
+	// Several requests may end in one ms (audio and video): the report's
+	// sequence number and URL name it, so a retried report keeps its id.
+	sn, _ := r.d.Number("sn")
+	u, _ := r.d.Text("url")
+	return derived{logType: "request", ts: r.ts, fields: f, idPart: fmt.Sprintf("%d/%g/%s", r.ts, sn, u)}
+}
+
+// requestURLMax bounds a request's URL: the catalog's limit.
+var requestURLMax = func() int {
+	for _, f := range schemas.Lookup("request").Fields {
+		if f.Name == "url" {
+			return f.MaxLen
+		}
+	}
+	panic("collector: the request log_type has no url")
+}()
+
+// cleanURL keeps what names the object: its query and fragment (a segment's
+// signature, a token) and any user info are dropped, and it is cut to the
+// catalog's bound at a character boundary. Text surgery, not url.Parse and
+// String, which would re-escape the path.
+func cleanURL(raw string) string {
+	s := raw
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		end := strings.IndexByte(rest, '/')
+		if end < 0 {
+			end = len(rest)
+		}
+		if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+			s = s[:i+3] + rest[at+1:]
+		}
+	}
+	if len(s) > requestURLMax {
+		n := requestURLMax
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
+	}
+	return s
 }
 
 func (s *cmcdSession) stop(r *report, code int64, reason string) derived {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/lastmile-qoe/lastmile/cmcd"
 )
@@ -51,6 +52,7 @@ func TestCMCDMapping(t *testing.T) {
 			hlsReport("ps", "e", 30000, ""),
 		}, []string{
 			"play_start@1000",
+			"request@1080 url=http://e/seg-508.ts http_status=200 ttfb_ms=15 ttlb_ms=31 cmcd_br=0 cmcd_mtp=500",
 			"first_frame@1600 total_ms=600",
 			"heartbeat@11600 buffer_ms=4400 bitrate_kbps=800 state=playing",
 			"stall@12000 duration_ms=1500 cause=unknown",
@@ -130,6 +132,18 @@ func TestCMCDMapping(t *testing.T) {
 			hlsReport("ps", "r", 1500, ""),
 			hlsReport("ps", "p", 1700, ""),
 		}, []string{"play_start@1000", "first_frame@1600 total_ms=600"}},
+		{"e=rr: a request event each, its URL without query, fragment or user, late ones too", []string{
+			hlsReport("ps", "s", 1000, ""),
+			hlsReport("ps", "p", 1500, ""),
+			hlsReport("rr", "p", 4000, `bl=(6000),br=(1200),d=2000,ot=v,rc=404,ttfb=120,ttlb=480,url="http://u:pw@e/live/room1/seg-9.ts?sig=SECRET&CMCD=x#f"`),
+			hlsReport("rr", "p", 3900, `rc=200,ttfb=9,ttlb=20,url="http://e/live/room1/index.m3u8?token=T"`),
+			hlsReport("rr", "p", 5000, `rc=0,url="not a url?sig=S"`),
+		}, []string{
+			"play_start@1000", "first_frame@1500 total_ms=500",
+			"request@4000 url=http://e/live/room1/seg-9.ts http_status=404 ttfb_ms=120 ttlb_ms=480 cmcd_br=1200 cmcd_d=2000 cmcd_bl=6000 cmcd_mtp=500 cmcd_ot=v",
+			"request@3900 url=http://e/live/room1/index.m3u8 http_status=200 ttfb_ms=9 ttlb_ms=20 cmcd_mtp=500",
+			"request@5000 url=not a url http_status=0 cmcd_mtp=500",
+		}},
 		{"a new play in the same session after the end", []string{
 			hlsReport("ps", "s", 1000, ""),
 			hlsReport("ps", "p", 1300, ""),
@@ -212,5 +226,26 @@ func TestCMCDEventJSON(t *testing.T) {
 	if len(evs) != 2 || len(other) != 2 || other[0].logType != "first_frame" ||
 		cmcdEventID("app1", r, &evs[1]) != cmcdEventID("app1", r2, &other[0]) {
 		t.Errorf("paired %v and msd %v first frames are not one event", show(evs), show(other))
+	}
+}
+
+// A URL longer than the catalog allows is cut to fit at a character
+// boundary, so the request event is kept, not rejected as too long.
+func TestCMCDRequestURLBounded(t *testing.T) {
+	long := "http://e/" + strings.Repeat("é", requestURLMax) + "?sig=S"
+	got := cleanURL(long)
+	if len(got) > requestURLMax || !utf8.ValidString(got) || !strings.HasPrefix(got, "http://e/é") {
+		t.Errorf("cleanURL cut to %d bytes (max %d), valid UTF-8 %v", len(got), requestURLMax, utf8.ValidString(got))
+	}
+	// Two requests ending in one ms (audio and video) are two events.
+	var ids []string
+	for _, extra := range []string{`ot=a,url="http://e/a.ts"`, `ot=v,url="http://e/v.ts"`} {
+		d, _ := cmcd.ParseDict(hlsReport("rr", "p", 4000, extra))
+		r, _ := readReport(d, nil, 1, "")
+		ev := requestEvent(r)
+		ids = append(ids, cmcdEventID("app1", r, &ev))
+	}
+	if ids[0] == ids[1] {
+		t.Errorf("two requests of one ms share the event id %s", ids[0])
 	}
 }

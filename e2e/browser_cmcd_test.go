@@ -132,6 +132,7 @@ func TestBrowserHLSJSCMCD(t *testing.T) {
 		}
 	}
 	checkEdgeCMCD(t, s)
+	checkRequests(t, s)
 
 	out, err := exec.Command(lastmileBin(t), "trace", "--addr", st.collector, "--token", queryToken, "--since", "1h",
 		"--session", sid, "--verbose").CombinedOutput()
@@ -139,13 +140,49 @@ func TestBrowserHLSJSCMCD(t *testing.T) {
 		t.Fatalf("lastmile trace --session %s: %v\n%s", sid, err, out)
 	}
 	t.Logf("trace: first frame %d ms from CMCD, %d heartbeats; lastmile trace --session %s:\n%s", startup, len(beats), sid, out)
-	for _, w := range []string{"== play session " + sid, "play_start", fmt.Sprintf("first frame %d ms", startup), "heartbeat", "edge_access", "cmcd_bl", "cmcd_mtp"} {
+	for _, w := range []string{"== play session " + sid, "play_start", fmt.Sprintf("first frame %d ms", startup), "heartbeat", "edge_access", "cmcd_bl", "cmcd_mtp", "client request", "ttfb_ms="} {
 		if !bytes.Contains(out, []byte(w)) {
 			t.Errorf("lastmile trace lacks %q:\n%s", w, out)
 		}
 	}
 
 	checkOnePlay(t, st.pipe, startup)
+}
+
+// checkRequests: hls.js's e=rr reports (one per segment it loaded) are the
+// session's request events: status 200, the player's times to first and
+// last byte (ttlb ≥ ttfb > 0), the URL without the edge's signature; and
+// each segment the player timed (before the edge's latest stored row) was
+// served by the edge in this session.
+func checkRequests(t *testing.T, s *trace.Session) {
+	t.Helper()
+	served := map[string]bool{}
+	var lastEdge time.Time
+	for _, e := range eventsOf(s.ServerEvents, "edge_access") {
+		served[e.Str("path")] = true
+		lastEdge = e.TS
+	}
+	segs := 0
+	for _, e := range eventsOf(s.Events, "request") {
+		u := e.Str("url")
+		st, _ := e.Int("http_status")
+		ttfb, okf := e.Int("ttfb_ms")
+		ttlb, okl := e.Int("ttlb_ms")
+		t.Logf("request %s status %d ttfb %d ttlb %d ot %s", u, st, ttfb, ttlb, e.Str("cmcd_ot"))
+		if st != 200 || !okf || !okl || ttfb <= 0 || ttlb < ttfb || strings.ContainsAny(u, "?#") {
+			t.Errorf("request %s: status %d, ttfb %d (%v), ttlb %d (%v); want 200, 0 < ttfb ≤ ttlb, no query", u, st, ttfb, okf, ttlb, okl)
+		}
+		if strings.HasSuffix(u, ".ts") {
+			segs++
+			// The edge's row of the latest request may not be stored yet.
+			if p, err := url.Parse(u); (err != nil || !served[p.Path]) && e.TS.Before(lastEdge) {
+				t.Errorf("request %s: the edge logged no request of its path in the session", u)
+			}
+		}
+	}
+	if segs < 3 {
+		t.Errorf("%d segment requests reported by hls.js (e=rr); want 3 or more", segs)
+	}
 }
 
 // checkEdgeCMCD: every media segment request of the session at the edge

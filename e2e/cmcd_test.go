@@ -36,6 +36,7 @@ func TestCMCDEventMode(t *testing.T) {
 		rep("rr", "s", 80, `br=(0),rc=200,st=l,ttfb=15,ttlb=31,url="http://edge/live/room1/seg-508.ts"`),
 		rep("ps", "p", 640, ""),
 		rep("t", "p", 10_640, "bl=(4400),br=(800)"),
+		rep("rr", "p", 12_000, `bl=(4100),br=(800),d=2000,ot=v,rc=404,ttfb=120,ttlb=480,url="http://edge/live/room1/seg-509.ts?sig=SECRET"`),
 		rep("ps", "r", 15_000, ""),
 		rep("ps", "p", 16_500, ""),
 		rep("t", "p", 20_640, "bl=(3000)"),
@@ -54,8 +55,8 @@ func TestCMCDEventMode(t *testing.T) {
 		Rejected          []any
 	}
 	json.Unmarshal(ans, &r)
-	// play_start, first_frame, 2 heartbeats, stall.
-	if resp.StatusCode != 200 || r.Reports != 7 || r.Accepted != 5 || len(r.Rejected) != 0 || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+	// play_start, 2 requests, first_frame, 2 heartbeats, stall.
+	if resp.StatusCode != 200 || r.Reports != 8 || r.Accepted != 7 || len(r.Rejected) != 0 || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
 		t.Fatalf("POST /v1/cmcd: %d %s (allow origin %q)", resp.StatusCode, ans, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
 	edge := fmt.Sprintf(`{"event_id":"cmcd-e2e-edge","log_type":"edge_access","ts":%d,"session_id":%q,"node_id":"edge-a-north-1","stream_id":"live/room1","http_status":200,"first_byte_ms":12,"path":"/live/room1/seg-508.ts"}`, t0+70, sid)
@@ -69,7 +70,7 @@ func TestCMCDEventMode(t *testing.T) {
 			return false, fmt.Sprint(rows, err)
 		}
 		n := toInt(t, rows[0]["n"])
-		return n == 6, fmt.Sprintf("%d rows", n)
+		return n == 8, fmt.Sprintf("%d rows", n)
 	})
 	rows, err := p.sql(fmt.Sprintf("SELECT log_type, total_ms, duration_ms, buffer_ms, protocol, room_id FROM events WHERE session_id = '%s' AND source = 'client' ORDER BY ts", sid))
 	if err != nil {
@@ -79,27 +80,61 @@ func TestCMCDEventMode(t *testing.T) {
 	for _, row := range rows {
 		got = append(got, fmt.Sprint(row["log_type"], " ", row["total_ms"], " ", row["duration_ms"], " ", row["buffer_ms"], " ", row["protocol"], " ", row["room_id"]))
 	}
-	want := []string{"play_start <nil> <nil> <nil> hls room1", "first_frame 640 <nil> <nil> hls room1", "heartbeat <nil> <nil> 4400 hls room1",
-		"stall <nil> 1500 <nil> hls room1", "heartbeat <nil> <nil> 3000 hls room1"}
+	want := []string{"play_start <nil> <nil> <nil> hls room1", "request <nil> <nil> <nil> hls room1", "first_frame 640 <nil> <nil> hls room1",
+		"heartbeat <nil> <nil> 4400 hls room1", "request <nil> <nil> <nil> hls room1", "stall <nil> 1500 <nil> hls room1", "heartbeat <nil> <nil> 3000 hls room1"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("client rows of the session:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
-	cmd := exec.Command(lastmileBin(t), "trace", "--addr", "http://"+p.HTTP, "--token", queryToken, "--since", "1h", "--session", sid, "--verbose")
+	// The request view: the player's timing of each request, its URL
+	// without the signature.
+	rows, err = p.sql(fmt.Sprintf("SELECT url, http_status, ttfb_ms, ttlb_ms, cmcd_ot, cmcd_d, cmcd_bl FROM request WHERE session_id = '%s' ORDER BY ts", sid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, row := range rows {
+		got = append(got, fmt.Sprint(row["url"], " ", row["http_status"], " ", row["ttfb_ms"], " ", row["ttlb_ms"], " ", row["cmcd_ot"], " ", row["cmcd_d"], " ", row["cmcd_bl"]))
+	}
+	want = []string{"http://edge/live/room1/seg-508.ts 200 15 31  <nil> <nil>", "http://edge/live/room1/seg-509.ts 404 120 480 v 2000 4100"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("request rows of the session:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	text := runTrace(t, p, sid, "--verbose")
+	for _, w := range []string{"== play session " + sid, "play_start", "first frame 640 ms", "heartbeat", "stall", "edge_access", "ttfb_ms=120"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("trace lacks %q:\n%s", w, text)
+		}
+	}
+	t.Logf("lastmile trace --session %s --verbose:\n%s", sid, text)
+	// Without --verbose a request is one line: status, ttfb, ttlb, type, path.
+	text = runTrace(t, p, sid)
+	for _, w := range []string{"client request        status=200 ttfb=15ms ttlb=31ms /live/room1/seg-508.ts\n",
+		"client request        status=404 ttfb=120ms ttlb=480ms ot=v /live/room1/seg-509.ts\n"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("trace lacks %q:\n%s", w, text)
+		}
+	}
+	if strings.Contains(text, "SECRET") {
+		t.Errorf("trace shows the request's signature:\n%s", text)
+	}
+	t.Logf("lastmile trace --session %s:\n%s", sid, text)
+
+	checkOnePlay(t, p, 640)
+}
+
+// runTrace runs `lastmile trace --session sid` against p and returns its
+// output.
+func runTrace(t *testing.T, p *proc, sid string, flags ...string) string {
+	t.Helper()
+	cmd := exec.Command(lastmileBin(t), append([]string{"trace", "--addr", "http://" + p.HTTP, "--token", queryToken, "--since", "1h", "--session", sid}, flags...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("lastmile trace --session %s: %v\n%s", sid, err, errb.String())
 	}
-	text := out.String()
-	for _, w := range []string{"== play session " + sid, "play_start", "first frame 640 ms", "heartbeat", "stall", "edge_access"} {
-		if !strings.Contains(text, w) {
-			t.Errorf("trace lacks %q:\n%s", w, text)
-		}
-	}
-	t.Logf("lastmile trace --session %s:\n%s", sid, text)
-
-	checkOnePlay(t, p, 640)
+	return out.String()
 }
 
 // checkOnePlay: the metrics API counts one attempt and one play of the app,

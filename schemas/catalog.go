@@ -82,6 +82,9 @@ type LogType struct {
 	// the stream for stream-level events, the session for edge access. Fetching
 	// one device's, stream's or session's events then reads a few granules.
 	TraceKey string
+	// Since is the migration that added the log_type (0 is 0001): its view
+	// and its new columns are that migration's (see ColumnsMigration).
+	Since int
 
 	columns         []Field
 	index           map[string]int
@@ -342,6 +345,24 @@ var Catalog = []LogType{
 			since(11, Field{Name: "cmcd_st", Kind: KindDim, MaxLen: 16, Doc: "CMCD st: stream type (l live, v VOD)"}),
 			since(11, Field{Name: "cmcd_su", Kind: KindBool, Doc: "CMCD su: the player is starting up or seeking (buffer empty)"}),
 			since(11, Field{Name: "cmcd_rest", Kind: KindString, MaxLen: 2048, Doc: "the request's other CMCD keys as CMCD text, k=v,... with flags as k=true (sid is session_id); SQL reads them as the map cmcd"}),
+		},
+	},
+	{
+		// A play's own record of each media request, from CMCD v2 event
+		// mode's e=rr reports (docs/players.md): the player's timing, where
+		// edge_access has the edge's.
+		Name: "request", Source: "client", Key: KeySession, TraceKey: "device_id", Since: 12,
+		Doc: "one media request of a play as the player timed it (CMCD e=rr)",
+		Fields: []Field{
+			{Name: "url", Kind: KindString, MaxLen: 2048, Doc: "the object asked for, without its query or fragment (signatures, tokens)"},
+			{Name: "http_status", Kind: KindInt, Min: 0, Max: 599, Doc: "HTTP status of the response; 0 when none came"},
+			since(12, ms("ttfb_ms", "request sent to first response byte", hourMs)),
+			since(12, ms("ttlb_ms", "request sent to last response byte", hourMs)),
+			since(11, Field{Name: "cmcd_ot", Kind: KindDim, MaxLen: 16, Doc: "CMCD ot: object type (m manifest, a audio, v video, av muxed, i init, ...)"}),
+			since(11, Field{Name: "cmcd_br", Kind: KindInt, Unit: "kbps", Min: 0, Max: 1e9, Doc: "CMCD br: encoded bitrate of the object"}),
+			since(11, ms("cmcd_d", "CMCD d: playback duration of the object", dayMs)),
+			since(11, ms("cmcd_bl", "CMCD bl: the player's buffer length when it reported", dayMs)),
+			since(11, Field{Name: "cmcd_mtp", Kind: KindInt, Unit: "kbps", Min: 0, Max: 1e9, Doc: "CMCD mtp: throughput the player measured"}),
 		},
 	},
 }

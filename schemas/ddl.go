@@ -173,14 +173,25 @@ func ColumnsMigration(v int) string {
 		}
 	}
 	for i := range Catalog {
-		for _, f := range Catalog[i].Fields {
-			if f.Since == v {
-				b.WriteString("\n" + viewDDL(&Catalog[i], v, "CREATE OR REPLACE VIEW") + ";\n")
-				break
-			}
+		if Catalog[i].addsTo(v) {
+			b.WriteString("\n" + viewDDL(&Catalog[i], v, "CREATE OR REPLACE VIEW") + ";\n")
 		}
 	}
 	return b.String()
+}
+
+// addsTo reports whether migration v creates the log_type or adds a field
+// of it: its view is then (re)made by v.
+func (lt *LogType) addsTo(v int) bool {
+	if lt.Since >= v {
+		return lt.Since == v // a later log_type's view is its own migration's
+	}
+	for _, f := range lt.Fields {
+		if f.Since == v {
+			return true
+		}
+	}
+	return false
 }
 
 // DerivedColumn is a column of the events table the store computes from a
@@ -230,6 +241,13 @@ WHERE log_type IN ('push_start', 'push_stats', 'push_stop', 'ingest_session', 'r
 `
 }
 
+// RequestMigration renders migration 0012: the request log_type (CMCD e=rr).
+func RequestMigration() string {
+	return "-- 0012_request: the request log_type, one media request of a play as its player timed it\n" +
+		"-- (CMCD v2 event mode e=rr; docs/players.md): its new columns and its view. Generated from\n" +
+		"-- schemas/catalog.go and schemas/ddl.go by `go generate ./schemas`.\n" + ColumnsMigration(12)
+}
+
 // RejectedDDL is the table of events refused by the collector or the
 // processor: the answer to "why can't I find my log".
 func RejectedDDL() string {
@@ -270,6 +288,9 @@ func InitialMigration() string {
 	b.WriteString(EventsDDL())
 	b.WriteString(";\n")
 	for i := range Catalog {
+		if max(Catalog[i].Since, 1) > 1 {
+			continue // a later migration's
+		}
 		b.WriteString("\n")
 		b.WriteString(ViewDDL(&Catalog[i]))
 		b.WriteString(";\n")

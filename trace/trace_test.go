@@ -1164,13 +1164,20 @@ ORDER BY greatest(toUnixTimestamp64Milli(min(ts)), %d), app_id, session_id`, whe
 
 // TestTraceSessionsIndex: trace_sessions holds the play sessions as traceClass
 // counts them: the processor's SessionIndex writes rows for exactly the play
-// log types, and migration 0005's backfill reads the same ones.
+// log types, and migration 0005's backfill reads the same ones that existed
+// then (a later play type, like request, had no rows to backfill).
 func TestTraceSessionsIndex(t *testing.T) {
 	ms, err := schemas.Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "log_type IN " + traceIn(tracePlayTypes)
+	var then []string
+	for _, n := range tracePlayTypes {
+		if schemas.Lookup(n).Since <= 5 {
+			then = append(then, n)
+		}
+	}
+	want := "log_type IN " + traceIn(then)
 	backfills := 0
 	for _, m := range ms {
 		for _, st := range m.Statements {

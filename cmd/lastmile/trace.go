@@ -28,7 +28,8 @@ phase to blame, the server evidence, a scope guess), its summary, one line
 per component of its stream context (push, ingest, relay, origin,
 transcode, edge) when that component was fine, then its events by time
 with the abnormal server and stream events among them (--verbose: every
-event). Rejected events of the same ids are listed at the end.
+event). A player's requests (CMCD e=rr) are one short line each: status,
+ttfb, ttlb, object type, path (--verbose: every field). Rejected events of the same ids are listed at the end.
 
 Flags:
 `)
@@ -225,6 +226,10 @@ func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location, verbos
 	// when they change (a network switch, a new edge): a line shows news.
 	last := map[string]string{}
 	for _, r := range rows {
+		if r.ev.LogType == "request" && !verbose {
+			fmt.Fprintf(w, "     %s  %-6s %-14s %s\n", r.ev.TS.In(loc).Format("15:04:05.000"), r.kind, r.ev.LogType, requestLine(r.ev))
+			continue
+		}
 		var kv []string
 		for _, f := range r.ev.Fields {
 			v := r.ev.Str(f.Name)
@@ -245,6 +250,28 @@ func printTraceSession(w io.Writer, s *trace.Session, loc *time.Location, verbos
 		}
 		fmt.Fprintf(w, "   %s%s  %-6s %-14s %s\n", mark, r.ev.TS.In(loc).Format("15:04:05.000"), r.kind, r.ev.LogType, strings.Join(kv, " "))
 	}
+}
+
+// requestLine is a player's request (CMCD e=rr) in a few words: its
+// status, times, object type and the path of its URL; a play makes one
+// every segment, so its dimensions and CMCD figures wait for --verbose.
+func requestLine(e *trace.Event) string {
+	var kv []string
+	for _, f := range []struct{ name, label, unit string }{{"http_status", "status", ""}, {"ttfb_ms", "ttfb", "ms"}, {"ttlb_ms", "ttlb", "ms"}} {
+		if v, ok := e.Int(f.name); ok {
+			kv = append(kv, f.label+"="+trace.Thousands(v)+f.unit)
+		}
+	}
+	if ot := e.Str("cmcd_ot"); ot != "" {
+		kv = append(kv, "ot="+ot)
+	}
+	path := e.Str("url")
+	if i := strings.Index(path, "://"); i >= 0 {
+		if j := strings.IndexByte(path[i+3:], '/'); j >= 0 {
+			path = path[i+3+j:]
+		}
+	}
+	return strings.Join(append(kv, traceClip(path, 120)), " ")
 }
 
 // traceDims are the client fields that usually stay the same through a

@@ -17,6 +17,7 @@ func main() {
 		"migrations/0001_init.sql":                    []byte(schemas.InitialMigration()),
 		"migrations/0009_qoe_rollups_fps_latency.sql": []byte(schemas.RollupMigration()),
 		"migrations/0011_edge_cmcd.sql":               []byte(schemas.EdgeCMCDMigration()),
+		"migrations/0012_request.sql":                 []byte(schemas.RequestMigration()),
 	} {
 		if err := os.WriteFile(path, body, 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "gen:", err)
