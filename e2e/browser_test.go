@@ -222,6 +222,7 @@ type pageWait struct{ At, End, Ms int64 }
 type pageObs struct {
 	Errors       []string
 	Waits        []pageWait
+	Seeks        []int64 // when the element began seeking, Date.now() ms
 	StartedAt    int64
 	FirstFrameAt int64
 	Time         float64
@@ -352,7 +353,7 @@ func checkSDKSession(t *testing.T, st *proc, tab context.Context, withCMCD bool)
 		n, err := chromedp.Run(tab, chromedp.Evaluate[int](`window.session.reporter.pending`))
 		return err == nil && n == 0, fmt.Sprintf("%d pending, %v", n, err)
 	})
-	t.Logf("page: first frame %d ms, stalls %+v", o.FirstFrameAt-o.StartedAt, o.Waits)
+	t.Logf("page: first frame %d ms (at %d), stalls %+v, seeks at %v", o.FirstFrameAt-o.StartedAt, o.FirstFrameAt, o.Waits, o.Seeks)
 
 	var s *trace.Session
 	waitFor(t, 30*time.Second, "the SDK session's play_stop in the trace", func() (bool, string) {
