@@ -59,12 +59,12 @@ type cmcdSession struct {
 	stallAt  int64  // > 0: rebuffering since this ts
 	stalls   int64
 	stallMs  int64
-	lastBeat int64 // ts of the latest e=t report
-	stopped  bool  // play_stop emitted; a later sta=s starts a new play
-	joined   bool  // first heard mid-play: first is not the play's start
-	bsd      bool  // the player reports stall durations itself (bsd): no pairing
-	play     int64 // plays of the session before this one
-	ffDone   bool  // first_frame emitted for this play
+	lastBeat int64  // ts of the latest e=t report
+	stopped  bool   // play_stop emitted; a later sta=s starts a new play
+	joined   bool   // first heard mid-play: first is not the play's start
+	bsd      bool   // the player reports stall durations itself (bsd): no pairing
+	play     int64  // plays of the session before this one
+	ffDone   bool   // first_frame emitted for this play
 	sf       string // the latest streaming format the session named
 }
 
