@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -64,14 +65,67 @@ func lastmileBin(t testing.TB) string {
 	return binOnce.path
 }
 
-// freePort returns a loopback address with a currently free port.
-func freePort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// freePort returns a loopback address with a currently free TCP port.
+func freePort(t testing.TB) string { return freeAddr(t, "tcp") }
+
+var ports struct {
+	sync.Mutex
+	given map[int]bool
+	rng   *rand.Rand
+}
+
+// freeAddr picks a free port below the kernel's ephemeral range, never the
+// same twice in one run: a port the kernel hands out for ":0" can be taken
+// by any process's outgoing connection between this check and the caller's
+// bind (a CI run once lost a test to that).
+func freeAddr(t testing.TB, network string) string {
+	t.Helper()
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.given == nil {
+		ports.given = map[int]bool{}
+		ports.rng = rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	const lo = 10000
+	hi := ephemeralLow()
+	for range 1000 {
+		n := lo + ports.rng.IntN(hi-lo)
+		if ports.given[n] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(n))
+		var err error
+		if network == "udp" {
+			var pc net.PacketConn
+			if pc, err = net.ListenPacket("udp", addr); err == nil {
+				pc.Close()
+			}
+		} else {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", addr); err == nil {
+				ln.Close()
+			}
+		}
+		if err == nil {
+			ports.given[n] = true
+			return addr
+		}
+	}
+	t.Fatalf("no free %s port in [%d, %d)", network, lo, hi)
+	return ""
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // proc is a running lastmile process.
@@ -129,7 +183,7 @@ func start(t testing.TB, role, dataDir string, extra ...string) *proc {
 		}
 	}
 	if !hasListen {
-		args = append(args, "--listen", freePort(t))
+		args = append(args, "--listen", "127.0.0.1:0")
 	}
 	args = append(args, extra...)
 	return startArgs(t, dataDir, args)

@@ -31,14 +31,7 @@ func needTool(t *testing.T, name string) string {
 }
 
 // freeUDP returns a loopback address with a currently free UDP port.
-func freeUDP(t testing.TB) string {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
+func freeUDP(t testing.TB) string { return freeAddr(t, "udp") }
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 
