@@ -244,10 +244,48 @@ func (lp LivePlan) finish(ctx context.Context, st Store, req LiveRequest, rd *re
 	if err := lp.sessions(ctx, st, req, rd, inc); err != nil {
 		return err
 	}
+	searchedNode := inc.Dims["node_id"]
 	if err := lp.Scope.Decide(ctx, st, inc); err != nil {
 		return fmt.Errorf("scope of %s incident on %v: %w", inc.KPI, inc.Dims, err)
 	}
+	if n := inc.Dims["node_id"]; n != "" && searchedNode == "" {
+		return lp.narrowToNode(ctx, st, req, rd, inc, n)
+	}
 	return nil
+}
+
+// narrowToNode gives an incident whose verdict narrowed the searched cohort
+// (a CDN, a region) to one node the figures and sessions of that node's
+// viewers, from the node's marginal sums over the incident's span, so they
+// describe the cohort it names; the node is expected to do as the wider
+// cohort was. The verdict's cohort fact keeps the wider cohort's figures.
+// Nothing changes when the node had fewer than MinAffected affected views.
+func (lp LivePlan) narrowToNode(ctx context.Context, st Store, req LiveRequest, rd *readout, inc *Incident, node string) error {
+	j := slices.Index(rd.attrs, "node_id")
+	if j < 0 {
+		return nil
+	}
+	id, ok := rd.index[j][node]
+	if !ok {
+		return nil
+	}
+	var s vc
+	step := int64(rd.step.Seconds())
+	for b, ms := range rd.marg[inc.KPI] {
+		if b >= inc.From.Unix() && b <= inc.To.Unix()-step && ms != nil {
+			x := ms[j][id]
+			s.v, s.c = s.v+x.v, s.c+x.c
+		}
+	}
+	if s.v < lp.MinAffected || s.c <= 0 {
+		return nil
+	}
+	if ex := inc.Affected - inc.Expected*inc.Views; ex > 0 {
+		inc.Share *= min(1, max(0, s.v-inc.Expected*s.c)/ex)
+	}
+	inc.Views, inc.Affected, inc.Value = s.c, s.v, s.v/s.c
+	inc.Sessions, inc.Traces = nil, nil
+	return lp.sessions(ctx, st, req, rd, inc)
 }
 
 // splitTranscode answers a transcode incident on a rendition across

@@ -1,0 +1,76 @@
+package localize
+
+import (
+	"context"
+	"testing"
+
+	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
+)
+
+// TestLiveNarrowedToNodeFigures: viewers of both south nodes fail to
+// start, but only edge-b-south-1's access log shows errors, so the verdict
+// narrows the searched cohort (the region) to that node. The incident's
+// figures and sessions must then be that node's viewers', not the region's.
+func TestLiveNarrowedToNodeFigures(t *testing.T) {
+	w := newWorld()
+	w.server = func(ev map[string]any) {
+		if ev["log_type"] == "edge_access" && ev["node_id"] == "edge-b-south-1" && w.inTS(ev) {
+			ev["http_status"], ev["error"] = 503, "overloaded"
+		}
+	}
+	w.play = func(p *play) {
+		if p.region == "south" && w.in(p.at) {
+			p.code, p.blocked = 1002, "tcp_connect"
+		}
+	}
+	st := storetest.Embedded(t)
+	resetStore(t, st)
+	insertRows(t, st, w.build())
+	incs, err := DefaultLivePlan.Localize(context.Background(), st, LiveRequest{From: w.t0.Add(w.from), To: w.t0.Add(w.to)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inc := range incs {
+		t.Logf("%s", describe(inc))
+	}
+	if len(incs) == 0 {
+		t.Fatal("no incident")
+	}
+	inc := incs[0]
+	if inc.Dims["node_id"] != "edge-b-south-1" || inc.Scope != ScopeEdge {
+		t.Fatalf("top incident %s, want edge on edge-b-south-1", describe(inc))
+	}
+	// The KPI counts play_stop rows in the incident's span.
+	var nodeViews, nodeFailed, regionFailed float64
+	for _, r := range w.rows {
+		at := w.t0.Add(w.tsOf(r))
+		if r["log_type"] != "play_stop" || r["region"] != "south" || at.Before(inc.From) || !at.Before(inc.To) {
+			continue
+		}
+		failed := r["code"] != 0
+		if failed {
+			regionFailed++
+		}
+		if r["node_id"] == "edge-b-south-1" {
+			nodeViews++
+			if failed {
+				nodeFailed++
+			}
+		}
+	}
+	t.Logf("in its span the region failed %.0f, the node %.0f of %.0f", regionFailed, nodeFailed, nodeViews)
+	if inc.Affected != nodeFailed || inc.Views != nodeViews {
+		t.Errorf("figures %.0f of %.0f views, want the node's %.0f of %.0f (the region's failures: %.0f)", inc.Affected, inc.Views, nodeFailed, nodeViews, regionFailed)
+	}
+	for _, s := range inc.Sessions {
+		found := false
+		for _, r := range w.rows {
+			if r["log_type"] == "play_start" && r["session_id"] == s.SessionID {
+				found = r["node_id"] == "edge-b-south-1"
+			}
+		}
+		if !found {
+			t.Errorf("session %s is not the node's", s.SessionID)
+		}
+	}
+}
