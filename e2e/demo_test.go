@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,7 +72,11 @@ func TestDemoCommands(t *testing.T) {
 	elsewhere := filepath.Join(tmp, "elsewhere")
 	os.MkdirAll(elsewhere, 0o755)
 
-	cmd := exec.Command(lastmileBin(t), "demo", "--scenario", scFile, "--data", dataDir, "--listen", "127.0.0.1:0")
+	// The demo's alert role delivers to a plain webhook.
+	hook := &amHook{}
+	hookSrv := httptest.NewServer(hook)
+	t.Cleanup(hookSrv.Close)
+	cmd := exec.Command(lastmileBin(t), "demo", "--scenario", scFile, "--data", dataDir, "--listen", "127.0.0.1:0", "--webhook", hookSrv.URL)
 	cmd.Env, cmd.Dir = env, tmp
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -134,6 +139,8 @@ func TestDemoCommands(t *testing.T) {
 		// the live localizer names both faults' cohorts: the node (or its
 		// CDN and region) and the ISP
 		"lastmile localize": namesCohorts(`node_id=edge-b-south-1|cdn=cdn-b region=south`, `isp=isp-c`),
+		// the alert rules fired on the refusing node, at edge scope
+		"lastmile alerts": re(`(?m)^(firing|resolved)\s.*\sedge\s.*node_id=edge-b-south-1`),
 
 		"curl ": re(`"sessions":\s*\[\s*\{`),
 	}
@@ -154,7 +161,11 @@ func TestDemoCommands(t *testing.T) {
 		// a little before calling a command wrong.
 		var out []byte
 		var err error
-		for try := 0; try < 15; try++ {
+		tries := 15
+		if strings.Contains(c, "lastmile alerts") {
+			tries = 60 // rules fire after their windows persist (docs/alerts.md)
+		}
+		for try := 0; try < tries; try++ {
 			sh := exec.Command("sh", "-c", c)
 			sh.Env, sh.Dir = env, elsewhere
 			out, err = sh.CombinedOutput()
@@ -174,6 +185,17 @@ func TestDemoCommands(t *testing.T) {
 		if seen[k] == 0 {
 			t.Errorf("the demo printed no command with %q:\n%s", k, all.String())
 		}
+	}
+
+	// The webhook got the node's firing notice.
+	delivered := false
+	for _, n := range hook.notices() {
+		for _, a := range n.Alerts {
+			delivered = delivered || (a.Status == "firing" && a.Labels["node_id"] == "edge-b-south-1" && a.Labels["scope"] == "edge")
+		}
+	}
+	if !delivered {
+		t.Errorf("the --webhook receiver got no firing notice for edge-b-south-1: %+v", hook.notices())
 	}
 
 	// Ctrl-C stops the demo cleanly.

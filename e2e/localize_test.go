@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +60,16 @@ func checkLocalize(t *testing.T, p *proc, l scenario.Labels, want localizeWant) 
 		spans[i] = [2]time.Time{f.Start, f.End}
 	}
 	var same, exact, scope int
+	// A fault of want.shown is required, with its scope, when the client
+	// data shows it (faultShown).
+	shown := map[string]bool{}
+	for _, f := range l.Faults {
+		if slices.Contains(want.shown, f.Name) {
+			var why string
+			shown[f.Name], why = faultShown(t, p, f, lp.Search.MinScore)
+			t.Logf("localize %s: %s", f.Name, why)
+		}
+	}
 	for _, g := range localize.OverlapGroups(spans) {
 		from, to := l.Faults[g[0]].Start, l.Faults[g[0]].End
 		for _, i := range g {
@@ -84,13 +97,13 @@ func checkLocalize(t *testing.T, p *proc, l scenario.Labels, want localizeWant) 
 				}
 				if inc.Scope == f.Scope {
 					scope++
-				} else if slices.Contains(want.scope, f.Name) {
+				} else if slices.Contains(want.scope, f.Name) || shown[f.Name] {
 					t.Errorf("localize: %s (%v) came out as scope %s, want %s; evidence %v", f.Name, f.Dims, inc.Scope, f.Scope, inc.Evidence)
 				}
 				break
 			}
 			t.Logf("localize %s (%s %s %v): %s", f.Name, f.Scope, f.Kind, f.Dims, verdict)
-			if !matched && (slices.Contains(want.scope, f.Name) || slices.Contains(want.cohort, f.Name)) {
+			if !matched && (slices.Contains(want.scope, f.Name) || slices.Contains(want.cohort, f.Name) || shown[f.Name]) {
 				t.Errorf("localize: %s (%v) is not among the top %d incidents of its window", f.Name, f.Dims, len(g))
 			}
 		}
@@ -104,8 +117,58 @@ func checkLocalize(t *testing.T, p *proc, l scenario.Labels, want localizeWant) 
 
 // localizeWant names the faults a scenario test requires of the live
 // localizer: scope, their cohort with the labelled scope; cohort, their
-// cohort only (the verdict is not yet steady from run to run).
-type localizeWant struct{ scope, cohort []string }
+// cohort only (the verdict is not yet steady from run to run); shown, their
+// cohort with the labelled scope when the client data shows the fault.
+type localizeWant struct{ scope, cohort, shown []string }
+
+// shownKPI is the play_stop condition of a fault kind's affected views.
+var shownKPI = map[string]string{
+	"weak_network":             "first_frame_blocked = '' AND stall_count > 0",
+	"lag":                      "first_frame_blocked = '' AND stall_count > 0",
+	"decoder_first_frame_fail": "first_frame_blocked != '' AND code != 0",
+}
+
+// faultShown says whether a small fault's cohort stands out in the views
+// that ended over its window (plus localizeGrace) against the rest of the
+// audience, by the live search's own test: at least 4 affected views and a
+// Poisson score of minScore or more against the others' rate. A cohort of a
+// few viewers, or a loaded machine on which everyone rebuffers or fails,
+// hides such a fault from any localizer; then it is reported, not required.
+func faultShown(t *testing.T, p *proc, f scenario.Label, minScore float64) (bool, string) {
+	t.Helper()
+	affected, ok := shownKPI[f.Kind]
+	if !ok {
+		t.Fatalf("faultShown: no KPI for fault kind %q", f.Kind)
+	}
+	var cohort []string
+	for _, d := range []string{"room_id", "stream_id", "rendition", "node_id", "cdn", "region", "isp", "app_version", "network"} {
+		if v, ok := f.Dims[d]; ok {
+			cohort = append(cohort, fmt.Sprintf("%s = '%s'", d, v))
+		}
+	}
+	in := strings.Join(cohort, " AND ")
+	rows, err := p.sql(fmt.Sprintf("SELECT countIf(%[1]s AND (%[2]s)) AS a, countIf(%[1]s) AS n, countIf(NOT (%[1]s) AND (%[2]s)) AS ao, countIf(NOT (%[1]s)) AS no FROM play_stop WHERE %[3]s",
+		in, affected, during(f.Start, f.End.Add(localizeGrace))))
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("faultShown %s: %v %v", f.Name, rows, err)
+	}
+	num := func(k string) float64 { v, _ := strconv.ParseFloat(fmt.Sprint(rows[0][k]), 64); return v }
+	a, n, ao, no := num("a"), num("n"), num("ao"), num("no")
+	e := 0.5
+	if no > 0 {
+		e = max(e, n*ao/no)
+	}
+	score := 0.0
+	if a > e {
+		score = a*math.Log(a/e) - (a - e)
+	}
+	shown := a >= 4 && score >= minScore
+	verb := "shown"
+	if !shown {
+		verb = "not shown, reported only"
+	}
+	return shown, fmt.Sprintf("%s in the client data: %.0f of %.0f views against %.0f of %.0f for the rest, score %.1f", verb, a, n, ao, no, score)
+}
 
 // checkLocalizeQuiet asserts the live localizer finds nothing over the
 // whole of a run without faults.

@@ -267,9 +267,9 @@ func TestScenarioTranscode(t *testing.T) {
 		t.Errorf("room2/480p's viewers after the lag: median %.1f fps over %v heartbeats, want ≥ 22", v[0], v[1])
 	}
 	// Both rooms' 480p suffer together: the failed worker's stream is
-	// named from the transcode logs; the lagging one fails few starts and
-	// is reported only.
-	checkLocalize(t, p, l, localizeWant{scope: []string{fail.Name}}) // e2e/localize_test.go
+	// named from the transcode logs; the lagging one's few viewers
+	// rebuffer, which names it when they stand out.
+	checkLocalize(t, p, l, localizeWant{scope: []string{fail.Name}, shown: []string{lag.Name}}) // e2e/localize_test.go
 
 	checkAlerts(t, alertHook(p), l, alertWant{required: []string{fail.Name}})
 }
@@ -410,7 +410,7 @@ func TestScenarioClient(t *testing.T) {
 		}
 		t.Logf("median download kbps by network: %v", bw)
 	})
-	checkLocalize(t, p, l, localizeWant{scope: []string{dnsFail.Name, dnsSlow.Name, render.Name}}) // e2e/localize_test.go
+	checkLocalize(t, p, l, localizeWant{scope: []string{dnsFail.Name, dnsSlow.Name, render.Name}, shown: []string{dec.Name, weak.Name}}) // e2e/localize_test.go
 
 	checkAlerts(t, alertHook(p), l, alertWant{named: []string{dnsFail.Name, dec.Name, dnsSlow.Name, render.Name, weak.Name}})
 }

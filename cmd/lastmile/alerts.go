@@ -14,14 +14,14 @@ import (
 	"github.com/lastmile-qoe/lastmile/internal/app"
 )
 
-// alertFlags adds the alert role's flags to run and alert; for run, the
-// returned bool turns the role off.
+// alertFlags adds the alert role's flags to run, demo and alert; for run
+// and demo, the returned bool turns the role off.
 func alertFlags(fs *flag.FlagSet, cmd string, o *app.AlertOptions) *bool {
 	on := new(bool)
-	if cmd != "run" && cmd != "alert" {
+	if cmd != "run" && cmd != "demo" && cmd != "alert" {
 		return on
 	}
-	if cmd == "run" {
+	if cmd != "alert" {
 		fs.BoolVar(on, "alerts", true, "run the alert evaluator (--rules, or the built-in rules); --alerts=false turns it off")
 	}
 	fs.StringVar(&o.Rules, "rules", "", "alert rules `FILE` (YAML, docs/alerts.md); default: the built-in rules")

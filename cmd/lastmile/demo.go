@@ -19,6 +19,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
+	"github.com/lastmile-qoe/lastmile/alert"
 	"github.com/lastmile-qoe/lastmile/internal/app"
 	"github.com/lastmile-qoe/lastmile/media/report"
 	"github.com/lastmile-qoe/lastmile/media/scenario"
@@ -124,11 +125,13 @@ func loadScenario(name string) (*scenario.Scenario, error) {
 const demoUsage = `lastmile demo — the pipeline, a streaming stack and a scenario with real faults, in one command
 
 Usage:
-  lastmile demo [--scenario NAME|FILE] [--data DIR] [--listen ADDR]
+  lastmile demo [--scenario NAME|FILE] [--data DIR] [--listen ADDR] [--alertmanager URL] [--webhook URL]
 
-It starts lastmile (as 'lastmile run', or reuses one already answering on --listen), the
-streaming stack of the scenario on free ports, plays the scenario's audience and faults,
-shows progress, and prints where to look. Ctrl-C stops everything cleanly.
+It starts lastmile (as 'lastmile run', alert rules included, or reuses one already
+answering on --listen), the streaming stack of the scenario on free ports, plays the
+scenario's audience and faults, shows progress, and prints where to look. Alerts go to
+the --alertmanager and --webhook receivers given, and 'lastmile alerts' lists them.
+Ctrl-C stops everything cleanly.
 
 Built-in scenarios: %s
 `
@@ -145,11 +148,19 @@ func demoMain(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address of the pipeline")
 	labels := fs.String("labels", "", "labels `FILE` (ground truth, JSON); default DATA/labels-<scenario>-<time>.json")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	var alerts app.AlertOptions
+	alertsOn := alertFlags(fs, "demo", &alerts)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *alertsOn && alerts.Rules != "" {
+		if _, err := alert.LoadRules(alerts.Rules); err != nil {
+			fmt.Fprintf(stderr, "lastmile demo: invalid alert rules:\n%v\n", err)
+			return 2
+		}
 	}
 	sc, logger, err := scenarioSetup(*scen, *logLevel, "demo", stderr)
 	if err != nil {
@@ -166,12 +177,15 @@ func demoMain(args []string, stdout, stderr io.Writer) int {
 	if resp, err := http.Get(pipeline + "/healthz"); err == nil && resp.StatusCode == http.StatusOK {
 		resp.Body.Close()
 		fmt.Fprintf(stdout, "using the lastmile already running at %s\n", pipeline)
+		if len(alerts.Alertmanagers)+len(alerts.Webhooks) > 0 || alerts.Rules != "" {
+			fmt.Fprintln(stdout, "  its own alert role evaluates and delivers alerts: --rules, --alertmanager and --webhook apply to a demo that starts its pipeline")
+		}
 		close(pipeDone)
 	} else {
 		ready := make(chan app.Addrs, 1)
 		o := app.Options{DataDir: *dataDir, Kafka: "embedded", KafkaListen: "127.0.0.1:0", Store: "embedded", Listen: *listen,
 			RetentionDays: 30, Partitions: 4, QueryToken: os.Getenv("LASTMILE_QUERY_TOKEN"),
-			Collector: true, Processor: true, Query: true, Ready: func(a app.Addrs) { ready <- a }}
+			Collector: true, Processor: true, Query: true, Alert: *alertsOn, Alerts: alerts, Ready: func(a app.Addrs) { ready <- a }}
 		pctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() { pipeDone <- app.Run(pctx, o, log.With(logger, "part", "pipeline")) }()
@@ -207,7 +221,7 @@ func demoMain(args []string, stdout, stderr io.Writer) int {
 	_, rs, err := runScenario(ctx, sc, pipeline, app.DevKey, lp, stdout, logger, func(st *stack.Stack, aff, unaff []string) {
 		fmt.Fprintf(stdout, "streaming after %s: scheduler %s, ingest rtmp://%s/live\n", time.Since(t0).Round(100*time.Millisecond), st.SchedURL, st.IngestAddr)
 		fmt.Fprintf(stdout, "where to look (read API token in %s):\n", token)
-		look := demoLook{Addr: pipeline, DataDir: *dataDir, Since: sc.Duration + 10*time.Minute, Faults: sc.Faults, Affected: aff, Unaffected: unaff}
+		look := demoLook{Addr: pipeline, DataDir: *dataDir, Since: sc.Duration + 10*time.Minute, Faults: sc.Faults, Affected: aff, Unaffected: unaff, Alerts: *alertsOn}
 		for _, c := range look.commands() {
 			fmt.Fprintf(stdout, "  %s\n", c)
 		}

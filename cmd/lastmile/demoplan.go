@@ -67,6 +67,8 @@ type demoLook struct {
 	Since                time.Duration
 	Faults               []scenario.Fault
 	Affected, Unaffected []string
+	// Alerts: the pipeline evaluates the alert rules (lastmile alerts).
+	Alerts bool
 }
 
 // commands are the lines the demo prints, each a command that works when
@@ -74,6 +76,9 @@ type demoLook struct {
 func (l demoLook) commands() []string {
 	common := fmt.Sprintf("--addr %s --data %s --since %s", shellQuote(l.Addr), shellQuote(l.DataDir), sinceArg(l.Since))
 	out := []string{fmt.Sprintf("lastmile localize %s     # the incidents the live localizer finds, with their cohorts", common)}
+	if l.Alerts {
+		out = append(out, fmt.Sprintf("lastmile alerts %s     # the alerts the rules fired, with their scope and dimension values", common))
+	}
 	seen := map[faultView]bool{}
 	for i := range l.Faults {
 		f := &l.Faults[i]

@@ -67,10 +67,11 @@ func TestDemoCommands(t *testing.T) {
 			{Name: "room1 480p down", Scope: "transcode", Kind: "fail"},
 			{Name: "again", Scope: "edge", Kind: "degrade"},
 		},
-		Affected: []string{"dev-x-viewer-0001"}, Unaffected: []string{"dev-x-viewer-0002"}}
+		Affected: []string{"dev-x-viewer-0001"}, Unaffected: []string{"dev-x-viewer-0002"}, Alerts: true}
 	got := look.commands()
 	want := []string{
 		"lastmile localize --addr http://127.0.0.1:18080 --data '/tmp/my demo'\\''s data' --since 13m     # the incidents the live localizer finds, with their cohorts",
+		"lastmile alerts --addr http://127.0.0.1:18080 --data '/tmp/my demo'\\''s data' --since 13m     # the alerts the rules fired, with their scope and dimension values",
 		"lastmile metrics --addr http://127.0.0.1:18080 --data '/tmp/my demo'\\''s data' --since 13m --metric rebuffering_ratio --group-by cdn,region     # cdn-b south degraded",
 		"lastmile metrics --addr http://127.0.0.1:18080 --data '/tmp/my demo'\\''s data' --since 13m --metric video_start_failure_rate --group-by room_id,rendition     # room1 480p down",
 		"lastmile trace --addr http://127.0.0.1:18080 --data '/tmp/my demo'\\''s data' --since 13m --device dev-x-viewer-0001     # affected by the first fault",
