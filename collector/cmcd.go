@@ -86,12 +86,18 @@ func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 // precheck refuses a report whose own values would make one of its events
 // invalid, with the catalog's reason, as /v1/events would: it maps the part
 // of the report that needs no session (request, heartbeat, bsd stalls, msd,
-// an error's play_stop) and cleans those events without producing them.
+// an error's play_stop; else a play_start for its ts) and cleans those
+// events without producing them.
 func (c *Collector) precheck(b *batch, appID string, rep *report) *schemas.Reject {
 	s := cmcdSession{joined: true} // a joined session maps msd
 	evs := s.stateless(rep, &c.cfg.CMCD)
 	if rep.sta == staFatal {
 		evs = append(evs, s.stop(rep, c.cfg.CMCD.ErrorCode, errorText(rep.d)))
+	}
+	if len(evs) == 0 {
+		// Every event of a report but a stall has its ts: one outside the
+		// catalog's window refuses them all.
+		evs = append(evs, derived{logType: "play_start", ts: rep.ts})
 	}
 	var buf []byte
 	for i := range evs {
