@@ -78,6 +78,12 @@ func TestCMCDPairingSurvivesKill(t *testing.T) {
 		n, got := sessionRows(t, p, play.sid)
 		return n["play_start"] == 1, strings.Join(got, "; ")
 	})
+	// The open session holds the commit point at its start report: what a
+	// restart reads again.
+	waitFor(t, 30*time.Second, "one open session, its report uncommitted", func() (bool, string) {
+		open, unc := p.metric(t, "lastmile_collector_cmcd_open_sessions"), p.metric(t, "lastmile_collector_cmcd_uncommitted_reports")
+		return open == 1 && unc == 1, fmt.Sprintf("open %v uncommitted %v", open, unc)
+	})
 	p.kill()
 
 	p = start(t, "run", data, args...)
@@ -86,6 +92,11 @@ func TestCMCDPairingSurvivesKill(t *testing.T) {
 	postCMCD(t, p, play.report("e", 9000))
 	want := []string{"play_start <nil> <nil> <nil>", "first_frame 1234 <nil> <nil>", "stall <nil> 1500 <nil>", "play_stop <nil> <nil> 1"}
 	checkPairedPlay(t, p, play.sid, want)
+	// Stopped, the play no longer holds the commit point.
+	waitFor(t, 30*time.Second, "no open session, all committed", func() (bool, string) {
+		open, unc := p.metric(t, "lastmile_collector_cmcd_open_sessions"), p.metric(t, "lastmile_collector_cmcd_uncommitted_reports")
+		return open == 0 && unc == 0, fmt.Sprintf("open %v uncommitted %v", open, unc)
+	})
 }
 
 // checkPairedPlay waits for the play's play_stop, lets what else is in
