@@ -37,8 +37,9 @@ type PairPlan struct {
 	// are mapped together, their events produced in one call, then committed.
 	BatchWait    time.Duration
 	BatchReports int
-	// CommitEvery: a quiet partition's commit point still moves on as its
-	// sessions go idle, this often.
+	// CommitEvery: how often a partition's commit point is worked out and
+	// committed (it scans the sessions), also when the partition is quiet:
+	// its sessions go idle.
 	CommitEvery time.Duration
 	// Retry of a failed produce or commit (until the partition is lost).
 	Retry alert.Backoff
@@ -211,18 +212,20 @@ func (p *Pairer) Run(ctx context.Context) error {
 	}
 	defer g.Close()
 	for {
-		gen, err := g.Next(ctx)
+		var gen *kafka.Generation
+		_, err := alert.Retry(ctx, p.plan.Retry, func(ctx context.Context) (err error) {
+			gen, err = g.Next(ctx)
+			return err
+		}, func(attempt int, err error) {
+			if ctx.Err() == nil {
+				level.Warn(p.logger).Log("msg", "joining the consumer group failed; retrying", "group", p.plan.Group, "attempt", attempt, "err", err)
+			}
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			level.Warn(p.logger).Log("msg", "joining the consumer group failed; retrying", "group", p.plan.Group, "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
-			continue
+			return fmt.Errorf("cmcd pairing: joining consumer group %s: %w", p.plan.Group, err)
 		}
 		for _, a := range gen.Assignments[CMCDReportsTopic] {
 			part, off := a.ID, a.Offset
@@ -251,6 +254,7 @@ func (p *Pairer) runPartition(ctx context.Context, gen *kafka.Generation, partit
 		p.c.metrics.CMCDPairLag.DeleteLabelValues(label)
 	}()
 	committed := offset
+	var lastCommit time.Time
 	level.Info(logger).Log("msg", "pairing CMCD reports", "from_offset", offset)
 	for ctx.Err() == nil {
 		b := p.c.pool.Get().(*batch)
@@ -265,15 +269,18 @@ func (p *Pairer) runPartition(ctx context.Context, gen *kafka.Generation, partit
 		}
 		b.shrink()
 		p.c.pool.Put(b)
-		now, idle := time.Now().UnixMilli(), p.plan.IdleTimeout.Milliseconds()
-		if pp.next >= 0 {
-			if c := pp.commitPoint(now, idle); c > committed {
+		// The commit point scans the sessions: once per CommitEvery, not
+		// per batch.
+		if now := time.Now(); pp.next >= 0 && now.Sub(lastCommit) >= p.plan.CommitEvery {
+			lastCommit = now
+			ms, idle := now.UnixMilli(), p.plan.IdleTimeout.Milliseconds()
+			if c := pp.commitPoint(ms, idle); c > committed {
 				if !p.commit(ctx, gen, partition, c, logger) {
 					return
 				}
 				committed = c
 			}
-			p.c.metrics.CMCDOpenSessions.WithLabelValues(label).Set(float64(pp.openSessions(now, idle)))
+			p.c.metrics.CMCDOpenSessions.WithLabelValues(label).Set(float64(pp.openSessions(ms, idle)))
 			p.c.metrics.CMCDPairLag.WithLabelValues(label).Set(float64(pp.next - committed))
 		}
 	}

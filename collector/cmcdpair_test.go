@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +220,47 @@ func TestPairRecordsCarryThePost(t *testing.T) {
 	}
 	if rej.RequestID != r.RequestID || rej.EventIndex != 3 || rej.Field != "duration_ms" || rej.AppID != "app1" {
 		t.Errorf("rejected record %+v", rej)
+	}
+}
+
+// BenchmarkPairReports: the pairing stage's cost per report (map, clean,
+// encode, produce to a no-op producer), with 10,000 open sessions in the
+// partition and a commit point worked out every 1,000 reports.
+func BenchmarkPairReports(b *testing.B) {
+	c := New(Config{AppKeys: map[string]string{"k1": "app1"}}, sampling.New(sampling.DefaultConfig()), nopProducer{}, NewMetrics(prometheus.NewRegistry()), log.NewNopLogger())
+	p := c.NewPairer(PairPlan{})
+	now := time.Now().UnixMilli()
+	const sessions = 10_000
+	msgs := make([]kafka.Message, 4*sessions)
+	for i := range msgs {
+		sid := "s" + strconv.Itoa(i%sessions)
+		e, sta := "t", "p"
+		if i < sessions {
+			e, sta = "ps", "s"
+		}
+		rep := strings.ReplaceAll(hlsReport(e, sta, now+int64(i), "bl=(4400),br=(800)"), "91a28b06-b2f5-429e-acd2-e25e2a3143d5", sid)
+		v, _ := json.Marshal(&reportEnvelope{AppID: "app1", RequestID: "r", Index: 0, ReceivedAt: now + int64(i), Report: rep})
+		msgs[i] = kafka.Message{Topic: CMCDReportsTopic, Key: reportKey("app1", sid), Value: v}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var pp *pairPart
+	bt := &batch{}
+	for i := 0; i < b.N; i++ {
+		j := i % len(msgs)
+		if j == 0 {
+			pp = newPairPart()
+			p.sessions.Store(0)
+		}
+		m := msgs[j]
+		m.Offset = int64(j)
+		p.pair(pp, m, bt)
+		if (i+1)%1000 == 0 {
+			if err := c.produce(context.Background(), bt); err != nil {
+				b.Fatal(err)
+			}
+			pp.commitPoint(now+int64(j), p.plan.IdleTimeout.Milliseconds())
+			bt.reset()
+		}
 	}
 }
