@@ -179,22 +179,22 @@ func (c *Collector) NewPairer(plan PairPlan) *Pairer {
 	if plan.Group == "" {
 		plan.Group = d.Group
 	}
-	if plan.IdleTimeout <= 0 {
-		plan.IdleTimeout = d.IdleTimeout
-	}
-	if plan.BatchWait <= 0 {
-		plan.BatchWait = d.BatchWait
-	}
-	if plan.BatchReports <= 0 {
-		plan.BatchReports = d.BatchReports
-	}
-	if plan.CommitEvery <= 0 {
-		plan.CommitEvery = d.CommitEvery
-	}
+	plan.IdleTimeout = positive(plan.IdleTimeout, d.IdleTimeout)
+	plan.BatchWait = positive(plan.BatchWait, d.BatchWait)
+	plan.BatchReports = positive(plan.BatchReports, d.BatchReports)
+	plan.CommitEvery = positive(plan.CommitEvery, d.CommitEvery)
 	if plan.Retry.Initial <= 0 {
-		plan.Retry = d.Retry
+		plan.Retry = d.Retry // a zero wait would spin on a broker that is down
 	}
 	return &Pairer{c: c, plan: plan, logger: log.With(c.logger, "stage", "cmcd-pairing")}
+}
+
+// positive is v, or d when v is not positive (a plan's unset field).
+func positive[T int | time.Duration](v, d T) T {
+	if v <= 0 {
+		return d
+	}
+	return v
 }
 
 // Run consumes until ctx ends. Each generation of the group starts every

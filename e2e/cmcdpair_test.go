@@ -23,22 +23,30 @@ func (c cmcdPlay) report(sta string, at int64) string {
 	return fmt.Sprintf(`cid="room1",e=ps,mtp=(500),sf=h,sid="%s",sn=2,sta=%s,ts=%d,v=2`, c.sid, sta, c.t0+at)
 }
 
-// postCMCD posts reports to p's /v1/cmcd and wants every one accepted.
-func postCMCD(t *testing.T, p *proc, reports ...string) {
+// postCMCDBody posts a body of reports to p's /v1/cmcd as a page of origin
+// does ("" sends no Origin).
+func postCMCDBody(t *testing.T, p *proc, body, origin string) (*http.Response, []byte, cmcdAnswer) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", "http://"+p.HTTP+"/v1/cmcd?key="+testKey, strings.NewReader(strings.Join(reports, "\n")))
+	req, _ := http.NewRequest("POST", "http://"+p.HTTP+"/v1/cmcd?key="+testKey, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/cmcd")
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ans, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var r struct {
-		Reports, Accepted int
-		Rejected          []any
-	}
+	var r cmcdAnswer
 	json.Unmarshal(ans, &r)
+	return resp, ans, r
+}
+
+// postCMCD posts reports to p's /v1/cmcd and wants every one accepted.
+func postCMCD(t *testing.T, p *proc, reports ...string) {
+	t.Helper()
+	resp, ans, r := postCMCDBody(t, p, strings.Join(reports, "\n"), "")
 	if resp.StatusCode != 200 || r.Reports != len(reports) || len(r.Rejected) != 0 {
 		t.Fatalf("POST /v1/cmcd: %d %s", resp.StatusCode, ans)
 	}
