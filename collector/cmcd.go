@@ -61,6 +61,8 @@ func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 		rep, rej := readReport(d, err, in.receivedAt, device)
 		if rej == nil {
 			rej = c.precheck(b, in.appID, rep)
+		} else {
+			b.fields = b.fields[:0] // the reject names no ids of another report
 		}
 		if rej != nil {
 			c.addReject(b, in.appID, in.reqID, line-1, raw, rej, in.receivedAt)

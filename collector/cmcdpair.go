@@ -264,11 +264,12 @@ func (p *Pairer) runPartition(ctx context.Context, gen *kafka.Generation, partit
 			level.Warn(logger).Log("msg", "fetch failed", "err", err)
 		}
 		if n > 0 && !p.produce(ctx, b, logger) {
-			b.poisoned = true // the writer may still hold its buffers
-			return            // uncommitted: the next owner maps these again
+			return // uncommitted: the next owner maps these again
 		}
-		b.shrink()
-		p.c.pool.Put(b)
+		if !b.poisoned {
+			b.shrink()
+			p.c.pool.Put(b)
+		}
 		// The commit point scans the sessions: once per CommitEvery, not
 		// per batch.
 		if now := time.Now(); pp.next >= 0 && now.Sub(lastCommit) >= p.plan.CommitEvery {
@@ -323,6 +324,9 @@ func (p *Pairer) produce(ctx context.Context, b *batch, logger log.Logger) bool 
 		b.msgs = b.msgs[:0]
 		return p.c.produce(ctx, b)
 	}, func(attempt int, err error) {
+		// A failed attempt may leave records in the writer's hands: the
+		// batch's buffers must not be reused.
+		b.poisoned = true
 		level.Warn(logger).Log("msg", "producing paired events failed; retrying, nothing committed", "records", msgs, "attempt", attempt, "err", err)
 	})
 	return err == nil
@@ -343,7 +347,10 @@ func (p *Pairer) commit(ctx context.Context, gen *kafka.Generation, partition in
 // rejects. Records it cannot read are logged and skipped (the collector
 // wrote them; a retry cannot fix them).
 func (p *Pairer) pair(pp *pairPart, msg kafka.Message, b *batch) {
-	pp.admit(msg.Offset)
+	if n := len(pp.sessions); !pp.admit(msg.Offset) {
+		p.sessions.Add(-int64(n))
+		level.Info(p.logger).Log("msg", "offsets not contiguous: session state dropped, rebuilt from here", "partition", msg.Partition, "offset", msg.Offset, "sessions", n)
+	}
 	var env reportEnvelope
 	if err := json.Unmarshal(msg.Value, &env); err != nil {
 		level.Error(p.logger).Log("msg", "unreadable CMCD report record; skipped", "partition", msg.Partition, "offset", msg.Offset, "err", err)
@@ -359,6 +366,7 @@ func (p *Pairer) pair(pp *pairPart, msg kafka.Message, b *batch) {
 	b.cleaner.At = time.UnixMilli(env.ReceivedAt)
 	if rej != nil {
 		// /v1/cmcd read it before producing it: a record of another version.
+		b.fields = b.fields[:0] // no ids of another event
 		p.c.addReject(b, env.AppID, env.RequestID, env.Index, []byte(env.Report), rej, env.ReceivedAt)
 		return
 	}
