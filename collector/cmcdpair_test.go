@@ -264,3 +264,28 @@ func BenchmarkPairReports(b *testing.B) {
 		}
 	}
 }
+
+// FuzzPairRecord feeds any bytes to the pairing stage as cmcd_reports
+// records (a broker's clients can write there): it never panics, and what
+// it produces is JSON.
+func FuzzPairRecord(f *testing.F) {
+	now := time.Now().UnixMilli()
+	for _, rep := range []string{hlsReport("ps", "s", now-1000, ""), hlsReport("ps", "p", now, "msd=300"), `e=t,sta=p,ts=-1,sid="s"`, "a=(1 2);x"} {
+		v, _ := json.Marshal(&reportEnvelope{AppID: "app1", RequestID: "r", Index: 2, ReceivedAt: now, Report: rep})
+		f.Add(v)
+	}
+	f.Add([]byte(`{"app_id":1}`))
+	c := New(Config{AppKeys: map[string]string{"k1": "app1"}}, sampling.New(sampling.DefaultConfig()), nopProducer{}, NewMetrics(prometheus.NewRegistry()), log.NewNopLogger())
+	p := c.NewPairer(PairPlan{})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		pp, b := newPairPart(), &batch{}
+		for i := range 2 { // twice: the second one meets the session's state
+			p.pair(pp, kafka.Message{Topic: CMCDReportsTopic, Key: []byte("app1\x00s"), Value: v, Offset: int64(i)}, b)
+		}
+		for _, sp := range b.spans {
+			if !json.Valid(b.out[sp[0]:sp[1]]) {
+				t.Fatalf("record %q is not JSON", b.out[sp[0]:sp[1]])
+			}
+		}
+	})
+}
