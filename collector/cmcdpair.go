@@ -13,8 +13,8 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/lastmile-qoe/lastmile/alert"
 	"github.com/lastmile-qoe/lastmile/cmcd"
+	"github.com/lastmile-qoe/lastmile/internal/retry"
 )
 
 // CMCDReportsTopic holds the CMCD event-mode reports /v1/cmcd accepted, as
@@ -33,6 +33,13 @@ type PairPlan struct {
 	// (1 h by default): a restart re-derives the events of open sessions and
 	// relies on the processor to drop them as duplicates.
 	IdleTimeout time.Duration
+	// MaxHold: a session whose state was built from reports older than this
+	// no longer holds the commit point either, so a restart re-reads at most
+	// MaxHold of reports and every event it re-derives is one the processor
+	// still remembers (its dedup window, 1 h by default, must exceed it). A
+	// play that long is joined mid-play after a restart: no second
+	// play_start or first_frame, its play_stop without the play's duration.
+	MaxHold time.Duration
 	// BatchWait and BatchReports bound a batch: reports read back to back
 	// are mapped together, their events produced in one call, then committed.
 	BatchWait    time.Duration
@@ -42,17 +49,18 @@ type PairPlan struct {
 	// its sessions go idle.
 	CommitEvery time.Duration
 	// Retry of a failed produce or commit (until the partition is lost).
-	Retry alert.Backoff
+	Retry retry.Backoff
 }
 
 // DefaultPairPlan: pairing adds at most BatchWait plus a fetch's MaxWait.
 var DefaultPairPlan = PairPlan{
 	Group:        "lastmile-cmcd",
 	IdleTimeout:  10 * time.Minute,
+	MaxHold:      30 * time.Minute,
 	BatchWait:    20 * time.Millisecond,
 	BatchReports: 1000,
 	CommitEvery:  5 * time.Second,
-	Retry:        alert.Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second},
+	Retry:        retry.Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second},
 }
 
 // reportEnvelope is a cmcd_reports record's value: one report line and
@@ -73,6 +81,7 @@ func reportKey(appID, sid string) []byte { return []byte(appID + "\x00" + sid) }
 type pairSession struct {
 	cmcdSession
 	firstOff int64
+	firstAt  int64 // received_at (ms) of the report at firstOff
 	heard    int64 // received_at (ms) of its latest report
 }
 
@@ -109,22 +118,23 @@ func (p *pairPart) admit(offset int64) bool {
 func (p *pairPart) session(key string, offset, receivedAt, idle int64) (*pairSession, bool) {
 	s, ok := p.sessions[key]
 	if !ok {
-		s = &pairSession{firstOff: offset}
+		s = &pairSession{firstOff: offset, firstAt: receivedAt}
 		p.sessions[key] = s
 	} else if !s.open(receivedAt, idle) {
-		s.firstOff = offset
+		s.firstOff, s.firstAt = offset, receivedAt
 	}
 	s.heard = max(s.heard, receivedAt)
 	return s, !ok
 }
 
 // commitPoint is the offset to commit at now: the first report of the
-// oldest open session, or, with none open, the offset after the last seen.
-// A restart that reads from it rebuilds every open session whole.
-func (p *pairPart) commitPoint(now, idle int64) int64 {
+// oldest open session begun less than hold ago, or, with none, the offset
+// after the last seen. A restart that reads from it rebuilds every such
+// session whole.
+func (p *pairPart) commitPoint(now, idle, hold int64) int64 {
 	c := p.next
 	for _, s := range p.sessions {
-		if s.open(now, idle) && s.firstOff < c {
+		if s.open(now, idle) && now-s.firstAt < hold && s.firstOff < c {
 			c = s.firstOff
 		}
 	}
@@ -180,6 +190,7 @@ func (c *Collector) NewPairer(plan PairPlan) *Pairer {
 		plan.Group = d.Group
 	}
 	plan.IdleTimeout = positive(plan.IdleTimeout, d.IdleTimeout)
+	plan.MaxHold = positive(plan.MaxHold, d.MaxHold)
 	plan.BatchWait = positive(plan.BatchWait, d.BatchWait)
 	plan.BatchReports = positive(plan.BatchReports, d.BatchReports)
 	plan.CommitEvery = positive(plan.CommitEvery, d.CommitEvery)
@@ -213,7 +224,7 @@ func (p *Pairer) Run(ctx context.Context) error {
 	defer g.Close()
 	for {
 		var gen *kafka.Generation
-		_, err := alert.Retry(ctx, p.plan.Retry, func(ctx context.Context) (err error) {
+		_, err := retry.Do(ctx, p.plan.Retry, func(ctx context.Context) (err error) {
 			gen, err = g.Next(ctx)
 			return err
 		}, func(attempt int, err error) {
@@ -275,7 +286,7 @@ func (p *Pairer) runPartition(ctx context.Context, gen *kafka.Generation, partit
 		if now := time.Now(); pp.next >= 0 && now.Sub(lastCommit) >= p.plan.CommitEvery {
 			lastCommit = now
 			ms, idle := now.UnixMilli(), p.plan.IdleTimeout.Milliseconds()
-			if c := pp.commitPoint(ms, idle); c > committed {
+			if c := pp.commitPoint(ms, idle, p.plan.MaxHold.Milliseconds()); c > committed {
 				if !p.commit(ctx, gen, partition, c, logger) {
 					return
 				}
@@ -320,7 +331,7 @@ func (p *Pairer) produce(ctx context.Context, b *batch, logger log.Logger) bool 
 		return true
 	}
 	msgs := len(b.spans)
-	_, err := alert.Retry(ctx, p.plan.Retry, func(ctx context.Context) error {
+	_, err := retry.Do(ctx, p.plan.Retry, func(ctx context.Context) error {
 		b.msgs = b.msgs[:0]
 		return p.c.produce(ctx, b)
 	}, func(attempt int, err error) {
@@ -335,7 +346,7 @@ func (p *Pairer) produce(ctx context.Context, b *batch, logger log.Logger) bool 
 // commit stores the partition's commit point, retrying until it is stored
 // or the generation is over (false: another member owns it now).
 func (p *Pairer) commit(ctx context.Context, gen *kafka.Generation, partition int, offset int64, logger log.Logger) bool {
-	_, err := alert.Retry(ctx, p.plan.Retry, func(context.Context) error {
+	_, err := retry.Do(ctx, p.plan.Retry, func(context.Context) error {
 		return gen.CommitOffsets(map[string]map[int]int64{CMCDReportsTopic: {partition: offset}})
 	}, func(attempt int, err error) {
 		level.Warn(logger).Log("msg", "commit failed; retrying", "offset", offset, "attempt", attempt, "err", err)

@@ -74,7 +74,7 @@ func pairMem(t testing.TB, c *Collector, prod *memProducer) []kafka.Message {
 // session; a stopped or idle session no longer holds it, one heard again
 // holds it from there; a discontinuity drops the state.
 func TestPairCommitPoint(t *testing.T) {
-	const idle = 600_000
+	const idle, hold = 600_000, 1_800_000
 	type step struct {
 		off       int64
 		key, sta  string
@@ -113,6 +113,19 @@ func TestPairCommitPoint(t *testing.T) {
 			{off: 1, key: "a", sta: "e", heard: 2000, now: 2000, want: 2},
 			{off: 2, key: "a", sta: "s", heard: 3000, now: 3000, want: 2},
 		}},
+		{"a session begun more than MaxHold ago lets go while it plays", []step{
+			{off: 0, key: "a", sta: "s", heard: 1000, now: 1000, want: 0},
+			{off: 1, key: "b", sta: "s", heard: 2000, now: 2000, want: 0},
+			{off: 2, key: "a", sta: "p", heard: 501_000, now: 501_000, want: 0},
+			{off: 3, key: "b", sta: "p", heard: 502_000, now: 502_000, want: 0},
+			{off: 4, key: "a", sta: "p", heard: 1_001_000, now: 1_001_000, want: 0},
+			{off: 5, key: "b", sta: "p", heard: 1_002_000, now: 1_002_000, want: 0},
+			{off: 6, key: "a", sta: "p", heard: 1_501_000, now: 1_501_000, want: 0},
+			{off: 7, key: "b", sta: "p", heard: 1_502_000, now: 1_502_000, want: 0},
+			{off: 8, key: "a", sta: "p", heard: 999 + hold, now: 999 + hold, want: 0},
+			{off: 9, key: "a", sta: "p", heard: 1000 + hold, now: 1000 + hold, want: 1},
+			{off: 10, key: "b", sta: "p", heard: 2000 + hold, now: 2000 + hold, want: 11},
+		}},
 		{"a gap drops the state", []step{
 			{off: 0, key: "a", sta: "s", heard: 1000, now: 1000, want: 0},
 			{off: 4, key: "b", sta: "s", heard: 1100, now: 1100, want: 4, wantReset: true},
@@ -131,7 +144,7 @@ func TestPairCommitPoint(t *testing.T) {
 				}
 				s, _ := pp.session(st.key, st.off, st.heard, idle)
 				s.apply(&report{sid: st.key, sta: st.sta, ts: st.heard}, &DefaultCMCDPlan)
-				if got := pp.commitPoint(st.now, idle); got != st.want {
+				if got := pp.commitPoint(st.now, idle, hold); got != st.want {
 					t.Fatalf("step %d: commit point %d, want %d", i, got, st.want)
 				}
 			}
@@ -259,7 +272,7 @@ func BenchmarkPairReports(b *testing.B) {
 			if err := c.produce(context.Background(), bt); err != nil {
 				b.Fatal(err)
 			}
-			pp.commitPoint(now+int64(j), p.plan.IdleTimeout.Milliseconds())
+			pp.commitPoint(now+int64(j), p.plan.IdleTimeout.Milliseconds(), p.plan.MaxHold.Milliseconds())
 			bt.reset()
 		}
 	}
