@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+
+	"github.com/lastmile-qoe/lastmile/internal/retry"
 )
 
 // Receiver is a destination of alerts.
@@ -54,11 +56,11 @@ func (e *StatusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Code,
 func postJSON(ctx context.Context, c *http.Client, url string, v any) error {
 	body, err := json.Marshal(v)
 	if err != nil {
-		return Permanent(err)
+		return retry.Permanent(err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return Permanent(err)
+		return retry.Permanent(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.Do(req)
@@ -72,7 +74,7 @@ func postJSON(ctx context.Context, c *http.Client, url string, v any) error {
 	}
 	se := &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(msg))}
 	if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
-		return Permanent(se)
+		return retry.Permanent(se)
 	}
 	return se
 }
@@ -151,10 +153,13 @@ type DispatchPlan struct {
 	// Timeout bounds one attempt, so a hanging receiver is an error to
 	// retry, not a stuck worker.
 	Timeout time.Duration
-	Backoff Backoff
+	Backoff retry.Backoff
 	// ValidFor: see Notice.ValidFor.
 	ValidFor time.Duration
 }
+
+// DefaultBackoff retries a delivery for about five minutes.
+var DefaultBackoff = retry.Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second, Attempts: 15}
 
 // DefaultDispatchPlan: 256 notices per receiver, 10 s per attempt.
 var DefaultDispatchPlan = DispatchPlan{Queue: 256, Timeout: 10 * time.Second, Backoff: DefaultBackoff, ValidFor: 4 * time.Minute}
@@ -357,7 +362,7 @@ func (d *Dispatcher) work(ctx context.Context, q *queue) {
 // the delivery log at once, not when it is given up) and at the end.
 func (d *Dispatcher) deliver(ctx context.Context, q *queue, n Notice) {
 	var last error
-	attempts, err := Retry(ctx, d.plan.Backoff, func(ctx context.Context) error {
+	attempts, err := retry.Do(ctx, d.plan.Backoff, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, d.plan.Timeout)
 		defer cancel()
 		n.at = time.Now()

@@ -1,12 +1,14 @@
 package collector
 
 import (
+	"encoding/json"
 	"fmt"
 	"mime"
 	"net/http"
 	"strings"
 
 	"github.com/lastmile-qoe/lastmile/cmcd"
+	"github.com/lastmile-qoe/lastmile/internal/flatjson"
 	"github.com/lastmile-qoe/lastmile/schemas"
 )
 
@@ -27,9 +29,10 @@ func cmcdTypeOK(ct string) bool {
 	return mt == "application/cmcd" || mt == "text/plain"
 }
 
-// serveCMCD takes CMCD v2 event-mode reports, one per line, and maps each
-// into catalog events of its session (cmcdmap.go); those go the way of
-// /v1/events (validation, sampling, Kafka), a bad report is rejected alone.
+// serveCMCD takes CMCD v2 event-mode reports, one per line. Each report
+// that reads and passes precheck is produced, durably, to CMCDReportsTopic
+// for the pairing stage (cmcdpair.go), which maps it into catalog events of
+// its session; a bad report is rejected alone.
 func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && !cmcdTypeOK(r.Header.Get("Content-Type")) {
 		c.fail(w, "", http.StatusUnsupportedMediaType, "", "Content-Type %q: send application/cmcd (or text/plain), one report per line", r.Header.Get("Content-Type"))
@@ -51,45 +54,78 @@ func (c *Collector) serveCMCD(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var resp Response
-	var buf []byte
-	// The sessions as they were before this request: if Kafka fails it, the
-	// client's retry must map the same reports the same way again.
-	before := map[string]cmcdSession{}
 	// CMCD names no device: a page may add device=ID to its event target
 	// URL (docs/players.md), else the session stands in for it.
 	device := r.URL.Query().Get("device")
 	cmcd.Reports(body, func(line int, raw []byte, d cmcd.Dict, err error) bool {
 		rep, rej := readReport(d, err, in.receivedAt, device)
+		if rej == nil {
+			rej = c.precheck(b, in.appID, rep)
+		} else {
+			b.fields = b.fields[:0] // the reject names no ids of another report
+		}
 		if rej != nil {
 			c.addReject(b, in.appID, in.reqID, line-1, raw, rej, in.receivedAt)
 			return true
 		}
-		resp.Reports++
-		var evs []derived
-		c.cmcd.with(in.appID, rep.sid, func(s *cmcdSession) {
-			if _, ok := before[rep.sid]; !ok {
-				before[rep.sid] = *s
-			}
-			was := *s
-			evs = s.apply(rep, &c.cfg.CMCD)
-			switch {
-			case s.joined && was.first == 0:
-				c.metrics.CMCDSessions.WithLabelValues("joined").Inc()
-			case !s.joined && s.first != was.first:
-				c.metrics.CMCDSessions.WithLabelValues("start").Inc()
-			}
-		})
-		for i := range evs {
-			buf = appendEventJSON(buf[:0], in.appID, rep, &evs[i])
-			c.handleEvent(b, in.appID, in.reqID, line-1, buf, in.receivedAt, &resp)
+		v, _ := json.Marshal(&reportEnvelope{AppID: in.appID, RequestID: in.reqID, Index: line - 1,
+			ReceivedAt: in.receivedAt, Device: device, Report: string(raw)}) // strings and numbers: cannot fail
+		key := reportKey(in.appID, rep.sid)
+		// A record Kafka cannot take would fail the whole request.
+		if size := len(v) + len(key); size > c.cfg.MaxRecordBytes {
+			c.addReject(b, in.appID, in.reqID, line-1, raw, &schemas.Reject{Code: schemas.ReasonTooLarge,
+				Msg: fmt.Sprintf("report is %d bytes as stored, at most %d allowed (the event bus's message size)", size, c.cfg.MaxRecordBytes)}, in.receivedAt)
+			return true
 		}
+		resp.Reports++
+		resp.Accepted++
+		b.addReport(v, key, line-1)
 		return true
 	})
-	if !c.answer(w, r, in, &resp) {
-		for sid, s := range before {
-			c.cmcd.with(in.appID, sid, func(cur *cmcdSession) { *cur = s })
+	c.answer(w, r, in, &resp)
+}
+
+// precheck refuses a report whose own values would make one of its events
+// invalid, with the catalog's reason, as /v1/events would: it maps the part
+// of the report that needs no session (request, heartbeat, bsd stalls, msd,
+// an error's play_stop; else a play_start for its ts) and cleans those
+// events without producing them.
+func (c *Collector) precheck(b *batch, appID string, rep *report) *schemas.Reject {
+	s := cmcdSession{joined: true} // a joined session maps msd
+	evs := s.stateless(rep, &c.cfg.CMCD)
+	if rep.sta == staFatal {
+		evs = append(evs, s.stop(rep, c.cfg.CMCD.ErrorCode, errorText(rep.d)))
+	}
+	if len(evs) == 0 {
+		// Every event of a report but a stall has its ts: one outside the
+		// catalog's window refuses them all.
+		evs = append(evs, derived{logType: "play_start", ts: rep.ts})
+	}
+	var buf []byte
+	for i := range evs {
+		buf = appendEventJSON(buf[:0], appID, rep, &evs[i])
+		var err error
+		if b.fields, err = flatjson.ParseObject(b.fields, buf); err != nil {
+			return &schemas.Reject{Code: ReasonInvalidCMCD, Msg: "report maps to no valid event: " + err.Error()}
+		}
+		if rej := b.cleaner.Clean(b.fields, &b.ev); rej != nil {
+			return rej
 		}
 	}
+	return nil
+}
+
+// addReport queues a report's record for CMCDReportsTopic, keyed by app
+// and sid (reportKey) so that a session's reports stay in one partition, in order.
+func (b *batch) addReport(v, key []byte, index int) {
+	start := len(b.out)
+	b.out = append(b.out, v...)
+	b.spans = append(b.spans, [2]int{start, len(b.out)})
+	b.evIdx = append(b.evIdx, int32(index))
+	kstart := len(b.keys)
+	b.keys = append(b.keys, key...)
+	b.kspans = append(b.kspans, [2]int{kstart, len(b.keys)})
+	b.topics = append(b.topics, CMCDReportsTopic)
 }
 
 // countReports counts the reports (non-blank lines) of a body.

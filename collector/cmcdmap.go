@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/lastmile-qoe/lastmile/cmcd"
@@ -17,8 +16,8 @@ import (
 // CMCDPlan holds the choices of the CMCD event-mode mapping (docs/players.md).
 type CMCDPlan struct {
 	// MaxSessions bounds the play sessions whose state (first report, play
-	// state, stall start) a collector remembers; past it the least recently
-	// heard half is forgotten.
+	// state, stall start) a collector's pairing stage remembers; past it the
+	// closed ones, else the least recently heard, are forgotten.
 	MaxSessions int
 	// ErrorCode is play_stop's code for a fatal error (sta=f) or an error
 	// report (e=e): CMCD names errors (ec) but gives no number.
@@ -335,39 +334,6 @@ func errorText(d cmcd.Dict) string {
 		s += it.Text()
 	}
 	return s
-}
-
-// cmcdSessions remembers sessions in two generations of at most
-// MaxSessions/2 each, like the processor's SessionIndex: a session not
-// heard from for a generation is forgotten.
-type cmcdSessions struct {
-	mu        sync.Mutex
-	half      int
-	cur, prev map[string]*cmcdSession
-}
-
-func newCMCDSessions(capacity int) *cmcdSessions {
-	return &cmcdSessions{half: max(capacity/2, 1), cur: map[string]*cmcdSession{}, prev: map[string]*cmcdSession{}}
-}
-
-// with runs fn on the session of (app, sid) under the lock.
-func (x *cmcdSessions) with(app, sid string, fn func(*cmcdSession)) {
-	k := app + "\x00" + sid
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	s, ok := x.cur[k]
-	if !ok {
-		if s, ok = x.prev[k]; ok {
-			delete(x.prev, k)
-		} else {
-			s = &cmcdSession{}
-		}
-		if len(x.cur) >= x.half {
-			x.prev, x.cur = x.cur, map[string]*cmcdSession{}
-		}
-		x.cur[k] = s
-	}
-	fn(s)
 }
 
 // appendEventJSON renders a derived event of a report as the JSON object

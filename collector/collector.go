@@ -90,7 +90,6 @@ type Collector struct {
 	adm      *admitter
 	reqSeq   atomic.Uint64
 	draining atomic.Bool
-	cmcd     *cmcdSessions
 }
 
 // New returns a Collector. metrics may be shared with a registry by the caller.
@@ -120,7 +119,7 @@ func New(cfg Config, s *sampling.Sampler, p Producer, m *Metrics, logger log.Log
 		cfg.CMCD.ErrorCode = DefaultCMCDPlan.ErrorCode
 	}
 	c := &Collector{cfg: cfg, sampler: s, producer: p, logger: logger, metrics: m,
-		adm: newAdmitter(cfg.Admission, cfg.AppKeys, m), cmcd: newCMCDSessions(cfg.CMCD.MaxSessions)}
+		adm: newAdmitter(cfg.Admission, cfg.AppKeys, m)}
 	c.pool.New = func() any { return &batch{cleaner: cfg.Cleaner} }
 	return c
 }

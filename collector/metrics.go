@@ -25,6 +25,10 @@ type Metrics struct {
 	// no play_start or first_frame from the pair; many mean the reports of
 	// one play are spread over replicas, see docs/players.md).
 	CMCDSessions *prometheus.CounterVec
+	// CMCDOpenSessions and CMCDPairLag, per partition this replica pairs:
+	// the open sessions, and the reports read since the committed offset
+	// (what a restart reads again; it grows with the oldest open session).
+	CMCDOpenSessions, CMCDPairLag *prometheus.GaugeVec
 
 	// Children resolved once: WithLabelValues on every event is measurable.
 	receivedBy, sampledBy, producedBy map[string]prometheus.Counter
@@ -74,12 +78,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		CMCDSessions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lastmile_collector_cmcd_sessions_total", Help: "CMCD plays this collector began mapping, by how: start (heard from the start) or joined (first heard mid-play).",
 		}, []string{"how"}),
+		CMCDOpenSessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lastmile_collector_cmcd_open_sessions", Help: "Open CMCD sessions (not stopped, heard within the idle timeout) the pairing stage holds, by partition of the cmcd_reports topic.",
+		}, []string{"partition"}),
+		CMCDPairLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lastmile_collector_cmcd_uncommitted_reports", Help: "CMCD reports the pairing stage read past its committed offset (re-read after a restart), by partition.",
+		}, []string{"partition"}),
 		receivedBy: map[string]prometheus.Counter{},
 		sampledBy:  map[string]prometheus.Counter{},
 		producedBy: map[string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.Received, m.Rejected, m.SampledOut, m.Produced, m.ProduceErrors, m.ProduceDuration, m.Requests, m.RequestDuration,
-		m.Admitted, m.Refused, m.InflightBytes, m.MemoryReleases, m.CMCDSessions)
+		m.Admitted, m.Refused, m.InflightBytes, m.MemoryReleases, m.CMCDSessions, m.CMCDOpenSessions, m.CMCDPairLag)
 	m.CMCDSessions.WithLabelValues("start")
 	m.CMCDSessions.WithLabelValues("joined")
 	for _, l := range []string{limitInflight, limitInflightPerApp} {
@@ -92,6 +102,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.producedBy[t] = m.Produced.WithLabelValues(t)
 	}
 	m.producedBy[schemas.RejectedTopic] = m.Produced.WithLabelValues(schemas.RejectedTopic)
+	m.producedBy[CMCDReportsTopic] = m.Produced.WithLabelValues(CMCDReportsTopic)
 	return m
 }
 

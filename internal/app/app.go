@@ -179,7 +179,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 	var err error
 	if needKafka {
 		var specs []broker.TopicSpec
-		for _, t := range schemas.Topics() {
+		for _, t := range append(schemas.Topics(), collector.CMCDReportsTopic) {
 			specs = append(specs, broker.TopicSpec{Name: t, Partitions: o.Partitions})
 		}
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -284,6 +284,7 @@ func Run(ctx context.Context, o Options, logger log.Logger) error {
 			sampling.New(sc), producer, collector.NewMetrics(reg), log.With(logger, "component", "collector"))
 		h := coll.Handler()
 		mux.Handle("/v1/", h)
+		closers.push("cmcd pairing", startPairer(coll, bootstrap, logger))
 	}
 	if o.Query {
 		token := o.QueryToken
@@ -529,4 +530,19 @@ func (c *closeStack) closeAll(logger log.Logger) {
 			level.Warn(logger).Log("msg", "close failed", "part", c.names[i], "err", err)
 		}
 	}
+}
+
+// startPairer runs the collector's CMCD pairing stage (collector/cmcdpair.go)
+// until the returned stop, which waits for it: it leaves its consumer group
+// before the embedded broker closes.
+func startPairer(coll *collector.Collector, bootstrap []string, logger log.Logger) func() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := coll.NewPairer(collector.PairPlan{Brokers: bootstrap}).Run(ctx); err != nil {
+			level.Error(logger).Log("msg", "CMCD pairing stopped", "err", err)
+		}
+	}()
+	return func() error { cancel(); <-done; return nil }
 }

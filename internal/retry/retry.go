@@ -1,4 +1,6 @@
-package alert
+// Package retry is the one retry helper: waits that double up to a bound,
+// and errors marked permanent stop it at once.
+package retry
 
 import (
 	"context"
@@ -6,7 +8,7 @@ import (
 	"time"
 )
 
-// Backoff is how a delivery is retried: waits start at Initial and double
+// Backoff is how a call is retried: waits start at Initial and double
 // up to Max, for at most Attempts tries (0: until the context ends).
 type Backoff struct {
 	Initial  time.Duration
@@ -14,16 +16,13 @@ type Backoff struct {
 	Attempts int
 }
 
-// DefaultBackoff retries for about five minutes.
-var DefaultBackoff = Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second, Attempts: 15}
-
 // permanent marks an error that retrying cannot fix (a 4xx answer).
 type permanent struct{ err error }
 
 func (p permanent) Error() string { return p.err.Error() }
 func (p permanent) Unwrap() error { return p.err }
 
-// Permanent wraps err so that Retry stops at it.
+// Permanent wraps err so that Do stops at it.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
@@ -37,10 +36,10 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// Retry calls try until it succeeds, returns a permanent error, the
+// Do calls try until it succeeds, returns a permanent error, the
 // attempts run out or ctx ends; after each failed attempt it calls failed
 // (if set). It returns the attempts made and the last error.
-func Retry(ctx context.Context, b Backoff, try func(context.Context) error, failed func(attempt int, err error)) (int, error) {
+func Do(ctx context.Context, b Backoff, try func(context.Context) error, failed func(attempt int, err error)) (int, error) {
 	wait := b.Initial
 	for n := 1; ; n++ {
 		err := try(ctx)
