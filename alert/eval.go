@@ -458,6 +458,9 @@ func judge(r *Rule, cur, cleanAns, base *query.MetricsAnswer, jc judging) map[st
 			continue
 		}
 		o := &observation{labels: groupLabels(r, s.Group), value: v, samples: s.Samples}
+		if r.excluded(o.labels) {
+			continue // a peer of the others only
+		}
 		if len(r.Peers) > 0 {
 			own := key(s.Group, r.GroupBy)
 			others := func(ps []peerVal) []float64 {

@@ -322,6 +322,39 @@ func TestEvaluatorPeersVersusBaseline(t *testing.T) {
 	}
 }
 
+// TestEvaluatorExclude: an excluded group is judged by nobody, yet stays
+// the others' peer: of three nodes failing alike, the excluded one is not
+// notified.
+func TestEvaluatorExclude(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	base := time.Now().Add(-6 * time.Hour).Truncate(time.Hour).UTC()
+	const app = "ev-x"
+	var evs []map[string]any
+	for _, node := range []string{"m1", "m2", "m3"} {
+		evs = append(evs, timeline(app, node, "cdn-a", "north", base, 13*time.Minute, 12, func(d time.Duration) int {
+			if d >= 10*time.Minute {
+				return 6
+			}
+			return 0
+		})...)
+	}
+	insert(t, st, evs)
+	rules := mustRules(t, "rules:\n"+nodeRule("TestExclude", app, "30s", "    baseline: 5m\n    exclude: {node_id: [m2]}\n"))
+	nf := &fakeNotifier{}
+	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, rules, st, nf, log.NewNopLogger())
+	evalRange(ctx, e, base, 9*time.Minute, 12*time.Minute)
+	var got []string
+	for _, n := range nf.got {
+		for _, a := range n.alerts {
+			got = append(got, fmt.Sprintf("%s %s", n.event, a.Labels["node_id"]))
+		}
+	}
+	if want := "firing m1; firing m3"; strings.Join(sortedCopy(got), "; ") != want {
+		t.Errorf("notified %q, want %q", got, want)
+	}
+}
+
 func sortedCopy(xs []string) []string {
 	out := append([]string{}, xs...)
 	for i := range out {

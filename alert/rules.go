@@ -43,6 +43,10 @@ type Rule struct {
 	Peers   []string
 	// Filter keeps only these values of a dimension.
 	Filter map[string][]string
+	// Exclude names values of a group dimension that are peers of the
+	// others but never alert themselves (the source rendition, which no
+	// transcode worker makes).
+	Exclude map[string][]string
 	// Window is what each evaluation looks at; Baseline, when set, is the
 	// stretch before the window that gives the group's own expectation.
 	Window   time.Duration
@@ -166,7 +170,7 @@ func (es RuleErrors) Error() string {
 
 // ruleKeys are the keys of a rule; resolveKeys those of fire and resolve.
 var (
-	ruleKeys = []string{"name", "scope", "severity", "doc", "metric", "quantile", "phase", "group_by", "peers", "filter",
+	ruleKeys = []string{"name", "scope", "severity", "doc", "metric", "quantile", "phase", "group_by", "peers", "filter", "exclude",
 		"window", "baseline", "min_cohort", "min_peers", "fire", "resolve", "persist"}
 	thresholdKeys = []string{"above", "below", "ratio", "delta"}
 	resolveKeys   = append(append([]string{}, thresholdKeys...), "after", "window")
@@ -281,6 +285,37 @@ func (p *ruleParser) mapping(n *yaml.Node, what string, known []string, each fun
 		}
 	}
 	return true
+}
+
+// values reads a mapping of dimension → a value, a comma list or a list
+// of values (filter, exclude).
+func (p *ruleParser) values(n *yaml.Node, what string) map[string][]string {
+	out := map[string][]string{}
+	p.mapping(n, what, schemas.RollupDims, func(d string, vals *yaml.Node) {
+		switch vals.Kind {
+		case yaml.ScalarNode:
+			out[d] = strings.Split(vals.Value, ",")
+		case yaml.SequenceNode:
+			for _, c := range vals.Content {
+				if s, ok := p.str(c, what+"."+d); ok {
+					out[d] = append(out[d], s)
+				}
+			}
+		default:
+			p.fail(vals, what+"."+d+" must be a value or a list of values")
+		}
+	})
+	return out
+}
+
+// excluded: the group's labels name an Exclude value.
+func (r *Rule) excluded(labels map[string]string) bool {
+	for d, vs := range r.Exclude {
+		if contains(vs, labels[d]) {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(xs []string, x string) bool {
@@ -448,21 +483,9 @@ func (p *ruleParser) rule(n *yaml.Node) (Rule, bool) {
 		case "peers":
 			r.Peers, _ = p.dims(v, k)
 		case "filter":
-			r.Filter = map[string][]string{}
-			p.mapping(v, "filter", schemas.RollupDims, func(d string, vals *yaml.Node) {
-				switch vals.Kind {
-				case yaml.ScalarNode:
-					r.Filter[d] = strings.Split(vals.Value, ",")
-				case yaml.SequenceNode:
-					for _, c := range vals.Content {
-						if s, ok := p.str(c, "filter."+d); ok {
-							r.Filter[d] = append(r.Filter[d], s)
-						}
-					}
-				default:
-					p.fail(vals, "filter."+d+" must be a value or a list of values")
-				}
-			})
+			r.Filter = p.values(v, k)
+		case "exclude":
+			r.Exclude = p.values(v, k)
 		case "window":
 			r.Window, _ = p.duration(v, k, maxWindow)
 		case "baseline":
@@ -549,6 +572,11 @@ func (p *ruleParser) check(r *Rule, n, metricNode, fireNode, resolveNode *yaml.N
 	}
 	if len(r.Peers) > 0 && len(r.GroupBy) == 0 {
 		p.fail(n, fmt.Sprintf("rule %s: peers need a group_by: the groups that are compared", r.Name))
+	}
+	for d := range r.Exclude {
+		if !contains(r.GroupBy, d) {
+			p.fail(n, fmt.Sprintf("rule %s: exclude names %s, which is not in group_by: it excludes groups from alerting", r.Name, d))
+		}
 	}
 	if r.Fire.Ratio == 0 {
 		r.Fire.Ratio = 1

@@ -12,7 +12,7 @@ func TestDefaultRulesParse(t *testing.T) {
 	want := map[string]string{"EdgeNodeStartFailures": "edge", "EdgeNodeSlowFirstByte": "edge", "CdnRegionSlowStartup": "edge",
 		"CdnRegionRebuffering": "edge", "StreamStartFailures": "source", "RenditionStartFailures": "transcode",
 		"AppVersionStartFailures": "rollout", "AppVersionRenderStalls": "rollout", "IspStartFailures": "client", "IspRenderStalls": "client",
-		"StreamLowFrameRate": "push", "IspSlowStartup": "client", "NetworkRebuffering": "client", "EdgeNodeRebuffering": "edge"}
+		"StreamLowFrameRate": "push", "IspSlowStartup": "client", "NetworkRebuffering": "client", "EdgeNodeRebuffering": "edge", "RenditionRebuffering": "transcode"}
 	if len(rs) != len(want) {
 		t.Fatalf("%d built-in rules, want %d", len(rs), len(want))
 	}
@@ -103,6 +103,7 @@ func TestParseRulesInvalid(t *testing.T) {
 		{"min_cohort 0", edit(0, "    min_cohort: 0"), 10, "min_cohort must be a whole number ≥ 1"},
 		{"nothing to compare with", strings.Replace(strings.Replace(validRule, "    peers: [cdn, region]\n", "", 1), "    baseline: 30m\n", "", 1), 2, "give peers, baseline or both"},
 		{"peer in group_by", edit(6, "    peers: [node_id]"), 2, "node_id is in both group_by and peers"},
+		{"exclude outside group_by", edit(0, "    exclude: {cdn: [cdn-a]}"), 2, "exclude names cdn, which is not in group_by"},
 		{"missing metric", strings.Replace(validRule, "    metric: video_start_failure_rate\n", "", 1), 2, "rule NodeFailures: metric is required"},
 		{"quantile on a rate", edit(0, "    quantile: \"0.9\""), 4, "quantile and phase apply to quantile metrics"},
 		{"duplicate rule", validRule + strings.TrimPrefix(validRule, "rules:\n"), 10, "rule NodeFailures is defined twice (first at line 2)"},

@@ -191,7 +191,7 @@ func TestDemoCommands(t *testing.T) {
 	delivered := false
 	for _, n := range hook.notices() {
 		for _, a := range n.Alerts {
-			delivered = delivered || (a.Status == "firing" && a.Labels["node_id"] == "edge-b-south-1" && a.Labels["scope"] == "edge")
+			delivered = delivered || (n.Status == "firing" && a.Labels["node_id"] == "edge-b-south-1" && a.Labels["scope"] == "edge")
 		}
 	}
 	if !delivered {
