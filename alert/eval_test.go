@@ -289,16 +289,7 @@ func TestEvaluatorPeersVersusBaseline(t *testing.T) {
 	ctx := context.Background()
 	base := time.Now().Add(-5 * time.Hour).Truncate(time.Hour).UTC()
 	const app = "ev-b"
-	var evs []map[string]any
-	for _, node := range []string{"m1", "m2", "m3"} {
-		evs = append(evs, timeline(app, node, "cdn-a", "north", base, 13*time.Minute, 12, func(d time.Duration) int {
-			if d >= 10*time.Minute {
-				return 6
-			}
-			return 0
-		})...)
-	}
-	insert(t, st, evs)
+	insert(t, st, nodesFailingFrom10m(app, base, "m1", "m2", "m3"))
 	rule := func(name, compare string) string { return nodeRule(name, app, "30s", compare+"\n") }
 	rules := mustRules(t, "rules:\n"+rule("TestPeers", "    peers: [cdn, region]")+rule("TestBaseline", "    baseline: 5m")+
 		rule("TestBoth", "    peers: [cdn, region]\n    baseline: 5m"))
@@ -322,6 +313,21 @@ func TestEvaluatorPeersVersusBaseline(t *testing.T) {
 	}
 }
 
+// nodesFailingFrom10m is 13 minutes of 12 plays a minute on each node of
+// cdn-a north, half of them failing from the 10th minute on.
+func nodesFailingFrom10m(app string, base time.Time, nodes ...string) []map[string]any {
+	var evs []map[string]any
+	for _, node := range nodes {
+		evs = append(evs, timeline(app, node, "cdn-a", "north", base, 13*time.Minute, 12, func(d time.Duration) int {
+			if d >= 10*time.Minute {
+				return 6
+			}
+			return 0
+		})...)
+	}
+	return evs
+}
+
 // TestEvaluatorExclude: an excluded group is judged by nobody, yet stays
 // the others' peer: of three nodes failing alike, the excluded one is not
 // notified.
@@ -330,16 +336,7 @@ func TestEvaluatorExclude(t *testing.T) {
 	ctx := context.Background()
 	base := time.Now().Add(-6 * time.Hour).Truncate(time.Hour).UTC()
 	const app = "ev-x"
-	var evs []map[string]any
-	for _, node := range []string{"m1", "m2", "m3"} {
-		evs = append(evs, timeline(app, node, "cdn-a", "north", base, 13*time.Minute, 12, func(d time.Duration) int {
-			if d >= 10*time.Minute {
-				return 6
-			}
-			return 0
-		})...)
-	}
-	insert(t, st, evs)
+	insert(t, st, nodesFailingFrom10m(app, base, "m1", "m2", "m3"))
 	rules := mustRules(t, "rules:\n"+nodeRule("TestExclude", app, "30s", "    baseline: 5m\n    exclude: {node_id: [m2]}\n"))
 	nf := &fakeNotifier{}
 	e := NewEvaluator(Plan{Step: Step, Resend: time.Hour}, rules, st, nf, log.NewNopLogger())
