@@ -208,6 +208,9 @@ func (lp LivePlan) Localize(ctx context.Context, st Store, req LiveRequest) ([]I
 	for _, kpi := range kpis {
 		lp.gate(kpi, rd)
 	}
+	if err := lp.regate(ctx, st, req, kpis, rd); err != nil {
+		return nil, err
+	}
 	if err := lp.readLeaves(ctx, st, req, rd); err != nil {
 		return nil, err
 	}

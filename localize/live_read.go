@@ -375,6 +375,94 @@ func (lp LivePlan) gatePairs(key string, rd *readout) {
 	}
 }
 
+// regate gates each KPI's flagged buckets again without the viewers of
+// the value that stands out most over them (the strongest cause's): a
+// second cause on another dimension, whose values that cause inflates
+// alike (an app version failing while one ISP's DNS is down), then stands
+// out against the rest, and its attribute is kept too. Rates from the
+// play_stop sums only.
+func (lp LivePlan) regate(ctx context.Context, st Store, req LiveRequest, kpis []string, rd *readout) error {
+	for _, kpi := range kpis {
+		if _, ok := kpiDefs[kpi]; !ok {
+			continue
+		}
+		j, val, bs := lp.strongest(kpi, rd)
+		if bs == nil {
+			continue
+		}
+		from, bucket, sel := lp.source(req, rd)
+		rows, err := queryRows(ctx, st, fmt.Sprintf("SELECT %s AS b, a.1 AS j, a.2 AS val, %s FROM %s AND NOT (%s = %s) AND %s IN (%s) GROUP BY b, j, val",
+			bucket, strings.Join(sel, ", "), strings.Replace(from, " WHERE ", " ARRAY JOIN "+lp.attrPairs()+" AS a WHERE ", 1),
+			rd.attrs[j], sqlString(val), bucket, bucketList(bs)))
+		if err != nil {
+			return fmt.Errorf("reading the marginals without %s=%s: %w", rd.attrs[j], val, err)
+		}
+		rest := map[int64][]map[uint32]vc{}
+		for _, r := range rows {
+			b, jj := int64(r.num("b")), int(r.num("j"))
+			lp.kpiValues(r, []string{kpi}, rd.fpsRef, func(_ string, v, c float64) {
+				if c <= 0 {
+					return
+				}
+				if rest[b] == nil {
+					rest[b] = make([]map[uint32]vc, len(rd.attrs))
+					for x := range rest[b] {
+						rest[b][x] = map[uint32]vc{}
+					}
+				}
+				id := rd.id(jj, r.str("val"))
+				s := rest[b][jj][id]
+				rest[b][jj][id] = vc{s.v + v, s.c + c}
+			})
+		}
+		for b, ms := range rest {
+			ms[j] = nil // the attribute of the cause taken out
+			add := lp.standingOut(ms, max(lp.Floor[kpi], peerRatio(ms, lp.PeerQuantile)))
+			if len(add) > 0 {
+				all := append(slices.Clone(rd.keep[kpi][b]), add...)
+				slices.Sort(all)
+				rd.keep[kpi][b] = slices.Compact(all)
+			}
+		}
+	}
+	return nil
+}
+
+// strongest is the attribute value that stands out most (by its score
+// against its bucket's rate, summed over the flagged buckets) in a KPI's
+// flagged buckets that keep its attribute, and those buckets.
+func (lp LivePlan) strongest(kpi string, rd *readout) (j int, val string, bs map[int64]bool) {
+	score := map[[2]uint32]float64{}
+	for b, keep := range rd.keep[kpi] {
+		ms := rd.marg[kpi][b]
+		for _, jj := range keep {
+			if ms == nil || jj >= len(ms) {
+				continue
+			}
+			for id, x := range ms[jj] {
+				score[[2]uint32{uint32(jj), id}] += sums{v: x.v, e: x.c * rd.rate[kpi][b], c: x.c}.lr()
+			}
+		}
+	}
+	best, top := [2]uint32{}, 0.0
+	for k, s := range score {
+		if s > top || (s == top && (k[0] < best[0] || (k[0] == best[0] && k[1] < best[1]))) {
+			best, top = k, s
+		}
+	}
+	if top < lp.GateScore {
+		return 0, "", nil
+	}
+	j = int(best[0])
+	bs = map[int64]bool{}
+	for b, keep := range rd.keep[kpi] {
+		if slices.Contains(keep, j) {
+			bs[b] = true
+		}
+	}
+	return j, rd.values[j][best[1]], bs
+}
+
 // standingOut is the attributes of marginals ms with a value that stands
 // out against rate (standsOut) with at least MinAffected affected views.
 func (lp LivePlan) standingOut(ms []map[uint32]vc, rate float64) []int {

@@ -3,6 +3,7 @@ package localize
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/lastmile-qoe/lastmile/internal/store/storetest"
 )
@@ -72,5 +73,41 @@ func TestLiveNarrowedToNodeFigures(t *testing.T) {
 		if !found {
 			t.Errorf("session %s is not the node's", s.SessionID)
 		}
+	}
+}
+
+// TestLiveTwoCausesOnTwoDimensions: one ISP's viewers all fail to start
+// while one app version fails too, on every ISP. The ISP's failures lift
+// every version's rate alike, so the version does not stand out in the
+// marginals; gated again without the ISP's viewers, it does, and both
+// causes are answered.
+func TestLiveTwoCausesOnTwoDimensions(t *testing.T) {
+	w := newWorld()
+	w.play = func(p *play) {
+		if i := int(p.at / time.Second); i%5 == 1 {
+			p.version = "5.2.1" // a fifth of the plays, on every ISP
+		}
+		if !w.in(p.at) {
+			return
+		}
+		if p.isp == "isp-c" || p.version == "5.2.1" {
+			p.code, p.blocked = 1001, "dns"
+		}
+	}
+	st := storetest.Embedded(t)
+	resetStore(t, st)
+	insertRows(t, st, w.build())
+	incs, err := DefaultLivePlan.Localize(context.Background(), st, LiveRequest{From: w.t0.Add(w.from), To: w.t0.Add(w.to + 10*time.Second), KPI: KPIStartFailure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var isp, version bool
+	for _, inc := range incs {
+		t.Logf("%s", describe(inc))
+		isp = isp || (inc.Dims["isp"] == "isp-c" && inc.Dims["app_version"] == "")
+		version = version || (inc.Dims["app_version"] == "5.2.1" && inc.Dims["isp"] == "")
+	}
+	if !isp || !version {
+		t.Errorf("incidents name isp-c: %v, app_version 5.2.1: %v; want both", isp, version)
 	}
 }
