@@ -77,21 +77,29 @@ func TestLiveNarrowedToNodeFigures(t *testing.T) {
 }
 
 // TestLiveTwoCausesOnTwoDimensions: one ISP's viewers all fail to start
-// while one app version fails too, on every ISP. The ISP's failures lift
-// every version's rate alike, so the version does not stand out in the
-// marginals; gated again without the ISP's viewers, it does, and both
+// while 60% of one app version's fail too, on every ISP (the client
+// scenario's DNS failure and decoder defect at once). The ISP's failures
+// lift every version's rate alike, so the version hardly stands out in
+// the marginals; gated again without the ISP's viewers, it does, and both
 // causes are answered.
 func TestLiveTwoCausesOnTwoDimensions(t *testing.T) {
 	w := newWorld()
-	w.play = func(p *play) {
-		if i := int(p.at / time.Second); i%5 == 1 {
-			p.version = "5.2.1" // a fifth of the plays, on every ISP
-		}
-		if !w.in(p.at) {
-			return
-		}
-		if p.isp == "isp-c" || p.version == "5.2.1" {
-			p.code, p.blocked = 1001, "dns"
+	w.play = func(p *play) { p.skip = true }
+	w.extraRows = func(w *world) {
+		isps := []string{"isp-a", "isp-b", "isp-c"}
+		n := 0
+		for at := time.Duration(0); at < w.dur-10*time.Second; at += 250 * time.Millisecond {
+			n++
+			node := worldNodes[n%4]
+			p := &play{at: at, stream: "live/room1", node: node.node, cdn: node.cdn, region: node.region,
+				isp: isps[n%3], version: "5.2.0", network: "wifi", dns: 5, connect: 5, firstPk: 20, decode: 15}
+			if n%5 == 1 {
+				p.version = "5.2.1"
+			}
+			if w.in(at) && (p.isp == "isp-c" || (p.version == "5.2.1" && n%25 < 15)) {
+				p.code, p.blocked = 1001, "dns"
+			}
+			w.addPlay(100_000+n, p)
 		}
 	}
 	st := storetest.Embedded(t)
