@@ -145,6 +145,9 @@ type group struct {
 	// held says why a group bad for long enough is not firing (another
 	// rule's alert is at the right level), logged once.
 	held string
+	// waiting is when the group began to wait for a cohort another rule
+	// has not judged (Granularity.Wait).
+	waiting time.Time
 }
 
 type baseline struct {

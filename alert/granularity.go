@@ -44,6 +44,12 @@ type Granularity struct {
 	Context []string
 	// Share is the part of a group's excess a member must hold to explain it.
 	Share float64
+	// Wait bounds how long a ready group waits for a cohort inside or
+	// across it that another rule has not judged yet (awaited).
+	Wait time.Duration
+	// MinElsewhere is the fewest samples of a crossing cohort outside the
+	// group that can show the fault follows the cohort.
+	MinElsewhere int64
 	// MaxCompared bounds the other groups a ready group is weighed against
 	// (two metric reads each), those bad now first: a storm of alerts
 	// must not stall the evaluation.
@@ -51,8 +57,9 @@ type Granularity struct {
 }
 
 // DefaultGranularity: a member explains its group when it holds 60% of the
-// excess and the rest of the group is normal.
-var DefaultGranularity = Granularity{Context: []string{"app_id"}, Share: 0.6, MaxCompared: 32}
+// excess and the rest of the group is normal; a group waits up to a minute
+// for a rule to judge such a member.
+var DefaultGranularity = Granularity{Context: []string{"app_id"}, Share: 0.6, Wait: time.Minute, MinElsewhere: 3, MaxCompared: 32}
 
 // readyGroup is a group bad for persist evaluations, waiting for settle.
 type readyGroup struct {
@@ -125,6 +132,16 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 			}
 		}
 	}
+	if why, more := e.awaited(ctx, rg, t); why != "" {
+		return nil, why
+	} else if more != nil {
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		for k, v := range more {
+			extra[k] = v
+		}
+	}
 	for k, v := range e.soleMembers(ctx, c, t) {
 		if extra == nil {
 			extra = map[string]string{}
@@ -132,6 +149,136 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 		extra[k] = v
 	}
 	return extra, ""
+}
+
+// awaited says why the ready group rg waits for a cohort another rule on
+// its metric watches but has not found bad yet (its cohort is still
+// growing, or it is not yet bad for persist evaluations): one member of
+// the group at that rule's level holds Share of the group's excess with
+// the rest of the group normal, and, when the member crosses the group
+// rather than sits inside it, the member's viewers outside the group are
+// bad too — the fault follows that cohort, not the group (a lagging
+// rendition whose viewers happen to crowd one node). It waits at most
+// Granularity.Wait; then it fires with the member's labels (more).
+func (e *Evaluator) awaited(ctx context.Context, rg readyGroup, t time.Time) (why string, more map[string]string) {
+	gp := e.plan.Granularity
+	c := rg.g
+	cd := gp.identity(c.obs.labels)
+	for i := range e.rules {
+		r2 := &e.rules[i]
+		if r2 == c.rule || r2.Name == c.rule.Name || r2.Metric != c.rule.Metric {
+			continue
+		}
+		rd := gp.identity(groupLabels(r2, nil))
+		if len(rd) == 0 || subset(rd, cd) || sameDims(rd, cd) {
+			continue // broader or the same level: level's business
+		}
+		var split []string
+		for _, d := range r2.labelDims() {
+			if _, in := c.obs.labels[d]; !in {
+				split = append(split, d)
+			}
+		}
+		ans, err := e.split(ctx, c, split, t)
+		if err != nil {
+			continue
+		}
+		m := topMember(ans, c)
+		if m == nil {
+			continue
+		}
+		labels := map[string]string{}
+		for _, d := range r2.labelDims() {
+			if v, in := c.obs.labels[d]; in {
+				labels[d] = v
+			} else {
+				labels[d] = m[d]
+			}
+		}
+		key := r2.Name + "\x00" + fingerprint(r2.Name, labels)
+		if e.groups[key] != nil || e.past[key] != nil || r2.excluded(labels) {
+			continue // judged already (level weighed it), or never judged
+		}
+		if ok, _ := explainsIn(ans, c, gp.Share, func(g map[string]string) bool { return matchAll(g, m, split) }); !ok {
+			continue
+		}
+		narrower := subset(cd, rd)
+		if !narrower && !e.badElsewhere(ctx, c, m, split, t) {
+			continue
+		}
+		if c.waiting.IsZero() {
+			c.waiting = t
+		}
+		if t.Sub(c.waiting) >= gp.Wait {
+			more = map[string]string{}
+			for _, d := range split {
+				if !contains(gp.Context, d) {
+					more[d] = m[d]
+				}
+			}
+			return "", more
+		}
+		return r2.Name + " " + fmtLabels(gp.identity(labels)) + " (not judged yet)", nil
+	}
+	return "", nil
+}
+
+// topMember is the split group's series with the largest excess over the
+// group's expectation: its split labels.
+func topMember(ans *query.MetricsAnswer, y *group) map[string]string {
+	var best map[string]string
+	top := 0.0
+	for _, s := range ans.Series {
+		if s.Total == nil || s.Samples == 0 {
+			continue
+		}
+		if x := y.rule.Fire.excess(*s.Total, y.obs.expected) * float64(s.Samples); x > top {
+			best, top = s.Group, x
+		}
+	}
+	return best
+}
+
+// badElsewhere says the member m's viewers outside group c (the same
+// context: app) are bad by c's rule against what is expected of c: pooled
+// for a rate; for a quantile, most of their samples in bad groups.
+func (e *Evaluator) badElsewhere(ctx context.Context, c *group, m map[string]string, split []string, t time.Time) bool {
+	gp := e.plan.Granularity
+	r := c.rule
+	cd := gp.identity(c.obs.labels)
+	q := r.metricsQuery(t.Add(-r.Window), t, e.plan.Step)
+	q.Set("group_by", strings.Join(sortedKeys(cd), ","))
+	for _, d := range split {
+		q.Set(d, m[d])
+	}
+	for d, v := range c.obs.labels {
+		if _, in := cd[d]; !in {
+			q.Set(d, v) // context
+		}
+	}
+	ans, err := query.Metrics(ctx, e.st, q, t)
+	if err != nil {
+		return false
+	}
+	var sum, n, badN float64
+	for _, s := range ans.Series {
+		if s.Total == nil || s.Samples == 0 || matchAll(s.Group, cd, sortedKeys(cd)) {
+			continue
+		}
+		k := float64(s.Samples)
+		sum += *s.Total * k
+		n += k
+		if r.Fire.Bad(*s.Total, c.obs.expected) {
+			badN += k
+		}
+	}
+	if n < float64(gp.MinElsewhere) {
+		return false
+	}
+	if ans.Unit == "%" {
+		return r.Fire.Bad(sum/n, c.obs.expected)
+	}
+	return badN >= n/2
 }
 
 // related are the other rules' groups a ready group is weighed against:
@@ -225,12 +372,21 @@ func (e *Evaluator) explains(ctx context.Context, x, y *group, t time.Time) (ok,
 	if len(split) == 0 {
 		return false, false
 	}
-	r := y.rule
 	ans, err := e.split(ctx, y, split, t)
 	if err != nil {
 		return false, false
 	}
-	exp := y.obs.expected
+	ok, whole = explainsIn(ans, y, gp.Share, func(g map[string]string) bool { return matchAll(g, xd, split) })
+	if whole {
+		return subset(yd, xd), true
+	}
+	return ok, false
+}
+
+// explainsIn is explains over y's split ans, the member's series those
+// isMember picks.
+func explainsIn(ans *query.MetricsAnswer, y *group, share float64, isMember func(map[string]string) bool) (ok, whole bool) {
+	r, exp := y.rule, y.obs.expected
 	var own, total, restSum, restN float64
 	found := false
 	for _, s := range ans.Series {
@@ -240,14 +396,14 @@ func (e *Evaluator) explains(ctx context.Context, x, y *group, t time.Time) (ok,
 		n := float64(s.Samples)
 		excess := r.Fire.excess(*s.Total, exp) * n
 		total += excess
-		if matchAll(s.Group, xd, split) {
-			own, found = excess, true
+		if isMember(s.Group) {
+			own, found = own+excess, true
 			continue
 		}
 		restSum += *s.Total * n
 		restN += n
 	}
-	if !found || total <= 0 || own < gp.Share*total {
+	if !found || total <= 0 || own < share*total {
 		return false, false
 	}
 	if restN == 0 {
@@ -255,7 +411,7 @@ func (e *Evaluator) explains(ctx context.Context, x, y *group, t time.Time) (ok,
 		// of one node); a crossing group that is all of y may be the
 		// broader audience (a stream nearly every viewer watches), no
 		// explanation, or the same viewers (level compares both ways).
-		return subset(yd, xd), true
+		return false, true
 	}
 	return !r.Fire.Bad(restSum/restN, exp), false
 }
@@ -335,5 +491,5 @@ func (gp Granularity) String() string {
 	if gp.Off {
 		return "off"
 	}
-	return fmt.Sprintf("share %.2f, context %s, compared %d", gp.Share, strings.Join(gp.Context, ","), gp.MaxCompared)
+	return fmt.Sprintf("share %.2f, wait %s, elsewhere %d, context %s, compared %d", gp.Share, gp.Wait, gp.MinElsewhere, strings.Join(gp.Context, ","), gp.MaxCompared)
 }

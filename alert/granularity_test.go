@@ -195,6 +195,75 @@ func TestExplainAway(t *testing.T) {
 	}
 }
 
+// TestGranularityAwaited: every 480p viewer fails from minute 10, and 480p
+// viewers crowd node n1 (half its plays; a quarter of n2's and n3's). The
+// node's 30 s window is bad two evaluations before the rendition's 3 min
+// window: the node waits for the rendition (its excess is all 480p, and
+// 480p fails on the other nodes too), and only the rendition fires. A
+// rendition rule that never judges (its cohort too small) leaves the node
+// to fire after Granularity.Wait, naming the rendition. A stream whose
+// excess is one rendition of it waits for that rendition likewise.
+func TestGranularityAwaited(t *testing.T) {
+	st := storetest.Embedded(t)
+	ctx := context.Background()
+	base := time.Now().Add(-8 * time.Hour).Truncate(time.Hour).UTC()
+	const app = "await"
+	var evs []map[string]any
+	for _, m := range []struct {
+		node, rendition string
+		n               int
+	}{{"n1", "source", 6}, {"n1", "480p", 6}, {"n2", "source", 6}, {"n2", "480p", 2}, {"n3", "source", 6}, {"n3", "480p", 2}} {
+		dims := map[string]string{"node_id": m.node, "rendition": m.rendition, "stream_id": "live/r1"}
+		for d := time.Duration(0); d < 14*time.Minute; d += Step {
+			failed := 0
+			if d >= 10*time.Minute && m.rendition == "480p" {
+				failed = m.n
+			}
+			evs = append(evs, viewers(app, m.node+"."+m.rendition, dims, base.Add(d), m.n, failed)...)
+		}
+	}
+	insert(t, st, evs)
+	rule := func(name, by, window, extra string) string {
+		return fmt.Sprintf(`  - name: %s
+    scope: edge
+    metric: video_start_failure_rate
+    group_by: [%s]
+    filter: {app_id: %s}
+    window: %s
+    baseline: 5m
+    min_cohort: 10
+    fire: {above: 30, ratio: 3, delta: 8}
+    persist: 2
+%s`, name, by, app, window, extra)
+	}
+	node := rule("Node", "node_id", "30s", "")
+	stream := rule("Stream", "stream_id", "30s", "")
+	rend := rule("Rend", "rendition", "3m", "    peers: [stream_id]\n")
+	for _, c := range []struct {
+		name, rules string
+		cohort      int64 // the rendition rule's min_cohort
+		want, off   string
+	}{
+		{"a rendition crowding a node", node + rend, 10, "Rend rendition=480p,stream_id=live/r1", "Node node_id=n1; Rend rendition=480p,stream_id=live/r1"},
+		{"a rendition too small to judge", node + rend, 100000, "Node node_id=n1,rendition=480p,stream_id=live/r1", "Node node_id=n1"},
+		{"a rendition of a stream", stream + rend, 10, "Rend rendition=480p,stream_id=live/r1", "Rend rendition=480p,stream_id=live/r1; Stream stream_id=live/r1"},
+	} {
+		rs := mustRules(t, "rules:\n"+c.rules)
+		rs[1].MinCohort = c.cohort
+		for _, off := range []bool{false, true} {
+			plan := Plan{Step: Step, Resend: time.Hour, Granularity: DefaultGranularity}
+			plan.Granularity.Off = off
+			want := c.want
+			if off {
+				want = c.off
+			}
+			if got := strings.Join(fired(ctx, plan, rs, st, base, 9*time.Minute, 13*time.Minute), "; "); got != want {
+				t.Errorf("%s (granularity off %v): fired %q, want %q", c.name, off, got, want)
+			}
+		}
+	}
+}
+
 // fired evaluates the rules from base+from to base+to and lists the alerts
 // that fired, "rule labels", sorted.
 func fired(ctx context.Context, plan Plan, rs []Rule, st Store, base time.Time, from, to time.Duration) []string {

@@ -32,12 +32,28 @@ var scenDataDir = func() string {
 
 // replayTables are emptied between scenarios: the events, what the
 // metrics read, and the alert state.
-var replayTables = []string{"events", "qoe_1m", "qoe_1h", "qoe_latency_1m", "qoe_latency_1h", "qoe_first_frame", alertsTable, deliveriesTable}
+var replayTables = []string{"events", replayStaging, "qoe_1m", "qoe_1h", "qoe_latency_1m", "qoe_latency_1h", "qoe_first_frame", alertsTable, deliveriesTable}
 
-func loadScenario(t testing.TB, st *store.Embedded, path string) {
+// replayOffset shifts the evaluations off the step boundaries, as a live
+// evaluator's are (REPLAY_OFFSET, a duration).
+var replayOffset, _ = time.ParseDuration(os.Getenv("REPLAY_OFFSET"))
+
+// replayStaging holds a run's events before they "arrive" (arrive).
+const replayStaging = "events_replay"
+
+// loadScenario loads a run's events into the events table, or with
+// staged into replayStaging only, for arrive to feed in arrival order.
+func loadScenario(t testing.TB, st *store.Embedded, path string, staged ...bool) {
 	ctx := context.Background()
 	for _, tb := range replayTables {
 		if err := st.Exec(ctx, "TRUNCATE TABLE IF EXISTS "+tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	into := "events"
+	if len(staged) > 0 && staged[0] {
+		into = replayStaging
+		if err := st.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+replayStaging+" AS events ENGINE = MergeTree ORDER BY received_at"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,7 +69,7 @@ func loadScenario(t testing.TB, st *store.Embedded, path string) {
 		if batch.Len() == 0 {
 			return
 		}
-		if err := st.Exec(ctx, "INSERT INTO events FORMAT JSONEachRow\n"+batch.String()); err != nil {
+		if err := st.Exec(ctx, "INSERT INTO "+into+" FORMAT JSONEachRow\n"+batch.String()); err != nil {
 			t.Fatal(err)
 		}
 		batch.Reset()
@@ -68,9 +84,20 @@ func loadScenario(t testing.TB, st *store.Embedded, path string) {
 	flush()
 }
 
+// arrive moves the staged events received in (from, to] into events, as
+// the processor stored them during the run: an evaluation sees what had
+// arrived by its time, not the run's complete data.
+func arrive(t testing.TB, st *store.Embedded, from, to time.Time) {
+	q := fmt.Sprintf("INSERT INTO events SELECT * FROM %s WHERE received_at > fromUnixTimestamp64Milli(%d, 'UTC') AND received_at <= fromUnixTimestamp64Milli(%d, 'UTC')",
+		replayStaging, from.UnixMilli(), to.UnixMilli())
+	if err := st.Exec(context.Background(), q); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestReplayScenarios runs the built-in rules over real scenario runs, one
 // evaluation every step from the run's start to two minutes after its end,
-// and reports per labelled fault the delay from its start to the first
+// feeding the events as they arrived (received_at), and reports per labelled fault the delay from its start to the first
 // evaluation that fired an alert on its dimensions, and every alert that
 // matches no fault. A measurement for development (skipped without the
 // data); it asserts only that the baseline run fires nothing.
@@ -91,7 +118,8 @@ func TestReplayScenarios(t *testing.T) {
 		if err != nil || json.Unmarshal(b, &lb) != nil {
 			t.Fatalf("labels %s: %v", lp, err)
 		}
-		loadScenario(t, st, strings.TrimSuffix(lp, ".labels.json")+".events.jsonl")
+		loadScenario(t, st, strings.TrimSuffix(lp, ".labels.json")+".events.jsonl", true)
+		arrive(t, st, lb.Start.Add(-24*time.Hour), lb.Start)
 		nf := &fakeNotifier{}
 		plan := DefaultPlan
 		plan.Resend, plan.Explain = time.Hour, Localizer(st, localize.DefaultScopePlan)
@@ -103,8 +131,9 @@ func TestReplayScenarios(t *testing.T) {
 		// An alert is its fingerprint and start: a group may fire twice.
 		id := func(a Alert) string { return a.Fingerprint + "@" + a.StartsAt.String() }
 		firedAt := map[string]time.Time{} // id → evaluation that fired it
-		from, to := lb.Start.Truncate(Step).Add(Step), lb.End.Add(2*time.Minute)
-		for tt := from; !tt.After(to); tt = tt.Add(Step) {
+		from, to := lb.Start.Truncate(Step).Add(Step+replayOffset), lb.End.Add(2*time.Minute)
+		for tt, last := from, lb.Start; !tt.After(to); last, tt = tt, tt.Add(Step) {
+			arrive(t, st, last, tt)
 			before := len(nf.got)
 			e.Eval(ctx, tt)
 			for _, n := range nf.got[before:] {
