@@ -152,7 +152,7 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 }
 
 // awaited says why the ready group rg waits for a cohort another rule on
-// its metric watches but has not found bad yet (its cohort is still
+// its metric watches but has not alerted on yet (its cohort is still
 // growing, or it is not yet bad for persist evaluations): one member of
 // the group at that rule's level holds Share of the group's excess with
 // the rest of the group normal, and, when the member crosses the group
@@ -196,8 +196,8 @@ func (e *Evaluator) awaited(ctx context.Context, rg readyGroup, t time.Time) (wh
 			}
 		}
 		key := r2.Name + "\x00" + fingerprint(r2.Name, labels)
-		if e.groups[key] != nil || e.past[key] != nil || r2.excluded(labels) {
-			continue // judged already (level weighed it), or never judged
+		if g := e.groups[key]; g != nil && g.alert != nil || e.past[key] != nil || r2.excluded(labels) {
+			continue // alerted already (level weighed it), or never judged
 		}
 		if ok, _ := explainsIn(ans, c, gp.Share, func(g map[string]string) bool { return matchAll(g, m, split) }); !ok {
 			continue
