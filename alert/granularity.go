@@ -166,7 +166,7 @@ func (e *Evaluator) awaited(ctx context.Context, rg readyGroup, t time.Time) (wh
 	cd := gp.identity(c.obs.labels)
 	for i := range e.rules {
 		r2 := &e.rules[i]
-		if r2 == c.rule || r2.Name == c.rule.Name || r2.Metric != c.rule.Metric {
+		if r2 == c.rule || r2.Name == c.rule.Name || r2.Metric != c.rule.Metric || r2.Phase != c.rule.Phase {
 			continue
 		}
 		rd := gp.identity(groupLabels(r2, nil))
