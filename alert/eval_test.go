@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -303,7 +304,7 @@ func TestEvaluatorPeersVersusBaseline(t *testing.T) {
 		}
 	}
 	want := "firing TestBaseline m1; firing TestBaseline m2; firing TestBaseline m3"
-	if strings.Join(sortedCopy(got), "; ") != want {
+	if strings.Join(slices.Sorted(slices.Values(got)), "; ") != want {
 		t.Errorf("notified %q, want %q", got, want)
 	}
 	for _, n := range nf.got {
@@ -347,21 +348,9 @@ func TestEvaluatorExclude(t *testing.T) {
 			got = append(got, fmt.Sprintf("%s %s", n.event, a.Labels["node_id"]))
 		}
 	}
-	if want := "firing m1; firing m3"; strings.Join(sortedCopy(got), "; ") != want {
+	if want := "firing m1; firing m3"; strings.Join(slices.Sorted(slices.Values(got)), "; ") != want {
 		t.Errorf("notified %q, want %q", got, want)
 	}
-}
-
-func sortedCopy(xs []string) []string {
-	out := append([]string{}, xs...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
 }
 
 // TestEvaluatorPeerFallback: one node per CDN × region, as in the bundled

@@ -3,6 +3,7 @@ package alert
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -124,30 +125,15 @@ func (e *Evaluator) level(ctx context.Context, rg readyGroup, t time.Time) (extr
 			}
 		}
 		if (co && cWhole) || same {
-			if extra == nil {
-				extra = map[string]string{}
-			}
-			for k, v := range o.obs.labels {
-				extra[k] = v
-			}
+			extra = withLabels(extra, o.obs.labels)
 		}
 	}
-	if why, more := e.awaited(ctx, rg, t); why != "" {
+	why, more := e.awaited(ctx, rg, t)
+	if why != "" {
 		return nil, why
-	} else if more != nil {
-		if extra == nil {
-			extra = map[string]string{}
-		}
-		for k, v := range more {
-			extra[k] = v
-		}
 	}
-	for k, v := range e.soleMembers(ctx, c, t) {
-		if extra == nil {
-			extra = map[string]string{}
-		}
-		extra[k] = v
-	}
+	extra = withLabels(extra, more)
+	extra = withLabels(extra, e.soleMembers(ctx, c, t))
 	return extra, ""
 }
 
@@ -166,7 +152,7 @@ func (e *Evaluator) awaited(ctx context.Context, rg readyGroup, t time.Time) (wh
 	cd := gp.identity(c.obs.labels)
 	for i := range e.rules {
 		r2 := &e.rules[i]
-		if r2 == c.rule || r2.Name == c.rule.Name || r2.Metric != c.rule.Metric || r2.Phase != c.rule.Phase {
+		if r2.Name == c.rule.Name || r2.Metric != c.rule.Metric || r2.Phase != c.rule.Phase {
 			continue
 		}
 		rd := gp.identity(groupLabels(r2, nil))
@@ -246,17 +232,16 @@ func (e *Evaluator) badElsewhere(ctx context.Context, c *group, m map[string]str
 	gp := e.plan.Granularity
 	r := c.rule
 	cd := gp.identity(c.obs.labels)
-	q := r.metricsQuery(t.Add(-r.Window), t, e.plan.Step)
-	q.Set("group_by", strings.Join(sortedKeys(cd), ","))
-	for _, d := range split {
-		q.Set(d, m[d])
-	}
+	filter := map[string]string{}
 	for d, v := range c.obs.labels {
 		if _, in := cd[d]; !in {
-			q.Set(d, v) // context
+			filter[d] = v // context
 		}
 	}
-	ans, err := query.Metrics(ctx, e.st, q, t)
+	for _, d := range split {
+		filter[d] = m[d]
+	}
+	ans, err := e.window(ctx, r, filter, sortedKeys(cd), t)
 	if err != nil {
 		return false
 	}
@@ -279,6 +264,18 @@ func (e *Evaluator) badElsewhere(ctx context.Context, c *group, m map[string]str
 		return r.Fire.Bad(sum/n, c.obs.expected)
 	}
 	return badN >= n/2
+}
+
+// withLabels adds labels to extra, made when needed.
+func withLabels(extra, labels map[string]string) map[string]string {
+	if len(labels) == 0 {
+		return extra
+	}
+	if extra == nil {
+		extra = map[string]string{}
+	}
+	maps.Copy(extra, labels)
+	return extra
 }
 
 // related are the other rules' groups a ready group is weighed against:
@@ -418,10 +415,15 @@ func explainsIn(ans *query.MetricsAnswer, y *group, share float64, isMember func
 
 // split is y's metric over its rule's window, by the dims.
 func (e *Evaluator) split(ctx context.Context, y *group, dims []string, t time.Time) (*query.MetricsAnswer, error) {
-	r := y.rule
+	return e.window(ctx, y.rule, y.obs.labels, dims, t)
+}
+
+// window is r's metric over its window for the viewers filter names, by
+// the dims.
+func (e *Evaluator) window(ctx context.Context, r *Rule, filter map[string]string, dims []string, t time.Time) (*query.MetricsAnswer, error) {
 	q := r.metricsQuery(t.Add(-r.Window), t, e.plan.Step)
 	q.Set("group_by", strings.Join(dims, ","))
-	for d, v := range y.obs.labels {
+	for d, v := range filter {
 		q.Set(d, v)
 	}
 	ans, err := query.Metrics(ctx, e.st, q, t)
